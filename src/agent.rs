@@ -1,0 +1,304 @@
+//! Agent definitions: data files in `agents/`, validated once into [`AgentDef`].
+//!
+//! One TOML file per agent: id, description, model, fallbacks, a system prompt file,
+//! allowed and denied tools, and a subagent policy (which agents it may spawn, the
+//! default child model, max depth, max children, run timeout). The shipped `brain` and
+//! `executor` are also compiled in, so the demo runs from any directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{ModelRef, ToolSpec};
+use crate::scope::{required_scope, Requirement, ScopeSet};
+use crate::session::tools::{self, Tool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read agent file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid agent file {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("no agent definitions found in {0}")]
+    Empty(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    #[serde(default)]
+    description: String,
+    model: String,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    #[serde(default)]
+    prompt_file: Option<String>,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    tools: RawTools,
+    #[serde(default)]
+    subagents: RawSubagents,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTools {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubagents {
+    #[serde(default)]
+    allow_agents: Vec<String>,
+    default_agent: Option<String>,
+    model: Option<String>,
+    max_depth: Option<u32>,
+    max_children: Option<usize>,
+    run_timeout_seconds: Option<f64>,
+}
+
+/// A validated agent definition.
+#[derive(Debug)]
+pub struct AgentDef {
+    pub id: String,
+    pub description: String,
+    pub model: ModelRef,
+    pub fallbacks: Vec<ModelRef>,
+    pub system_prompt: String,
+    pub tools: Vec<Tool>,
+    /// The tool specs offered to the model, built once.
+    pub tool_specs: Arc<[ToolSpec]>,
+    /// The scopes this agent's tools need; a session of it gets no more.
+    pub scopes: ScopeSet,
+    pub subagents: SubagentPolicy,
+}
+
+#[derive(Debug, Default)]
+pub struct SubagentPolicy {
+    pub allow_agents: Vec<String>,
+    pub default_agent: Option<String>,
+    pub model: Option<ModelRef>,
+    pub max_depth: Option<u32>,
+    pub max_children: Option<usize>,
+    pub run_timeout: Option<Duration>,
+}
+
+impl AgentDef {
+    pub fn has_tool(&self, tool: Tool) -> bool {
+        self.tools.contains(&tool)
+    }
+}
+
+/// The agents of a gateway, by id.
+#[derive(Debug, Default)]
+pub struct Agents(BTreeMap<String, Arc<AgentDef>>);
+
+const SHIPPED: [(&str, &str, &str, &str); 2] = [
+    (
+        "brain.toml",
+        include_str!("../agents/brain.toml"),
+        "brain.md",
+        include_str!("../agents/brain.md"),
+    ),
+    (
+        "executor.toml",
+        include_str!("../agents/executor.toml"),
+        "executor.md",
+        include_str!("../agents/executor.md"),
+    ),
+];
+
+impl Agents {
+    /// Every `*.toml` in `dir`.
+    pub fn load_dir(dir: &Path) -> Result<Agents, AgentError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| AgentError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let entries = std::fs::read_dir(dir).map_err(|source| AgentError::Read {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        let mut agents = Agents::default();
+        for path in paths {
+            let text = read(&path)?;
+            let prompt = |file: &str| read(&dir.join(file));
+            agents.insert(parse(&path.display().to_string(), &text, prompt)?);
+        }
+        if agents.0.is_empty() {
+            return Err(AgentError::Empty(dir.display().to_string()));
+        }
+        Ok(agents)
+    }
+
+    /// The agents shipped with hivegate (`brain`, `executor`), compiled in.
+    pub fn shipped() -> Result<Agents, AgentError> {
+        let mut agents = Agents::default();
+        for (name, text, prompt_name, prompt_text) in SHIPPED {
+            let prompt = |file: &str| {
+                if file == prompt_name {
+                    Ok(prompt_text.to_string())
+                } else {
+                    Err(AgentError::Invalid {
+                        path: name.into(),
+                        message: format!("unknown prompt file {file}"),
+                    })
+                }
+            };
+            agents.insert(parse(name, text, prompt)?);
+        }
+        Ok(agents)
+    }
+
+    pub fn insert(&mut self, agent: AgentDef) {
+        self.0.insert(agent.id.clone(), Arc::new(agent));
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<AgentDef>> {
+        self.0.get(id)
+    }
+
+    pub fn ids(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<AgentDef>> {
+        self.0.values()
+    }
+}
+
+/// Parse and validate one agent file; `prompt` reads a prompt file by name.
+pub fn parse(
+    path: &str,
+    text: &str,
+    prompt: impl Fn(&str) -> Result<String, AgentError>,
+) -> Result<AgentDef, AgentError> {
+    let invalid = |message: String| AgentError::Invalid {
+        path: path.to_string(),
+        message,
+    };
+    let raw: RawAgent = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let model_ref = |s: &str| ModelRef::parse(s).map_err(|e| invalid(e.to_string()));
+    let system_prompt = match (&raw.prompt, &raw.prompt_file) {
+        (Some(text), None) => text.clone(),
+        (None, Some(file)) => prompt(file)?,
+        (None, None) => String::new(),
+        (Some(_), Some(_)) => return Err(invalid("set prompt or prompt_file, not both".into())),
+    };
+    let mut tools = Vec::new();
+    for name in &raw.tools.allow {
+        let tool = Tool::parse(name).ok_or_else(|| {
+            invalid(format!(
+                "unknown tool '{name}' in tools.allow; known: {}",
+                tools::names()
+            ))
+        })?;
+        if !raw.tools.deny.iter().any(|d| d == name) && !tools.contains(&tool) {
+            tools.push(tool);
+        }
+    }
+    if let Some(bad) = raw.tools.deny.iter().find(|d| Tool::parse(d).is_none()) {
+        return Err(invalid(format!(
+            "unknown tool '{bad}' in tools.deny; known: {}",
+            tools::names()
+        )));
+    }
+    let scopes = tools
+        .iter()
+        .filter_map(|t| match required_scope(t.name()) {
+            Requirement::Scope(scope) => Some(scope),
+            _ => None,
+        })
+        .collect();
+    let run_timeout = match raw.subagents.run_timeout_seconds {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            return Err(invalid(
+                "subagents.run_timeout_seconds must be positive".into(),
+            ))
+        }
+        other => other.map(Duration::from_secs_f64),
+    };
+    Ok(AgentDef {
+        tool_specs: tools.iter().map(|t| t.spec()).collect(),
+        id: raw.id,
+        description: raw.description,
+        model: model_ref(&raw.model)?,
+        fallbacks: raw
+            .fallbacks
+            .iter()
+            .map(|f| model_ref(f))
+            .collect::<Result<_, _>>()?,
+        system_prompt,
+        tools,
+        scopes,
+        subagents: SubagentPolicy {
+            allow_agents: raw.subagents.allow_agents,
+            default_agent: raw.subagents.default_agent,
+            model: raw.subagents.model.as_deref().map(model_ref).transpose()?,
+            max_depth: raw.subagents.max_depth,
+            max_children: raw.subagents.max_children,
+            run_timeout,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Scope;
+
+    #[test]
+    fn shipped_agents_load_and_the_brain_may_spawn_executors() {
+        let agents = Agents::shipped().unwrap();
+        let brain = agents.get("brain").unwrap();
+        assert_eq!(brain.model.as_str(), "builtin/brain");
+        assert!(brain.has_tool(Tool::SessionsSpawn));
+        assert!(brain.scopes.contains(Scope::AgentSpawn));
+        assert_eq!(brain.subagents.allow_agents, vec!["executor".to_string()]);
+        assert_eq!(
+            agents.get("executor").unwrap().model.as_str(),
+            "builtin/executor"
+        );
+    }
+
+    #[test]
+    fn bad_definitions_say_what_is_wrong() {
+        let no_prompt = |_: &str| Ok(String::new());
+        let err = parse("x.toml", "id = \"x\"\nmodel = \"nomodel\"", no_prompt).unwrap_err();
+        assert!(err.to_string().contains("bad model ref 'nomodel'"), "{err}");
+        let err = parse(
+            "x.toml",
+            "id = \"x\"\nmodel = \"a/b\"\n[tools]\nallow = [\"rm_rf\"]",
+            no_prompt,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown tool 'rm_rf'"), "{err}");
+        let err = parse(
+            "x.toml",
+            "id = \"x\"\nmodel = \"a/b\"\ncolour = 1",
+            no_prompt,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

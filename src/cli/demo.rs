@@ -1,0 +1,156 @@
+//! `hivegate demo`: the main job. Starts a gateway in-process with the builtin offline
+//! provider, gives the brain a task of N subtasks (each executor splits again while the
+//! tree is shallower than D), waits for the whole tree and reports it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::{load_agents, print_json};
+use crate::config::Config;
+use crate::gateway::{StartMain, WaitRun};
+use crate::report::{OutcomeCounts, TreeReport};
+use crate::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The task for the brain; it is split into --executors subtasks.
+    #[arg(
+        long,
+        default_value = "survey the hivegate runtime and report what each part does"
+    )]
+    task: String,
+    /// Executors the brain spawns (one per subtask).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    executors: u32,
+    /// Depth of the tree below the brain: with D > 1 every executor above the last level spawns --fanout executors again.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    depth: u32,
+    /// Children per non-leaf executor when --depth > 1.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    fanout: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Print one JSON object instead of the tree.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The brain's task: one line per subtask, each carrying the split marker the builtin
+/// executor understands (see `model::builtin`).
+fn brain_task(args: &DemoArgs) -> String {
+    let marker = match args.depth {
+        1 => String::new(),
+        d => format!(" [split {} x{}]", args.fanout, d - 1),
+    };
+    (1..=args.executors)
+        .map(|i| {
+            format!(
+                "{} (part {i} of {}){marker}\n",
+                args.task.trim(),
+                args.executors
+            )
+        })
+        .collect()
+}
+
+/// Sessions in the full tree: 1 + N + N·F + … + N·F^(D-1).
+fn expected_sessions(args: &DemoArgs) -> u64 {
+    (0..args.depth)
+        .fold((1u64, u64::from(args.executors)), |(total, level), _| {
+            (total + level, level * u64::from(args.fanout))
+        })
+        .0
+}
+
+pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<i32> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    let mut config = Config::load(config_path.as_deref())?;
+    config.bind = ([127, 0, 0, 1], 0).into();
+    // The demo must fit the tree it was asked for; limits only ever go up here.
+    let limits = &mut config.limits;
+    limits.max_spawn_depth = limits.max_spawn_depth.max(args.depth);
+    limits.max_sessions = limits.max_sessions.max(expected_sessions(&args) as usize);
+    let agents = load_agents(&config)?;
+    let runtime = Runtime::start(&config, agents).await?;
+    if !args.json {
+        eprintln!(
+            "hivegate demo: brain + {} executors, depth {}, builtin provider at http://{}",
+            args.executors, args.depth, runtime.http_addr
+        );
+    }
+    let started = Instant::now();
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let run = runtime
+        .gateway
+        .send(StartMain {
+            agent_id: "brain".into(),
+            task: brain_task(&args),
+            run_timeout: Some(timeout),
+            budget_tokens: None,
+        })
+        .await??;
+    let summary = runtime
+        .gateway
+        .send(WaitRun { run_id: run.run_id })
+        .await??
+        .await?;
+    let elapsed = started.elapsed();
+    let root = runtime
+        .registry
+        .tree(&run.session_key)
+        .ok_or_else(|| anyhow::anyhow!("the brain session vanished"))?;
+    let outcomes = OutcomeCounts::of(&root);
+    let report = TreeReport {
+        sessions: outcomes.total(),
+        outcomes,
+        spawn_latency_us: runtime.stats.spawn_latency(),
+        pairing_requests: runtime.stats.pairing_requests(),
+        elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+        tokens: tokens(&root),
+        final_answer: summary.text,
+        root,
+    };
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    let ok = report.outcomes.all_ok();
+    runtime.shutdown().await?;
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn tokens(node: &crate::gateway::TreeNode) -> u64 {
+    node.tokens + node.children.iter().map(tokens).sum::<u64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(executors: u32, depth: u32, fanout: u32) -> DemoArgs {
+        DemoArgs {
+            task: "t".into(),
+            executors,
+            depth,
+            fanout,
+            timeout: 1.0,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn tree_sizes_and_tasks() {
+        assert_eq!(expected_sessions(&args(4, 1, 2)), 5);
+        assert_eq!(expected_sessions(&args(50, 2, 2)), 151);
+        assert_eq!(
+            brain_task(&args(2, 2, 3)),
+            "t (part 1 of 2) [split 3 x1]\nt (part 2 of 2) [split 3 x1]\n"
+        );
+    }
+}

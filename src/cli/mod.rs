@@ -1,0 +1,66 @@
+//! The command line: one file per command. `main.rs` parses [`Cli`] and calls [`run`].
+
+mod bench;
+mod demo;
+mod run;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::agent::Agents;
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hivegate",
+    version,
+    about = "An actor-based agent runtime: a brain session plans and spawns executor subagents in-process, \
+             with capabilities handed over by message (no pairing, no sockets, microsecond spawns).",
+    after_help = "Start with `hivegate demo`: a brain/executor tree on the builtin offline provider, no API key needed."
+)]
+pub struct Cli {
+    /// Config file (TOML). Default: $HIVEGATE_CONFIG, else ./hivegate.toml if present, else built-in defaults.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a brain/executor tree offline on the builtin provider and print the tree and spawn latency.
+    Demo(demo::DemoArgs),
+    /// Run the gateway as a server: HTTP on loopback with /health and the builtin provider.
+    Serve(serve::ServeArgs),
+    /// Run one task on a main session against the configured providers; print the tree and the answer.
+    Run(run::RunArgs),
+    /// Measure in-process spawn latency and a burst of sessions (the runtime alone, no model).
+    Bench(bench::BenchArgs),
+}
+
+/// Run a parsed command inside a fresh actix System. Returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let system = actix_rt::System::new();
+    match cli.command {
+        Command::Demo(args) => system.block_on(demo::run(cli.config, args)),
+        Command::Serve(args) => system.block_on(serve::run(cli.config, args)),
+        Command::Run(args) => system.block_on(run::run(cli.config, args)),
+        Command::Bench(args) => system.block_on(bench::run(args)),
+    }
+}
+
+/// The agents from the configured directory, else the ones compiled in.
+fn load_agents(config: &Config) -> anyhow::Result<Agents> {
+    Ok(match &config.agents_dir {
+        Some(dir) => Agents::load_dir(dir)?,
+        None => Agents::shipped()?,
+    })
+}
+
+/// Print as pretty JSON.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `hivegate run --agent brain "task"`: one task on a main session against the
+//! configured providers (the builtin one is always there), then the tree and the answer.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::{load_agents, print_json};
+use crate::config::Config;
+use crate::gateway::{StartMain, WaitRun};
+use crate::report::{OutcomeCounts, TreeReport};
+use crate::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent whose main session runs the task.
+    #[arg(long, default_value = "brain")]
+    agent: String,
+    /// Run timeout in seconds (default: limits.default_run_timeout_seconds).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Token budget for the whole tree.
+    #[arg(long)]
+    budget: Option<u64>,
+    /// Print one JSON object instead of the tree.
+    #[arg(long)]
+    json: bool,
+    /// The task.
+    task: String,
+}
+
+pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
+    let run_timeout = match args.timeout {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            anyhow::bail!("--timeout must be a positive number of seconds")
+        }
+        other => other.map(Duration::from_secs_f64),
+    };
+    if args.task.trim().is_empty() {
+        anyhow::bail!("the task is empty; say what the agent should do");
+    }
+    let mut config = Config::load(config_path.as_deref())?;
+    config.bind = ([127, 0, 0, 1], 0).into();
+    let agents = load_agents(&config)?;
+    if agents.get(&args.agent).is_none() {
+        anyhow::bail!(
+            "unknown agent '{}'; defined agents: {}",
+            args.agent,
+            agents.ids().join(", ")
+        );
+    }
+    let runtime = Runtime::start(&config, agents).await?;
+    let started = Instant::now();
+    let start = StartMain {
+        agent_id: args.agent.clone(),
+        task: args.task,
+        run_timeout,
+        budget_tokens: args.budget,
+    };
+    let run = runtime.gateway.send(start).await??;
+    let summary = runtime
+        .gateway
+        .send(WaitRun { run_id: run.run_id })
+        .await??
+        .await?;
+    let root = runtime
+        .registry
+        .tree(&run.session_key)
+        .ok_or_else(|| anyhow::anyhow!("the session vanished"))?;
+    let outcomes = OutcomeCounts::of(&root);
+    let report = TreeReport {
+        sessions: outcomes.total(),
+        outcomes,
+        spawn_latency_us: runtime.stats.spawn_latency(),
+        pairing_requests: runtime.stats.pairing_requests(),
+        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        tokens: summary.usage.total(),
+        final_answer: summary.text.clone(),
+        root,
+    };
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    runtime.shutdown().await?;
+    Ok(if summary.outcome == crate::gateway::Outcome::Ok {
+        0
+    } else {
+        1
+    })
+}

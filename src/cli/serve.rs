@@ -1,0 +1,35 @@
+//! `hivegate serve`: the gateway as a server until Ctrl-C, then the one shutdown path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::load_agents;
+use crate::config::Config;
+use crate::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address (default: gateway.bind from the config, 127.0.0.1:18789).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+}
+
+pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<i32> {
+    let mut config = Config::load(config_path.as_deref())?;
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
+    let agents = load_agents(&config)?;
+    let runtime = Runtime::start(&config, agents).await?;
+    tracing::info!(addr = %runtime.http_addr, "gateway listening");
+    println!(
+        "hivegate listening on http://{} (health: /health, builtin provider: /v1/chat/completions)",
+        runtime.http_addr
+    );
+    actix_rt::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    runtime.shutdown().await?;
+    Ok(0)
+}

@@ -1,0 +1,302 @@
+//! Configuration: the raw TOML shape (serde, `deny_unknown_fields`) validated once into
+//! [`Config`]. This is the only module that reads the environment: provider API keys
+//! (by the variable each provider names) and `HIVEGATE_CONFIG`.
+//!
+//! ```toml
+//! [gateway]
+//! bind = "127.0.0.1:18789"
+//! agents_dir = "agents"
+//!
+//! [limits]
+//! max_spawn_depth = 3
+//! max_children_per_session = 64
+//! max_concurrent_model_calls = 32
+//! max_sessions = 4096
+//! default_run_timeout_seconds = 600
+//! model_request_timeout_seconds = 300
+//!
+//! [providers.cherry-nvidia]
+//! base_url = "https://example.invalid/v1"
+//! api_key_env = "CHERRY_API_KEY"
+//! api = "openai-completions"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{Api, Provider, Providers};
+
+/// The name of the builtin offline provider; its base URL is the gateway's own.
+pub const BUILTIN_PROVIDER: &str = "builtin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    bind: Option<String>,
+    agents_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_spawn_depth: Option<u32>,
+    max_children_per_session: Option<usize>,
+    max_concurrent_model_calls: Option<usize>,
+    max_sessions: Option<usize>,
+    default_run_timeout_seconds: Option<f64>,
+    model_request_timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: String,
+    api_key_env: Option<String>,
+    #[serde(default = "default_api")]
+    api: Api,
+}
+
+fn default_api() -> Api {
+    Api::OpenAiCompletions
+}
+
+/// Runtime limits. Every one is finite; exceeding one gives an error naming it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_spawn_depth: u32,
+    pub max_children_per_session: usize,
+    pub max_concurrent_model_calls: usize,
+    pub max_sessions: usize,
+    pub default_run_timeout: Duration,
+    pub model_request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_spawn_depth: 3,
+            max_children_per_session: 64,
+            max_concurrent_model_calls: 32,
+            max_sessions: 4096,
+            default_run_timeout: Duration::from_secs(600),
+            model_request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// `None`: use the agents compiled into the binary.
+    pub agents_dir: Option<PathBuf>,
+    pub limits: Limits,
+    /// Configured providers, without `builtin` (added when its server is up).
+    pub providers: Providers,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 18789)),
+            agents_dir: None,
+            limits: Limits::default(),
+            providers: Providers::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Load `path`, or `HIVEGATE_CONFIG`, or `./hivegate.toml` if present, else defaults.
+    /// `agents/` in the working directory is used when no agents_dir is configured.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os("HIVEGATE_CONFIG").map(PathBuf::from);
+        let chosen = path.map(Path::to_path_buf).or(env_path);
+        let (text, origin) = match chosen {
+            Some(p) => (read(&p)?, p),
+            None if Path::new("hivegate.toml").is_file() => {
+                (read(Path::new("hivegate.toml"))?, "hivegate.toml".into())
+            }
+            None => (String::new(), "<defaults>".into()),
+        };
+        let mut config = Config::from_toml(&text, &origin.display().to_string(), |var| {
+            std::env::var(var).ok()
+        })?;
+        if config.agents_dir.is_none() && Path::new("agents").is_dir() {
+            config.agents_dir = Some("agents".into());
+        }
+        Ok(config)
+    }
+
+    /// Parse and validate; `env` looks up environment variables (a map in tests).
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let defaults = Config::default();
+        let bind = match raw.gateway.bind {
+            Some(b) => b.parse().map_err(|_| {
+                ConfigError::Invalid(format!("gateway.bind '{b}' is not host:port"))
+            })?,
+            None => defaults.bind,
+        };
+        let limits = validate_limits(raw.limits)?;
+        let mut providers = Providers::default();
+        for (name, p) in raw.providers {
+            if name == BUILTIN_PROVIDER {
+                return Err(ConfigError::Invalid(
+                    "provider name 'builtin' is reserved for the offline provider".into(),
+                ));
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "providers.{name}.base_url must start with http:// or https://"
+                )));
+            }
+            let api_key = p
+                .api_key_env
+                .as_deref()
+                .and_then(&env)
+                .filter(|k| !k.is_empty());
+            providers.insert(
+                name,
+                Provider {
+                    base_url: p.base_url,
+                    api_key,
+                    api_key_env: p.api_key_env,
+                    api: p.api,
+                },
+            );
+        }
+        Ok(Config {
+            bind,
+            agents_dir: raw.gateway.agents_dir,
+            limits,
+            providers,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let positive = |name: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(ConfigError::Invalid(format!(
+            "limits.{name} must be at least 1"
+        ))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let seconds = |name: &str, v: Option<f64>, default: Duration| match v {
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        Some(_) => Err(ConfigError::Invalid(format!(
+            "limits.{name} must be a positive number of seconds"
+        ))),
+        None => Ok(default),
+    };
+    Ok(Limits {
+        max_spawn_depth: raw.max_spawn_depth.unwrap_or(d.max_spawn_depth),
+        max_children_per_session: positive(
+            "max_children_per_session",
+            raw.max_children_per_session,
+            d.max_children_per_session,
+        )?,
+        max_concurrent_model_calls: positive(
+            "max_concurrent_model_calls",
+            raw.max_concurrent_model_calls,
+            d.max_concurrent_model_calls,
+        )?,
+        max_sessions: positive("max_sessions", raw.max_sessions, d.max_sessions)?,
+        default_run_timeout: seconds(
+            "default_run_timeout_seconds",
+            raw.default_run_timeout_seconds,
+            d.default_run_timeout,
+        )?,
+        model_request_timeout: seconds(
+            "model_request_timeout_seconds",
+            raw.model_request_timeout_seconds,
+            d.model_request_timeout,
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn providers_take_keys_from_the_named_variable() {
+        let text = "[providers.cherry-nvidia]\nbase_url = \"https://api.example/v1\"\napi_key_env = \"CHERRY_KEY\"\n";
+        let config = Config::from_toml(text, "t", |v| {
+            (v == "CHERRY_KEY").then(|| "sk-1".to_string())
+        })
+        .unwrap();
+        let provider = config.providers.get("cherry-nvidia").unwrap();
+        assert_eq!(provider.api_key.as_deref(), Some("sk-1"));
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_the_field_named() {
+        let none = |_: &str| None;
+        for (text, expected) in [
+            (
+                "[limits]\nmax_sessions = 0",
+                "limits.max_sessions must be at least 1",
+            ),
+            (
+                "[limits]\ndefault_run_timeout_seconds = -1",
+                "default_run_timeout_seconds must be a positive",
+            ),
+            ("[gateway]\nbind = \"nope\"", "gateway.bind 'nope'"),
+            ("[providers.builtin]\nbase_url = \"http://x\"", "reserved"),
+            (
+                "[providers.p]\nbase_url = \"ftp://x\"",
+                "must start with http",
+            ),
+            ("[limits]\nmax_sesions = 3", "unknown field"),
+        ] {
+            let err = Config::from_toml(text, "t", none).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! The gateway: root actor of a process. It owns the session registry, the run registry,
+//! the limits and the capability authority, and it is the only way one session reaches
+//! another.
+//!
+//! Spawning is a message: a session sends [`Spawn`] with its own capability; the gateway
+//! runs the pure [`spawn::plan`] (limits, policy, model, attenuation), starts the child
+//! actor on its own arbiter with the narrowed capability inside the child's initial
+//! state, registers it and answers at once. When a run ends ([`RunEnded`] from the
+//! session, or a kill), [`Gateway::end_run`] records the outcome, revokes the run's
+//! capability, kills the subtree, and announces the outcome and final text to the
+//! parent. Handlers are thin: unpack, call a plain function, perform the effects.
+
+pub mod messages;
+pub mod registry;
+pub mod spawn;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+pub use messages::*;
+pub use registry::{Registry, SessionEntry, Status, TreeNode};
+pub use stats::Stats;
+
+use crate::agent::Agents;
+use crate::capability::{Authority, Capability};
+use crate::config::Limits;
+use crate::keys::{RunId, SessionKey};
+use crate::model::{Message as ChatMessage, ModelClient, Usage};
+use crate::scope::authorize;
+use crate::session::{
+    Announcement, ChildEnded, Deliver, GetTranscript, Session, SessionInit, StartRun, Terminate,
+};
+
+pub struct Gateway {
+    agents: Arc<Agents>,
+    limits: Limits,
+    authority: Authority,
+    registry: Arc<Registry>,
+    model: Arc<dyn ModelClient>,
+    stats: Arc<Stats>,
+    waiters: HashMap<RunId, Vec<oneshot::Sender<RunSummary>>>,
+    shutting_down: bool,
+}
+
+impl Gateway {
+    pub fn new(agents: Arc<Agents>, limits: Limits, model: Arc<dyn ModelClient>) -> Gateway {
+        Gateway {
+            agents,
+            limits,
+            authority: Authority::new(),
+            registry: Arc::new(Registry::default()),
+            model,
+            stats: Arc::new(Stats::default()),
+            waiters: HashMap::new(),
+            shutting_down: false,
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    fn init(
+        &self,
+        key: SessionKey,
+        run_id: RunId,
+        agent: &Arc<crate::agent::AgentDef>,
+        capability: Capability,
+        task: String,
+        ctx: &Context<Self>,
+    ) -> SessionInit {
+        SessionInit {
+            key,
+            run_id,
+            agent: agent.clone(),
+            model: agent.model.clone(),
+            capability,
+            task,
+            gateway: ctx.address(),
+            models: self.model.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    fn start_child(&mut self, plan: spawn::SpawnPlan, ctx: &Context<Self>) -> SpawnReply {
+        let reply = SpawnReply::Accepted {
+            run_id: plan.run_id.clone(),
+            child_session_key: plan.key.clone(),
+            resolved_model: plan.model.clone(),
+        };
+        let mut init = self.init(
+            plan.key.clone(),
+            plan.run_id.clone(),
+            &plan.agent,
+            plan.capability.clone(),
+            plan.task,
+            ctx,
+        );
+        init.model = plan.model.clone();
+        let addr = Session::new(init).start();
+        self.registry.insert(SessionEntry {
+            key: plan.key.clone(),
+            agent_id: plan.agent.id.clone(),
+            model: plan.model,
+            parent: Some(plan.parent.clone()),
+            label: plan.label,
+            run_id: plan.run_id,
+            status: Status::Running,
+            outcome: None,
+            cleanup: plan.cleanup,
+            started_at: Instant::now(),
+            ended_at: None,
+            usage: Usage::default(),
+            children: Vec::new(),
+            active_children: 0,
+            final_text: None,
+            capability: plan.capability,
+            addr: Some(addr),
+            transcript: None,
+        });
+        if let Some(mut parent) = self.registry.get_mut(&plan.parent) {
+            parent.children.push(plan.key);
+            parent.active_children += 1;
+        }
+        self.stats.record_spawn();
+        reply
+    }
+
+    fn mint_main_capability(
+        &self,
+        key: &SessionKey,
+        agent: &crate::agent::AgentDef,
+        msg: &StartMain,
+    ) -> Capability {
+        let max_depth = self
+            .limits
+            .max_spawn_depth
+            .min(agent.subagents.max_depth.unwrap_or(u32::MAX));
+        let deadline = Instant::now() + msg.run_timeout.unwrap_or(self.limits.default_run_timeout);
+        self.authority.mint_root(
+            key.clone(),
+            agent.scopes,
+            max_depth,
+            Some(deadline),
+            msg.budget_tokens,
+        )
+    }
+
+    fn start_main(
+        &mut self,
+        msg: StartMain,
+        ctx: &Context<Self>,
+    ) -> Result<RunStarted, GatewayError> {
+        if self.shutting_down {
+            return Err(GatewayError::ShuttingDown);
+        }
+        let agent = self
+            .agents
+            .get(&msg.agent_id)
+            .cloned()
+            .ok_or_else(|| GatewayError::UnknownAgent(msg.agent_id.clone()))?;
+        let key = SessionKey::main(&agent.id);
+        let run_id = RunId::new();
+        let capability = self.mint_main_capability(&key, &agent, &msg);
+        let existing = self.registry.get(&key).map(|e| (e.status, e.addr.clone()));
+        match existing {
+            Some((Status::Running, _)) => return Err(GatewayError::Busy(key)),
+            Some((Status::Idle, Some(addr))) => {
+                self.restart_main(&key, run_id.clone(), capability.clone());
+                addr.do_send(StartRun {
+                    run_id: run_id.clone(),
+                    capability,
+                    task: msg.task,
+                });
+                return Ok(RunStarted {
+                    session_key: key,
+                    run_id,
+                });
+            }
+            _ => self.registry.remove(&key),
+        }
+        let addr = Session::new(self.init(
+            key.clone(),
+            run_id.clone(),
+            &agent,
+            capability.clone(),
+            msg.task,
+            ctx,
+        ))
+        .start();
+        self.registry.insert(SessionEntry {
+            key: key.clone(),
+            agent_id: agent.id.clone(),
+            model: agent.model.clone(),
+            parent: None,
+            label: None,
+            run_id: run_id.clone(),
+            status: Status::Running,
+            outcome: None,
+            cleanup: Cleanup::Keep,
+            started_at: Instant::now(),
+            ended_at: None,
+            usage: Usage::default(),
+            children: Vec::new(),
+            active_children: 0,
+            final_text: None,
+            capability,
+            addr: Some(addr),
+            transcript: None,
+        });
+        Ok(RunStarted {
+            session_key: key,
+            run_id,
+        })
+    }
+
+    /// An idle main session takes a new run with a fresh capability.
+    fn restart_main(&self, key: &SessionKey, run_id: RunId, capability: Capability) {
+        self.registry.add_run(run_id.clone(), key.clone());
+        if let Some(mut entry) = self.registry.get_mut(key) {
+            self.registry.set_status(&mut entry, Status::Running);
+            entry.run_id = run_id;
+            entry.capability = capability;
+            entry.outcome = None;
+            entry.started_at = Instant::now();
+            entry.ended_at = None;
+            entry.final_text = None;
+        }
+    }
+
+    /// Record the end of `key`'s run `run_id` (first report wins), revoke its capability,
+    /// kill its running subtree, announce to the parent and wake waiters.
+    fn end_run(
+        &mut self,
+        key: &SessionKey,
+        run_id: &RunId,
+        outcome: Outcome,
+        text: String,
+        usage: Usage,
+        transcript: Option<Vec<ChatMessage>>,
+    ) {
+        // A main session that finished ok stays idle for its next run; anything else stops.
+        let stop_actor = !(key.is_main() && outcome == Outcome::Ok);
+        let (parent, label, children, addr, capability, cleanup) = {
+            let Some(mut entry) = self.registry.get_mut(key) else {
+                return;
+            };
+            if entry.status != Status::Running || &entry.run_id != run_id {
+                return;
+            }
+            self.registry.set_status(
+                &mut entry,
+                if stop_actor {
+                    Status::Ended
+                } else {
+                    Status::Idle
+                },
+            );
+            entry.outcome = Some(outcome);
+            entry.ended_at = Some(Instant::now());
+            entry.final_text = Some(text.clone());
+            entry.usage.add(usage);
+            if transcript.is_some() {
+                entry.transcript = transcript;
+            }
+            let addr = if stop_actor {
+                entry.addr.take()
+            } else {
+                entry.addr.clone()
+            };
+            (
+                entry.parent.clone(),
+                entry.label.clone(),
+                entry.children.clone(),
+                addr,
+                entry.capability.clone(),
+                entry.cleanup,
+            )
+        };
+        capability.revoke();
+        if let (Some(addr), true) = (
+            &addr,
+            outcome == Outcome::Killed || outcome == Outcome::Interrupted,
+        ) {
+            addr.do_send(Terminate);
+        }
+        for child in children {
+            let running = self
+                .registry
+                .get(&child)
+                .filter(|c| c.status == Status::Running)
+                .map(|c| c.run_id.clone());
+            if let Some(child_run) = running {
+                self.end_run(
+                    &child,
+                    &child_run,
+                    Outcome::Killed,
+                    format!("killed: parent {key} ended ({})", outcome.as_str()),
+                    Usage::default(),
+                    None,
+                );
+            }
+        }
+        if let Some(parent_key) = &parent {
+            self.announce(
+                parent_key,
+                Announcement {
+                    child: key.clone(),
+                    run_id: run_id.clone(),
+                    label,
+                    outcome,
+                    text: text.clone(),
+                },
+            );
+            if cleanup == Cleanup::Delete {
+                self.registry.remove(key);
+                // A parent being torn down drops its whole list at once; pruning it
+                // child by child would cost O(children) per child.
+                if let Some(mut p) = self
+                    .registry
+                    .get_mut(parent_key)
+                    .filter(|p| p.status == Status::Running)
+                {
+                    p.children.retain(|c| c != key);
+                }
+            }
+        }
+        let summary = RunSummary {
+            run_id: run_id.clone(),
+            session_key: key.clone(),
+            outcome,
+            text,
+            usage,
+        };
+        for waiter in self.waiters.remove(run_id).unwrap_or_default() {
+            let _ = waiter.send(summary.clone());
+        }
+    }
+
+    /// Tell a running parent that a child ended. A parent that has itself ended had its
+    /// subtree killed with it, so there is nobody left to tell; the outcome stays in the
+    /// registry either way.
+    fn announce(&self, parent: &SessionKey, announcement: Announcement) {
+        let target = {
+            let Some(mut entry) = self.registry.get_mut(parent) else {
+                return;
+            };
+            entry.active_children = entry.active_children.saturating_sub(1);
+            if entry.status != Status::Running {
+                return;
+            }
+            entry.addr.clone()
+        };
+        if let Some(addr) = target {
+            addr.do_send(ChildEnded(announcement));
+        }
+    }
+
+    /// Check a session caller's capability and that `target` is in its subtree.
+    fn visible(
+        &self,
+        caller: &Option<Capability>,
+        operation: &str,
+        target: &SessionKey,
+    ) -> Result<(), GatewayError> {
+        let Some(cap) = caller else { return Ok(()) };
+        cap.check(Instant::now())?;
+        authorize(cap.scopes(), false, operation)?;
+        if self.registry.in_subtree(cap.principal(), target) {
+            Ok(())
+        } else {
+            Err(GatewayError::NotVisible {
+                target: target.clone(),
+            })
+        }
+    }
+
+    fn kill(&mut self, msg: Kill) -> Result<usize, GatewayError> {
+        self.visible(&msg.caller, "subagents", &msg.target)?;
+        if msg
+            .caller
+            .as_ref()
+            .is_some_and(|c| c.principal() == &msg.target)
+        {
+            return Err(GatewayError::NotVisible { target: msg.target });
+        }
+        let run = self
+            .registry
+            .get(&msg.target)
+            .map(|e| (e.status, e.run_id.clone()));
+        let Some((status, run_id)) = run else {
+            return Err(GatewayError::NoSuchSession(msg.target));
+        };
+        let before = self.registry.running();
+        let by = msg
+            .caller
+            .as_ref()
+            .map_or_else(|| "the operator".to_string(), |c| c.principal().to_string());
+        if status == Status::Running {
+            self.end_run(
+                &msg.target,
+                &run_id,
+                Outcome::Killed,
+                format!("killed by {by}"),
+                Usage::default(),
+                None,
+            );
+        } else if status == Status::Idle {
+            self.stop_idle(&msg.target);
+        }
+        Ok(before - self.registry.running())
+    }
+
+    fn stop_idle(&self, key: &SessionKey) {
+        if let Some(mut entry) = self.registry.get_mut(key) {
+            self.registry.set_status(&mut entry, Status::Ended);
+            if let Some(addr) = entry.addr.take() {
+                addr.do_send(Terminate);
+            }
+        }
+    }
+}
+
+impl Actor for Gateway {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Bursts of spawns queue here rather than parking every sender.
+        ctx.set_mailbox_capacity(1 << 20);
+    }
+}
+
+impl Handler<Spawn> for Gateway {
+    type Result = MessageResult<Spawn>;
+
+    fn handle(&mut self, msg: Spawn, ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return MessageResult(SpawnReply::Error {
+                error: GatewayError::ShuttingDown.to_string(),
+            });
+        }
+        let cx = spawn::SpawnContext {
+            registry: &self.registry,
+            agents: &self.agents,
+            limits: &self.limits,
+            models: &*self.model,
+        };
+        MessageResult(
+            match spawn::plan(&cx, &msg.parent, msg.request, Instant::now()) {
+                Ok(plan) => {
+                    let reply = self.start_child(plan, ctx);
+                    self.stats.record_spawn_latency(msg.sent_at.elapsed());
+                    reply
+                }
+                Err(refused) => refused,
+            },
+        )
+    }
+}
+
+impl Handler<StartMain> for Gateway {
+    type Result = Result<RunStarted, GatewayError>;
+
+    fn handle(&mut self, msg: StartMain, ctx: &mut Self::Context) -> Self::Result {
+        self.start_main(msg, ctx)
+    }
+}
+
+impl Handler<RunEnded> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunEnded, _: &mut Self::Context) {
+        self.end_run(
+            &msg.key,
+            &msg.run_id,
+            msg.outcome,
+            msg.text,
+            msg.usage,
+            Some(msg.transcript),
+        );
+    }
+}
+
+impl Handler<Kill> for Gateway {
+    type Result = Result<usize, GatewayError>;
+
+    fn handle(&mut self, msg: Kill, _: &mut Self::Context) -> Self::Result {
+        self.kill(msg)
+    }
+}
+
+impl Handler<ListSessions> for Gateway {
+    type Result = Result<Vec<SessionInfo>, GatewayError>;
+
+    fn handle(&mut self, msg: ListSessions, _: &mut Self::Context) -> Self::Result {
+        let Some(cap) = &msg.caller else {
+            return Ok(self.registry.list());
+        };
+        self.visible(&msg.caller, "sessions_list", cap.principal())?;
+        let mut keys = self.registry.descendants(cap.principal());
+        keys.insert(0, cap.principal().clone());
+        Ok(keys
+            .iter()
+            .filter_map(|k| self.registry.get(k).map(|e| e.info()))
+            .collect())
+    }
+}
+
+impl Handler<GetHistory> for Gateway {
+    type Result = ResponseFuture<Result<Vec<ChatMessage>, GatewayError>>;
+
+    fn handle(&mut self, msg: GetHistory, _: &mut Self::Context) -> Self::Result {
+        let found = self
+            .visible(&msg.caller, "sessions_history", &msg.target)
+            .and_then(|()| {
+                let entry = self
+                    .registry
+                    .get(&msg.target)
+                    .ok_or_else(|| GatewayError::NoSuchSession(msg.target.clone()))?;
+                Ok((entry.addr.clone(), entry.transcript.clone()))
+            });
+        Box::pin(async move {
+            match found? {
+                (_, Some(transcript)) => Ok(transcript),
+                (Some(addr), None) => addr
+                    .send(GetTranscript)
+                    .await
+                    .map_err(|_| GatewayError::Ended(msg.target)),
+                (None, None) => Ok(Vec::new()),
+            }
+        })
+    }
+}
+
+impl Handler<SendTo> for Gateway {
+    type Result = Result<SendOutcome, GatewayError>;
+
+    fn handle(&mut self, msg: SendTo, _: &mut Self::Context) -> Self::Result {
+        self.visible(&msg.caller, "sessions_send", &msg.target)?;
+        let state = self
+            .registry
+            .get(&msg.target)
+            .map(|e| (e.status, e.addr.clone(), e.agent_id.clone()));
+        let from = msg
+            .caller
+            .as_ref()
+            .map_or_else(|| "operator".to_string(), |c| c.principal().to_string());
+        match state {
+            None => Err(GatewayError::NoSuchSession(msg.target)),
+            Some((Status::Running, Some(addr), _)) => {
+                addr.do_send(Deliver {
+                    from,
+                    text: msg.text,
+                });
+                Ok(SendOutcome::Delivered)
+            }
+            Some((Status::Idle, Some(addr), agent_id)) => {
+                let agent = self
+                    .agents
+                    .get(&agent_id)
+                    .cloned()
+                    .ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;
+                let start = StartMain {
+                    agent_id,
+                    task: msg.text.clone(),
+                    run_timeout: None,
+                    budget_tokens: None,
+                };
+                let capability = self.mint_main_capability(&msg.target, &agent, &start);
+                let run_id = RunId::new();
+                self.restart_main(&msg.target, run_id.clone(), capability.clone());
+                addr.do_send(StartRun {
+                    run_id: run_id.clone(),
+                    capability,
+                    task: msg.text,
+                });
+                Ok(SendOutcome::Started { run_id })
+            }
+            Some(_) => Err(GatewayError::Ended(msg.target)),
+        }
+    }
+}
+
+impl Handler<WaitRun> for Gateway {
+    type Result = Result<oneshot::Receiver<RunSummary>, GatewayError>;
+
+    fn handle(&mut self, msg: WaitRun, _: &mut Self::Context) -> Self::Result {
+        let key = self
+            .registry
+            .session_of_run(&msg.run_id)
+            .ok_or_else(|| GatewayError::NoSuchRun(msg.run_id.clone()))?;
+        let entry = self
+            .registry
+            .get(&key)
+            .ok_or_else(|| GatewayError::NoSuchRun(msg.run_id.clone()))?;
+        let (sender, receiver) = oneshot::channel();
+        if entry.run_id != msg.run_id {
+            return Err(GatewayError::NoSuchRun(msg.run_id));
+        }
+        match (entry.status, entry.outcome) {
+            (Status::Running, _) => self.waiters.entry(msg.run_id).or_default().push(sender),
+            (_, outcome) => {
+                let _ = sender.send(RunSummary {
+                    run_id: msg.run_id,
+                    session_key: key.clone(),
+                    outcome: outcome.unwrap_or(Outcome::Interrupted),
+                    text: entry.final_text.clone().unwrap_or_default(),
+                    usage: entry.usage,
+                });
+            }
+        }
+        Ok(receiver)
+    }
+}
+
+impl Handler<Shutdown> for Gateway {
+    type Result = usize;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
+        self.shutting_down = true;
+        let roots: Vec<SessionInfo> = self
+            .registry
+            .list()
+            .into_iter()
+            .filter(|s| s.parent.is_none())
+            .collect();
+        let before = self.registry.running();
+        for root in roots {
+            if root.status == Status::Running.as_str() {
+                self.end_run(
+                    &root.session_key,
+                    &root.run_id,
+                    Outcome::Interrupted,
+                    "interrupted: gateway stopping".into(),
+                    Usage::default(),
+                    None,
+                );
+            } else {
+                self.stop_idle(&root.session_key);
+            }
+        }
+        before - self.registry.running()
+    }
+}
+
+/// How long a shutdown waits for session actors to stop after they were told to.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

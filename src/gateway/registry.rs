@@ -1,0 +1,227 @@
+//! The session and run registry: who exists, who is whose child, what state each is in.
+//!
+//! Shared as `Arc<Registry>` so HTTP handlers and reports can read it from any thread;
+//! the gateway actor is its only writer. Entries stay after a run ends (unless the spawn
+//! asked for `cleanup: delete`), so trees, histories and outcomes remain inspectable.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use dashmap::DashMap;
+use serde::Serialize;
+
+use super::messages::{Cleanup, Outcome, SessionInfo};
+use crate::capability::Capability;
+use crate::keys::{RunId, SessionKey};
+use crate::model::{Message, ModelRef, Usage};
+use crate::session::Session;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    /// A main session between runs.
+    Idle,
+    Ended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Idle => "idle",
+            Status::Ended => "ended",
+        }
+    }
+}
+
+pub struct SessionEntry {
+    pub key: SessionKey,
+    pub agent_id: String,
+    pub model: ModelRef,
+    pub parent: Option<SessionKey>,
+    pub label: Option<String>,
+    pub run_id: RunId,
+    pub status: Status,
+    pub outcome: Option<Outcome>,
+    pub cleanup: Cleanup,
+    pub started_at: Instant,
+    pub ended_at: Option<Instant>,
+    pub usage: Usage,
+    pub children: Vec<SessionKey>,
+    pub active_children: usize,
+    pub final_text: Option<String>,
+    pub capability: Capability,
+    pub addr: Option<Addr<Session>>,
+    /// Kept after the actor stops, for `sessions_history`.
+    pub transcript: Option<Vec<Message>>,
+}
+
+impl SessionEntry {
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            session_key: self.key.clone(),
+            agent_id: self.agent_id.clone(),
+            model: self.model.clone(),
+            parent: self.parent.clone(),
+            label: self.label.clone(),
+            depth: self.capability.depth(),
+            status: self.status.as_str(),
+            outcome: self.outcome,
+            run_id: self.run_id.clone(),
+            active_children: self.active_children,
+            usage: self.usage,
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.ended_at
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started_at)
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: DashMap<SessionKey, SessionEntry>,
+    runs: DashMap<RunId, SessionKey>,
+    running: AtomicUsize,
+}
+
+/// A node of the session tree, for reports (`hivegate demo`, `run`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeNode {
+    pub session_key: SessionKey,
+    pub agent_id: String,
+    pub model: ModelRef,
+    pub label: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub status: &'static str,
+    pub duration_ms: f64,
+    pub tokens: u64,
+    pub children: Vec<TreeNode>,
+}
+
+impl Registry {
+    pub fn insert(&self, entry: SessionEntry) {
+        self.runs.insert(entry.run_id.clone(), entry.key.clone());
+        if entry.status == Status::Running {
+            self.running.fetch_add(1, Ordering::AcqRel);
+        }
+        self.sessions.insert(entry.key.clone(), entry);
+    }
+
+    /// Sessions with a run in progress.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn get(
+        &self,
+        key: &SessionKey,
+    ) -> Option<dashmap::mapref::one::Ref<'_, SessionKey, SessionEntry>> {
+        self.sessions.get(key)
+    }
+
+    pub fn get_mut(
+        &self,
+        key: &SessionKey,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, SessionKey, SessionEntry>> {
+        self.sessions.get_mut(key)
+    }
+
+    pub fn session_of_run(&self, run_id: &RunId) -> Option<SessionKey> {
+        self.runs.get(run_id).map(|k| k.clone())
+    }
+
+    pub fn remove(&self, key: &SessionKey) {
+        if let Some((_, entry)) = self.sessions.remove(key) {
+            self.runs.remove(&entry.run_id);
+        }
+    }
+
+    /// Move a session to `status`, keeping the running count right.
+    pub fn set_status(&self, entry: &mut SessionEntry, status: Status) {
+        match (entry.status == Status::Running, status == Status::Running) {
+            (false, true) => {
+                self.running.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.running.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        entry.status = status;
+    }
+
+    /// Register a new run id for an existing (main) session.
+    pub fn add_run(&self, run_id: RunId, key: SessionKey) {
+        self.runs.insert(run_id, key);
+    }
+
+    /// Is `target` the caller's own session or one of its descendants? Keys carry their
+    /// lineage for subagents; for main sessions the parent links decide.
+    pub fn in_subtree(&self, caller: &SessionKey, target: &SessionKey) -> bool {
+        let mut current = Some(target.clone());
+        while let Some(key) = current {
+            if &key == caller {
+                return true;
+            }
+            current = self.sessions.get(&key).and_then(|e| e.parent.clone());
+        }
+        false
+    }
+
+    /// Every session key in the subtree under `root` (not including `root`), deepest last.
+    pub fn descendants(&self, root: &SessionKey) -> Vec<SessionKey> {
+        let mut out = Vec::new();
+        let mut frontier = vec![root.clone()];
+        while let Some(key) = frontier.pop() {
+            if let Some(entry) = self.sessions.get(&key) {
+                for child in &entry.children {
+                    out.push(child.clone());
+                    frontier.push(child.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut rows: Vec<SessionInfo> = self.sessions.iter().map(|e| e.info()).collect();
+        rows.sort_by(|a, b| a.session_key.cmp(&b.session_key));
+        rows
+    }
+
+    /// The tree under `root`, children in spawn order.
+    pub fn tree(&self, root: &SessionKey) -> Option<TreeNode> {
+        let (node, children) = {
+            let entry = self.sessions.get(root)?;
+            let node = TreeNode {
+                session_key: entry.key.clone(),
+                agent_id: entry.agent_id.clone(),
+                model: entry.model.clone(),
+                label: entry.label.clone(),
+                outcome: entry.outcome,
+                status: entry.status.as_str(),
+                duration_ms: entry.duration().as_secs_f64() * 1000.0,
+                tokens: entry.usage.total(),
+                children: Vec::new(),
+            };
+            (node, entry.children.clone())
+        };
+        Some(TreeNode {
+            children: children.iter().filter_map(|c| self.tree(c)).collect(),
+            ..node
+        })
+    }
+}

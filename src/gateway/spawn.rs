@@ -1,0 +1,188 @@
+//! The spawn decision, as a plain function: check the parent's capability, the policy and
+//! every limit, resolve the agent and model, and attenuate the capability. The gateway
+//! actor performs the effects (start the child, register it) only for an accepted plan.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::messages::{Cleanup, SpawnReply, SpawnRequest};
+use super::registry::{Registry, Status};
+use crate::agent::{AgentDef, Agents};
+use crate::capability::{AttenuateRequest, Capability, CapabilityError};
+use crate::config::Limits;
+use crate::keys::{RunId, SessionKey};
+use crate::model::{ModelClient, ModelRef};
+use crate::scope::authorize;
+
+/// Everything needed to start an accepted child.
+pub struct SpawnPlan {
+    pub key: SessionKey,
+    pub run_id: RunId,
+    pub parent: SessionKey,
+    pub agent: Arc<AgentDef>,
+    pub model: ModelRef,
+    pub capability: Capability,
+    pub task: String,
+    pub label: Option<String>,
+    pub cleanup: Cleanup,
+}
+
+pub struct SpawnContext<'a> {
+    pub registry: &'a Registry,
+    pub agents: &'a Agents,
+    pub limits: &'a Limits,
+    pub models: &'a dyn ModelClient,
+}
+
+pub fn plan(
+    cx: &SpawnContext,
+    parent: &Capability,
+    request: SpawnRequest,
+    now: Instant,
+) -> Result<SpawnPlan, SpawnReply> {
+    parent
+        .check(now)
+        .map_err(|e| SpawnReply::forbidden(e.to_string()))?;
+    authorize(parent.scopes(), false, "sessions_spawn")
+        .map_err(|e| SpawnReply::forbidden(e.to_string()))?;
+    let task = request.task.trim();
+    if task.is_empty() {
+        return Err(SpawnReply::Error {
+            error: "task must be a non-empty string".into(),
+        });
+    }
+    let parent_key = parent.principal();
+    let (parent_agent_id, active_children) = match cx.registry.get(parent_key) {
+        Some(entry) if entry.status == Status::Running => {
+            (entry.agent_id.clone(), entry.active_children)
+        }
+        _ => {
+            return Err(SpawnReply::Error {
+                error: format!("parent session {parent_key} is not running"),
+            })
+        }
+    };
+    let parent_agent = cx
+        .agents
+        .get(&parent_agent_id)
+        .ok_or_else(|| SpawnReply::Error {
+            error: format!("agent '{parent_agent_id}' of the parent is not defined"),
+        })?;
+    let policy = &parent_agent.subagents;
+
+    let agent_id = request
+        .agent_id
+        .as_deref()
+        .or(policy.default_agent.as_deref())
+        .unwrap_or(&parent_agent.id);
+    let agent = cx.agents.get(agent_id).ok_or_else(|| SpawnReply::Error {
+        error: format!(
+            "unknown agent '{agent_id}'; defined agents: {}",
+            cx.agents.ids().join(", ")
+        ),
+    })?;
+    if !policy.allow_agents.iter().any(|a| a == agent_id) {
+        return Err(SpawnReply::Forbidden {
+            error: format!(
+                "agent '{}' may not spawn '{agent_id}'; allowed: [{}]",
+                parent_agent.id,
+                policy.allow_agents.join(", ")
+            ),
+            limit: Some("allowAgents"),
+            value: None,
+        });
+    }
+
+    let max_children = cx
+        .limits
+        .max_children_per_session
+        .min(policy.max_children.unwrap_or(usize::MAX));
+    if active_children >= max_children {
+        return Err(SpawnReply::limit(
+            "maxChildrenPerSession",
+            max_children as u64,
+            format!("max active children reached (maxChildrenPerSession={max_children}); wait for a child to finish"),
+        ));
+    }
+    if cx.registry.running() >= cx.limits.max_sessions {
+        let max = cx.limits.max_sessions;
+        return Err(SpawnReply::limit(
+            "maxSessions",
+            max as u64,
+            format!(
+                "max running sessions reached (maxSessions={max}); wait for sessions to finish"
+            ),
+        ));
+    }
+
+    let model = resolve_model(cx, &request, policy.model.as_ref(), agent)?;
+    let timeout = match request.run_timeout_seconds {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            return Err(SpawnReply::Error {
+                error: format!("runTimeoutSeconds must be a positive number, got {s}"),
+            })
+        }
+        Some(s) => std::time::Duration::from_secs_f64(s),
+        None => policy.run_timeout.unwrap_or(cx.limits.default_run_timeout),
+    };
+    let deadline = match parent.deadline() {
+        Some(limit) => (now + timeout).min(limit),
+        None => now + timeout,
+    };
+
+    let key = parent_key.child(agent_id);
+    let capability = parent
+        .attenuate(AttenuateRequest {
+            principal: key.clone(),
+            scopes: parent.scopes().intersect(agent.scopes),
+            max_depth: agent.subagents.max_depth.map(|d| d.min(parent.max_depth())),
+            deadline: Some(deadline),
+            budget_tokens: None,
+        })
+        .map_err(refusal)?;
+    Ok(SpawnPlan {
+        key,
+        run_id: RunId::new(),
+        parent: parent_key.clone(),
+        agent: agent.clone(),
+        model,
+        capability,
+        task: task.to_string(),
+        label: request.label.filter(|l| !l.trim().is_empty()),
+        cleanup: request.cleanup.unwrap_or_default(),
+    })
+}
+
+/// Strict: an explicit model is used or the spawn fails; never a silent substitute.
+fn resolve_model(
+    cx: &SpawnContext,
+    request: &SpawnRequest,
+    policy_model: Option<&ModelRef>,
+    agent: &AgentDef,
+) -> Result<ModelRef, SpawnReply> {
+    let model = match request.model.as_deref() {
+        Some(explicit) => ModelRef::parse(explicit).map_err(|e| SpawnReply::Error {
+            error: format!("model override cannot be used: {e}"),
+        })?,
+        None => policy_model.unwrap_or(&agent.model).clone(),
+    };
+    cx.models
+        .check_model(&model)
+        .map_err(|e| SpawnReply::Error {
+            error: format!("model '{model}' cannot be used: {e}"),
+        })?;
+    Ok(model)
+}
+
+fn refusal(error: CapabilityError) -> SpawnReply {
+    match error {
+        CapabilityError::DepthExceeded { depth, max } => SpawnReply::limit(
+            "maxSpawnDepth",
+            u64::from(max),
+            format!(
+                "max spawn depth reached (maxSpawnDepth={max}); a child would be at depth {depth}"
+            ),
+        ),
+        other => SpawnReply::forbidden(other.to_string()),
+    }
+}

@@ -1,0 +1,134 @@
+//! Counters the gateway keeps for reports: spawn latency samples, spawns, live session
+//! actors, pairing requests. Cheap to update from any thread.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Default)]
+pub struct Stats {
+    spawns: AtomicU64,
+    live_sessions: AtomicUsize,
+    pairing_requests: AtomicU64,
+    spawn_latency_ns: Mutex<Vec<u64>>,
+    all_stopped: tokio::sync::Notify,
+}
+
+/// Percentiles of a latency sample, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub samples: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples_ns`, reported in µs.
+    pub fn of_ns(mut samples_ns: Vec<u64>) -> Percentiles {
+        if samples_ns.is_empty() {
+            return Percentiles::default();
+        }
+        samples_ns.sort_unstable();
+        let rank = |p: f64| {
+            let index =
+                ((p * samples_ns.len() as f64).ceil() as usize).clamp(1, samples_ns.len()) - 1;
+            samples_ns[index] as f64 / 1000.0
+        };
+        Percentiles {
+            samples: samples_ns.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: rank(1.0),
+        }
+    }
+}
+
+impl Stats {
+    pub fn record_spawn(&self) {
+        self.spawns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One spawn: request sent → child actor started with its capability → ack sent.
+    pub fn record_spawn_latency(&self, elapsed: Duration) {
+        let mut samples = self
+            .spawn_latency_ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        samples.push(elapsed.as_nanos() as u64);
+    }
+
+    pub fn spawn_latency(&self) -> Percentiles {
+        Percentiles::of_ns(
+            self.spawn_latency_ns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+
+    pub fn spawns(&self) -> u64 {
+        self.spawns.load(Ordering::Relaxed)
+    }
+
+    pub fn session_started(&self) {
+        self.live_sessions.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn session_stopped(&self) {
+        if self.live_sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_stopped.notify_waiters();
+        }
+    }
+
+    /// Wait until no session actor is alive, at most `limit`. Returns whether they all
+    /// stopped.
+    pub async fn wait_all_stopped(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.all_stopped.notified();
+            if self.live_sessions() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.live_sessions() == 0;
+            }
+        }
+    }
+
+    /// Session actors currently alive (started and not yet stopped).
+    pub fn live_sessions(&self) -> usize {
+        self.live_sessions.load(Ordering::Acquire)
+    }
+
+    pub fn record_pairing_request(&self) {
+        self.pairing_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pairing requests created in this process (in-process spawns never create one).
+    pub fn pairing_requests(&self) -> u64 {
+        self.pairing_requests.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let p = Percentiles::of_ns((1..=100).map(|i| i * 1000).collect());
+        assert_eq!(
+            p,
+            Percentiles {
+                samples: 100,
+                p50: 50.0,
+                p99: 99.0,
+                max: 100.0
+            }
+        );
+        assert_eq!(Percentiles::of_ns(vec![]), Percentiles::default());
+    }
+}

@@ -1,0 +1,49 @@
+//! The gateway's HTTP surface on one loopback port: `GET /health` and the builtin
+//! provider's OpenAI-compatible routes (see [`crate::model::server`]).
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::gateway::{Registry, Stats};
+
+/// Shared state the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Arc<Registry>,
+    pub stats: Arc<Stats>,
+    pub started: std::time::Instant,
+}
+
+/// The HTTP workers start before the gateway exists; they read its state through this
+/// slot, filled once the gateway is built.
+#[derive(Clone, Default)]
+pub struct HttpStateSlot(Arc<std::sync::OnceLock<HttpState>>);
+
+impl HttpStateSlot {
+    pub fn fill(&self, state: HttpState) {
+        let _ = self.0.set(state);
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .configure(crate::model::server::routes);
+}
+
+async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {
+    let Some(state) = slot.0.get() else {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"ok": false, "error": "gateway starting"}));
+    };
+    HttpResponse::Ok().json(json!({
+        "ok": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeMs": state.started.elapsed().as_millis() as u64,
+        "sessions": state.registry.len(),
+        "running": state.registry.running(),
+        "liveSessionActors": state.stats.live_sessions(),
+        "spawns": state.stats.spawns(),
+    }))
+}

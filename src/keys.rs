@@ -1,0 +1,113 @@
+//! Identifiers: session keys and run ids.
+//!
+//! A session key names a session in the tree: `agent:<agentId>:main` for a main session,
+//! `agent:<agentId>:subagent:<uuid>` for a first-level subagent, and the parent's key
+//! plus `:subagent:<uuid>` below that, so a key shows its lineage. Keys are `Arc<str>`
+//! inside: cloning one is a reference-count bump, which matters on the spawn path.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionKey(Arc<str>);
+
+impl SessionKey {
+    pub fn main(agent_id: &str) -> SessionKey {
+        SessionKey(format!("agent:{agent_id}:main").into())
+    }
+
+    /// The key of a new child of `self` running `agent_id`.
+    pub fn child(&self, agent_id: &str) -> SessionKey {
+        let id = uuid::Uuid::new_v4();
+        if self.is_main() {
+            SessionKey(format!("agent:{agent_id}:subagent:{id}").into())
+        } else {
+            SessionKey(format!("{self}:subagent:{id}").into())
+        }
+    }
+
+    pub fn is_main(&self) -> bool {
+        self.0.ends_with(":main")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SessionKey {
+    fn from(s: &str) -> Self {
+        SessionKey(s.into())
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// One run of a session (a subagent has exactly one; a main session one per task).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(Arc<str>);
+
+impl RunId {
+    pub fn new() -> RunId {
+        RunId(uuid::Uuid::new_v4().to_string().into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        RunId::new()
+    }
+}
+
+impl From<&str> for RunId {
+    fn from(s: &str) -> Self {
+        RunId(s.into())
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_show_lineage() {
+        let main = SessionKey::main("brain");
+        assert_eq!(main.as_str(), "agent:brain:main");
+        let child = main.child("executor");
+        assert!(child.as_str().starts_with("agent:executor:subagent:"));
+        assert!(!child.is_main());
+        let grandchild = child.child("executor");
+        assert!(grandchild.as_str().starts_with(child.as_str()));
+        assert_eq!(grandchild.as_str().matches(":subagent:").count(), 2);
+    }
+}

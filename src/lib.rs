@@ -1,0 +1,44 @@
+//! hivegate: an actor-based agent runtime. A main session (the "brain") plans on a strong
+//! model and spawns subagent sessions (the "executors") that run on cheaper models.
+//! Spawning is a message inside the process: the gateway narrows the parent's capability
+//! and hands it to the child in that message. Nothing internal pairs, opens a socket or
+//! asks for a scope upgrade.
+//!
+//! Supervision tree (one process):
+//!
+//! ```text
+//! Gateway (root actor: registry, limits, capability authority)      gateway/
+//! ├── Session actors, in a tree by spawn lineage                     session/
+//! │     agent:<agentId>:main
+//! │     agent:<agentId>:subagent:<uuid>                     (depth 1)
+//! │     agent:<agentId>:subagent:<uuid>:subagent:<uuid>     (depth 2) ...
+//! └── Model client: one shared reqwest::Client, provider registry    model/
+//! HTTP server (actix-web, loopback): /health, builtin provider        http.rs, model/server.rs
+//! ```
+//!
+//! Layout:
+//! - `main.rs` / [`cli`]: parse the command line, run a command.
+//! - [`config`]: raw TOML → validated [`config::Config`]; the only reader of the environment.
+//! - [`scope`]: scopes and the one authorization table.
+//! - [`capability`]: the only constructor of [`capability::Capability`]; `attenuate` narrows.
+//! - [`gateway`]: the root actor, its messages, the registry, the spawn decision.
+//! - [`session`]: the session actor shell, its pure turn state machine, its tools.
+//! - [`model`]: the `ModelClient` seam, OpenAI wire types, the builtin offline provider.
+//! - [`agent`]: agent definitions (data in `agents/`).
+//! - [`runtime`]: starts the HTTP server, the model client and the gateway together.
+//! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
+//! - [`bench`]: the spawn benchmark harness shared by `hivegate bench` and `benches/`.
+
+pub mod agent;
+pub mod bench;
+pub mod capability;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod keys;
+pub mod model;
+pub mod report;
+pub mod runtime;
+pub mod scope;
+pub mod session;

@@ -1,0 +1,454 @@
+//! The builtin offline provider: deterministic models that need no key and no network.
+//!
+//! [`respond`] is a pure function of the chat-completions request; the gateway serves it
+//! over HTTP ([`super::server`]) so sessions call it like any other provider. It is
+//! stateless: everything it decides comes from the transcript in the request.
+//!
+//! Models:
+//! - `brain` plans. Its task is the first user message. Subtasks are the task's
+//!   non-empty lines (a leading `- `, `* ` or `1. ` is dropped); a one-line task is split
+//!   at `;`. The first turn makes one `sessions_spawn` call per subtask
+//!   (`agentId: "executor"`, `label: "part N"`), all in one message. While fewer
+//!   subagent results (user messages starting with `[subagent `) have arrived than
+//!   spawns were accepted, it calls `sessions_yield`. Then it writes a summary with one
+//!   line per result.
+//! - `executor` does one subtask. A task ending in `[split K xL]` (K parts, L more
+//!   levels) makes it spawn K executors with tasks `<task> / part i`, each carrying
+//!   `[split K x(L-1)]` while L > 1, then yield and report on its parts; any other task
+//!   gets a one-line report at once.
+//!
+//! Usage is reported like a real provider's: a token is four characters, rounded up,
+//! of the request's messages (prompt) and of the answer (completion).
+
+use serde_json::json;
+
+use super::openai::{
+    Choice, CompletionRequest, CompletionResponse, WireFunctionCall, WireMessage, WireToolCall,
+    WireUsage,
+};
+
+/// The prefix of an inter-session message announcing a finished child (written by the
+/// session, read here).
+pub const ANNOUNCE_PREFIX: &str = "[subagent ";
+
+pub const MODELS: [&str; 2] = ["brain", "executor"];
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuiltinError {
+    #[error(
+        "model '{0}' not found; the builtin provider serves builtin/brain and builtin/executor"
+    )]
+    UnknownModel(String),
+    #[error("the request has no user message to work on")]
+    NoTask,
+}
+
+/// Answer one chat-completions request.
+pub fn respond(request: &CompletionRequest) -> Result<CompletionResponse, BuiltinError> {
+    let task = request
+        .messages
+        .iter()
+        .find(|m| m.role == "user")
+        .and_then(|m| m.content.as_deref())
+        .ok_or(BuiltinError::NoTask)?;
+    let progress = Progress::read(&request.messages);
+    let message = match request.model.as_str() {
+        "brain" => plan_step(&progress, brain_subtasks(task), |results| {
+            brain_summary(task, results)
+        }),
+        "executor" => match split_marker(task) {
+            Some(split) => plan_step(&progress, split.parts(), |results| {
+                executor_report(task, results)
+            }),
+            None => final_message(format!("report: {} - done.", task.trim())),
+        },
+        other => return Err(BuiltinError::UnknownModel(other.to_string())),
+    };
+    let usage = WireUsage {
+        prompt_tokens: tokens(request.messages.iter().map(message_chars).sum()),
+        completion_tokens: tokens(message_chars(&message)),
+        total_tokens: 0,
+    };
+    let finish_reason = if message.tool_calls.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
+    Ok(CompletionResponse {
+        id: format!("chatcmpl-builtin-{}", request.messages.len()),
+        object: "chat.completion".into(),
+        model: request.model.clone(),
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: Some(finish_reason.into()),
+        }],
+        usage: Some(WireUsage {
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+            ..usage
+        }),
+    })
+}
+
+/// What the transcript says has happened so far.
+struct Progress<'a> {
+    spawn_attempted: bool,
+    accepted: usize,
+    refused: Vec<&'a str>,
+    results: Vec<&'a str>,
+}
+
+impl<'a> Progress<'a> {
+    fn read(messages: &'a [WireMessage]) -> Progress<'a> {
+        let mut progress = Progress {
+            spawn_attempted: false,
+            accepted: 0,
+            refused: vec![],
+            results: vec![],
+        };
+        let mut spawn_ids: Vec<&str> = Vec::new();
+        for message in messages {
+            match message.role.as_str() {
+                "assistant" => {
+                    for call in message.tool_calls.iter().flatten() {
+                        if call.function.name == "sessions_spawn" {
+                            progress.spawn_attempted = true;
+                            spawn_ids.push(&call.id);
+                        }
+                    }
+                }
+                "tool"
+                    if message
+                        .tool_call_id
+                        .as_deref()
+                        .is_some_and(|id| spawn_ids.contains(&id)) =>
+                {
+                    let content = message.content.as_deref().unwrap_or_default();
+                    let accepted = serde_json::from_str::<serde_json::Value>(content)
+                        .is_ok_and(|v| v["status"] == "accepted");
+                    if accepted {
+                        progress.accepted += 1;
+                    } else {
+                        progress.refused.push(content);
+                    }
+                }
+                "user" => {
+                    if let Some(text) = message
+                        .content
+                        .as_deref()
+                        .filter(|c| c.starts_with(ANNOUNCE_PREFIX))
+                    {
+                        progress.results.push(text);
+                    }
+                }
+                _ => {}
+            }
+        }
+        progress
+    }
+}
+
+/// Spawn the subtasks, wait for every accepted one, then finish with `finish`.
+fn plan_step(
+    progress: &Progress,
+    subtasks: Vec<String>,
+    finish: impl Fn(&Progress) -> String,
+) -> WireMessage {
+    if !progress.spawn_attempted && !subtasks.is_empty() {
+        let calls = subtasks
+            .iter()
+            .enumerate()
+            .map(|(i, subtask)| {
+                let args = json!({"task": subtask, "label": format!("part {}", i + 1), "agentId": "executor"});
+                tool_call(format!("call_spawn_{}", i + 1), "sessions_spawn", &args)
+            })
+            .collect();
+        return WireMessage {
+            role: "assistant".into(),
+            content: None,
+            tool_calls: Some(calls),
+            tool_call_id: None,
+        };
+    }
+    if progress.results.len() < progress.accepted {
+        let call = tool_call(
+            format!("call_yield_{}", progress.results.len()),
+            "sessions_yield",
+            &json!({}),
+        );
+        return WireMessage {
+            role: "assistant".into(),
+            content: None,
+            tool_calls: Some(vec![call]),
+            tool_call_id: None,
+        };
+    }
+    final_message(finish(progress))
+}
+
+fn tool_call(id: String, name: &str, args: &serde_json::Value) -> WireToolCall {
+    WireToolCall {
+        id,
+        kind: "function".into(),
+        function: WireFunctionCall {
+            name: name.into(),
+            arguments: args.to_string(),
+        },
+    }
+}
+
+fn final_message(text: String) -> WireMessage {
+    WireMessage::text("assistant", &text)
+}
+
+fn brain_subtasks(task: &str) -> Vec<String> {
+    let lines: Vec<&str> = task
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let parts: Vec<&str> = match lines.as_slice() {
+        [single] => single
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect(),
+        _ => lines,
+    };
+    parts
+        .into_iter()
+        .map(|p| strip_bullet(p).to_string())
+        .collect()
+}
+
+fn strip_bullet(line: &str) -> &str {
+    let line = line
+        .strip_prefix("- ")
+        .or_else(|| line.strip_prefix("* "))
+        .unwrap_or(line);
+    match line.split_once(". ") {
+        Some((number, rest))
+            if !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            rest
+        }
+        _ => line,
+    }
+}
+
+/// `[split K xL]` at the end of a task.
+#[derive(Debug, PartialEq, Eq)]
+struct Split<'a> {
+    base: &'a str,
+    parts: u32,
+    levels: u32,
+}
+
+fn split_marker(task: &str) -> Option<Split<'_>> {
+    let task = task.trim_end();
+    let inner = task.strip_suffix(']')?;
+    let open = inner.rfind("[split ")?;
+    let (parts, levels) = inner[open + "[split ".len()..].split_once(" x")?;
+    let split = Split {
+        base: task[..open].trim_end(),
+        parts: parts.trim().parse().ok()?,
+        levels: levels.trim().parse().ok()?,
+    };
+    (split.parts > 0 && split.levels > 0).then_some(split)
+}
+
+impl Split<'_> {
+    fn parts(&self) -> Vec<String> {
+        (1..=self.parts)
+            .map(|i| match self.levels {
+                1 => format!("{} / part {i}", self.base),
+                more => format!(
+                    "{} / part {i} [split {} x{}]",
+                    self.base,
+                    self.parts,
+                    more - 1
+                ),
+            })
+            .collect()
+    }
+}
+
+fn result_lines(progress: &Progress) -> String {
+    let mut out = String::new();
+    for result in &progress.results {
+        let header = result.lines().next().unwrap_or_default();
+        let body = result.lines().nth(1).unwrap_or_default();
+        out.push_str(&format!("\n- {header} {body}"));
+    }
+    for refused in &progress.refused {
+        out.push_str(&format!("\n- refused: {refused}"));
+    }
+    out
+}
+
+fn brain_summary(task: &str, progress: &Progress) -> String {
+    let first = task
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(strip_bullet)
+        .unwrap_or_default();
+    format!(
+        "summary of {} results for '{first}':{}",
+        progress.results.len(),
+        result_lines(progress)
+    )
+}
+
+fn executor_report(task: &str, progress: &Progress) -> String {
+    format!(
+        "report: {} - done in {} parts.{}",
+        task.trim(),
+        progress.results.len(),
+        result_lines(progress)
+    )
+}
+
+fn message_chars(message: &WireMessage) -> usize {
+    let content = message.content.as_deref().map_or(0, str::len);
+    let calls: usize = message
+        .tool_calls
+        .iter()
+        .flatten()
+        .map(|c| c.function.name.len() + c.function.arguments.len())
+        .sum();
+    content + calls
+}
+
+fn tokens(chars: usize) -> u64 {
+    chars.div_ceil(4).max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(model: &str, messages: Vec<WireMessage>) -> CompletionRequest {
+        CompletionRequest {
+            model: model.into(),
+            messages,
+            tools: vec![],
+            stream: false,
+        }
+    }
+
+    fn calls(response: &CompletionResponse) -> Vec<(String, serde_json::Value)> {
+        let message = &response.choices[0].message;
+        message
+            .tool_calls
+            .iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.function.name.clone(),
+                    serde_json::from_str(&c.function.arguments).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn brain_spawns_one_executor_per_line_then_yields_then_summarises() {
+        let task = WireMessage::text("user", "- alpha\n- beta\n");
+        let first = respond(&request("brain", vec![task.clone()])).unwrap();
+        assert_eq!(
+            calls(&first),
+            vec![
+                (
+                    "sessions_spawn".into(),
+                    json!({"task": "alpha", "label": "part 1", "agentId": "executor"})
+                ),
+                (
+                    "sessions_spawn".into(),
+                    json!({"task": "beta", "label": "part 2", "agentId": "executor"})
+                ),
+            ]
+        );
+        let mut transcript = vec![task, first.choices[0].message.clone()];
+        for id in ["call_spawn_1", "call_spawn_2"] {
+            transcript.push(WireMessage {
+                role: "tool".into(),
+                content: Some(r#"{"status":"accepted"}"#.into()),
+                tool_call_id: Some(id.into()),
+                tool_calls: None,
+            });
+        }
+        transcript.push(WireMessage::text(
+            "user",
+            "[subagent part 1 ok]\nreport: alpha - done.",
+        ));
+        let waiting = respond(&request("brain", transcript.clone())).unwrap();
+        assert_eq!(calls(&waiting), vec![("sessions_yield".into(), json!({}))]);
+        transcript.push(WireMessage::text(
+            "user",
+            "[subagent part 2 ok]\nreport: beta - done.",
+        ));
+        let done = respond(&request("brain", transcript)).unwrap();
+        assert_eq!(
+            done.choices[0].message.content.as_deref(),
+            Some(
+                "summary of 2 results for 'alpha':\n- [subagent part 1 ok] report: alpha - done.\n- [subagent part 2 ok] report: beta - done."
+            )
+        );
+        let usage = done.usage.unwrap();
+        assert!(
+            usage.prompt_tokens > 0
+                && usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        );
+    }
+
+    #[test]
+    fn executor_splits_only_when_asked() {
+        assert_eq!(
+            split_marker("scan logs [split 2 x2]"),
+            Some(Split {
+                base: "scan logs",
+                parts: 2,
+                levels: 2
+            })
+        );
+        assert_eq!(split_marker("scan logs [split 0 x1]"), None);
+        let leaf = respond(&request(
+            "executor",
+            vec![WireMessage::text("user", "scan logs")],
+        ))
+        .unwrap();
+        assert_eq!(
+            leaf.choices[0].message.content.as_deref(),
+            Some("report: scan logs - done.")
+        );
+        let node = respond(&request(
+            "executor",
+            vec![WireMessage::text("user", "scan [split 2 x2]")],
+        ))
+        .unwrap();
+        let tasks: Vec<_> = calls(&node)
+            .into_iter()
+            .map(|(_, args)| args["task"].clone())
+            .collect();
+        assert_eq!(
+            tasks,
+            vec![
+                json!("scan / part 1 [split 2 x1]"),
+                json!("scan / part 2 [split 2 x1]")
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_models_and_empty_requests_are_refused() {
+        assert_eq!(
+            respond(&request("gpt-9", vec![WireMessage::text("user", "x")])).unwrap_err(),
+            BuiltinError::UnknownModel("gpt-9".into())
+        );
+        assert_eq!(
+            respond(&request("brain", vec![])).unwrap_err(),
+            BuiltinError::NoTask
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Models: the [`ModelClient`] seam, domain message types, model refs and providers.
+//!
+//! Domain types ([`Message`], [`ChatRequest`], [`ChatResponse`]) are what sessions speak;
+//! [`openai`] holds the OpenAI chat-completions wire types and the conversions, so the
+//! wire format never leaks into the session logic. [`HttpModelClient`] is the real
+//! implementation: one shared `reqwest::Client`, a global limit on concurrent calls, and
+//! the provider registry. [`builtin`] is the offline provider's deterministic logic and
+//! [`server`] serves it over HTTP, so sessions reach it through the same reqwest path as
+//! any provider.
+
+pub mod builtin;
+mod client;
+pub mod openai;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use client::HttpModelClient;
+
+/// `provider/model`, split at the first `/`: `cherry-nvidia/qwen/qwen3-235b-a22b` is
+/// provider `cherry-nvidia`, model `qwen/qwen3-235b-a22b`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ModelRef {
+    full: Arc<str>,
+    split: usize,
+}
+
+impl ModelRef {
+    pub fn parse(s: &str) -> Result<ModelRef, ModelError> {
+        let s = s.trim();
+        match s.find('/') {
+            Some(split) if split > 0 && split + 1 < s.len() => Ok(ModelRef {
+                full: s.into(),
+                split,
+            }),
+            _ => Err(ModelError::BadModelRef(s.to_string())),
+        }
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.full[..self.split]
+    }
+
+    pub fn model(&self) -> &str {
+        &self.full[self.split + 1..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+impl fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+impl fmt::Debug for ModelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.full, f)
+    }
+}
+
+impl Serialize for ModelRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.full)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        ModelRef::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One message of a transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Message {
+    System {
+        content: String,
+    },
+    User {
+        content: String,
+    },
+    Assistant {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        call_id: String,
+        content: String,
+    },
+}
+
+/// A tool call as the model made it; `arguments` is the raw JSON text the model wrote,
+/// parsed (and possibly rejected) by the tool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A tool offered to the model: name, description, JSON schema of its arguments.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parameters: serde_json::Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    pub model: ModelRef,
+    pub messages: Vec<Message>,
+    pub tools: Arc<[ToolSpec]>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatResponse {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("bad model ref '{0}': expected provider/model, for example builtin/executor")]
+    BadModelRef(String),
+    #[error("unknown provider '{provider}' in model '{model}'; configured providers: {known}")]
+    UnknownProvider {
+        provider: String,
+        model: String,
+        known: String,
+    },
+    #[error("provider '{provider}' needs its API key in the environment variable {env}")]
+    MissingApiKey { provider: String, env: String },
+    #[error("provider {provider} answered HTTP {status}: {message}")]
+    Http {
+        provider: String,
+        status: u16,
+        message: String,
+    },
+    #[error("could not reach provider {provider}: {message}")]
+    Transport { provider: String, message: String },
+    #[error("provider {provider} sent a response that is not a chat completion: {message}")]
+    Decode { provider: String, message: String },
+}
+
+/// The seam between sessions and model providers. The real implementation is
+/// [`HttpModelClient`]; benches plug in their own to measure the runtime alone.
+pub trait ModelClient: Send + Sync + 'static {
+    fn complete(
+        &self,
+        request: ChatRequest,
+    ) -> BoxFuture<'static, Result<ChatResponse, ModelError>>;
+
+    /// Fails when a spawn names a model this client cannot serve, so an explicit model
+    /// override is refused at spawn time instead of silently replaced.
+    fn check_model(&self, model: &ModelRef) -> Result<(), ModelError>;
+}
+
+/// The wire API a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Api {
+    #[serde(rename = "openai-completions")]
+    OpenAiCompletions,
+}
+
+/// A configured provider. The API key is read from the environment once, at config
+/// load; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Provider {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api: Api,
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_env", &self.api_key_env)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+/// Providers by name.
+#[derive(Clone, Debug, Default)]
+pub struct Providers(BTreeMap<String, Provider>);
+
+impl Providers {
+    pub fn insert(&mut self, name: impl Into<String>, provider: Provider) {
+        self.0.insert(name.into(), provider);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> String {
+        self.0
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The provider for `model`, ready to call, or why not.
+    pub fn resolve(&self, model: &ModelRef) -> Result<&Provider, ModelError> {
+        let provider = self
+            .get(model.provider())
+            .ok_or_else(|| ModelError::UnknownProvider {
+                provider: model.provider().to_string(),
+                model: model.to_string(),
+                known: self.names(),
+            })?;
+        match (&provider.api_key, &provider.api_key_env) {
+            (None, Some(env)) => Err(ModelError::MissingApiKey {
+                provider: model.provider().to_string(),
+                env: env.clone(),
+            }),
+            _ => Ok(provider),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_refs_split_at_the_first_slash() {
+        let r = ModelRef::parse("cherry-nvidia/qwen/qwen3-235b-a22b").unwrap();
+        assert_eq!(
+            (r.provider(), r.model()),
+            ("cherry-nvidia", "qwen/qwen3-235b-a22b")
+        );
+        let r = ModelRef::parse("builtin/brain").unwrap();
+        assert_eq!((r.provider(), r.model()), ("builtin", "brain"));
+        for bad in ["", "brain", "/brain", "builtin/", " / "] {
+            assert_eq!(
+                ModelRef::parse(bad),
+                Err(ModelError::BadModelRef(bad.trim().to_string())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_keys_never_show_in_debug() {
+        let provider = Provider {
+            base_url: "http://x".into(),
+            api_key: Some("sk-secret".into()),
+            api_key_env: Some("K".into()),
+            api: Api::OpenAiCompletions,
+        };
+        assert!(!format!("{provider:?}").contains("sk-secret"));
+    }
+}

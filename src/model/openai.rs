@@ -1,0 +1,215 @@
+//! OpenAI chat-completions wire types (non-streaming) and their conversions to and from
+//! the domain types. Used by the HTTP client and by the builtin provider's server, so
+//! both sides of the builtin path speak exactly what a real provider speaks.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ChatRequest, ChatResponse, Message, ModelError, ToolCall, ToolSpec, Usage};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub messages: Vec<WireMessage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WireTool>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: WireFunctionCall,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireFunctionCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: WireFunction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletionResponse {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default = "completion_object")]
+    pub object: String,
+    #[serde(default)]
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    #[serde(default)]
+    pub index: u32,
+    pub message: WireMessage,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// `{"error": {...}}`, as providers send with a non-2xx status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+fn function_kind() -> String {
+    "function".to_string()
+}
+
+fn completion_object() -> String {
+    "chat.completion".to_string()
+}
+
+impl From<&Message> for WireMessage {
+    fn from(message: &Message) -> Self {
+        match message {
+            Message::System { content } => WireMessage::text("system", content),
+            Message::User { content } => WireMessage::text("user", content),
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => WireMessage {
+                role: "assistant".into(),
+                content: content.clone(),
+                tool_calls: (!tool_calls.is_empty())
+                    .then(|| tool_calls.iter().map(WireToolCall::from).collect()),
+                tool_call_id: None,
+            },
+            Message::Tool { call_id, content } => WireMessage {
+                role: "tool".into(),
+                content: Some(content.clone()),
+                tool_calls: None,
+                tool_call_id: Some(call_id.clone()),
+            },
+        }
+    }
+}
+
+impl WireMessage {
+    pub fn text(role: &str, content: &str) -> WireMessage {
+        WireMessage {
+            role: role.into(),
+            content: Some(content.into()),
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
+}
+
+impl From<&ToolCall> for WireToolCall {
+    fn from(call: &ToolCall) -> Self {
+        WireToolCall {
+            id: call.id.clone(),
+            kind: function_kind(),
+            function: WireFunctionCall {
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            },
+        }
+    }
+}
+
+impl From<&ToolSpec> for WireTool {
+    fn from(spec: &ToolSpec) -> Self {
+        WireTool {
+            kind: function_kind(),
+            function: WireFunction {
+                name: spec.name.into(),
+                description: spec.description.into(),
+                parameters: spec.parameters.clone(),
+            },
+        }
+    }
+}
+
+impl From<&ChatRequest> for CompletionRequest {
+    fn from(request: &ChatRequest) -> Self {
+        CompletionRequest {
+            model: request.model.model().to_string(),
+            messages: request.messages.iter().map(WireMessage::from).collect(),
+            tools: request.tools.iter().map(WireTool::from).collect(),
+            stream: false,
+        }
+    }
+}
+
+impl CompletionResponse {
+    /// The first choice as a domain response.
+    pub fn into_domain(self, provider: &str) -> Result<ChatResponse, ModelError> {
+        let choice = self
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::Decode {
+                provider: provider.to_string(),
+                message: "no choices in the response".into(),
+            })?;
+        let usage = self.usage.unwrap_or_default();
+        Ok(ChatResponse {
+            content: choice.message.content.filter(|c| !c.is_empty()),
+            tool_calls: choice
+                .message
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|call| ToolCall {
+                    id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments,
+                })
+                .collect(),
+            usage: Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+            },
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! Reports for people and scripts: the session tree as text, and the summary object
+//! `hivegate demo --json` / `hivegate run --json` print.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::gateway::stats::Percentiles;
+use crate::gateway::{Outcome, TreeNode};
+
+/// What `demo --json` and `run --json` print.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeReport {
+    pub root: TreeNode,
+    pub sessions: usize,
+    pub outcomes: OutcomeCounts,
+    pub spawn_latency_us: Percentiles,
+    pub pairing_requests: u64,
+    pub elapsed_ms: f64,
+    pub tokens: u64,
+    pub final_answer: String,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    pub ok: usize,
+    pub error: usize,
+    pub timeout: usize,
+    pub killed: usize,
+    pub interrupted: usize,
+    pub running: usize,
+}
+
+impl OutcomeCounts {
+    pub fn of(root: &TreeNode) -> OutcomeCounts {
+        let mut counts = OutcomeCounts::default();
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            match node.outcome {
+                Some(Outcome::Ok) => counts.ok += 1,
+                Some(Outcome::Error) => counts.error += 1,
+                Some(Outcome::Timeout) => counts.timeout += 1,
+                Some(Outcome::Killed) => counts.killed += 1,
+                Some(Outcome::Interrupted) => counts.interrupted += 1,
+                None => counts.running += 1,
+            }
+            stack.extend(node.children.iter());
+        }
+        counts
+    }
+
+    pub fn total(&self) -> usize {
+        self.ok + self.error + self.timeout + self.killed + self.interrupted + self.running
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.ok == self.total()
+    }
+}
+
+impl TreeReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        render_node(&self.root, "", "", &mut out);
+        let l = &self.spawn_latency_us;
+        let o = &self.outcomes;
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "sessions: {} (ok {}, error {}, timeout {}, killed {}, running {})   tokens: {}   elapsed: {:.1} ms",
+            self.sessions, o.ok, o.error, o.timeout, o.killed, o.running, self.tokens, self.elapsed_ms
+        );
+        let _ = writeln!(
+            out,
+            "spawn latency ({} spawns): p50 {:.1} µs   p99 {:.1} µs   max {:.1} µs",
+            l.samples, l.p50, l.p99, l.max
+        );
+        let _ = writeln!(out, "pairing requests: {}", self.pairing_requests);
+        let _ = writeln!(out, "\nfinal answer:\n{}", self.final_answer);
+        out
+    }
+}
+
+fn render_node(node: &TreeNode, first: &str, rest: &str, out: &mut String) {
+    let outcome = node.outcome.map_or(node.status, Outcome::as_str);
+    let label = node
+        .label
+        .as_deref()
+        .map(|l| format!(" \"{l}\""))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{first}{}{label}  {}  {}  {}  {:.1} ms  {} tok",
+        short_key(node.session_key.as_str()),
+        node.agent_id,
+        node.model,
+        outcome,
+        node.duration_ms,
+        node.tokens
+    );
+    for (i, child) in node.children.iter().enumerate() {
+        let last = i + 1 == node.children.len();
+        let (branch, indent) = if last {
+            ("└── ", "    ")
+        } else {
+            ("├── ", "│   ")
+        };
+        render_node(
+            child,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{indent}"),
+            out,
+        );
+    }
+}
+
+/// `agent:executor:subagent:1b2c…:subagent:9f8e…` → `agent:executor:…9f8e1234`: the
+/// agent and the last eight hex digits are enough to tell siblings apart on screen.
+fn short_key(key: &str) -> String {
+    match key.rsplit_once(":subagent:") {
+        Some((head, id)) => {
+            let agent = head.split(':').nth(1).unwrap_or("?");
+            format!("agent:{agent}:…{}", &id[id.len().saturating_sub(8)..])
+        }
+        None => key.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_shortened_for_the_screen() {
+        assert_eq!(short_key("agent:brain:main"), "agent:brain:main");
+        assert_eq!(
+            short_key("agent:executor:subagent:aaaa:subagent:0123456789abcdef"),
+            "agent:executor:…89abcdef"
+        );
+    }
+}

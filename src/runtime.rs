@@ -1,0 +1,150 @@
+//! Starting a gateway: the loopback HTTP server (health + builtin provider), the model
+//! client with every configured provider plus `builtin` pointing at that server, and
+//! the gateway actor on the current arbiter. Used by every command, the tests and the
+//! benches, so they all run the same wiring.
+//!
+//! Must be called from inside a running actix `System`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::agent::Agents;
+use crate::config::{Config, BUILTIN_PROVIDER};
+use crate::gateway::{Gateway, Registry, Shutdown, Stats, SHUTDOWN_GRACE};
+use crate::http::{routes, HttpState, HttpStateSlot};
+use crate::model::{Api, HttpModelClient, ModelClient, Provider};
+
+pub struct Runtime {
+    pub gateway: Addr<Gateway>,
+    pub registry: Arc<Registry>,
+    pub stats: Arc<Stats>,
+    /// Where the HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// Model calls in flight through the HTTP model client.
+    pub model_calls_in_flight: Arc<AtomicUsize>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Runtime {
+    /// Start with the real HTTP model client.
+    pub async fn start(config: &Config, agents: Agents) -> anyhow::Result<Runtime> {
+        let (server, http_addr, state) = start_http(config.bind)?;
+        let mut providers = config.providers.clone();
+        providers.insert(
+            BUILTIN_PROVIDER,
+            Provider {
+                base_url: format!("http://{http_addr}/v1"),
+                api_key: None,
+                api_key_env: None,
+                api: Api::OpenAiCompletions,
+            },
+        );
+        let client = HttpModelClient::new(
+            providers,
+            config.limits.max_concurrent_model_calls,
+            config.limits.model_request_timeout,
+        )?;
+        let in_flight = client.in_flight();
+        Ok(Runtime::assemble(
+            config,
+            agents,
+            Arc::new(client),
+            in_flight,
+            server,
+            http_addr,
+            state,
+        ))
+    }
+
+    /// Start with another model client (benches measure the runtime alone this way).
+    pub async fn start_with_model(
+        config: &Config,
+        agents: Agents,
+        model: Arc<dyn ModelClient>,
+    ) -> anyhow::Result<Runtime> {
+        let (server, http_addr, state) = start_http(config.bind)?;
+        Ok(Runtime::assemble(
+            config,
+            agents,
+            model,
+            Arc::new(AtomicUsize::new(0)),
+            server,
+            http_addr,
+            state,
+        ))
+    }
+
+    fn assemble(
+        config: &Config,
+        agents: Agents,
+        model: Arc<dyn ModelClient>,
+        in_flight: Arc<AtomicUsize>,
+        server: actix_web::dev::ServerHandle,
+        http_addr: SocketAddr,
+        state: HttpStateSlot,
+    ) -> Runtime {
+        let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model);
+        let registry = gateway.registry();
+        let stats = gateway.stats();
+        state.fill(HttpState {
+            registry: registry.clone(),
+            stats: stats.clone(),
+            started: Instant::now(),
+        });
+        Runtime {
+            gateway: gateway.start(),
+            registry,
+            stats,
+            http_addr,
+            model_calls_in_flight: in_flight,
+            server,
+        }
+    }
+
+    /// The one shutdown path: stop accepting, end every run, wait (bounded) for the
+    /// session actors to stop, stop the HTTP server.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.gateway.send(Shutdown).await;
+        let all_stopped = self.stats.wait_all_stopped(SHUTDOWN_GRACE).await;
+        self.server.stop(true).await;
+        if !all_stopped {
+            anyhow::bail!(
+                "{} session actors still alive after the shutdown grace period",
+                self.stats.live_sessions()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn start_http(
+    bind: SocketAddr,
+) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {
+    let slot = HttpStateSlot::default();
+    let app_slot = slot.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(app_slot.clone()))
+            .configure(routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(bind)
+    .with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .context("the HTTP server bound no address")?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok((handle, addr, slot))
+}

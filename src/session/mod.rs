@@ -1,0 +1,293 @@
+//! The session actor: one per session, main or subagent, running the agent loop.
+//!
+//! The actor is a shell around the pure [`turn::Turn`]: it performs what the turn asks
+//! (call the model, run tools, finish) and feeds back what happened. Model calls and tool
+//! batches run as futures spawned into the actor's context, so stopping the actor (a
+//! kill) drops them: an in-flight HTTP request is aborted, not awaited. The run's
+//! deadline is a context timer that ends the run `timeout`. A session never reaches
+//! another session directly; everything goes through the gateway, carrying this
+//! session's capability.
+
+pub mod tools;
+pub mod turn;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use crate::agent::AgentDef;
+use crate::capability::Capability;
+use crate::gateway::{Gateway, Outcome, RunEnded, Stats};
+use crate::keys::{RunId, SessionKey};
+use crate::model::builtin::ANNOUNCE_PREFIX;
+use crate::model::{ChatRequest, Message, ModelClient, ModelRef};
+use tools::{ToolEnv, ToolOutput};
+use turn::{Next, Turn};
+
+/// Everything a session starts with; the capability arrives here, inside the spawn.
+pub struct SessionInit {
+    pub key: SessionKey,
+    pub run_id: RunId,
+    pub agent: Arc<AgentDef>,
+    pub model: ModelRef,
+    pub capability: Capability,
+    pub task: String,
+    pub gateway: Addr<Gateway>,
+    pub models: Arc<dyn ModelClient>,
+    pub stats: Arc<Stats>,
+}
+
+pub struct Session {
+    key: SessionKey,
+    run_id: RunId,
+    agent: Arc<AgentDef>,
+    model: ModelRef,
+    capability: Capability,
+    gateway: Addr<Gateway>,
+    models: Arc<dyn ModelClient>,
+    stats: Arc<Stats>,
+    turn: Turn,
+    pending_task: Option<String>,
+    deadline_timer: Option<SpawnHandle>,
+    finished: bool,
+}
+
+/// A child's end, as told to its parent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Announcement {
+    pub child: SessionKey,
+    pub run_id: RunId,
+    pub label: Option<String>,
+    pub outcome: Outcome,
+    pub text: String,
+}
+
+impl Announcement {
+    /// The inter-session message the parent's model sees: a header line, then the text.
+    pub fn render(&self) -> String {
+        let label = self.label.as_deref().unwrap_or("child");
+        format!(
+            "{ANNOUNCE_PREFIX}{label} {}] {}\n{}",
+            self.outcome.as_str(),
+            self.child,
+            self.text
+        )
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChildEnded(pub Announcement);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub from: String,
+    pub text: String,
+}
+
+/// Stop now; the gateway has already recorded the outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Terminate;
+
+#[derive(Message)]
+#[rtype(result = "Vec<Message>")]
+pub struct GetTranscript;
+
+/// A new run for an idle main session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartRun {
+    pub run_id: RunId,
+    pub capability: Capability,
+    pub task: String,
+}
+
+impl Session {
+    pub fn new(init: SessionInit) -> Session {
+        let system = format!(
+            "{}\n\nYou are session {} (agent {}, depth {}).",
+            init.agent.system_prompt.trim_end(),
+            init.key,
+            init.agent.id,
+            init.capability.depth()
+        );
+        Session {
+            turn: Turn::new(&system),
+            key: init.key,
+            run_id: init.run_id,
+            agent: init.agent,
+            model: init.model,
+            capability: init.capability,
+            gateway: init.gateway,
+            models: init.models,
+            stats: init.stats,
+            pending_task: Some(init.task),
+            deadline_timer: None,
+            finished: false,
+        }
+    }
+
+    fn begin(&mut self, task: String, ctx: &mut Context<Self>) {
+        self.finished = false;
+        if let Some(deadline) = self.capability.deadline() {
+            let after = deadline.saturating_duration_since(Instant::now());
+            self.deadline_timer = Some(ctx.run_later(after, move |act, ctx| {
+                act.finish(
+                    Outcome::Timeout,
+                    format!("timed out after {:.1} s", after.as_secs_f64()),
+                    ctx,
+                )
+            }));
+        }
+        let next = self.turn.start(task);
+        self.step(next, ctx);
+    }
+
+    fn step(&mut self, next: Next, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        match next {
+            Next::CallModel => self.call_model(ctx),
+            Next::RunTools(calls) => self.run_tools(calls, ctx),
+            Next::Wait => {}
+            Next::Finish(outcome, text) => self.finish(outcome, text, ctx),
+        }
+    }
+
+    fn call_model(&mut self, ctx: &mut Context<Self>) {
+        if let Err(e) = self.capability.check(Instant::now()) {
+            return self.finish(Outcome::Error, e.to_string(), ctx);
+        }
+        if self.capability.remaining_budget() == Some(0) {
+            return self.finish(Outcome::Error, "token budget exhausted".into(), ctx);
+        }
+        let request = ChatRequest {
+            model: self.model.clone(),
+            messages: self.turn.request_messages(),
+            tools: self.agent.tool_specs.clone(),
+        };
+        let call = self.models.complete(request);
+        ctx.spawn(call.into_actor(self).map(|result, act, ctx| match result {
+            Ok(response) => {
+                let _ = act.capability.charge(response.usage.total());
+                let next = act.turn.on_response(response);
+                act.step(next, ctx);
+            }
+            Err(e) => act.finish(Outcome::Error, format!("model call failed: {e}"), ctx),
+        }));
+    }
+
+    fn run_tools(&mut self, calls: Vec<crate::model::ToolCall>, ctx: &mut Context<Self>) {
+        let env = ToolEnv {
+            gateway: self.gateway.clone(),
+            capability: self.capability.clone(),
+            agent: self.agent.clone(),
+            stats: self.stats.clone(),
+        };
+        let batch = async move {
+            let mut results: Vec<(String, ToolOutput)> = Vec::with_capacity(calls.len());
+            for call in calls {
+                let output = tools::execute(&env, &call).await;
+                results.push((call.id, output));
+            }
+            results
+        };
+        ctx.spawn(batch.into_actor(self).map(|results, act, ctx| {
+            let next = act.turn.on_tool_results(results);
+            act.step(next, ctx);
+        }));
+    }
+
+    fn finish(&mut self, outcome: Outcome, text: String, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        if let Some(timer) = self.deadline_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let is_main = self.key.is_main();
+        let transcript = if is_main {
+            self.turn.transcript().to_vec()
+        } else {
+            self.turn.take_transcript()
+        };
+        self.gateway.do_send(RunEnded {
+            key: self.key.clone(),
+            run_id: self.run_id.clone(),
+            outcome,
+            text,
+            usage: self.turn.usage(),
+            transcript,
+        });
+        // Mirrors the gateway: only a main session that finished ok stays for more runs.
+        if !(is_main && outcome == Outcome::Ok) {
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.stats.session_started();
+        if let Some(task) = self.pending_task.take() {
+            self.begin(task, ctx);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stats.session_stopped();
+    }
+}
+
+impl Handler<ChildEnded> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildEnded, ctx: &mut Self::Context) {
+        let next = self.turn.on_child_ended(msg.0.render());
+        self.step(next, ctx);
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let next = self
+            .turn
+            .on_message(format!("[message from {}]\n{}", msg.from, msg.text));
+        self.step(next, ctx);
+    }
+}
+
+impl Handler<Terminate> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Terminate, ctx: &mut Self::Context) {
+        self.finished = true;
+        ctx.stop();
+    }
+}
+
+impl Handler<GetTranscript> for Session {
+    type Result = MessageResult<GetTranscript>;
+
+    fn handle(&mut self, _: GetTranscript, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.turn.transcript().to_vec())
+    }
+}
+
+impl Handler<StartRun> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
+        self.run_id = msg.run_id;
+        self.capability = msg.capability;
+        self.begin(msg.task, ctx);
+    }
+}

@@ -1,0 +1,301 @@
+//! The agent loop as a pure state machine: transcript, inbox of inter-session messages,
+//! children in flight, and what to do next. The session actor feeds it events (model
+//! answered, tools finished, child ended, message delivered) and performs the [`Next`]
+//! it returns. Unit tests drive it without a runtime.
+//!
+//! Rules that keep results from being lost:
+//! - inter-session messages (child results, sends, steers) go to the inbox and are
+//!   appended to the transcript right before the next model call, after any tool results
+//!   (so every tool call is answered before anything else follows it);
+//! - `sessions_yield` is answered at once when a result is waiting or no child is
+//!   running, else parked until the next child result or message;
+//! - a final answer given while children still run is kept, and the session waits; the
+//!   next child result starts another turn, so the model always sees every result.
+
+use std::collections::VecDeque;
+
+use serde_json::json;
+
+use super::tools::ToolOutput;
+use crate::gateway::Outcome;
+use crate::model::{ChatResponse, Message, ToolCall, Usage};
+
+/// A runaway model (tool calls forever) ends with an error after this many turns.
+pub const MAX_TURNS: u32 = 200;
+
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    CallModel,
+    RunTools(Vec<ToolCall>),
+    /// Nothing to do until a child result or message arrives.
+    Wait,
+    Finish(Outcome, String),
+}
+
+#[derive(Debug, Default)]
+pub struct Turn {
+    transcript: Vec<Message>,
+    inbox: VecDeque<String>,
+    spawned: usize,
+    ended: usize,
+    parked_yield: Option<String>,
+    waiting_for_children: bool,
+    turns: u32,
+    usage: Usage,
+}
+
+impl Turn {
+    pub fn new(system_prompt: &str) -> Turn {
+        let mut turn = Turn::default();
+        if !system_prompt.trim().is_empty() {
+            turn.transcript.push(Message::System {
+                content: system_prompt.to_string(),
+            });
+        }
+        turn
+    }
+
+    /// Begin a run with a task; returns the first step.
+    pub fn start(&mut self, task: String) -> Next {
+        self.transcript.push(Message::User { content: task });
+        self.turns = 0;
+        self.usage = Usage::default();
+        self.waiting_for_children = false;
+        Next::CallModel
+    }
+
+    pub fn transcript(&self) -> &[Message] {
+        &self.transcript
+    }
+
+    pub fn take_transcript(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.transcript)
+    }
+
+    /// Tokens spent in the current run.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    pub fn active_children(&self) -> usize {
+        self.spawned.saturating_sub(self.ended)
+    }
+
+    /// The messages for the next model call, with the inbox appended.
+    pub fn request_messages(&mut self) -> Vec<Message> {
+        while let Some(content) = self.inbox.pop_front() {
+            self.transcript.push(Message::User { content });
+        }
+        self.transcript.clone()
+    }
+
+    pub fn on_response(&mut self, response: ChatResponse) -> Next {
+        self.usage.add(response.usage);
+        self.turns += 1;
+        let has_calls = !response.tool_calls.is_empty();
+        self.transcript.push(Message::Assistant {
+            content: response.content.clone(),
+            tool_calls: response.tool_calls.clone(),
+        });
+        if has_calls {
+            if self.turns >= MAX_TURNS {
+                return Next::Finish(
+                    Outcome::Error,
+                    format!("turn limit reached ({MAX_TURNS} model turns without a final answer)"),
+                );
+            }
+            return Next::RunTools(response.tool_calls);
+        }
+        if self.active_children() > 0 || !self.inbox.is_empty() {
+            self.waiting_for_children = self.inbox.is_empty();
+            return if self.waiting_for_children {
+                Next::Wait
+            } else {
+                Next::CallModel
+            };
+        }
+        Next::Finish(Outcome::Ok, response.content.unwrap_or_default())
+    }
+
+    pub fn on_tool_results(&mut self, results: Vec<(String, ToolOutput)>) -> Next {
+        let mut yield_call = None;
+        for (call_id, output) in results {
+            let value = match output {
+                ToolOutput::Done(value) => value,
+                ToolOutput::Spawned(value) => {
+                    self.spawned += 1;
+                    value
+                }
+                ToolOutput::Yield if yield_call.is_none() => {
+                    yield_call = Some(call_id);
+                    continue;
+                }
+                ToolOutput::Yield => {
+                    json!({"status": "error", "error": "sessions_yield was already called in this turn"})
+                }
+            };
+            self.transcript.push(Message::Tool {
+                call_id,
+                content: value.to_string(),
+            });
+        }
+        match yield_call {
+            Some(call_id) if self.inbox.is_empty() && self.active_children() > 0 => {
+                self.parked_yield = Some(call_id);
+                Next::Wait
+            }
+            Some(call_id) => {
+                self.answer_yield(call_id);
+                Next::CallModel
+            }
+            None => Next::CallModel,
+        }
+    }
+
+    /// A child ended; its announcement is queued for the next turn.
+    pub fn on_child_ended(&mut self, announcement: String) -> Next {
+        self.ended += 1;
+        self.on_message(announcement)
+    }
+
+    /// A message from another session (or the operator) arrived.
+    pub fn on_message(&mut self, text: String) -> Next {
+        self.inbox.push_back(text);
+        if let Some(call_id) = self.parked_yield.take() {
+            self.answer_yield(call_id);
+            return Next::CallModel;
+        }
+        if std::mem::take(&mut self.waiting_for_children) {
+            return Next::CallModel;
+        }
+        Next::Wait
+    }
+
+    fn answer_yield(&mut self, call_id: String) {
+        let content = json!({"status": "yielded", "resultsWaiting": self.inbox.len(), "activeChildren": self.active_children()});
+        self.transcript.push(Message::Tool {
+            call_id,
+            content: content.to_string(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, name: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: "{}".into(),
+        }
+    }
+
+    fn answer(content: Option<&str>, calls: Vec<ToolCall>) -> ChatResponse {
+        ChatResponse {
+            content: content.map(String::from),
+            tool_calls: calls,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn yield_parks_until_a_child_result_then_the_model_sees_it() {
+        let mut turn = Turn::new("sys");
+        assert_eq!(turn.start("task".into()), Next::CallModel);
+        let calls = vec![call("s1", "sessions_spawn"), call("y", "sessions_yield")];
+        assert_eq!(
+            turn.on_response(answer(None, calls.clone())),
+            Next::RunTools(calls)
+        );
+        let results = vec![
+            (
+                "s1".to_string(),
+                ToolOutput::Spawned(json!({"status": "accepted"})),
+            ),
+            ("y".to_string(), ToolOutput::Yield),
+        ];
+        assert_eq!(turn.on_tool_results(results), Next::Wait);
+        assert_eq!(
+            turn.on_child_ended("[subagent part 1 ok]\ndone".into()),
+            Next::CallModel
+        );
+        let messages = turn.request_messages();
+        let tail: Vec<_> = messages.iter().rev().take(2).collect();
+        assert_eq!(
+            tail[0],
+            &Message::User {
+                content: "[subagent part 1 ok]\ndone".into()
+            }
+        );
+        assert!(matches!(tail[1], Message::Tool { call_id, .. } if call_id == "y"));
+        assert_eq!(
+            turn.on_response(answer(Some("all done"), vec![])),
+            Next::Finish(Outcome::Ok, "all done".into())
+        );
+        assert_eq!(
+            turn.usage(),
+            Usage {
+                prompt_tokens: 6,
+                completion_tokens: 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_child_that_ends_before_its_spawn_is_recorded_is_not_lost() {
+        let mut turn = Turn::new("");
+        turn.start("task".into());
+        turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
+        assert_eq!(
+            turn.on_child_ended("[subagent early ok]\nfast".into()),
+            Next::Wait
+        );
+        assert_eq!(
+            turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]),
+            Next::CallModel
+        );
+        assert_eq!(turn.active_children(), 0);
+        assert!(turn.request_messages().contains(&Message::User {
+            content: "[subagent early ok]\nfast".into()
+        }));
+    }
+
+    #[test]
+    fn a_final_answer_with_children_running_waits_for_them() {
+        let mut turn = Turn::new("");
+        turn.start("task".into());
+        turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
+        assert_eq!(
+            turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]),
+            Next::CallModel
+        );
+        assert_eq!(
+            turn.on_response(answer(Some("premature"), vec![])),
+            Next::Wait
+        );
+        assert_eq!(
+            turn.on_child_ended("[subagent x ok]\nr".into()),
+            Next::CallModel
+        );
+        assert_eq!(
+            turn.on_response(answer(Some("final"), vec![])),
+            Next::Finish(Outcome::Ok, "final".into())
+        );
+    }
+
+    #[test]
+    fn yield_without_children_answers_at_once() {
+        let mut turn = Turn::new("");
+        turn.start("task".into());
+        turn.on_response(answer(None, vec![call("y", "sessions_yield")]));
+        assert_eq!(
+            turn.on_tool_results(vec![("y".into(), ToolOutput::Yield)]),
+            Next::CallModel
+        );
+    }
+}
