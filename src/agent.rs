@@ -19,10 +19,7 @@ use crate::session::tools::{self, Tool};
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("cannot read agent file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid agent file {path}: {message}")]
     Invalid { path: String, message: String },
     #[error("no agent definitions found in {0}")]
@@ -106,33 +103,19 @@ impl AgentDef {
 pub struct Agents(BTreeMap<String, Arc<AgentDef>>);
 
 const SHIPPED: [(&str, &str, &str, &str); 2] = [
-    (
-        "brain.toml",
-        include_str!("../agents/brain.toml"),
-        "brain.md",
-        include_str!("../agents/brain.md"),
-    ),
-    (
-        "executor.toml",
-        include_str!("../agents/executor.toml"),
-        "executor.md",
-        include_str!("../agents/executor.md"),
-    ),
+    ("brain.toml", include_str!("../agents/brain.toml"), "brain.md", include_str!("../agents/brain.md")),
+    ("executor.toml", include_str!("../agents/executor.toml"), "executor.md", include_str!("../agents/executor.md")),
 ];
 
 impl Agents {
     /// Every `*.toml` in `dir`.
     pub fn load_dir(dir: &Path) -> Result<Agents, AgentError> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| AgentError::Read {
-                path: path.display().to_string(),
-                source,
-            })
+            std::fs::read_to_string(path)
+                .map_err(|source| AgentError::Read { path: path.display().to_string(), source })
         };
-        let entries = std::fs::read_dir(dir).map_err(|source| AgentError::Read {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|source| AgentError::Read { path: dir.display().to_string(), source })?;
         let mut paths: Vec<_> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -159,10 +142,7 @@ impl Agents {
                 if file == prompt_name {
                     Ok(prompt_text.to_string())
                 } else {
-                    Err(AgentError::Invalid {
-                        path: name.into(),
-                        message: format!("unknown prompt file {file}"),
-                    })
+                    Err(AgentError::Invalid { path: name.into(), message: format!("unknown prompt file {file}") })
                 }
             };
             agents.insert(parse(name, text, prompt)?);
@@ -193,10 +173,7 @@ pub fn parse(
     text: &str,
     prompt: impl Fn(&str) -> Result<String, AgentError>,
 ) -> Result<AgentDef, AgentError> {
-    let invalid = |message: String| AgentError::Invalid {
-        path: path.to_string(),
-        message,
-    };
+    let invalid = |message: String| AgentError::Invalid { path: path.to_string(), message };
     let raw: RawAgent = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
     let model_ref = |s: &str| ModelRef::parse(s).map_err(|e| invalid(e.to_string()));
     let system_prompt = match (&raw.prompt, &raw.prompt_file) {
@@ -207,21 +184,14 @@ pub fn parse(
     };
     let mut tools = Vec::new();
     for name in &raw.tools.allow {
-        let tool = Tool::parse(name).ok_or_else(|| {
-            invalid(format!(
-                "unknown tool '{name}' in tools.allow; known: {}",
-                tools::names()
-            ))
-        })?;
+        let tool = Tool::parse(name)
+            .ok_or_else(|| invalid(format!("unknown tool '{name}' in tools.allow; known: {}", tools::names())))?;
         if !raw.tools.deny.iter().any(|d| d == name) && !tools.contains(&tool) {
             tools.push(tool);
         }
     }
     if let Some(bad) = raw.tools.deny.iter().find(|d| Tool::parse(d).is_none()) {
-        return Err(invalid(format!(
-            "unknown tool '{bad}' in tools.deny; known: {}",
-            tools::names()
-        )));
+        return Err(invalid(format!("unknown tool '{bad}' in tools.deny; known: {}", tools::names())));
     }
     let scopes = tools
         .iter()
@@ -232,9 +202,7 @@ pub fn parse(
         .collect();
     let run_timeout = match raw.subagents.run_timeout_seconds {
         Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(invalid(
-                "subagents.run_timeout_seconds must be positive".into(),
-            ))
+            return Err(invalid("subagents.run_timeout_seconds must be positive".into()))
         }
         other => other.map(Duration::from_secs_f64),
     };
@@ -243,11 +211,7 @@ pub fn parse(
         id: raw.id,
         description: raw.description,
         model: model_ref(&raw.model)?,
-        fallbacks: raw
-            .fallbacks
-            .iter()
-            .map(|f| model_ref(f))
-            .collect::<Result<_, _>>()?,
+        fallbacks: raw.fallbacks.iter().map(|f| model_ref(f)).collect::<Result<_, _>>()?,
         system_prompt,
         tools,
         scopes,
@@ -275,10 +239,7 @@ mod tests {
         assert!(brain.has_tool(Tool::SessionsSpawn));
         assert!(brain.scopes.contains(Scope::AgentSpawn));
         assert_eq!(brain.subagents.allow_agents, vec!["executor".to_string()]);
-        assert_eq!(
-            agents.get("executor").unwrap().model.as_str(),
-            "builtin/executor"
-        );
+        assert_eq!(agents.get("executor").unwrap().model.as_str(), "builtin/executor");
     }
 
     #[test]
@@ -286,19 +247,9 @@ mod tests {
         let no_prompt = |_: &str| Ok(String::new());
         let err = parse("x.toml", "id = \"x\"\nmodel = \"nomodel\"", no_prompt).unwrap_err();
         assert!(err.to_string().contains("bad model ref 'nomodel'"), "{err}");
-        let err = parse(
-            "x.toml",
-            "id = \"x\"\nmodel = \"a/b\"\n[tools]\nallow = [\"rm_rf\"]",
-            no_prompt,
-        )
-        .unwrap_err();
+        let err = parse("x.toml", "id = \"x\"\nmodel = \"a/b\"\n[tools]\nallow = [\"rm_rf\"]", no_prompt).unwrap_err();
         assert!(err.to_string().contains("unknown tool 'rm_rf'"), "{err}");
-        let err = parse(
-            "x.toml",
-            "id = \"x\"\nmodel = \"a/b\"\ncolour = 1",
-            no_prompt,
-        )
-        .unwrap_err();
+        let err = parse("x.toml", "id = \"x\"\nmodel = \"a/b\"\ncolour = 1", no_prompt).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

@@ -57,23 +57,14 @@ impl SpawnHarness {
         agents.insert(agent::parse("bench-child", CHILD, no_prompt)?);
         let config = Config {
             bind: ([127, 0, 0, 1], 0).into(),
-            limits: Limits {
-                max_children_per_session: usize::MAX,
-                max_sessions: usize::MAX,
-                ..Limits::default()
-            },
+            limits: Limits { max_children_per_session: usize::MAX, max_sessions: usize::MAX, ..Limits::default() },
             ..Config::default()
         };
         let (tx, calls) = mpsc::unbounded_channel();
-        let runtime =
-            Runtime::start_with_model(&config, agents, Arc::new(ParkedModel { calls: tx })).await?;
+        let runtime = Runtime::start_with_model(&config, agents, Arc::new(ParkedModel { calls: tx })).await?;
         let mut calls = calls;
         let parent = start_parent(&runtime, &mut calls).await?;
-        Ok(SpawnHarness {
-            runtime,
-            calls,
-            parent,
-        })
+        Ok(SpawnHarness { runtime, calls, parent })
     }
 
     fn request(&self) -> Spawn {
@@ -94,10 +85,7 @@ impl SpawnHarness {
         let started = Instant::now();
         let reply = self.runtime.gateway.send(self.request()).await?;
         accepted(reply)?;
-        self.calls
-            .recv()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("child never ran"))?;
+        self.calls.recv().await.ok_or_else(|| anyhow::anyhow!("child never ran"))?;
         Ok(started.elapsed())
     }
 
@@ -109,10 +97,7 @@ impl SpawnHarness {
             accepted(reply?)?;
         }
         for _ in 0..n {
-            self.calls
-                .recv()
-                .await
-                .ok_or_else(|| anyhow::anyhow!("child never ran"))?;
+            self.calls.recv().await.ok_or_else(|| anyhow::anyhow!("child never ran"))?;
         }
         Ok(started.elapsed())
     }
@@ -120,23 +105,16 @@ impl SpawnHarness {
     /// Kill the parent and its children (untimed) and start a fresh parent, so memory
     /// does not grow across benchmark iterations.
     pub async fn reset(&mut self) -> anyhow::Result<()> {
-        self.runtime
-            .gateway
-            .send(Kill {
-                caller: None,
-                target: self.parent.principal().clone(),
-            })
-            .await??;
-        if !self
-            .runtime
-            .stats
-            .wait_all_stopped(Duration::from_secs(30))
-            .await
-        {
+        self.runtime.gateway.send(Kill { caller: None, target: self.parent.principal().clone() }).await??;
+        if !self.runtime.stats.wait_all_stopped(Duration::from_secs(30)).await {
             anyhow::bail!("sessions did not stop after the parent was killed");
         }
         self.parent = start_parent(&self.runtime, &mut self.calls).await?;
         Ok(())
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -145,25 +123,12 @@ impl SpawnHarness {
 }
 
 /// Start the parked parent main session and return its capability.
-async fn start_parent(
-    runtime: &Runtime,
-    calls: &mut mpsc::UnboundedReceiver<()>,
-) -> anyhow::Result<Capability> {
-    let start = StartMain {
-        agent_id: "bench-parent".into(),
-        task: "spawn".into(),
-        run_timeout: None,
-        budget_tokens: None,
-    };
+async fn start_parent(runtime: &Runtime, calls: &mut mpsc::UnboundedReceiver<()>) -> anyhow::Result<Capability> {
+    let start =
+        StartMain { agent_id: "bench-parent".into(), task: "spawn".into(), run_timeout: None, budget_tokens: None };
     let started = runtime.gateway.send(start).await??;
-    calls
-        .recv()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the parent never called its model"))?;
-    let entry = runtime
-        .registry
-        .get(&started.session_key)
-        .ok_or_else(|| anyhow::anyhow!("parent not registered"))?;
+    calls.recv().await.ok_or_else(|| anyhow::anyhow!("the parent never called its model"))?;
+    let entry = runtime.registry.get(&started.session_key).ok_or_else(|| anyhow::anyhow!("parent not registered"))?;
     Ok(entry.capability.clone())
 }
 
@@ -186,11 +151,7 @@ pub struct BenchReport {
 }
 
 /// `spawns` single spawns (reset every 1,000), then one burst of `burst` sessions.
-pub async fn run(
-    spawns: usize,
-    burst: usize,
-    mut progress: impl FnMut(&str),
-) -> anyhow::Result<BenchReport> {
+pub async fn run(spawns: usize, burst: usize, mut progress: impl FnMut(&str)) -> anyhow::Result<BenchReport> {
     let mut harness = SpawnHarness::start().await?;
     let mut samples = Vec::with_capacity(spawns);
     for i in 0..spawns {

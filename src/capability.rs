@@ -79,33 +79,22 @@ impl Capability {
         }
         let depth = parent.depth + 1;
         if depth > parent.max_depth {
-            return Err(CapabilityError::DepthExceeded {
-                depth,
-                max: parent.max_depth,
-            });
+            return Err(CapabilityError::DepthExceeded { depth, max: parent.max_depth });
         }
         let max_depth = match request.max_depth {
             Some(requested) if requested > parent.max_depth => {
-                return Err(CapabilityError::MaxDepthEscalation {
-                    requested,
-                    parent: parent.max_depth,
-                })
+                return Err(CapabilityError::MaxDepthEscalation { requested, parent: parent.max_depth })
             }
             Some(requested) => requested,
             None => parent.max_depth,
         };
         let deadline = match (request.deadline, parent.deadline) {
-            (Some(child), Some(limit)) if child > limit => {
-                return Err(CapabilityError::DeadlineBeyondParent)
-            }
+            (Some(child), Some(limit)) if child > limit => return Err(CapabilityError::DeadlineBeyondParent),
             (Some(child), _) => Some(child),
             (None, inherited) => inherited,
         };
         let budget = Budget::derive(parent.budget.as_ref(), request.budget_tokens)?;
-        let revocation = parent
-            .revocation
-            .child()
-            .ok_or_else(|| CapabilityError::Revoked(parent.principal.clone()))?;
+        let revocation = parent.revocation.child().ok_or_else(|| CapabilityError::Revoked(parent.principal.clone()))?;
         Ok(Capability(Arc::new(Inner {
             principal: request.principal,
             scopes: request.scopes,
@@ -123,9 +112,7 @@ impl Capability {
             return Err(CapabilityError::Revoked(self.0.principal.clone()));
         }
         match self.0.deadline {
-            Some(deadline) if now >= deadline => {
-                Err(CapabilityError::Expired(self.0.principal.clone()))
-            }
+            Some(deadline) if now >= deadline => Err(CapabilityError::Expired(self.0.principal.clone())),
             _ => Ok(()),
         }
     }
@@ -210,13 +197,7 @@ impl Authority {
         deadline: Option<Instant>,
         budget_tokens: Option<u64>,
     ) -> Capability {
-        let budget = budget_tokens.map(|limit| {
-            Arc::new(Budget {
-                limit,
-                used: AtomicU64::new(0),
-                parent: None,
-            })
-        });
+        let budget = budget_tokens.map(|limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None }));
         Capability(Arc::new(Inner {
             principal,
             scopes,
@@ -252,28 +233,18 @@ impl Budget {
         remaining
     }
 
-    fn derive(
-        parent: Option<&Arc<Budget>>,
-        requested: Option<u64>,
-    ) -> Result<Option<Arc<Budget>>, CapabilityError> {
+    fn derive(parent: Option<&Arc<Budget>>, requested: Option<u64>) -> Result<Option<Arc<Budget>>, CapabilityError> {
         let limit = match (parent.map(|p| p.remaining()), requested) {
             (None, None) => return Ok(None),
             (None, Some(requested)) => requested,
             (Some(0), _) => return Err(CapabilityError::BudgetExhausted),
             (Some(remaining), Some(requested)) if requested > remaining => {
-                return Err(CapabilityError::BudgetExceeded {
-                    requested,
-                    remaining,
-                })
+                return Err(CapabilityError::BudgetExceeded { requested, remaining })
             }
             (Some(_), Some(requested)) => requested,
             (Some(remaining), None) => remaining,
         };
-        Ok(Some(Arc::new(Budget {
-            limit,
-            used: AtomicU64::new(0),
-            parent: parent.cloned(),
-        })))
+        Ok(Some(Arc::new(Budget { limit, used: AtomicU64::new(0), parent: parent.cloned() })))
     }
 
     fn charge(&self, tokens: u64) -> Result<(), CapabilityError> {
@@ -299,9 +270,7 @@ struct RevocationNode {
 
 impl RevocationNode {
     fn lock(&self) -> MutexGuard<'_, Vec<Weak<RevocationNode>>> {
-        self.children
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A new child node, or `None` when this node is revoked. Dead links are pruned when
@@ -344,22 +313,11 @@ mod tests {
     }
 
     fn request(principal: &str, scopes: ScopeSet) -> AttenuateRequest {
-        AttenuateRequest {
-            principal: principal.into(),
-            scopes,
-            max_depth: None,
-            deadline: None,
-            budget_tokens: None,
-        }
+        AttenuateRequest { principal: principal.into(), scopes, max_depth: None, deadline: None, budget_tokens: None }
     }
 
     fn scope_set(bits: u8) -> ScopeSet {
-        Scope::ALL
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| bits & (1 << i) != 0)
-            .map(|(_, s)| s)
-            .collect()
+        Scope::ALL.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, s)| s).collect()
     }
 
     #[test]
@@ -370,15 +328,10 @@ mod tests {
         let now = Instant::now();
         assert!(grandchild.check(now).is_ok());
         parent.revoke();
-        assert_eq!(
-            grandchild.check(now),
-            Err(CapabilityError::Revoked("g".into()))
-        );
+        assert_eq!(grandchild.check(now), Err(CapabilityError::Revoked("g".into())));
         assert_eq!(child.check(now), Err(CapabilityError::Revoked("c".into())));
         assert_eq!(
-            parent
-                .attenuate(request("late", ScopeSet::all()))
-                .unwrap_err(),
+            parent.attenuate(request("late", ScopeSet::all())).unwrap_err(),
             CapabilityError::Revoked(SessionKey::main("brain"))
         );
     }
@@ -402,35 +355,17 @@ mod tests {
         assert_eq!(child.remaining_budget(), Some(100));
         child.charge(60).unwrap();
         assert_eq!(parent.remaining_budget(), Some(40));
-        let sibling = parent.attenuate(AttenuateRequest {
-            budget_tokens: Some(50),
-            ..request("s", ScopeSet::all())
-        });
-        assert_eq!(
-            sibling.unwrap_err(),
-            CapabilityError::BudgetExceeded {
-                requested: 50,
-                remaining: 40
-            }
-        );
+        let sibling = parent.attenuate(AttenuateRequest { budget_tokens: Some(50), ..request("s", ScopeSet::all()) });
+        assert_eq!(sibling.unwrap_err(), CapabilityError::BudgetExceeded { requested: 50, remaining: 40 });
         assert_eq!(child.charge(40), Err(CapabilityError::BudgetExhausted));
     }
 
     #[test]
     fn deadlines_expire() {
         let now = Instant::now();
-        let cap = Authority::new().mint_root(
-            "k".into(),
-            ScopeSet::all(),
-            1,
-            Some(now + Duration::from_secs(1)),
-            None,
-        );
+        let cap = Authority::new().mint_root("k".into(), ScopeSet::all(), 1, Some(now + Duration::from_secs(1)), None);
         assert!(cap.check(now).is_ok());
-        assert_eq!(
-            cap.check(now + Duration::from_secs(2)),
-            Err(CapabilityError::Expired("k".into()))
-        );
+        assert_eq!(cap.check(now + Duration::from_secs(2)), Err(CapabilityError::Expired("k".into())));
     }
 
     proptest! {

@@ -36,10 +36,7 @@ pub const BUILTIN_PROVIDER: &str = "builtin";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid config: {0}")]
@@ -142,14 +139,10 @@ impl Config {
         let chosen = path.map(Path::to_path_buf).or(env_path);
         let (text, origin) = match chosen {
             Some(p) => (read(&p)?, p),
-            None if Path::new("hivegate.toml").is_file() => {
-                (read(Path::new("hivegate.toml"))?, "hivegate.toml".into())
-            }
+            None if Path::new("hivegate.toml").is_file() => (read(Path::new("hivegate.toml"))?, "hivegate.toml".into()),
             None => (String::new(), "<defaults>".into()),
         };
-        let mut config = Config::from_toml(&text, &origin.display().to_string(), |var| {
-            std::env::var(var).ok()
-        })?;
+        let mut config = Config::from_toml(&text, &origin.display().to_string(), |var| std::env::var(var).ok())?;
         if config.agents_dir.is_none() && Path::new("agents").is_dir() {
             config.agents_dir = Some("agents".into());
         }
@@ -157,20 +150,12 @@ impl Config {
     }
 
     /// Parse and validate; `env` looks up environment variables (a map in tests).
-    pub fn from_toml(
-        text: &str,
-        origin: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.to_string(),
-        })?;
+    pub fn from_toml(text: &str, origin: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
         let defaults = Config::default();
         let bind = match raw.gateway.bind {
-            Some(b) => b.parse().map_err(|_| {
-                ConfigError::Invalid(format!("gateway.bind '{b}' is not host:port"))
-            })?,
+            Some(b) => b.parse().map_err(|_| ConfigError::Invalid(format!("gateway.bind '{b}' is not host:port")))?,
             None => defaults.bind,
         };
         let limits = validate_limits(raw.limits)?;
@@ -186,51 +171,27 @@ impl Config {
                     "providers.{name}.base_url must start with http:// or https://"
                 )));
             }
-            let api_key = p
-                .api_key_env
-                .as_deref()
-                .and_then(&env)
-                .filter(|k| !k.is_empty());
-            providers.insert(
-                name,
-                Provider {
-                    base_url: p.base_url,
-                    api_key,
-                    api_key_env: p.api_key_env,
-                    api: p.api,
-                },
-            );
+            let api_key = p.api_key_env.as_deref().and_then(&env).filter(|k| !k.is_empty());
+            providers.insert(name, Provider { base_url: p.base_url, api_key, api_key_env: p.api_key_env, api: p.api });
         }
-        Ok(Config {
-            bind,
-            agents_dir: raw.gateway.agents_dir,
-            limits,
-            providers,
-        })
+        Ok(Config { bind, agents_dir: raw.gateway.agents_dir, limits, providers })
     }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
 }
 
 fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
     let d = Limits::default();
     let positive = |name: &str, v: Option<usize>, default: usize| match v {
-        Some(0) => Err(ConfigError::Invalid(format!(
-            "limits.{name} must be at least 1"
-        ))),
+        Some(0) => Err(ConfigError::Invalid(format!("limits.{name} must be at least 1"))),
         Some(v) => Ok(v),
         None => Ok(default),
     };
     let seconds = |name: &str, v: Option<f64>, default: Duration| match v {
         Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
-        Some(_) => Err(ConfigError::Invalid(format!(
-            "limits.{name} must be a positive number of seconds"
-        ))),
+        Some(_) => Err(ConfigError::Invalid(format!("limits.{name} must be a positive number of seconds"))),
         None => Ok(default),
     };
     Ok(Limits {
@@ -266,10 +227,7 @@ mod tests {
     #[test]
     fn providers_take_keys_from_the_named_variable() {
         let text = "[providers.cherry-nvidia]\nbase_url = \"https://api.example/v1\"\napi_key_env = \"CHERRY_KEY\"\n";
-        let config = Config::from_toml(text, "t", |v| {
-            (v == "CHERRY_KEY").then(|| "sk-1".to_string())
-        })
-        .unwrap();
+        let config = Config::from_toml(text, "t", |v| (v == "CHERRY_KEY").then(|| "sk-1".to_string())).unwrap();
         let provider = config.providers.get("cherry-nvidia").unwrap();
         assert_eq!(provider.api_key.as_deref(), Some("sk-1"));
         assert_eq!(config.limits, Limits::default());
@@ -279,20 +237,11 @@ mod tests {
     fn bad_config_is_refused_with_the_field_named() {
         let none = |_: &str| None;
         for (text, expected) in [
-            (
-                "[limits]\nmax_sessions = 0",
-                "limits.max_sessions must be at least 1",
-            ),
-            (
-                "[limits]\ndefault_run_timeout_seconds = -1",
-                "default_run_timeout_seconds must be a positive",
-            ),
+            ("[limits]\nmax_sessions = 0", "limits.max_sessions must be at least 1"),
+            ("[limits]\ndefault_run_timeout_seconds = -1", "default_run_timeout_seconds must be a positive"),
             ("[gateway]\nbind = \"nope\"", "gateway.bind 'nope'"),
             ("[providers.builtin]\nbase_url = \"http://x\"", "reserved"),
-            (
-                "[providers.p]\nbase_url = \"ftp://x\"",
-                "must start with http",
-            ),
+            ("[providers.p]\nbase_url = \"ftp://x\"", "must start with http"),
             ("[limits]\nmax_sesions = 3", "unknown field"),
         ] {
             let err = Config::from_toml(text, "t", none).unwrap_err().to_string();

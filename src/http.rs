@@ -28,14 +28,12 @@ impl HttpStateSlot {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .configure(crate::model::server::routes);
+    cfg.route("/health", web::get().to(health)).configure(crate::model::server::routes);
 }
 
 async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {
     let Some(state) = slot.0.get() else {
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({"ok": false, "error": "gateway starting"}));
+        return HttpResponse::ServiceUnavailable().json(json!({"ok": false, "error": "gateway starting"}));
     };
     HttpResponse::Ok().json(json!({
         "ok": true,

@@ -84,11 +84,7 @@ impl TreeReport {
 
 fn render_node(node: &TreeNode, first: &str, rest: &str, out: &mut String) {
     let outcome = node.outcome.map_or(node.status, Outcome::as_str);
-    let label = node
-        .label
-        .as_deref()
-        .map(|l| format!(" \"{l}\""))
-        .unwrap_or_default();
+    let label = node.label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
     let _ = writeln!(
         out,
         "{first}{}{label}  {}  {}  {}  {:.1} ms  {} tok",
@@ -101,17 +97,8 @@ fn render_node(node: &TreeNode, first: &str, rest: &str, out: &mut String) {
     );
     for (i, child) in node.children.iter().enumerate() {
         let last = i + 1 == node.children.len();
-        let (branch, indent) = if last {
-            ("└── ", "    ")
-        } else {
-            ("├── ", "│   ")
-        };
-        render_node(
-            child,
-            &format!("{rest}{branch}"),
-            &format!("{rest}{indent}"),
-            out,
-        );
+        let (branch, indent) = if last { ("└── ", "    ") } else { ("├── ", "│   ") };
+        render_node(child, &format!("{rest}{branch}"), &format!("{rest}{indent}"), out);
     }
 }
 
@@ -134,9 +121,6 @@ mod tests {
     #[test]
     fn keys_are_shortened_for_the_screen() {
         assert_eq!(short_key("agent:brain:main"), "agent:brain:main");
-        assert_eq!(
-            short_key("agent:executor:subagent:aaaa:subagent:0123456789abcdef"),
-            "agent:executor:…89abcdef"
-        );
+        assert_eq!(short_key("agent:executor:subagent:aaaa:subagent:0123456789abcdef"), "agent:executor:…89abcdef");
     }
 }

@@ -51,15 +51,7 @@ impl Runtime {
             config.limits.model_request_timeout,
         )?;
         let in_flight = client.in_flight();
-        Ok(Runtime::assemble(
-            config,
-            agents,
-            Arc::new(client),
-            in_flight,
-            server,
-            http_addr,
-            state,
-        ))
+        Ok(Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state))
     }
 
     /// Start with another model client (benches measure the runtime alone this way).
@@ -69,15 +61,7 @@ impl Runtime {
         model: Arc<dyn ModelClient>,
     ) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind)?;
-        Ok(Runtime::assemble(
-            config,
-            agents,
-            model,
-            Arc::new(AtomicUsize::new(0)),
-            server,
-            http_addr,
-            state,
-        ))
+        Ok(Runtime::assemble(config, agents, model, Arc::new(AtomicUsize::new(0)), server, http_addr, state))
     }
 
     fn assemble(
@@ -92,19 +76,8 @@ impl Runtime {
         let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model);
         let registry = gateway.registry();
         let stats = gateway.stats();
-        state.fill(HttpState {
-            registry: registry.clone(),
-            stats: stats.clone(),
-            started: Instant::now(),
-        });
-        Runtime {
-            gateway: gateway.start(),
-            registry,
-            stats,
-            http_addr,
-            model_calls_in_flight: in_flight,
-            server,
-        }
+        state.fill(HttpState { registry: registry.clone(), stats: stats.clone(), started: Instant::now() });
+        Runtime { gateway: gateway.start(), registry, stats, http_addr, model_calls_in_flight: in_flight, server }
     }
 
     /// The one shutdown path: stop accepting, end every run, wait (bounded) for the
@@ -114,35 +87,22 @@ impl Runtime {
         let all_stopped = self.stats.wait_all_stopped(SHUTDOWN_GRACE).await;
         self.server.stop(true).await;
         if !all_stopped {
-            anyhow::bail!(
-                "{} session actors still alive after the shutdown grace period",
-                self.stats.live_sessions()
-            );
+            anyhow::bail!("{} session actors still alive after the shutdown grace period", self.stats.live_sessions());
         }
         Ok(())
     }
 }
 
-fn start_http(
-    bind: SocketAddr,
-) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {
+fn start_http(bind: SocketAddr) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {
     let slot = HttpStateSlot::default();
     let app_slot = slot.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(app_slot.clone()))
-            .configure(routes)
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(2)
-    .bind(bind)
-    .with_context(|| format!("cannot listen on {bind}"))?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .context("the HTTP server bound no address")?;
+    let server = HttpServer::new(move || App::new().app_data(web::Data::new(app_slot.clone())).configure(routes))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(2)
+        .bind(bind)
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = server.addrs().first().copied().context("the HTTP server bound no address")?;
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);

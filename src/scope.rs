@@ -113,9 +113,7 @@ impl ScopeSet {
 
     /// Parses scope names; unknown names are returned separately so callers decide
     /// whether to refuse or ignore them.
-    pub fn parse_lenient<'a, I: IntoIterator<Item = &'a str>>(
-        names: I,
-    ) -> (ScopeSet, Vec<&'a str>) {
+    pub fn parse_lenient<'a, I: IntoIterator<Item = &'a str>>(names: I) -> (ScopeSet, Vec<&'a str>) {
         let mut set = ScopeSet::EMPTY;
         let mut unknown = Vec::new();
         for name in names {
@@ -140,9 +138,7 @@ impl FromIterator<Scope> for ScopeSet {
 
 impl fmt::Debug for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set()
-            .entries(self.iter().map(Scope::as_str))
-            .finish()
+        f.debug_set().entries(self.iter().map(Scope::as_str)).finish()
     }
 }
 
@@ -157,10 +153,7 @@ impl<'de> Deserialize<'de> for ScopeSet {
         let names = Vec::<String>::deserialize(deserializer)?;
         names
             .iter()
-            .map(|n| {
-                Scope::parse(n)
-                    .ok_or_else(|| serde::de::Error::custom(format!("unknown scope '{n}'")))
-            })
+            .map(|n| Scope::parse(n).ok_or_else(|| serde::de::Error::custom(format!("unknown scope '{n}'"))))
             .collect()
     }
 }
@@ -189,14 +182,10 @@ pub fn required_scope(operation: &str) -> Requirement {
         "sessions_yield" => Nothing,
         // RPC methods
         "connect" => Nothing,
-        "health" | "status" | "node.list" | "node.describe" | "sessions.list" | "sessions.get"
-        | "chat.history" | "agents.list" | "models.list" | "last-heartbeat" | "system-presence" => {
-            S(Scope::OperatorRead)
-        }
-        "agent" | "agent.wait" | "node.invoke" | "sessions.send" | "sessions.steer"
-        | "sessions.abort" | "sessions.create" | "chat.send" | "chat.abort" => {
-            S(Scope::OperatorWrite)
-        }
+        "health" | "status" | "node.list" | "node.describe" | "sessions.list" | "sessions.get" | "chat.history"
+        | "agents.list" | "models.list" | "last-heartbeat" | "system-presence" => S(Scope::OperatorRead),
+        "agent" | "agent.wait" | "node.invoke" | "sessions.send" | "sessions.steer" | "sessions.abort"
+        | "sessions.create" | "chat.send" | "chat.abort" => S(Scope::OperatorWrite),
         "device.pair.list"
         | "device.pair.approve"
         | "device.pair.reject"
@@ -248,32 +237,18 @@ mod tests {
         let write = ScopeSet::EMPTY.with(Scope::OperatorWrite);
         assert_eq!(authorize(write, false, "health"), Ok(()));
         assert_eq!(authorize(write, false, "node.invoke"), Ok(()));
-        assert_eq!(
-            authorize(write, false, "device.pair.approve"),
-            Err(Denied::MissingScope(Scope::OperatorPairing))
-        );
+        assert_eq!(authorize(write, false, "device.pair.approve"), Err(Denied::MissingScope(Scope::OperatorPairing)));
         let admin = ScopeSet::EMPTY.with(Scope::OperatorAdmin);
         assert_eq!(authorize(admin, false, "device.pair.approve"), Ok(()));
         assert_eq!(authorize(admin, false, "some.unknown.method"), Ok(()));
-        assert_eq!(
-            authorize(write, false, "some.unknown.method"),
-            Err(Denied::MissingScope(Scope::OperatorAdmin))
-        );
-        assert_eq!(
-            authorize(admin, false, "node.invoke.result"),
-            Err(Denied::NodeRoleRequired)
-        );
-        assert_eq!(
-            authorize(ScopeSet::EMPTY, true, "node.invoke.result"),
-            Ok(())
-        );
+        assert_eq!(authorize(write, false, "some.unknown.method"), Err(Denied::MissingScope(Scope::OperatorAdmin)));
+        assert_eq!(authorize(admin, false, "node.invoke.result"), Err(Denied::NodeRoleRequired));
+        assert_eq!(authorize(ScopeSet::EMPTY, true, "node.invoke.result"), Ok(()));
     }
 
     #[test]
     fn scope_sets_round_trip_through_json() {
-        let set: ScopeSet = [Scope::OperatorRead, Scope::AgentSpawn]
-            .into_iter()
-            .collect();
+        let set: ScopeSet = [Scope::OperatorRead, Scope::AgentSpawn].into_iter().collect();
         let json = serde_json::to_string(&set).unwrap();
         assert_eq!(json, r#"["operator.read","agent.spawn"]"#);
         assert_eq!(serde_json::from_str::<ScopeSet>(&json).unwrap(), set);

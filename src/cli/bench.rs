@@ -31,14 +31,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let s = &report.spawn_us;
-    println!(
-        "in-process spawn ({} samples, request -> child running -> ack):",
-        s.samples
-    );
-    println!(
-        "  p50 {:.2} µs   p99 {:.2} µs   max {:.1} µs",
-        s.p50, s.p99, s.max
-    );
+    println!("in-process spawn ({} samples, request -> child running -> ack):", s.samples);
+    println!("  p50 {:.2} µs   p99 {:.2} µs   max {:.1} µs", s.p50, s.p99, s.max);
     println!(
         "burst of {} sessions: {:.1} ms ({:.2} µs per spawn)",
         report.burst_sessions, report.burst_ms, report.burst_us_per_spawn

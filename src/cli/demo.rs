@@ -16,10 +16,7 @@ use crate::runtime::Runtime;
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The task for the brain; it is split into --executors subtasks.
-    #[arg(
-        long,
-        default_value = "survey the hivegate runtime and report what each part does"
-    )]
+    #[arg(long, default_value = "survey the hivegate runtime and report what each part does")]
     task: String,
     /// Executors the brain spawns (one per subtask).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -45,23 +42,13 @@ fn brain_task(args: &DemoArgs) -> String {
         1 => String::new(),
         d => format!(" [split {} x{}]", args.fanout, d - 1),
     };
-    (1..=args.executors)
-        .map(|i| {
-            format!(
-                "{} (part {i} of {}){marker}\n",
-                args.task.trim(),
-                args.executors
-            )
-        })
-        .collect()
+    (1..=args.executors).map(|i| format!("{} (part {i} of {}){marker}\n", args.task.trim(), args.executors)).collect()
 }
 
 /// Sessions in the full tree: 1 + N + N·F + … + N·F^(D-1).
 fn expected_sessions(args: &DemoArgs) -> u64 {
     (0..args.depth)
-        .fold((1u64, u64::from(args.executors)), |(total, level), _| {
-            (total + level, level * u64::from(args.fanout))
-        })
+        .fold((1u64, u64::from(args.executors)), |(total, level), _| (total + level, level * u64::from(args.fanout)))
         .0
 }
 
@@ -94,16 +81,9 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
             budget_tokens: None,
         })
         .await??;
-    let summary = runtime
-        .gateway
-        .send(WaitRun { run_id: run.run_id })
-        .await??
-        .await?;
+    let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;
     let elapsed = started.elapsed();
-    let root = runtime
-        .registry
-        .tree(&run.session_key)
-        .ok_or_else(|| anyhow::anyhow!("the brain session vanished"))?;
+    let root = runtime.registry.tree(&run.session_key).ok_or_else(|| anyhow::anyhow!("the brain session vanished"))?;
     let outcomes = OutcomeCounts::of(&root);
     let report = TreeReport {
         sessions: outcomes.total(),
@@ -134,23 +114,13 @@ mod tests {
     use super::*;
 
     fn args(executors: u32, depth: u32, fanout: u32) -> DemoArgs {
-        DemoArgs {
-            task: "t".into(),
-            executors,
-            depth,
-            fanout,
-            timeout: 1.0,
-            json: false,
-        }
+        DemoArgs { task: "t".into(), executors, depth, fanout, timeout: 1.0, json: false }
     }
 
     #[test]
     fn tree_sizes_and_tasks() {
         assert_eq!(expected_sessions(&args(4, 1, 2)), 5);
         assert_eq!(expected_sessions(&args(50, 2, 2)), 151);
-        assert_eq!(
-            brain_task(&args(2, 2, 3)),
-            "t (part 1 of 2) [split 3 x1]\nt (part 2 of 2) [split 3 x1]\n"
-        );
+        assert_eq!(brain_task(&args(2, 2, 3)), "t (part 1 of 2) [split 3 x1]\nt (part 2 of 2) [split 3 x1]\n");
     }
 }

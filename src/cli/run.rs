@@ -44,30 +44,14 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     config.bind = ([127, 0, 0, 1], 0).into();
     let agents = load_agents(&config)?;
     if agents.get(&args.agent).is_none() {
-        anyhow::bail!(
-            "unknown agent '{}'; defined agents: {}",
-            args.agent,
-            agents.ids().join(", ")
-        );
+        anyhow::bail!("unknown agent '{}'; defined agents: {}", args.agent, agents.ids().join(", "));
     }
     let runtime = Runtime::start(&config, agents).await?;
     let started = Instant::now();
-    let start = StartMain {
-        agent_id: args.agent.clone(),
-        task: args.task,
-        run_timeout,
-        budget_tokens: args.budget,
-    };
+    let start = StartMain { agent_id: args.agent.clone(), task: args.task, run_timeout, budget_tokens: args.budget };
     let run = runtime.gateway.send(start).await??;
-    let summary = runtime
-        .gateway
-        .send(WaitRun { run_id: run.run_id })
-        .await??
-        .await?;
-    let root = runtime
-        .registry
-        .tree(&run.session_key)
-        .ok_or_else(|| anyhow::anyhow!("the session vanished"))?;
+    let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;
+    let root = runtime.registry.tree(&run.session_key).ok_or_else(|| anyhow::anyhow!("the session vanished"))?;
     let outcomes = OutcomeCounts::of(&root);
     let report = TreeReport {
         sessions: outcomes.total(),
@@ -85,9 +69,5 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         print!("{}", report.render());
     }
     runtime.shutdown().await?;
-    Ok(if summary.outcome == crate::gateway::Outcome::Ok {
-        0
-    } else {
-        1
-    })
+    Ok(if summary.outcome == crate::gateway::Outcome::Ok { 0 } else { 1 })
 }

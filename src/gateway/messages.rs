@@ -68,11 +68,7 @@ pub struct SpawnRequest {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum SpawnReply {
     #[serde(rename_all = "camelCase")]
-    Accepted {
-        run_id: RunId,
-        child_session_key: SessionKey,
-        resolved_model: ModelRef,
-    },
+    Accepted { run_id: RunId, child_session_key: SessionKey, resolved_model: ModelRef },
     /// Refused by policy or a limit; `limit`/`value` name the limit when one was hit.
     Forbidden {
         error: String,
@@ -87,19 +83,11 @@ pub enum SpawnReply {
 
 impl SpawnReply {
     pub fn limit(limit: &'static str, value: u64, error: String) -> SpawnReply {
-        SpawnReply::Forbidden {
-            error,
-            limit: Some(limit),
-            value: Some(value),
-        }
+        SpawnReply::Forbidden { error, limit: Some(limit), value: Some(value) }
     }
 
     pub fn forbidden(error: String) -> SpawnReply {
-        SpawnReply::Forbidden {
-            error,
-            limit: None,
-            value: None,
-        }
+        SpawnReply::Forbidden { error, limit: None, value: None }
     }
 }
 
@@ -234,9 +222,7 @@ pub enum GatewayError {
     NoSuchSession(SessionKey),
     #[error("no run {0}")]
     NoSuchRun(RunId),
-    #[error(
-        "session {target} is outside the caller's tree; a session can only reach its own subtree"
-    )]
+    #[error("session {target} is outside the caller's tree; a session can only reach its own subtree")]
     NotVisible { target: SessionKey },
     #[error("session {0} has ended and takes no more messages")]
     Ended(SessionKey),

@@ -32,9 +32,7 @@ use crate::config::Limits;
 use crate::keys::{RunId, SessionKey};
 use crate::model::{Message as ChatMessage, ModelClient, Usage};
 use crate::scope::authorize;
-use crate::session::{
-    Announcement, ChildEnded, Deliver, GetTranscript, Session, SessionInit, StartRun, Terminate,
-};
+use crate::session::{Announcement, ChildEnded, Deliver, GetTranscript, Session, SessionInit, StartRun, Terminate};
 
 pub struct Gateway {
     agents: Arc<Agents>,
@@ -97,14 +95,8 @@ impl Gateway {
             child_session_key: plan.key.clone(),
             resolved_model: plan.model.clone(),
         };
-        let mut init = self.init(
-            plan.key.clone(),
-            plan.run_id.clone(),
-            &plan.agent,
-            plan.capability.clone(),
-            plan.task,
-            ctx,
-        );
+        let mut init =
+            self.init(plan.key.clone(), plan.run_id.clone(), &plan.agent, plan.capability.clone(), plan.task, ctx);
         init.model = plan.model.clone();
         let addr = Session::new(init).start();
         self.registry.insert(SessionEntry {
@@ -135,39 +127,18 @@ impl Gateway {
         reply
     }
 
-    fn mint_main_capability(
-        &self,
-        key: &SessionKey,
-        agent: &crate::agent::AgentDef,
-        msg: &StartMain,
-    ) -> Capability {
-        let max_depth = self
-            .limits
-            .max_spawn_depth
-            .min(agent.subagents.max_depth.unwrap_or(u32::MAX));
+    fn mint_main_capability(&self, key: &SessionKey, agent: &crate::agent::AgentDef, msg: &StartMain) -> Capability {
+        let max_depth = self.limits.max_spawn_depth.min(agent.subagents.max_depth.unwrap_or(u32::MAX));
         let deadline = Instant::now() + msg.run_timeout.unwrap_or(self.limits.default_run_timeout);
-        self.authority.mint_root(
-            key.clone(),
-            agent.scopes,
-            max_depth,
-            Some(deadline),
-            msg.budget_tokens,
-        )
+        self.authority.mint_root(key.clone(), agent.scopes, max_depth, Some(deadline), msg.budget_tokens)
     }
 
-    fn start_main(
-        &mut self,
-        msg: StartMain,
-        ctx: &Context<Self>,
-    ) -> Result<RunStarted, GatewayError> {
+    fn start_main(&mut self, msg: StartMain, ctx: &Context<Self>) -> Result<RunStarted, GatewayError> {
         if self.shutting_down {
             return Err(GatewayError::ShuttingDown);
         }
-        let agent = self
-            .agents
-            .get(&msg.agent_id)
-            .cloned()
-            .ok_or_else(|| GatewayError::UnknownAgent(msg.agent_id.clone()))?;
+        let agent =
+            self.agents.get(&msg.agent_id).cloned().ok_or_else(|| GatewayError::UnknownAgent(msg.agent_id.clone()))?;
         let key = SessionKey::main(&agent.id);
         let run_id = RunId::new();
         let capability = self.mint_main_capability(&key, &agent, &msg);
@@ -176,27 +147,13 @@ impl Gateway {
             Some((Status::Running, _)) => return Err(GatewayError::Busy(key)),
             Some((Status::Idle, Some(addr))) => {
                 self.restart_main(&key, run_id.clone(), capability.clone());
-                addr.do_send(StartRun {
-                    run_id: run_id.clone(),
-                    capability,
-                    task: msg.task,
-                });
-                return Ok(RunStarted {
-                    session_key: key,
-                    run_id,
-                });
+                addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.task });
+                return Ok(RunStarted { session_key: key, run_id });
             }
             _ => self.registry.remove(&key),
         }
-        let addr = Session::new(self.init(
-            key.clone(),
-            run_id.clone(),
-            &agent,
-            capability.clone(),
-            msg.task,
-            ctx,
-        ))
-        .start();
+        let addr =
+            Session::new(self.init(key.clone(), run_id.clone(), &agent, capability.clone(), msg.task, ctx)).start();
         self.registry.insert(SessionEntry {
             key: key.clone(),
             agent_id: agent.id.clone(),
@@ -217,10 +174,7 @@ impl Gateway {
             addr: Some(addr),
             transcript: None,
         });
-        Ok(RunStarted {
-            session_key: key,
-            run_id,
-        })
+        Ok(RunStarted { session_key: key, run_id })
     }
 
     /// An idle main session takes a new run with a fresh capability.
@@ -257,14 +211,7 @@ impl Gateway {
             if entry.status != Status::Running || &entry.run_id != run_id {
                 return;
             }
-            self.registry.set_status(
-                &mut entry,
-                if stop_actor {
-                    Status::Ended
-                } else {
-                    Status::Idle
-                },
-            );
+            self.registry.set_status(&mut entry, if stop_actor { Status::Ended } else { Status::Idle });
             entry.outcome = Some(outcome);
             entry.ended_at = Some(Instant::now());
             entry.final_text = Some(text.clone());
@@ -272,11 +219,7 @@ impl Gateway {
             if transcript.is_some() {
                 entry.transcript = transcript;
             }
-            let addr = if stop_actor {
-                entry.addr.take()
-            } else {
-                entry.addr.clone()
-            };
+            let addr = if stop_actor { entry.addr.take() } else { entry.addr.clone() };
             (
                 entry.parent.clone(),
                 entry.label.clone(),
@@ -287,18 +230,11 @@ impl Gateway {
             )
         };
         capability.revoke();
-        if let (Some(addr), true) = (
-            &addr,
-            outcome == Outcome::Killed || outcome == Outcome::Interrupted,
-        ) {
+        if let (Some(addr), true) = (&addr, outcome == Outcome::Killed || outcome == Outcome::Interrupted) {
             addr.do_send(Terminate);
         }
         for child in children {
-            let running = self
-                .registry
-                .get(&child)
-                .filter(|c| c.status == Status::Running)
-                .map(|c| c.run_id.clone());
+            let running = self.registry.get(&child).filter(|c| c.status == Status::Running).map(|c| c.run_id.clone());
             if let Some(child_run) = running {
                 self.end_run(
                     &child,
@@ -313,34 +249,18 @@ impl Gateway {
         if let Some(parent_key) = &parent {
             self.announce(
                 parent_key,
-                Announcement {
-                    child: key.clone(),
-                    run_id: run_id.clone(),
-                    label,
-                    outcome,
-                    text: text.clone(),
-                },
+                Announcement { child: key.clone(), run_id: run_id.clone(), label, outcome, text: text.clone() },
             );
             if cleanup == Cleanup::Delete {
                 self.registry.remove(key);
                 // A parent being torn down drops its whole list at once; pruning it
                 // child by child would cost O(children) per child.
-                if let Some(mut p) = self
-                    .registry
-                    .get_mut(parent_key)
-                    .filter(|p| p.status == Status::Running)
-                {
+                if let Some(mut p) = self.registry.get_mut(parent_key).filter(|p| p.status == Status::Running) {
                     p.children.retain(|c| c != key);
                 }
             }
         }
-        let summary = RunSummary {
-            run_id: run_id.clone(),
-            session_key: key.clone(),
-            outcome,
-            text,
-            usage,
-        };
+        let summary = RunSummary { run_id: run_id.clone(), session_key: key.clone(), outcome, text, usage };
         for waiter in self.waiters.remove(run_id).unwrap_or_default() {
             let _ = waiter.send(summary.clone());
         }
@@ -366,54 +286,30 @@ impl Gateway {
     }
 
     /// Check a session caller's capability and that `target` is in its subtree.
-    fn visible(
-        &self,
-        caller: &Option<Capability>,
-        operation: &str,
-        target: &SessionKey,
-    ) -> Result<(), GatewayError> {
+    fn visible(&self, caller: &Option<Capability>, operation: &str, target: &SessionKey) -> Result<(), GatewayError> {
         let Some(cap) = caller else { return Ok(()) };
         cap.check(Instant::now())?;
         authorize(cap.scopes(), false, operation)?;
         if self.registry.in_subtree(cap.principal(), target) {
             Ok(())
         } else {
-            Err(GatewayError::NotVisible {
-                target: target.clone(),
-            })
+            Err(GatewayError::NotVisible { target: target.clone() })
         }
     }
 
     fn kill(&mut self, msg: Kill) -> Result<usize, GatewayError> {
         self.visible(&msg.caller, "subagents", &msg.target)?;
-        if msg
-            .caller
-            .as_ref()
-            .is_some_and(|c| c.principal() == &msg.target)
-        {
+        if msg.caller.as_ref().is_some_and(|c| c.principal() == &msg.target) {
             return Err(GatewayError::NotVisible { target: msg.target });
         }
-        let run = self
-            .registry
-            .get(&msg.target)
-            .map(|e| (e.status, e.run_id.clone()));
+        let run = self.registry.get(&msg.target).map(|e| (e.status, e.run_id.clone()));
         let Some((status, run_id)) = run else {
             return Err(GatewayError::NoSuchSession(msg.target));
         };
         let before = self.registry.running();
-        let by = msg
-            .caller
-            .as_ref()
-            .map_or_else(|| "the operator".to_string(), |c| c.principal().to_string());
+        let by = msg.caller.as_ref().map_or_else(|| "the operator".to_string(), |c| c.principal().to_string());
         if status == Status::Running {
-            self.end_run(
-                &msg.target,
-                &run_id,
-                Outcome::Killed,
-                format!("killed by {by}"),
-                Usage::default(),
-                None,
-            );
+            self.end_run(&msg.target, &run_id, Outcome::Killed, format!("killed by {by}"), Usage::default(), None);
         } else if status == Status::Idle {
             self.stop_idle(&msg.target);
         }
@@ -444,9 +340,7 @@ impl Handler<Spawn> for Gateway {
 
     fn handle(&mut self, msg: Spawn, ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
-            return MessageResult(SpawnReply::Error {
-                error: GatewayError::ShuttingDown.to_string(),
-            });
+            return MessageResult(SpawnReply::Error { error: GatewayError::ShuttingDown.to_string() });
         }
         let cx = spawn::SpawnContext {
             registry: &self.registry,
@@ -454,16 +348,14 @@ impl Handler<Spawn> for Gateway {
             limits: &self.limits,
             models: &*self.model,
         };
-        MessageResult(
-            match spawn::plan(&cx, &msg.parent, msg.request, Instant::now()) {
-                Ok(plan) => {
-                    let reply = self.start_child(plan, ctx);
-                    self.stats.record_spawn_latency(msg.sent_at.elapsed());
-                    reply
-                }
-                Err(refused) => refused,
-            },
-        )
+        MessageResult(match spawn::plan(&cx, &msg.parent, msg.request, Instant::now()) {
+            Ok(plan) => {
+                let reply = self.start_child(plan, ctx);
+                self.stats.record_spawn_latency(msg.sent_at.elapsed());
+                reply
+            }
+            Err(refused) => refused,
+        })
     }
 }
 
@@ -479,14 +371,7 @@ impl Handler<RunEnded> for Gateway {
     type Result = ();
 
     fn handle(&mut self, msg: RunEnded, _: &mut Self::Context) {
-        self.end_run(
-            &msg.key,
-            &msg.run_id,
-            msg.outcome,
-            msg.text,
-            msg.usage,
-            Some(msg.transcript),
-        );
+        self.end_run(&msg.key, &msg.run_id, msg.outcome, msg.text, msg.usage, Some(msg.transcript));
     }
 }
 
@@ -508,10 +393,7 @@ impl Handler<ListSessions> for Gateway {
         self.visible(&msg.caller, "sessions_list", cap.principal())?;
         let mut keys = self.registry.descendants(cap.principal());
         keys.insert(0, cap.principal().clone());
-        Ok(keys
-            .iter()
-            .filter_map(|k| self.registry.get(k).map(|e| e.info()))
-            .collect())
+        Ok(keys.iter().filter_map(|k| self.registry.get(k).map(|e| e.info())).collect())
     }
 }
 
@@ -519,22 +401,15 @@ impl Handler<GetHistory> for Gateway {
     type Result = ResponseFuture<Result<Vec<ChatMessage>, GatewayError>>;
 
     fn handle(&mut self, msg: GetHistory, _: &mut Self::Context) -> Self::Result {
-        let found = self
-            .visible(&msg.caller, "sessions_history", &msg.target)
-            .and_then(|()| {
-                let entry = self
-                    .registry
-                    .get(&msg.target)
-                    .ok_or_else(|| GatewayError::NoSuchSession(msg.target.clone()))?;
-                Ok((entry.addr.clone(), entry.transcript.clone()))
-            });
+        let found = self.visible(&msg.caller, "sessions_history", &msg.target).and_then(|()| {
+            let entry =
+                self.registry.get(&msg.target).ok_or_else(|| GatewayError::NoSuchSession(msg.target.clone()))?;
+            Ok((entry.addr.clone(), entry.transcript.clone()))
+        });
         Box::pin(async move {
             match found? {
                 (_, Some(transcript)) => Ok(transcript),
-                (Some(addr), None) => addr
-                    .send(GetTranscript)
-                    .await
-                    .map_err(|_| GatewayError::Ended(msg.target)),
+                (Some(addr), None) => addr.send(GetTranscript).await.map_err(|_| GatewayError::Ended(msg.target)),
                 (None, None) => Ok(Vec::new()),
             }
         })
@@ -546,43 +421,21 @@ impl Handler<SendTo> for Gateway {
 
     fn handle(&mut self, msg: SendTo, _: &mut Self::Context) -> Self::Result {
         self.visible(&msg.caller, "sessions_send", &msg.target)?;
-        let state = self
-            .registry
-            .get(&msg.target)
-            .map(|e| (e.status, e.addr.clone(), e.agent_id.clone()));
-        let from = msg
-            .caller
-            .as_ref()
-            .map_or_else(|| "operator".to_string(), |c| c.principal().to_string());
+        let state = self.registry.get(&msg.target).map(|e| (e.status, e.addr.clone(), e.agent_id.clone()));
+        let from = msg.caller.as_ref().map_or_else(|| "operator".to_string(), |c| c.principal().to_string());
         match state {
             None => Err(GatewayError::NoSuchSession(msg.target)),
             Some((Status::Running, Some(addr), _)) => {
-                addr.do_send(Deliver {
-                    from,
-                    text: msg.text,
-                });
+                addr.do_send(Deliver { from, text: msg.text });
                 Ok(SendOutcome::Delivered)
             }
             Some((Status::Idle, Some(addr), agent_id)) => {
-                let agent = self
-                    .agents
-                    .get(&agent_id)
-                    .cloned()
-                    .ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;
-                let start = StartMain {
-                    agent_id,
-                    task: msg.text.clone(),
-                    run_timeout: None,
-                    budget_tokens: None,
-                };
+                let agent = self.agents.get(&agent_id).cloned().ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;
+                let start = StartMain { agent_id, task: msg.text.clone(), run_timeout: None, budget_tokens: None };
                 let capability = self.mint_main_capability(&msg.target, &agent, &start);
                 let run_id = RunId::new();
                 self.restart_main(&msg.target, run_id.clone(), capability.clone());
-                addr.do_send(StartRun {
-                    run_id: run_id.clone(),
-                    capability,
-                    task: msg.text,
-                });
+                addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.text });
                 Ok(SendOutcome::Started { run_id })
             }
             Some(_) => Err(GatewayError::Ended(msg.target)),
@@ -594,14 +447,9 @@ impl Handler<WaitRun> for Gateway {
     type Result = Result<oneshot::Receiver<RunSummary>, GatewayError>;
 
     fn handle(&mut self, msg: WaitRun, _: &mut Self::Context) -> Self::Result {
-        let key = self
-            .registry
-            .session_of_run(&msg.run_id)
-            .ok_or_else(|| GatewayError::NoSuchRun(msg.run_id.clone()))?;
-        let entry = self
-            .registry
-            .get(&key)
-            .ok_or_else(|| GatewayError::NoSuchRun(msg.run_id.clone()))?;
+        let key =
+            self.registry.session_of_run(&msg.run_id).ok_or_else(|| GatewayError::NoSuchRun(msg.run_id.clone()))?;
+        let entry = self.registry.get(&key).ok_or_else(|| GatewayError::NoSuchRun(msg.run_id.clone()))?;
         let (sender, receiver) = oneshot::channel();
         if entry.run_id != msg.run_id {
             return Err(GatewayError::NoSuchRun(msg.run_id));
@@ -627,12 +475,7 @@ impl Handler<Shutdown> for Gateway {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
         self.shutting_down = true;
-        let roots: Vec<SessionInfo> = self
-            .registry
-            .list()
-            .into_iter()
-            .filter(|s| s.parent.is_none())
-            .collect();
+        let roots: Vec<SessionInfo> = self.registry.list().into_iter().filter(|s| s.parent.is_none()).collect();
         let before = self.registry.running();
         for root in roots {
             if root.status == Status::Running.as_str() {

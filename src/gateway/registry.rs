@@ -75,9 +75,7 @@ impl SessionEntry {
     }
 
     pub fn duration(&self) -> Duration {
-        self.ended_at
-            .unwrap_or_else(Instant::now)
-            .saturating_duration_since(self.started_at)
+        self.ended_at.unwrap_or_else(Instant::now).saturating_duration_since(self.started_at)
     }
 }
 
@@ -125,17 +123,11 @@ impl Registry {
         self.sessions.is_empty()
     }
 
-    pub fn get(
-        &self,
-        key: &SessionKey,
-    ) -> Option<dashmap::mapref::one::Ref<'_, SessionKey, SessionEntry>> {
+    pub fn get(&self, key: &SessionKey) -> Option<dashmap::mapref::one::Ref<'_, SessionKey, SessionEntry>> {
         self.sessions.get(key)
     }
 
-    pub fn get_mut(
-        &self,
-        key: &SessionKey,
-    ) -> Option<dashmap::mapref::one::RefMut<'_, SessionKey, SessionEntry>> {
+    pub fn get_mut(&self, key: &SessionKey) -> Option<dashmap::mapref::one::RefMut<'_, SessionKey, SessionEntry>> {
         self.sessions.get_mut(key)
     }
 
@@ -219,9 +211,6 @@ impl Registry {
             };
             (node, entry.children.clone())
         };
-        Some(TreeNode {
-            children: children.iter().filter_map(|c| self.tree(c)).collect(),
-            ..node
-        })
+        Some(TreeNode { children: children.iter().filter_map(|c| self.tree(c)).collect(), ..node })
     }
 }

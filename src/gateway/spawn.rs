@@ -40,46 +40,25 @@ pub fn plan(
     request: SpawnRequest,
     now: Instant,
 ) -> Result<SpawnPlan, SpawnReply> {
-    parent
-        .check(now)
-        .map_err(|e| SpawnReply::forbidden(e.to_string()))?;
-    authorize(parent.scopes(), false, "sessions_spawn")
-        .map_err(|e| SpawnReply::forbidden(e.to_string()))?;
+    parent.check(now).map_err(|e| SpawnReply::forbidden(e.to_string()))?;
+    authorize(parent.scopes(), false, "sessions_spawn").map_err(|e| SpawnReply::forbidden(e.to_string()))?;
     let task = request.task.trim();
     if task.is_empty() {
-        return Err(SpawnReply::Error {
-            error: "task must be a non-empty string".into(),
-        });
+        return Err(SpawnReply::Error { error: "task must be a non-empty string".into() });
     }
     let parent_key = parent.principal();
     let (parent_agent_id, active_children) = match cx.registry.get(parent_key) {
-        Some(entry) if entry.status == Status::Running => {
-            (entry.agent_id.clone(), entry.active_children)
-        }
-        _ => {
-            return Err(SpawnReply::Error {
-                error: format!("parent session {parent_key} is not running"),
-            })
-        }
+        Some(entry) if entry.status == Status::Running => (entry.agent_id.clone(), entry.active_children),
+        _ => return Err(SpawnReply::Error { error: format!("parent session {parent_key} is not running") }),
     };
-    let parent_agent = cx
-        .agents
-        .get(&parent_agent_id)
-        .ok_or_else(|| SpawnReply::Error {
-            error: format!("agent '{parent_agent_id}' of the parent is not defined"),
-        })?;
+    let parent_agent = cx.agents.get(&parent_agent_id).ok_or_else(|| SpawnReply::Error {
+        error: format!("agent '{parent_agent_id}' of the parent is not defined"),
+    })?;
     let policy = &parent_agent.subagents;
 
-    let agent_id = request
-        .agent_id
-        .as_deref()
-        .or(policy.default_agent.as_deref())
-        .unwrap_or(&parent_agent.id);
+    let agent_id = request.agent_id.as_deref().or(policy.default_agent.as_deref()).unwrap_or(&parent_agent.id);
     let agent = cx.agents.get(agent_id).ok_or_else(|| SpawnReply::Error {
-        error: format!(
-            "unknown agent '{agent_id}'; defined agents: {}",
-            cx.agents.ids().join(", ")
-        ),
+        error: format!("unknown agent '{agent_id}'; defined agents: {}", cx.agents.ids().join(", ")),
     })?;
     if !policy.allow_agents.iter().any(|a| a == agent_id) {
         return Err(SpawnReply::Forbidden {
@@ -93,10 +72,7 @@ pub fn plan(
         });
     }
 
-    let max_children = cx
-        .limits
-        .max_children_per_session
-        .min(policy.max_children.unwrap_or(usize::MAX));
+    let max_children = cx.limits.max_children_per_session.min(policy.max_children.unwrap_or(usize::MAX));
     if active_children >= max_children {
         return Err(SpawnReply::limit(
             "maxChildrenPerSession",
@@ -109,18 +85,14 @@ pub fn plan(
         return Err(SpawnReply::limit(
             "maxSessions",
             max as u64,
-            format!(
-                "max running sessions reached (maxSessions={max}); wait for sessions to finish"
-            ),
+            format!("max running sessions reached (maxSessions={max}); wait for sessions to finish"),
         ));
     }
 
     let model = resolve_model(cx, &request, policy.model.as_ref(), agent)?;
     let timeout = match request.run_timeout_seconds {
         Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(SpawnReply::Error {
-                error: format!("runTimeoutSeconds must be a positive number, got {s}"),
-            })
+            return Err(SpawnReply::Error { error: format!("runTimeoutSeconds must be a positive number, got {s}") })
         }
         Some(s) => std::time::Duration::from_secs_f64(s),
         None => policy.run_timeout.unwrap_or(cx.limits.default_run_timeout),
@@ -161,16 +133,13 @@ fn resolve_model(
     agent: &AgentDef,
 ) -> Result<ModelRef, SpawnReply> {
     let model = match request.model.as_deref() {
-        Some(explicit) => ModelRef::parse(explicit).map_err(|e| SpawnReply::Error {
-            error: format!("model override cannot be used: {e}"),
-        })?,
+        Some(explicit) => ModelRef::parse(explicit)
+            .map_err(|e| SpawnReply::Error { error: format!("model override cannot be used: {e}") })?,
         None => policy_model.unwrap_or(&agent.model).clone(),
     };
     cx.models
         .check_model(&model)
-        .map_err(|e| SpawnReply::Error {
-            error: format!("model '{model}' cannot be used: {e}"),
-        })?;
+        .map_err(|e| SpawnReply::Error { error: format!("model '{model}' cannot be used: {e}") })?;
     Ok(model)
 }
 
@@ -179,9 +148,7 @@ fn refusal(error: CapabilityError) -> SpawnReply {
         CapabilityError::DepthExceeded { depth, max } => SpawnReply::limit(
             "maxSpawnDepth",
             u64::from(max),
-            format!(
-                "max spawn depth reached (maxSpawnDepth={max}); a child would be at depth {depth}"
-            ),
+            format!("max spawn depth reached (maxSpawnDepth={max}); a child would be at depth {depth}"),
         ),
         other => SpawnReply::forbidden(other.to_string()),
     }

@@ -33,16 +33,10 @@ impl Percentiles {
         }
         samples_ns.sort_unstable();
         let rank = |p: f64| {
-            let index =
-                ((p * samples_ns.len() as f64).ceil() as usize).clamp(1, samples_ns.len()) - 1;
+            let index = ((p * samples_ns.len() as f64).ceil() as usize).clamp(1, samples_ns.len()) - 1;
             samples_ns[index] as f64 / 1000.0
         };
-        Percentiles {
-            samples: samples_ns.len(),
-            p50: rank(0.50),
-            p99: rank(0.99),
-            max: rank(1.0),
-        }
+        Percentiles { samples: samples_ns.len(), p50: rank(0.50), p99: rank(0.99), max: rank(1.0) }
     }
 }
 
@@ -53,20 +47,12 @@ impl Stats {
 
     /// One spawn: request sent → child actor started with its capability → ack sent.
     pub fn record_spawn_latency(&self, elapsed: Duration) {
-        let mut samples = self
-            .spawn_latency_ns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut samples = self.spawn_latency_ns.lock().unwrap_or_else(|p| p.into_inner());
         samples.push(elapsed.as_nanos() as u64);
     }
 
     pub fn spawn_latency(&self) -> Percentiles {
-        Percentiles::of_ns(
-            self.spawn_latency_ns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Percentiles::of_ns(self.spawn_latency_ns.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     pub fn spawns(&self) -> u64 {
@@ -120,15 +106,7 @@ mod tests {
     #[test]
     fn percentiles_use_nearest_rank() {
         let p = Percentiles::of_ns((1..=100).map(|i| i * 1000).collect());
-        assert_eq!(
-            p,
-            Percentiles {
-                samples: 100,
-                p50: 50.0,
-                p99: 99.0,
-                max: 100.0
-            }
-        );
+        assert_eq!(p, Percentiles { samples: 100, p50: 50.0, p99: 99.0, max: 100.0 });
         assert_eq!(Percentiles::of_ns(vec![]), Percentiles::default());
     }
 }

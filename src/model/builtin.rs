@@ -23,8 +23,7 @@
 use serde_json::json;
 
 use super::openai::{
-    Choice, CompletionRequest, CompletionResponse, WireFunctionCall, WireMessage, WireToolCall,
-    WireUsage,
+    Choice, CompletionRequest, CompletionResponse, WireFunctionCall, WireMessage, WireToolCall, WireUsage,
 };
 
 /// The prefix of an inter-session message announcing a finished child (written by the
@@ -35,9 +34,7 @@ pub const MODELS: [&str; 2] = ["brain", "executor"];
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BuiltinError {
-    #[error(
-        "model '{0}' not found; the builtin provider serves builtin/brain and builtin/executor"
-    )]
+    #[error("model '{0}' not found; the builtin provider serves builtin/brain and builtin/executor")]
     UnknownModel(String),
     #[error("the request has no user message to work on")]
     NoTask,
@@ -53,13 +50,9 @@ pub fn respond(request: &CompletionRequest) -> Result<CompletionResponse, Builti
         .ok_or(BuiltinError::NoTask)?;
     let progress = Progress::read(&request.messages);
     let message = match request.model.as_str() {
-        "brain" => plan_step(&progress, brain_subtasks(task), |results| {
-            brain_summary(task, results)
-        }),
+        "brain" => plan_step(&progress, brain_subtasks(task), |results| brain_summary(task, results)),
         "executor" => match split_marker(task) {
-            Some(split) => plan_step(&progress, split.parts(), |results| {
-                executor_report(task, results)
-            }),
+            Some(split) => plan_step(&progress, split.parts(), |results| executor_report(task, results)),
             None => final_message(format!("report: {} - done.", task.trim())),
         },
         other => return Err(BuiltinError::UnknownModel(other.to_string())),
@@ -69,24 +62,13 @@ pub fn respond(request: &CompletionRequest) -> Result<CompletionResponse, Builti
         completion_tokens: tokens(message_chars(&message)),
         total_tokens: 0,
     };
-    let finish_reason = if message.tool_calls.is_some() {
-        "tool_calls"
-    } else {
-        "stop"
-    };
+    let finish_reason = if message.tool_calls.is_some() { "tool_calls" } else { "stop" };
     Ok(CompletionResponse {
         id: format!("chatcmpl-builtin-{}", request.messages.len()),
         object: "chat.completion".into(),
         model: request.model.clone(),
-        choices: vec![Choice {
-            index: 0,
-            message,
-            finish_reason: Some(finish_reason.into()),
-        }],
-        usage: Some(WireUsage {
-            total_tokens: usage.prompt_tokens + usage.completion_tokens,
-            ..usage
-        }),
+        choices: vec![Choice { index: 0, message, finish_reason: Some(finish_reason.into()) }],
+        usage: Some(WireUsage { total_tokens: usage.prompt_tokens + usage.completion_tokens, ..usage }),
     })
 }
 
@@ -100,12 +82,7 @@ struct Progress<'a> {
 
 impl<'a> Progress<'a> {
     fn read(messages: &'a [WireMessage]) -> Progress<'a> {
-        let mut progress = Progress {
-            spawn_attempted: false,
-            accepted: 0,
-            refused: vec![],
-            results: vec![],
-        };
+        let mut progress = Progress { spawn_attempted: false, accepted: 0, refused: vec![], results: vec![] };
         let mut spawn_ids: Vec<&str> = Vec::new();
         for message in messages {
             match message.role.as_str() {
@@ -117,15 +94,10 @@ impl<'a> Progress<'a> {
                         }
                     }
                 }
-                "tool"
-                    if message
-                        .tool_call_id
-                        .as_deref()
-                        .is_some_and(|id| spawn_ids.contains(&id)) =>
-                {
+                "tool" if message.tool_call_id.as_deref().is_some_and(|id| spawn_ids.contains(&id)) => {
                     let content = message.content.as_deref().unwrap_or_default();
-                    let accepted = serde_json::from_str::<serde_json::Value>(content)
-                        .is_ok_and(|v| v["status"] == "accepted");
+                    let accepted =
+                        serde_json::from_str::<serde_json::Value>(content).is_ok_and(|v| v["status"] == "accepted");
                     if accepted {
                         progress.accepted += 1;
                     } else {
@@ -133,11 +105,7 @@ impl<'a> Progress<'a> {
                     }
                 }
                 "user" => {
-                    if let Some(text) = message
-                        .content
-                        .as_deref()
-                        .filter(|c| c.starts_with(ANNOUNCE_PREFIX))
-                    {
+                    if let Some(text) = message.content.as_deref().filter(|c| c.starts_with(ANNOUNCE_PREFIX)) {
                         progress.results.push(text);
                     }
                 }
@@ -149,11 +117,7 @@ impl<'a> Progress<'a> {
 }
 
 /// Spawn the subtasks, wait for every accepted one, then finish with `finish`.
-fn plan_step(
-    progress: &Progress,
-    subtasks: Vec<String>,
-    finish: impl Fn(&Progress) -> String,
-) -> WireMessage {
+fn plan_step(progress: &Progress, subtasks: Vec<String>, finish: impl Fn(&Progress) -> String) -> WireMessage {
     if !progress.spawn_attempted && !subtasks.is_empty() {
         let calls = subtasks
             .iter()
@@ -163,19 +127,10 @@ fn plan_step(
                 tool_call(format!("call_spawn_{}", i + 1), "sessions_spawn", &args)
             })
             .collect();
-        return WireMessage {
-            role: "assistant".into(),
-            content: None,
-            tool_calls: Some(calls),
-            tool_call_id: None,
-        };
+        return WireMessage { role: "assistant".into(), content: None, tool_calls: Some(calls), tool_call_id: None };
     }
     if progress.results.len() < progress.accepted {
-        let call = tool_call(
-            format!("call_yield_{}", progress.results.len()),
-            "sessions_yield",
-            &json!({}),
-        );
+        let call = tool_call(format!("call_yield_{}", progress.results.len()), "sessions_yield", &json!({}));
         return WireMessage {
             role: "assistant".into(),
             content: None,
@@ -190,10 +145,7 @@ fn tool_call(id: String, name: &str, args: &serde_json::Value) -> WireToolCall {
     WireToolCall {
         id,
         kind: "function".into(),
-        function: WireFunctionCall {
-            name: name.into(),
-            arguments: args.to_string(),
-        },
+        function: WireFunctionCall { name: name.into(), arguments: args.to_string() },
     }
 }
 
@@ -202,36 +154,18 @@ fn final_message(text: String) -> WireMessage {
 }
 
 fn brain_subtasks(task: &str) -> Vec<String> {
-    let lines: Vec<&str> = task
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = task.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let parts: Vec<&str> = match lines.as_slice() {
-        [single] => single
-            .split(';')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect(),
+        [single] => single.split(';').map(str::trim).filter(|p| !p.is_empty()).collect(),
         _ => lines,
     };
-    parts
-        .into_iter()
-        .map(|p| strip_bullet(p).to_string())
-        .collect()
+    parts.into_iter().map(|p| strip_bullet(p).to_string()).collect()
 }
 
 fn strip_bullet(line: &str) -> &str {
-    let line = line
-        .strip_prefix("- ")
-        .or_else(|| line.strip_prefix("* "))
-        .unwrap_or(line);
+    let line = line.strip_prefix("- ").or_else(|| line.strip_prefix("* ")).unwrap_or(line);
     match line.split_once(". ") {
-        Some((number, rest))
-            if !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) =>
-        {
-            rest
-        }
+        Some((number, rest)) if !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) => rest,
         _ => line,
     }
 }
@@ -249,11 +183,8 @@ fn split_marker(task: &str) -> Option<Split<'_>> {
     let inner = task.strip_suffix(']')?;
     let open = inner.rfind("[split ")?;
     let (parts, levels) = inner[open + "[split ".len()..].split_once(" x")?;
-    let split = Split {
-        base: task[..open].trim_end(),
-        parts: parts.trim().parse().ok()?,
-        levels: levels.trim().parse().ok()?,
-    };
+    let split =
+        Split { base: task[..open].trim_end(), parts: parts.trim().parse().ok()?, levels: levels.trim().parse().ok()? };
     (split.parts > 0 && split.levels > 0).then_some(split)
 }
 
@@ -262,12 +193,7 @@ impl Split<'_> {
         (1..=self.parts)
             .map(|i| match self.levels {
                 1 => format!("{} / part {i}", self.base),
-                more => format!(
-                    "{} / part {i} [split {} x{}]",
-                    self.base,
-                    self.parts,
-                    more - 1
-                ),
+                more => format!("{} / part {i} [split {} x{}]", self.base, self.parts, more - 1),
             })
             .collect()
     }
@@ -287,36 +213,18 @@ fn result_lines(progress: &Progress) -> String {
 }
 
 fn brain_summary(task: &str, progress: &Progress) -> String {
-    let first = task
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(strip_bullet)
-        .unwrap_or_default();
-    format!(
-        "summary of {} results for '{first}':{}",
-        progress.results.len(),
-        result_lines(progress)
-    )
+    let first = task.lines().map(str::trim).find(|l| !l.is_empty()).map(strip_bullet).unwrap_or_default();
+    format!("summary of {} results for '{first}':{}", progress.results.len(), result_lines(progress))
 }
 
 fn executor_report(task: &str, progress: &Progress) -> String {
-    format!(
-        "report: {} - done in {} parts.{}",
-        task.trim(),
-        progress.results.len(),
-        result_lines(progress)
-    )
+    format!("report: {} - done in {} parts.{}", task.trim(), progress.results.len(), result_lines(progress))
 }
 
 fn message_chars(message: &WireMessage) -> usize {
     let content = message.content.as_deref().map_or(0, str::len);
-    let calls: usize = message
-        .tool_calls
-        .iter()
-        .flatten()
-        .map(|c| c.function.name.len() + c.function.arguments.len())
-        .sum();
+    let calls: usize =
+        message.tool_calls.iter().flatten().map(|c| c.function.name.len() + c.function.arguments.len()).sum();
     content + calls
 }
 
@@ -329,12 +237,7 @@ mod tests {
     use super::*;
 
     fn request(model: &str, messages: Vec<WireMessage>) -> CompletionRequest {
-        CompletionRequest {
-            model: model.into(),
-            messages,
-            tools: vec![],
-            stream: false,
-        }
+        CompletionRequest { model: model.into(), messages, tools: vec![], stream: false }
     }
 
     fn calls(response: &CompletionResponse) -> Vec<(String, serde_json::Value)> {
@@ -343,12 +246,7 @@ mod tests {
             .tool_calls
             .iter()
             .flatten()
-            .map(|c| {
-                (
-                    c.function.name.clone(),
-                    serde_json::from_str(&c.function.arguments).unwrap(),
-                )
-            })
+            .map(|c| (c.function.name.clone(), serde_json::from_str(&c.function.arguments).unwrap()))
             .collect()
     }
 
@@ -359,14 +257,8 @@ mod tests {
         assert_eq!(
             calls(&first),
             vec![
-                (
-                    "sessions_spawn".into(),
-                    json!({"task": "alpha", "label": "part 1", "agentId": "executor"})
-                ),
-                (
-                    "sessions_spawn".into(),
-                    json!({"task": "beta", "label": "part 2", "agentId": "executor"})
-                ),
+                ("sessions_spawn".into(), json!({"task": "alpha", "label": "part 1", "agentId": "executor"})),
+                ("sessions_spawn".into(), json!({"task": "beta", "label": "part 2", "agentId": "executor"})),
             ]
         );
         let mut transcript = vec![task, first.choices[0].message.clone()];
@@ -378,16 +270,10 @@ mod tests {
                 tool_calls: None,
             });
         }
-        transcript.push(WireMessage::text(
-            "user",
-            "[subagent part 1 ok]\nreport: alpha - done.",
-        ));
+        transcript.push(WireMessage::text("user", "[subagent part 1 ok]\nreport: alpha - done."));
         let waiting = respond(&request("brain", transcript.clone())).unwrap();
         assert_eq!(calls(&waiting), vec![("sessions_yield".into(), json!({}))]);
-        transcript.push(WireMessage::text(
-            "user",
-            "[subagent part 2 ok]\nreport: beta - done.",
-        ));
+        transcript.push(WireMessage::text("user", "[subagent part 2 ok]\nreport: beta - done."));
         let done = respond(&request("brain", transcript)).unwrap();
         assert_eq!(
             done.choices[0].message.content.as_deref(),
@@ -396,48 +282,18 @@ mod tests {
             )
         );
         let usage = done.usage.unwrap();
-        assert!(
-            usage.prompt_tokens > 0
-                && usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-        );
+        assert!(usage.prompt_tokens > 0 && usage.total_tokens == usage.prompt_tokens + usage.completion_tokens);
     }
 
     #[test]
     fn executor_splits_only_when_asked() {
-        assert_eq!(
-            split_marker("scan logs [split 2 x2]"),
-            Some(Split {
-                base: "scan logs",
-                parts: 2,
-                levels: 2
-            })
-        );
+        assert_eq!(split_marker("scan logs [split 2 x2]"), Some(Split { base: "scan logs", parts: 2, levels: 2 }));
         assert_eq!(split_marker("scan logs [split 0 x1]"), None);
-        let leaf = respond(&request(
-            "executor",
-            vec![WireMessage::text("user", "scan logs")],
-        ))
-        .unwrap();
-        assert_eq!(
-            leaf.choices[0].message.content.as_deref(),
-            Some("report: scan logs - done.")
-        );
-        let node = respond(&request(
-            "executor",
-            vec![WireMessage::text("user", "scan [split 2 x2]")],
-        ))
-        .unwrap();
-        let tasks: Vec<_> = calls(&node)
-            .into_iter()
-            .map(|(_, args)| args["task"].clone())
-            .collect();
-        assert_eq!(
-            tasks,
-            vec![
-                json!("scan / part 1 [split 2 x1]"),
-                json!("scan / part 2 [split 2 x1]")
-            ]
-        );
+        let leaf = respond(&request("executor", vec![WireMessage::text("user", "scan logs")])).unwrap();
+        assert_eq!(leaf.choices[0].message.content.as_deref(), Some("report: scan logs - done."));
+        let node = respond(&request("executor", vec![WireMessage::text("user", "scan [split 2 x2]")])).unwrap();
+        let tasks: Vec<_> = calls(&node).into_iter().map(|(_, args)| args["task"].clone()).collect();
+        assert_eq!(tasks, vec![json!("scan / part 1 [split 2 x1]"), json!("scan / part 2 [split 2 x1]")]);
     }
 
     #[test]
@@ -446,9 +302,6 @@ mod tests {
             respond(&request("gpt-9", vec![WireMessage::text("user", "x")])).unwrap_err(),
             BuiltinError::UnknownModel("gpt-9".into())
         );
-        assert_eq!(
-            respond(&request("brain", vec![])).unwrap_err(),
-            BuiltinError::NoTask
-        );
+        assert_eq!(respond(&request("brain", vec![])).unwrap_err(), BuiltinError::NoTask);
     }
 }

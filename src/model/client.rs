@@ -27,11 +27,7 @@ pub struct HttpModelClient {
 }
 
 impl HttpModelClient {
-    pub fn new(
-        providers: Providers,
-        max_concurrent_calls: usize,
-        request_timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    pub fn new(providers: Providers, max_concurrent_calls: usize, request_timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(request_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -68,56 +64,35 @@ impl Drop for InFlight {
 }
 
 impl ModelClient for HttpModelClient {
-    fn complete(
-        &self,
-        request: ChatRequest,
-    ) -> BoxFuture<'static, Result<ChatResponse, ModelError>> {
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, ModelError>> {
         let this = self.clone();
         async move {
             let _in_flight = InFlight::enter(&this.in_flight);
             let provider_name = request.model.provider().to_string();
             let provider = this.providers.resolve(&request.model)?.clone();
             let body = CompletionRequest::from(&request);
-            let _permit = this
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| ModelError::Transport {
-                    provider: provider_name.clone(),
-                    message: "the model client is shutting down".into(),
-                })?;
-            let url = format!(
-                "{}/chat/completions",
-                provider.base_url.trim_end_matches('/')
-            );
+            let _permit = this.permits.acquire().await.map_err(|_| ModelError::Transport {
+                provider: provider_name.clone(),
+                message: "the model client is shutting down".into(),
+            })?;
+            let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
             let mut call = this.http.post(url).json(&body);
             if let Some(key) = &provider.api_key {
                 call = call.bearer_auth(key);
             }
-            let transport = |e: reqwest::Error| ModelError::Transport {
-                provider: provider_name.clone(),
-                message: e.to_string(),
-            };
+            let transport =
+                |e: reqwest::Error| ModelError::Transport { provider: provider_name.clone(), message: e.to_string() };
             let response = call.send().await.map_err(transport)?;
             let status = response.status();
             let bytes = response.bytes().await.map_err(transport)?;
             if !status.is_success() {
                 let message = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|b| b.error.message)
-                    .unwrap_or_else(|_| {
-                        String::from_utf8_lossy(&bytes).chars().take(300).collect()
-                    });
-                return Err(ModelError::Http {
-                    provider: provider_name,
-                    status: status.as_u16(),
-                    message,
-                });
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+                return Err(ModelError::Http { provider: provider_name, status: status.as_u16(), message });
             }
             serde_json::from_slice::<CompletionResponse>(&bytes)
-                .map_err(|e| ModelError::Decode {
-                    provider: provider_name.clone(),
-                    message: e.to_string(),
-                })?
+                .map_err(|e| ModelError::Decode { provider: provider_name.clone(), message: e.to_string() })?
                 .into_domain(&provider_name)
         }
         .boxed()

@@ -34,10 +34,7 @@ impl ModelRef {
     pub fn parse(s: &str) -> Result<ModelRef, ModelError> {
         let s = s.trim();
         match s.find('/') {
-            Some(split) if split > 0 && split + 1 < s.len() => Ok(ModelRef {
-                full: s.into(),
-                split,
-            }),
+            Some(split) if split > 0 && split + 1 < s.len() => Ok(ModelRef { full: s.into(), split }),
             _ => Err(ModelError::BadModelRef(s.to_string())),
         }
     }
@@ -156,19 +153,11 @@ pub enum ModelError {
     #[error("bad model ref '{0}': expected provider/model, for example builtin/executor")]
     BadModelRef(String),
     #[error("unknown provider '{provider}' in model '{model}'; configured providers: {known}")]
-    UnknownProvider {
-        provider: String,
-        model: String,
-        known: String,
-    },
+    UnknownProvider { provider: String, model: String, known: String },
     #[error("provider '{provider}' needs its API key in the environment variable {env}")]
     MissingApiKey { provider: String, env: String },
     #[error("provider {provider} answered HTTP {status}: {message}")]
-    Http {
-        provider: String,
-        status: u16,
-        message: String,
-    },
+    Http { provider: String, status: u16, message: String },
     #[error("could not reach provider {provider}: {message}")]
     Transport { provider: String, message: String },
     #[error("provider {provider} sent a response that is not a chat completion: {message}")]
@@ -178,10 +167,7 @@ pub enum ModelError {
 /// The seam between sessions and model providers. The real implementation is
 /// [`HttpModelClient`]; benches plug in their own to measure the runtime alone.
 pub trait ModelClient: Send + Sync + 'static {
-    fn complete(
-        &self,
-        request: ChatRequest,
-    ) -> BoxFuture<'static, Result<ChatResponse, ModelError>>;
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, ModelError>>;
 
     /// Fails when a spawn names a model this client cannot serve, so an explicit model
     /// override is refused at spawn time instead of silently replaced.
@@ -230,27 +216,20 @@ impl Providers {
     }
 
     pub fn names(&self) -> String {
-        self.0
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
     }
 
     /// The provider for `model`, ready to call, or why not.
     pub fn resolve(&self, model: &ModelRef) -> Result<&Provider, ModelError> {
-        let provider = self
-            .get(model.provider())
-            .ok_or_else(|| ModelError::UnknownProvider {
-                provider: model.provider().to_string(),
-                model: model.to_string(),
-                known: self.names(),
-            })?;
+        let provider = self.get(model.provider()).ok_or_else(|| ModelError::UnknownProvider {
+            provider: model.provider().to_string(),
+            model: model.to_string(),
+            known: self.names(),
+        })?;
         match (&provider.api_key, &provider.api_key_env) {
-            (None, Some(env)) => Err(ModelError::MissingApiKey {
-                provider: model.provider().to_string(),
-                env: env.clone(),
-            }),
+            (None, Some(env)) => {
+                Err(ModelError::MissingApiKey { provider: model.provider().to_string(), env: env.clone() })
+            }
             _ => Ok(provider),
         }
     }
@@ -263,18 +242,11 @@ mod tests {
     #[test]
     fn model_refs_split_at_the_first_slash() {
         let r = ModelRef::parse("cherry-nvidia/qwen/qwen3-235b-a22b").unwrap();
-        assert_eq!(
-            (r.provider(), r.model()),
-            ("cherry-nvidia", "qwen/qwen3-235b-a22b")
-        );
+        assert_eq!((r.provider(), r.model()), ("cherry-nvidia", "qwen/qwen3-235b-a22b"));
         let r = ModelRef::parse("builtin/brain").unwrap();
         assert_eq!((r.provider(), r.model()), ("builtin", "brain"));
         for bad in ["", "brain", "/brain", "builtin/", " / "] {
-            assert_eq!(
-                ModelRef::parse(bad),
-                Err(ModelError::BadModelRef(bad.trim().to_string())),
-                "{bad:?}"
-            );
+            assert_eq!(ModelRef::parse(bad), Err(ModelError::BadModelRef(bad.trim().to_string())), "{bad:?}");
         }
     }
 

@@ -113,14 +113,10 @@ impl From<&Message> for WireMessage {
         match message {
             Message::System { content } => WireMessage::text("system", content),
             Message::User { content } => WireMessage::text("user", content),
-            Message::Assistant {
-                content,
-                tool_calls,
-            } => WireMessage {
+            Message::Assistant { content, tool_calls } => WireMessage {
                 role: "assistant".into(),
                 content: content.clone(),
-                tool_calls: (!tool_calls.is_empty())
-                    .then(|| tool_calls.iter().map(WireToolCall::from).collect()),
+                tool_calls: (!tool_calls.is_empty()).then(|| tool_calls.iter().map(WireToolCall::from).collect()),
                 tool_call_id: None,
             },
             Message::Tool { call_id, content } => WireMessage {
@@ -135,12 +131,7 @@ impl From<&Message> for WireMessage {
 
 impl WireMessage {
     pub fn text(role: &str, content: &str) -> WireMessage {
-        WireMessage {
-            role: role.into(),
-            content: Some(content.into()),
-            tool_calls: None,
-            tool_call_id: None,
-        }
+        WireMessage { role: role.into(), content: Some(content.into()), tool_calls: None, tool_call_id: None }
     }
 }
 
@@ -149,10 +140,7 @@ impl From<&ToolCall> for WireToolCall {
         WireToolCall {
             id: call.id.clone(),
             kind: function_kind(),
-            function: WireFunctionCall {
-                name: call.name.clone(),
-                arguments: call.arguments.clone(),
-            },
+            function: WireFunctionCall { name: call.name.clone(), arguments: call.arguments.clone() },
         }
     }
 }
@@ -184,14 +172,10 @@ impl From<&ChatRequest> for CompletionRequest {
 impl CompletionResponse {
     /// The first choice as a domain response.
     pub fn into_domain(self, provider: &str) -> Result<ChatResponse, ModelError> {
-        let choice = self
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| ModelError::Decode {
-                provider: provider.to_string(),
-                message: "no choices in the response".into(),
-            })?;
+        let choice = self.choices.into_iter().next().ok_or_else(|| ModelError::Decode {
+            provider: provider.to_string(),
+            message: "no choices in the response".into(),
+        })?;
         let usage = self.usage.unwrap_or_default();
         Ok(ChatResponse {
             content: choice.message.content.filter(|c| !c.is_empty()),
@@ -200,16 +184,9 @@ impl CompletionResponse {
                 .tool_calls
                 .unwrap_or_default()
                 .into_iter()
-                .map(|call| ToolCall {
-                    id: call.id,
-                    name: call.function.name,
-                    arguments: call.function.arguments,
-                })
+                .map(|call| ToolCall { id: call.id, name: call.function.name, arguments: call.function.arguments })
                 .collect(),
-            usage: Usage {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-            },
+            usage: Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens },
         })
     }
 }

@@ -67,12 +67,7 @@ impl Announcement {
     /// The inter-session message the parent's model sees: a header line, then the text.
     pub fn render(&self) -> String {
         let label = self.label.as_deref().unwrap_or("child");
-        format!(
-            "{ANNOUNCE_PREFIX}{label} {}] {}\n{}",
-            self.outcome.as_str(),
-            self.child,
-            self.text
-        )
+        format!("{ANNOUNCE_PREFIX}{label} {}] {}\n{}", self.outcome.as_str(), self.child, self.text)
     }
 }
 
@@ -135,11 +130,7 @@ impl Session {
         if let Some(deadline) = self.capability.deadline() {
             let after = deadline.saturating_duration_since(Instant::now());
             self.deadline_timer = Some(ctx.run_later(after, move |act, ctx| {
-                act.finish(
-                    Outcome::Timeout,
-                    format!("timed out after {:.1} s", after.as_secs_f64()),
-                    ctx,
-                )
+                act.finish(Outcome::Timeout, format!("timed out after {:.1} s", after.as_secs_f64()), ctx)
             }));
         }
         let next = self.turn.start(task);
@@ -210,11 +201,7 @@ impl Session {
             ctx.cancel_future(timer);
         }
         let is_main = self.key.is_main();
-        let transcript = if is_main {
-            self.turn.transcript().to_vec()
-        } else {
-            self.turn.take_transcript()
-        };
+        let transcript = if is_main { self.turn.transcript().to_vec() } else { self.turn.take_transcript() };
         self.gateway.do_send(RunEnded {
             key: self.key.clone(),
             run_id: self.run_id.clone(),
@@ -258,9 +245,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let next = self
-            .turn
-            .on_message(format!("[message from {}]\n{}", msg.from, msg.text));
+        let next = self.turn.on_message(format!("[message from {}]\n{}", msg.from, msg.text));
         self.step(next, ctx);
     }
 }

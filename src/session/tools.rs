@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use crate::agent::AgentDef;
 use crate::capability::Capability;
 use crate::gateway::{
-    Gateway, GatewayError, GetHistory, Kill, ListSessions, SendTo, Spawn, SpawnReply, SpawnRequest,
-    Stats,
+    Gateway, GatewayError, GetHistory, Kill, ListSessions, SendTo, Spawn, SpawnReply, SpawnRequest, Stats,
 };
 use crate::keys::SessionKey;
 use crate::model::{ToolCall, ToolSpec};
@@ -100,11 +99,7 @@ impl Tool {
                     "target": {"type": "string"}, "message": {"type": "string"}}}),
             ),
         };
-        ToolSpec {
-            name: self.name(),
-            description,
-            parameters,
-        }
+        ToolSpec { name: self.name(), description, parameters }
     }
 }
 
@@ -166,28 +161,20 @@ fn error(message: impl std::fmt::Display) -> ToolOutput {
 
 fn args<T: for<'de> Deserialize<'de>>(tool: Tool, raw: &str) -> Result<T, ToolOutput> {
     let raw = if raw.trim().is_empty() { "{}" } else { raw };
-    serde_json::from_str(raw)
-        .map_err(|e| error(format!("invalid arguments for {}: {e}", tool.name())))
+    serde_json::from_str(raw).map_err(|e| error(format!("invalid arguments for {}: {e}", tool.name())))
 }
 
 /// Run one tool call.
 pub async fn execute(env: &ToolEnv, call: &ToolCall) -> ToolOutput {
     match check(env, call) {
-        Ok(tool) => dispatch(env, tool, &call.arguments)
-            .await
-            .unwrap_or_else(|refusal| refusal),
+        Ok(tool) => dispatch(env, tool, &call.arguments).await.unwrap_or_else(|refusal| refusal),
         Err(refusal) => refusal,
     }
 }
 
 fn check(env: &ToolEnv, call: &ToolCall) -> Result<Tool, ToolOutput> {
-    let tool = Tool::parse(&call.name).ok_or_else(|| {
-        error(format!(
-            "unknown tool '{}'; available: {}",
-            call.name,
-            available(&env.agent)
-        ))
-    })?;
+    let tool = Tool::parse(&call.name)
+        .ok_or_else(|| error(format!("unknown tool '{}'; available: {}", call.name, available(&env.agent))))?;
     if !env.agent.has_tool(tool) {
         return Err(error(format!(
             "tool {} is not available to agent '{}'; available: {}",
@@ -202,12 +189,7 @@ fn check(env: &ToolEnv, call: &ToolCall) -> Result<Tool, ToolOutput> {
 }
 
 fn available(agent: &AgentDef) -> String {
-    agent
-        .tools
-        .iter()
-        .map(|t| t.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    agent.tools.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
 async fn dispatch(env: &ToolEnv, tool: Tool, raw: &str) -> Result<ToolOutput, ToolOutput> {
@@ -216,34 +198,17 @@ async fn dispatch(env: &ToolEnv, tool: Tool, raw: &str) -> Result<ToolOutput, To
         Tool::SessionsYield => args::<NoArgs>(tool, raw).map(|_| ToolOutput::Yield),
         Tool::SessionsList => {
             args::<NoArgs>(tool, raw)?;
-            let sessions = ask(
-                env,
-                ListSessions {
-                    caller: Some(env.capability.clone()),
-                },
-            )
-            .await?;
-            Ok(ToolOutput::Done(
-                json!({"status": "ok", "sessions": sessions}),
-            ))
+            let sessions = ask(env, ListSessions { caller: Some(env.capability.clone()) }).await?;
+            Ok(ToolOutput::Done(json!({"status": "ok", "sessions": sessions})))
         }
         Tool::SessionsHistory => {
             let a: HistoryArgs = args(tool, raw)?;
             let target = SessionKey::from(a.session_key.as_str());
-            let mut messages = ask(
-                env,
-                GetHistory {
-                    caller: Some(env.capability.clone()),
-                    target,
-                },
-            )
-            .await?;
+            let mut messages = ask(env, GetHistory { caller: Some(env.capability.clone()), target }).await?;
             if let Some(limit) = a.limit {
                 messages.drain(..messages.len().saturating_sub(limit));
             }
-            Ok(ToolOutput::Done(
-                json!({"status": "ok", "sessionKey": a.session_key, "messages": messages}),
-            ))
+            Ok(ToolOutput::Done(json!({"status": "ok", "sessionKey": a.session_key, "messages": messages})))
         }
         Tool::SessionsSend => {
             let a: SendArgs = args(tool, raw)?;
@@ -256,53 +221,31 @@ async fn dispatch(env: &ToolEnv, tool: Tool, raw: &str) -> Result<ToolOutput, To
 async fn spawn(env: &ToolEnv, request: SpawnRequest) -> Result<ToolOutput, ToolOutput> {
     let reply = env
         .gateway
-        .send(Spawn {
-            parent: env.capability.clone(),
-            request,
-            sent_at: Instant::now(),
-        })
+        .send(Spawn { parent: env.capability.clone(), request, sent_at: Instant::now() })
         .await
         .map_err(|_| error("the gateway is not running"))?;
     let accepted = matches!(reply, SpawnReply::Accepted { .. });
     let value = serde_json::to_value(&reply).map_err(error)?;
-    Ok(if accepted {
-        ToolOutput::Spawned(value)
-    } else {
-        ToolOutput::Done(value)
-    })
+    Ok(if accepted { ToolOutput::Spawned(value) } else { ToolOutput::Done(value) })
 }
 
 async fn send(env: &ToolEnv, target: SessionKey, text: String) -> Result<ToolOutput, ToolOutput> {
-    let outcome = ask(
-        env,
-        SendTo {
-            caller: Some(env.capability.clone()),
-            target,
-            text,
-        },
-    )
-    .await?;
-    Ok(ToolOutput::Done(
-        serde_json::to_value(outcome).map_err(error)?,
-    ))
+    let outcome = ask(env, SendTo { caller: Some(env.capability.clone()), target, text }).await?;
+    Ok(ToolOutput::Done(serde_json::to_value(outcome).map_err(error)?))
 }
 
 async fn subagents(env: &ToolEnv, a: SubagentsArgs) -> Result<ToolOutput, ToolOutput> {
     let me = env.capability.principal().clone();
-    let children: Vec<_> = ask(
-        env,
-        ListSessions {
-            caller: Some(env.capability.clone()),
-        },
-    )
-    .await?
-    .into_iter()
-    .filter(|s| s.session_key != me)
-    .collect();
+    let children: Vec<_> = ask(env, ListSessions { caller: Some(env.capability.clone()) })
+        .await?
+        .into_iter()
+        .filter(|s| s.session_key != me)
+        .collect();
     let target = || {
-        let wanted = a.target.as_deref().ok_or_else(|| {
-            error("subagents kill and steer need a target (session key or label)")
-        })?;
+        let wanted = a
+            .target
+            .as_deref()
+            .ok_or_else(|| error("subagents kill and steer need a target (session key or label)"))?;
         children
             .iter()
             .find(|s| s.session_key.as_str() == wanted || s.label.as_deref() == Some(wanted))
@@ -310,25 +253,13 @@ async fn subagents(env: &ToolEnv, a: SubagentsArgs) -> Result<ToolOutput, ToolOu
             .ok_or_else(|| error(format!("no subagent '{wanted}' in your subtree")))
     };
     match a.action {
-        Action::List => Ok(ToolOutput::Done(
-            json!({"status": "ok", "subagents": children}),
-        )),
+        Action::List => Ok(ToolOutput::Done(json!({"status": "ok", "subagents": children}))),
         Action::Kill => {
-            let killed = ask(
-                env,
-                Kill {
-                    caller: Some(env.capability.clone()),
-                    target: target()?,
-                },
-            )
-            .await?;
+            let killed = ask(env, Kill { caller: Some(env.capability.clone()), target: target()? }).await?;
             Ok(ToolOutput::Done(json!({"status": "ok", "killed": killed})))
         }
         Action::Steer => {
-            let message = a
-                .message
-                .clone()
-                .ok_or_else(|| error("subagents steer needs a message"))?;
+            let message = a.message.clone().ok_or_else(|| error("subagents steer needs a message"))?;
             send(env, target()?, message).await
         }
     }
@@ -340,9 +271,5 @@ where
     T: Send + 'static,
     Gateway: actix::Handler<M>,
 {
-    env.gateway
-        .send(message)
-        .await
-        .map_err(|_| error("the gateway is not running"))?
-        .map_err(error)
+    env.gateway.send(message).await.map_err(|_| error("the gateway is not running"))?.map_err(error)
 }

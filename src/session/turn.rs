@@ -48,9 +48,7 @@ impl Turn {
     pub fn new(system_prompt: &str) -> Turn {
         let mut turn = Turn::default();
         if !system_prompt.trim().is_empty() {
-            turn.transcript.push(Message::System {
-                content: system_prompt.to_string(),
-            });
+            turn.transcript.push(Message::System { content: system_prompt.to_string() });
         }
         turn
     }
@@ -93,10 +91,8 @@ impl Turn {
         self.usage.add(response.usage);
         self.turns += 1;
         let has_calls = !response.tool_calls.is_empty();
-        self.transcript.push(Message::Assistant {
-            content: response.content.clone(),
-            tool_calls: response.tool_calls.clone(),
-        });
+        self.transcript
+            .push(Message::Assistant { content: response.content.clone(), tool_calls: response.tool_calls.clone() });
         if has_calls {
             if self.turns >= MAX_TURNS {
                 return Next::Finish(
@@ -108,11 +104,7 @@ impl Turn {
         }
         if self.active_children() > 0 || !self.inbox.is_empty() {
             self.waiting_for_children = self.inbox.is_empty();
-            return if self.waiting_for_children {
-                Next::Wait
-            } else {
-                Next::CallModel
-            };
+            return if self.waiting_for_children { Next::Wait } else { Next::CallModel };
         }
         Next::Finish(Outcome::Ok, response.content.unwrap_or_default())
     }
@@ -134,10 +126,7 @@ impl Turn {
                     json!({"status": "error", "error": "sessions_yield was already called in this turn"})
                 }
             };
-            self.transcript.push(Message::Tool {
-                call_id,
-                content: value.to_string(),
-            });
+            self.transcript.push(Message::Tool { call_id, content: value.to_string() });
         }
         match yield_call {
             Some(call_id) if self.inbox.is_empty() && self.active_children() > 0 => {
@@ -172,11 +161,9 @@ impl Turn {
     }
 
     fn answer_yield(&mut self, call_id: String) {
-        let content = json!({"status": "yielded", "resultsWaiting": self.inbox.len(), "activeChildren": self.active_children()});
-        self.transcript.push(Message::Tool {
-            call_id,
-            content: content.to_string(),
-        });
+        let content =
+            json!({"status": "yielded", "resultsWaiting": self.inbox.len(), "activeChildren": self.active_children()});
+        self.transcript.push(Message::Tool { call_id, content: content.to_string() });
     }
 }
 
@@ -185,21 +172,14 @@ mod tests {
     use super::*;
 
     fn call(id: &str, name: &str) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            name: name.into(),
-            arguments: "{}".into(),
-        }
+        ToolCall { id: id.into(), name: name.into(), arguments: "{}".into() }
     }
 
     fn answer(content: Option<&str>, calls: Vec<ToolCall>) -> ChatResponse {
         ChatResponse {
             content: content.map(String::from),
             tool_calls: calls,
-            usage: Usage {
-                prompt_tokens: 3,
-                completion_tokens: 2,
-            },
+            usage: Usage { prompt_tokens: 3, completion_tokens: 2 },
         }
     }
 
@@ -208,42 +188,19 @@ mod tests {
         let mut turn = Turn::new("sys");
         assert_eq!(turn.start("task".into()), Next::CallModel);
         let calls = vec![call("s1", "sessions_spawn"), call("y", "sessions_yield")];
-        assert_eq!(
-            turn.on_response(answer(None, calls.clone())),
-            Next::RunTools(calls)
-        );
+        assert_eq!(turn.on_response(answer(None, calls.clone())), Next::RunTools(calls));
         let results = vec![
-            (
-                "s1".to_string(),
-                ToolOutput::Spawned(json!({"status": "accepted"})),
-            ),
+            ("s1".to_string(), ToolOutput::Spawned(json!({"status": "accepted"}))),
             ("y".to_string(), ToolOutput::Yield),
         ];
         assert_eq!(turn.on_tool_results(results), Next::Wait);
-        assert_eq!(
-            turn.on_child_ended("[subagent part 1 ok]\ndone".into()),
-            Next::CallModel
-        );
+        assert_eq!(turn.on_child_ended("[subagent part 1 ok]\ndone".into()), Next::CallModel);
         let messages = turn.request_messages();
         let tail: Vec<_> = messages.iter().rev().take(2).collect();
-        assert_eq!(
-            tail[0],
-            &Message::User {
-                content: "[subagent part 1 ok]\ndone".into()
-            }
-        );
+        assert_eq!(tail[0], &Message::User { content: "[subagent part 1 ok]\ndone".into() });
         assert!(matches!(tail[1], Message::Tool { call_id, .. } if call_id == "y"));
-        assert_eq!(
-            turn.on_response(answer(Some("all done"), vec![])),
-            Next::Finish(Outcome::Ok, "all done".into())
-        );
-        assert_eq!(
-            turn.usage(),
-            Usage {
-                prompt_tokens: 6,
-                completion_tokens: 4
-            }
-        );
+        assert_eq!(turn.on_response(answer(Some("all done"), vec![])), Next::Finish(Outcome::Ok, "all done".into()));
+        assert_eq!(turn.usage(), Usage { prompt_tokens: 6, completion_tokens: 4 });
     }
 
     #[test]
@@ -251,18 +208,10 @@ mod tests {
         let mut turn = Turn::new("");
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
-        assert_eq!(
-            turn.on_child_ended("[subagent early ok]\nfast".into()),
-            Next::Wait
-        );
-        assert_eq!(
-            turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]),
-            Next::CallModel
-        );
+        assert_eq!(turn.on_child_ended("[subagent early ok]\nfast".into()), Next::Wait);
+        assert_eq!(turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]), Next::CallModel);
         assert_eq!(turn.active_children(), 0);
-        assert!(turn.request_messages().contains(&Message::User {
-            content: "[subagent early ok]\nfast".into()
-        }));
+        assert!(turn.request_messages().contains(&Message::User { content: "[subagent early ok]\nfast".into() }));
     }
 
     #[test]
@@ -270,22 +219,11 @@ mod tests {
         let mut turn = Turn::new("");
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
-        assert_eq!(
-            turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]),
-            Next::CallModel
-        );
-        assert_eq!(
-            turn.on_response(answer(Some("premature"), vec![])),
-            Next::Wait
-        );
-        assert_eq!(
-            turn.on_child_ended("[subagent x ok]\nr".into()),
-            Next::CallModel
-        );
-        assert_eq!(
-            turn.on_response(answer(Some("final"), vec![])),
-            Next::Finish(Outcome::Ok, "final".into())
-        );
+        assert_eq!(turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]), Next::CallModel);
+        assert_eq!(turn.on_response(answer(Some("premature"), vec![])), Next::Wait);
+        assert_eq!(turn.on_child_ended("[subagent x ok]\nr".into()), Next::CallModel);
+        assert!(turn.request_messages().contains(&Message::User { content: "[subagent x ok]\nr".into() }));
+        assert_eq!(turn.on_response(answer(Some("final"), vec![])), Next::Finish(Outcome::Ok, "final".into()));
     }
 
     #[test]
@@ -293,9 +231,6 @@ mod tests {
         let mut turn = Turn::new("");
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("y", "sessions_yield")]));
-        assert_eq!(
-            turn.on_tool_results(vec![("y".into(), ToolOutput::Yield)]),
-            Next::CallModel
-        );
+        assert_eq!(turn.on_tool_results(vec![("y".into(), ToolOutput::Yield)]), Next::CallModel);
     }
 }

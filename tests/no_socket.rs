@@ -1,0 +1,25 @@
+//! Spawning is a message: it opens no socket and creates no pairing state. This test
+//! counts the process's sockets, so it lives alone in its own test binary (tests in one
+//! binary share the process and run in parallel).
+
+fn socket_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+#[actix_rt::test]
+async fn a_spawn_opens_no_socket_and_creates_no_pairing_state() {
+    let mut harness = hivegate::bench::SpawnHarness::start().await.unwrap();
+    let before = socket_count();
+    harness.burst(200).await.unwrap();
+    for _ in 0..50 {
+        harness.spawn_one().await.unwrap();
+    }
+    assert_eq!(socket_count(), before, "spawning must not open sockets");
+    assert_eq!(harness.runtime().stats.pairing_requests(), 0);
+    assert_eq!(harness.runtime().registry.running(), 251);
+    harness.shutdown().await.unwrap();
+}

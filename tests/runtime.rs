@@ -1,0 +1,243 @@
+//! End-to-end tests of the runtime core: a real gateway, real session actors, model calls
+//! over HTTP to a scripted fake provider that records what it was sent.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{agent_toml, announcements, call, gateway, has_tool_call, tool_results, FakeModels, Reply, WAIT};
+use hivegate::config::Limits;
+use hivegate::gateway::{Kill, Outcome, RunSummary, Spawn, SpawnReply, SpawnRequest, StartMain, WaitRun};
+use hivegate::keys::{RunId, SessionKey};
+use hivegate::runtime::Runtime;
+use serde_json::{json, Value};
+
+fn start(agent: &str) -> StartMain {
+    StartMain { agent_id: agent.into(), task: "go".into(), run_timeout: None, budget_tokens: None }
+}
+
+async fn wait_run(runtime: &Runtime, run_id: RunId) -> RunSummary {
+    let receiver = runtime.gateway.send(WaitRun { run_id }).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, receiver).await.expect("run did not end in time").unwrap()
+}
+
+fn spawn(parent: &hivegate::capability::Capability, agent: &str) -> Spawn {
+    Spawn {
+        parent: parent.clone(),
+        request: SpawnRequest { task: "work".into(), agent_id: Some(agent.into()), ..SpawnRequest::default() },
+        sent_at: Instant::now(),
+    }
+}
+
+fn capability_of(runtime: &Runtime, key: &SessionKey) -> hivegate::capability::Capability {
+    runtime.registry.get(key).unwrap().capability.clone()
+}
+
+/// A parent that spawns one child per entry of `children` (agent, extra args), then
+/// yields until every accepted child has reported, then echoes what it saw.
+fn planner(
+    children: Vec<(&'static str, Value)>,
+) -> impl Fn(&hivegate::model::openai::CompletionRequest) -> Option<Reply> {
+    move |request| {
+        if !has_tool_call(request, "sessions_spawn") {
+            let calls = children
+                .iter()
+                .enumerate()
+                .map(|(i, (agent, extra))| {
+                    let mut args = json!({"task": format!("task {i}"), "agentId": agent, "label": format!("c{i}")});
+                    args.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+                    call(&format!("spawn{i}"), "sessions_spawn", args)
+                })
+                .collect();
+            return Some(Reply::Calls(calls));
+        }
+        let accepted = tool_results(request).iter().filter(|(_, v)| v["status"] == "accepted").count();
+        let seen = announcements(request);
+        if seen.len() < accepted {
+            return Some(Reply::Calls(vec![call(
+                &format!("yield{}", request.messages.len()),
+                "sessions_yield",
+                json!({}),
+            )]));
+        }
+        Some(Reply::Text(format!("saw: {}", seen.join(" | "))))
+    }
+}
+
+#[actix_rt::test]
+async fn killing_a_root_kills_every_descendant_and_aborts_their_model_calls() {
+    let root_plan = planner(vec![("mid", json!({}))]);
+    let mid_plan = planner(vec![("leaf", json!({})), ("leaf", json!({}))]);
+    let mut fake = FakeModels::start(move |r| match r.model.as_str() {
+        "root" => root_plan(r).unwrap(),
+        "mid" => mid_plan(r).unwrap(),
+        _ => Reply::Hang,
+    });
+    let agents =
+        [agent_toml("root", "root", &["mid"]), agent_toml("mid", "mid", &["leaf"]), agent_toml("leaf", "leaf", &[])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    fake.wait_for_request("leaf").await;
+    fake.wait_for_request("leaf").await;
+    assert_eq!(runtime.registry.running(), 4);
+    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 2, "both leaves are mid-call");
+
+    let killed = runtime.gateway.send(Kill { caller: None, target: run.session_key.clone() }).await.unwrap().unwrap();
+    assert_eq!(killed, 4);
+    assert_eq!(wait_run(&runtime, run.run_id).await.outcome, Outcome::Killed);
+    assert!(runtime.stats.wait_all_stopped(WAIT).await, "session actors still alive");
+    // The leaves' HTTP requests were dropped with their actors, not left running.
+    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
+    let sessions = runtime.registry.list();
+    assert_eq!(sessions.len(), 4);
+    for session in &sessions {
+        assert_eq!((session.status, session.outcome), ("ended", Some(Outcome::Killed)), "{}", session.session_key);
+    }
+    assert_eq!(runtime.registry.running(), 0);
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_child_whose_model_never_answers_times_out_and_the_parent_is_told() {
+    let root_plan = planner(vec![("leaf", json!({"runTimeoutSeconds": 0.3}))]);
+    let fake = FakeModels::start(move |r| if r.model == "root" { root_plan(r).unwrap() } else { Reply::Hang });
+    let agents = [agent_toml("root", "root", &["leaf"]), agent_toml("leaf", "leaf", &[])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let summary = wait_run(&runtime, run.run_id).await;
+    let child = runtime.registry.list().into_iter().find(|s| s.parent.is_some()).unwrap();
+    assert_eq!(child.outcome, Some(Outcome::Timeout));
+    assert_eq!(summary.outcome, Outcome::Ok);
+    assert_eq!(summary.text, format!("saw: [subagent c0 timeout] {}\ntimed out after 0.3 s", child.session_key));
+    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn spawns_beyond_the_limits_are_refused_naming_the_limit() {
+    let fake = FakeModels::start(|_| Reply::Hang);
+    let agents =
+        [agent_toml("root", "root", &["leaf"]), agent_toml("leaf", "leaf", &["leaf"]), agent_toml("other", "o", &[])];
+    let limits = Limits { max_spawn_depth: 1, max_children_per_session: 2, ..Limits::default() };
+    let runtime = gateway(&fake, limits, &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let root = capability_of(&runtime, &run.session_key);
+
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        match runtime.gateway.send(spawn(&root, "leaf")).await.unwrap() {
+            SpawnReply::Accepted { child_session_key, resolved_model, .. } => {
+                assert_eq!(resolved_model.as_str(), "fake/leaf");
+                children.push(child_session_key);
+            }
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+    let third = runtime.gateway.send(spawn(&root, "leaf")).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(third).unwrap(),
+        json!({"status": "forbidden", "limit": "maxChildrenPerSession", "value": 2,
+               "error": "max active children reached (maxChildrenPerSession=2); wait for a child to finish"})
+    );
+    let child = capability_of(&runtime, &children[0]);
+    let too_deep = runtime.gateway.send(spawn(&child, "leaf")).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(too_deep).unwrap(),
+        json!({"status": "forbidden", "limit": "maxSpawnDepth", "value": 1,
+               "error": "max spawn depth reached (maxSpawnDepth=1); a child would be at depth 2"})
+    );
+    let not_allowed = runtime.gateway.send(spawn(&child, "other")).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(not_allowed).unwrap(),
+        json!({"status": "forbidden", "limit": "allowAgents", "error": "agent 'leaf' may not spawn 'other'; allowed: [leaf]"})
+    );
+    let unknown = runtime.gateway.send(spawn(&root, "ghost")).await.unwrap();
+    assert_eq!(unknown, SpawnReply::Error { error: "unknown agent 'ghost'; defined agents: leaf, other, root".into() });
+    // A killed parent's capability can no longer spawn: revocation reaches the holder.
+    runtime.gateway.send(Kill { caller: None, target: run.session_key.clone() }).await.unwrap().unwrap();
+    let after_kill = runtime.gateway.send(spawn(&root, "leaf")).await.unwrap();
+    assert_eq!(after_kill, SpawnReply::forbidden(format!("capability of {} has been revoked", run.session_key)));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_explicit_model_override_reaches_the_provider_or_fails_the_spawn() {
+    let root_plan = planner(vec![
+        ("leaf", json!({"model": "fake/special/model-v2"})),
+        ("leaf", json!({"model": "nosuch/m"})),
+        ("leaf", json!({"model": "no-slash"})),
+    ]);
+    let fake = FakeModels::start(move |r| match r.model.as_str() {
+        "root" => root_plan(r).unwrap(),
+        _ => Reply::Text("leaf done".into()),
+    });
+    let agents = [agent_toml("root", "root", &["leaf"]), agent_toml("leaf", "leaf", &[])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let summary = wait_run(&runtime, run.run_id).await;
+    assert_eq!(summary.outcome, Outcome::Ok);
+
+    let overridden = fake.requests_for("special/model-v2");
+    assert_eq!(overridden.len(), 1, "the override must reach the provider exactly once");
+    assert!(fake.requests_for("leaf").is_empty(), "the agent's default model must not be used");
+    let child = runtime.registry.list().into_iter().find(|s| s.parent.is_some()).unwrap();
+    assert_eq!(child.model.as_str(), "fake/special/model-v2");
+
+    let second_turn = &fake.requests_for("root")[1];
+    let results = tool_results(second_turn);
+    assert_eq!(
+        results[0].1,
+        json!({"status": "accepted", "runId": child.run_id, "childSessionKey": child.session_key,
+               "resolvedModel": "fake/special/model-v2"})
+    );
+    assert_eq!(
+        results[1].1,
+        json!({"status": "error", "error": "model 'nosuch/m' cannot be used: unknown provider 'nosuch' in model 'nosuch/m'; configured providers: builtin, fake"})
+    );
+    assert_eq!(
+        results[2].1,
+        json!({"status": "error", "error": "model override cannot be used: bad model ref 'no-slash': expected provider/model, for example builtin/executor"})
+    );
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn bad_tool_arguments_become_tool_errors_the_model_can_read() {
+    let fake = FakeModels::start(|r| {
+        if tool_results(r).is_empty() {
+            Reply::Calls(vec![
+                call("a", "sessions_spawn", json!({"tsk": "x"})),
+                ("b".into(), "sessions_spawn".into(), "{\"task\": ".into()),
+                call("c", "rm_rf", json!({})),
+                call("d", "sessions_history", json!({"sessionKey": 5})),
+                call("e", "sessions_spawn", json!({"task": "   "})),
+            ])
+        } else {
+            Reply::Text("recovered".into())
+        }
+    });
+    let agents = [agent_toml("root", "root", &["root"])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let summary = wait_run(&runtime, run.run_id).await;
+    assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "recovered"));
+    let errors: Vec<(String, String)> = tool_results(&fake.requests_for("root")[1])
+        .into_iter()
+        .map(|(id, v)| (id, v["error"].as_str().unwrap().to_string()))
+        .collect();
+    let expected = [
+        ("a", "invalid arguments for sessions_spawn: unknown field `tsk`, expected one of `task`, `label`, `agentId`, `model`, `runTimeoutSeconds`, `cleanup` at line 1 column 6"),
+        ("b", "invalid arguments for sessions_spawn: EOF while parsing a value at line 1 column 9"),
+        ("c", "unknown tool 'rm_rf'; available: sessions_spawn, sessions_yield, sessions_list, sessions_history, sessions_send, subagents"),
+        ("d", "invalid arguments for sessions_history: invalid type: integer `5`, expected a string at line 1 column 15"),
+        ("e", "task must be a non-empty string"),
+    ];
+    let expected: Vec<(String, String)> = expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(errors, expected);
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
