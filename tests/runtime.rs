@@ -80,7 +80,8 @@ async fn killing_a_root_kills_every_descendant_and_aborts_their_model_calls() {
     fake.wait_for_request("leaf").await;
     fake.wait_for_request("leaf").await;
     assert_eq!(runtime.registry.running(), 4);
-    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 2, "both leaves are mid-call");
+    // Both leaves hang mid-call (the parents' own calls may be in flight too).
+    assert!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire) >= 2);
 
     let killed = runtime.gateway.send(Kill { caller: None, target: run.session_key.clone() }).await.unwrap().unwrap();
     assert_eq!(killed, 4);
