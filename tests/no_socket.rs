@@ -1,4 +1,6 @@
 //! Spawning is a message: it opens no socket and creates no pairing state. This test
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! counts the process's sockets, so it lives alone in its own test binary (tests in one
 //! binary share the process and run in parallel).
 

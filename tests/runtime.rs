@@ -1,4 +1,6 @@
 //! End-to-end tests of the runtime core: a real gateway, real session actors, model calls
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! over HTTP to a scripted fake provider that records what it was sent.
 
 mod common;

@@ -6,7 +6,7 @@
 //! answers. (actix-web does not drop a handler when its client disconnects, so aborted
 //! calls are observed on the client side, through the model client's in-flight gauge.)
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,134 @@
+//! The binary as a user runs it: `demo` (the README's main job), `run`, `serve`, and
+//! clear errors on bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn hivegate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
+    // Run from an empty directory so no local hivegate.toml or agents/ is picked up.
+    command.current_dir(std::env::temp_dir()).env_remove("HIVEGATE_CONFIG");
+    command
+}
+
+fn collect(node: &Value, out: &mut Vec<Value>) {
+    out.push(node.clone());
+    for child in node["children"].as_array().unwrap() {
+        collect(child, out);
+    }
+}
+
+#[test]
+fn demo_runs_a_two_level_tree_offline_with_every_session_ok() {
+    let output = hivegate().args(["demo", "--executors", "50", "--depth", "2", "--json"]).output().unwrap();
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["sessions"], 151);
+    assert_eq!(report["pairingRequests"], 0);
+    assert!(report["elapsedMs"].as_f64().unwrap() > 0.0);
+    let latency = &report["spawnLatencyUs"];
+    assert_eq!(latency["samples"], 150);
+    assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
+    let mut nodes = Vec::new();
+    collect(&report["root"], &mut nodes);
+    assert_eq!(nodes.len(), 151);
+    assert!(nodes.iter().all(|n| n["outcome"] == "ok"), "every session ends ok");
+    let root = &report["root"];
+    assert_eq!((root["agentId"].as_str(), root["model"].as_str()), (Some("brain"), Some("builtin/brain")));
+    assert_eq!(root["children"].as_array().unwrap().len(), 50);
+    for node in &nodes[1..] {
+        assert_eq!((node["agentId"].as_str(), node["model"].as_str()), (Some("executor"), Some("builtin/executor")));
+    }
+    let grandchildren: usize =
+        root["children"].as_array().unwrap().iter().map(|c| c["children"].as_array().unwrap().len()).sum();
+    assert_eq!(grandchildren, 100);
+    assert!(report["finalAnswer"].as_str().unwrap().starts_with("summary of 50 results"));
+}
+
+#[test]
+fn demo_prints_the_tree_for_people() {
+    let output = hivegate().arg("demo").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let tree: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(tree.len(), 5, "{text}");
+    assert!(tree[0].starts_with("agent:brain:main  brain  builtin/brain  ok"), "{text}");
+    assert!(tree[1..].iter().all(|l| l.contains("executor  builtin/executor  ok")), "{text}");
+    assert!(text.contains("spawn latency (4 spawns): p50"), "{text}");
+    assert!(text.contains("pairing requests: 0"), "{text}");
+}
+
+#[test]
+fn run_answers_a_task_with_the_builtin_brain() {
+    let output =
+        hivegate().args(["run", "--agent", "brain", "--json", "check the logs; fix the bug"]).output().unwrap();
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["sessions"], 3);
+    let answer = report["finalAnswer"].as_str().unwrap();
+    assert!(answer.starts_with("summary of 2 results for 'check the logs; fix the bug'"), "{answer}");
+    assert!(
+        answer.contains("report: check the logs - done.") && answer.contains("report: fix the bug - done."),
+        "{answer}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_not_a_panic() {
+    for (args, expected) in [
+        (vec!["run", "--agent", "nobody", "x"], "unknown agent 'nobody'; defined agents: brain, executor"),
+        (vec!["run", "   "], "the task is empty"),
+        (vec!["demo", "--executors", "0"], "0 is not in 1..=10000"),
+        (vec!["--config", "/nonexistent/hivegate.toml", "demo"], "cannot read config file /nonexistent/hivegate.toml"),
+    ] {
+        let output = hivegate().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[actix_rt::test]
+async fn serve_answers_health_and_the_builtin_provider_over_http() {
+    let mut child = hivegate()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let http = reqwest::Client::new();
+    let health: Value = http.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["ok"], true);
+    let completion: Value = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "executor", "messages": [{"role": "user", "content": "count"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(completion["choices"][0]["message"]["content"], "report: count - done.");
+    let missing = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
