@@ -244,3 +244,69 @@ async fn bad_tool_arguments_become_tool_errors_the_model_can_read() {
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// The id of the last tool call the model made, which tells a stateless script where
+/// the conversation is.
+fn last_call_id(request: &hivegate::model::openai::CompletionRequest) -> Option<String> {
+    request.messages.iter().rev().find_map(|m| m.tool_calls.as_ref()?.last().map(|c| c.id.clone()))
+}
+
+#[actix_rt::test]
+async fn session_tools_list_read_steer_and_kill_within_the_callers_subtree() {
+    let fake = FakeModels::start(|r| {
+        if r.model != "root" {
+            return Reply::Hang;
+        }
+        match last_call_id(r).as_deref() {
+            None => Reply::Calls(vec![call(
+                "spawn",
+                "sessions_spawn",
+                json!({"task": "dig", "agentId": "leaf", "label": "w1"}),
+            )]),
+            Some("spawn") => {
+                let child = tool_results(r)[0].1["childSessionKey"].as_str().unwrap().to_string();
+                Reply::Calls(vec![
+                    call("list", "sessions_list", json!({})),
+                    call("history", "sessions_history", json!({"sessionKey": child})),
+                    call("steer", "subagents", json!({"action": "steer", "target": "w1", "message": "focus"})),
+                    call("sublist", "subagents", json!({"action": "list"})),
+                    call("foreign", "sessions_send", json!({"sessionKey": "agent:other:main", "message": "hi"})),
+                ])
+            }
+            Some("foreign") => Reply::Calls(vec![
+                call("kill", "subagents", json!({"action": "kill", "target": "w1"})),
+                call("wait", "sessions_yield", json!({})),
+            ]),
+            _ => Reply::Text(format!("done: {}", announcements(r).join(" | "))),
+        }
+    });
+    let agents = [agent_toml("root", "root", &["leaf"]), agent_toml("leaf", "leaf", &[])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let summary = wait_run(&runtime, run.run_id).await;
+    let child = runtime.registry.list().into_iter().find(|s| s.parent.is_some()).unwrap();
+    assert_eq!(child.outcome, Some(Outcome::Killed));
+    assert_eq!(summary.text, format!("done: [subagent w1 killed] {}\nkilled by agent:root:main", child.session_key));
+
+    let requests = fake.requests_for("root");
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[2]).into_iter().collect();
+    let listed: Vec<&str> =
+        results["list"]["sessions"].as_array().unwrap().iter().map(|s| s["sessionKey"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec!["agent:root:main", child.session_key.as_str()]);
+    let history = results["history"]["messages"].as_array().unwrap();
+    assert_eq!(history.last().unwrap(), &json!({"role": "user", "content": "dig"}));
+    assert_eq!(results["steer"], json!({"status": "delivered"}));
+    let subagents = results["sublist"]["subagents"].as_array().unwrap();
+    assert_eq!(
+        (subagents.len(), subagents[0]["label"].as_str(), subagents[0]["status"].as_str()),
+        (1, Some("w1"), Some("running"))
+    );
+    assert_eq!(
+        results["foreign"],
+        json!({"status": "error", "error": "session agent:other:main is outside the caller's tree; a session can only reach its own subtree"})
+    );
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[3]).into_iter().collect();
+    assert_eq!(results["kill"], json!({"status": "ok", "killed": 1}));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
