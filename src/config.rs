@@ -1,11 +1,19 @@
 //! Configuration: the raw TOML shape (serde, `deny_unknown_fields`) validated once into
 //! [`Config`]. This is the only module that reads the environment: provider API keys
-//! (by the variable each provider names) and `HIVEGATE_CONFIG`.
+//! (by the variable each provider names), the gateway token (`HIVEGATE_GATEWAY_TOKEN`
+//! unless `gateway.token_env` names another), `HIVEGATE_STATE_DIR`, `HIVEGATE_CONFIG`
+//! and `HOME`.
 //!
 //! ```toml
 //! [gateway]
 //! bind = "127.0.0.1:18789"
 //! agents_dir = "agents"
+//! token_env = "HIVEGATE_GATEWAY_TOKEN"    # shared operator/node token, from the environment
+//! state_dir = "/var/lib/hivegate"         # default: $HIVEGATE_STATE_DIR, else ~/.hivegate
+//! allowed_origins = ["https://control.example"]   # browser origins allowed to connect
+//!
+//! [pairing]
+//! auto_approve_local = false   # silently pair devices on a direct loopback connection
 //!
 //! [limits]
 //! max_spawn_depth = 3
@@ -49,6 +57,8 @@ struct RawConfig {
     #[serde(default)]
     gateway: RawGateway,
     #[serde(default)]
+    pairing: RawPairing,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
@@ -59,7 +69,42 @@ struct RawConfig {
 struct RawGateway {
     bind: Option<String>,
     agents_dir: Option<PathBuf>,
+    token_env: Option<String>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPairing {
+    #[serde(default)]
+    auto_approve_local: bool,
+}
+
+/// The shared gateway secret. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for comparing (in constant time) or sending; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The default environment variable for the gateway token.
+pub const TOKEN_ENV: &str = "HIVEGATE_GATEWAY_TOKEN";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +163,14 @@ pub struct Config {
     pub limits: Limits,
     /// Configured providers, without `builtin` (added when its server is up).
     pub providers: Providers,
+    /// The shared gateway token; `None` means token auth is off (only device tokens).
+    pub gateway_token: Option<Secret>,
+    /// Where durable state (the SQLite database) lives.
+    pub state_dir: PathBuf,
+    /// Browser `Origin`s allowed to open the WebSocket; any other Origin is refused.
+    pub allowed_origins: Vec<String>,
+    /// Silently pair new devices that connect directly over loopback (off by default).
+    pub auto_approve_local: bool,
 }
 
 impl Default for Config {
@@ -127,6 +180,10 @@ impl Default for Config {
             agents_dir: None,
             limits: Limits::default(),
             providers: Providers::default(),
+            gateway_token: None,
+            state_dir: PathBuf::from(".hivegate"),
+            allowed_origins: Vec::new(),
+            auto_approve_local: false,
         }
     }
 }
@@ -174,7 +231,23 @@ impl Config {
             let api_key = p.api_key_env.as_deref().and_then(&env).filter(|k| !k.is_empty());
             providers.insert(name, Provider { base_url: p.base_url, api_key, api_key_env: p.api_key_env, api: p.api });
         }
-        Ok(Config { bind, agents_dir: raw.gateway.agents_dir, limits, providers })
+        let token_env = raw.gateway.token_env.as_deref().unwrap_or(TOKEN_ENV);
+        let gateway_token = env(token_env).filter(|t| !t.is_empty()).map(Secret);
+        let state_dir = match (raw.gateway.state_dir, env("HIVEGATE_STATE_DIR").filter(|d| !d.is_empty())) {
+            (_, Some(dir)) => PathBuf::from(dir),
+            (Some(dir), None) => dir,
+            (None, None) => env("HOME").map(|home| Path::new(&home).join(".hivegate")).unwrap_or(defaults.state_dir),
+        };
+        Ok(Config {
+            bind,
+            agents_dir: raw.gateway.agents_dir,
+            limits,
+            providers,
+            gateway_token,
+            state_dir,
+            allowed_origins: raw.gateway.allowed_origins,
+            auto_approve_local: raw.pairing.auto_approve_local,
+        })
     }
 }
 
@@ -231,6 +304,21 @@ mod tests {
         let provider = config.providers.get("cherry-nvidia").unwrap();
         assert_eq!(provider.api_key.as_deref(), Some("sk-1"));
         assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn the_gateway_token_and_state_dir_come_from_the_environment() {
+        let env = |v: &str| match v {
+            "HIVEGATE_GATEWAY_TOKEN" => Some("t0k".to_string()),
+            "HIVEGATE_STATE_DIR" => Some("/tmp/hg-state".to_string()),
+            _ => None,
+        };
+        let config = Config::from_toml("", "t", env).unwrap();
+        assert_eq!(config.gateway_token, Some(Secret::new("t0k")));
+        assert_eq!(config.state_dir, PathBuf::from("/tmp/hg-state"));
+        assert_eq!(format!("{:?}", config.gateway_token), "Some(Secret(<redacted>))");
+        let home = |v: &str| (v == "HOME").then(|| "/home/u".to_string());
+        assert_eq!(Config::from_toml("", "t", home).unwrap().state_dir, PathBuf::from("/home/u/.hivegate"));
     }
 
     #[test]

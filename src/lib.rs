@@ -33,6 +33,7 @@ pub mod agent;
 pub mod bench;
 pub mod capability;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod http;

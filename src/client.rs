@@ -1,0 +1,1 @@
+//! The operator WebSocket client (being written).
