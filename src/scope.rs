@@ -202,7 +202,9 @@ pub fn required_scope(operation: &str) -> Requirement {
         | "node.pending.pull"
         | "node.pending.ack"
         | "node.pending.drain"
-        | "node.runnerInventory.update" => NodeRole,
+        | "node.runnerInventory.update"
+        | "node.skills.update"
+        | "node.pluginTools.update" => NodeRole,
         _ => S(Scope::OperatorAdmin),
     }
 }
