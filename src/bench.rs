@@ -58,6 +58,7 @@ impl SpawnHarness {
         let config = Config {
             bind: ([127, 0, 0, 1], 0).into(),
             limits: Limits { max_children_per_session: usize::MAX, max_sessions: usize::MAX, ..Limits::default() },
+            state_dir: std::path::PathBuf::new(),
             ..Config::default()
         };
         let (tx, calls) = mpsc::unbounded_channel();

@@ -165,7 +165,8 @@ pub struct Config {
     pub providers: Providers,
     /// The shared gateway token; `None` means token auth is off (only device tokens).
     pub gateway_token: Option<Secret>,
-    /// Where durable state (the SQLite database) lives.
+    /// Where durable state (the SQLite database) lives. Empty means a fresh temporary
+    /// directory owned by the runtime and removed with it (demo, run, tests).
     pub state_dir: PathBuf,
     /// Browser `Origin`s allowed to open the WebSocket; any other Origin is refused.
     pub allowed_origins: Vec<String>,

@@ -1,5 +1,6 @@
-//! The gateway's HTTP surface on one loopback port: `GET /health` and the builtin
-//! provider's OpenAI-compatible routes (see [`crate::model::server`]).
+//! The gateway's HTTP surface on one port (loopback by default): the WebSocket endpoint
+//! at `GET /` ([`crate::ws`]), `GET /health`, and the builtin provider's
+//! OpenAI-compatible routes ([`crate::model::server`]).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
     pub started: std::time::Instant,
+    pub ws: crate::ws::WsState,
 }
 
 /// The HTTP workers start before the gateway exists; they read its state through this
@@ -25,10 +27,16 @@ impl HttpStateSlot {
     pub fn fill(&self, state: HttpState) {
         let _ = self.0.set(state);
     }
+
+    pub fn ws(&self) -> Option<&crate::ws::WsState> {
+        self.0.get().map(|s| &s.ws)
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health)).configure(crate::model::server::routes);
+    cfg.route("/", web::get().to(crate::ws::upgrade))
+        .route("/health", web::get().to(health))
+        .configure(crate::model::server::routes);
 }
 
 async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {

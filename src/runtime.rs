@@ -1,7 +1,8 @@
-//! Starting a gateway: the loopback HTTP server (health + builtin provider), the model
-//! client with every configured provider plus `builtin` pointing at that server, and
-//! the gateway actor on the current arbiter. Used by every command, the tests and the
-//! benches, so they all run the same wiring.
+//! Starting a gateway: the HTTP server (WebSocket endpoint, health, builtin provider),
+//! the model client with every configured provider plus `builtin` pointing at that
+//! server, the Store on its own thread with the pairing book loaded from it, and the
+//! gateway and hub actors on the current arbiter. Used by every command, the tests and
+//! the benches, so they all run the same wiring.
 //!
 //! Must be called from inside a running actix `System`.
 
@@ -18,10 +19,15 @@ use crate::agent::Agents;
 use crate::config::{Config, BUILTIN_PROVIDER};
 use crate::gateway::{Gateway, Registry, Shutdown, Stats, SHUTDOWN_GRACE};
 use crate::http::{routes, HttpState, HttpStateSlot};
+use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
 use crate::model::{Api, HttpModelClient, ModelClient, Provider};
+use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApproval};
+use crate::store::{self, Store};
+use crate::ws::WsState;
 
 pub struct Runtime {
     pub gateway: Addr<Gateway>,
+    pub hub: Addr<Hub>,
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
     /// Where the HTTP server listens.
@@ -29,6 +35,8 @@ pub struct Runtime {
     /// Model calls in flight through the HTTP model client.
     pub model_calls_in_flight: Arc<AtomicUsize>,
     server: actix_web::dev::ServerHandle,
+    /// The ephemeral state directory, when the config asked for one; removed on drop.
+    _temp_state: Option<tempfile::TempDir>,
 }
 
 impl Runtime {
@@ -51,7 +59,7 @@ impl Runtime {
             config.limits.model_request_timeout,
         )?;
         let in_flight = client.in_flight();
-        Ok(Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state))
+        Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state)
     }
 
     /// Start with another model client (benches measure the runtime alone this way).
@@ -61,7 +69,7 @@ impl Runtime {
         model: Arc<dyn ModelClient>,
     ) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind)?;
-        Ok(Runtime::assemble(config, agents, model, Arc::new(AtomicUsize::new(0)), server, http_addr, state))
+        Runtime::assemble(config, agents, model, Arc::new(AtomicUsize::new(0)), server, http_addr, state)
     }
 
     fn assemble(
@@ -72,17 +80,45 @@ impl Runtime {
         server: actix_web::dev::ServerHandle,
         http_addr: SocketAddr,
         state: HttpStateSlot,
-    ) -> Runtime {
-        let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model);
+    ) -> anyhow::Result<Runtime> {
+        let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
+        let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
+        let conn = store::open(state_dir)?;
+        let book = load_pairing(&conn)?;
+        let store = Store::start(conn, state_dir);
+        // The hub's address exists before the hub, so the gateway can be built first.
+        let hub_ctx = actix::Context::<Hub>::new();
+        let hub_addr = hub_ctx.address();
+        let gateway =
+            Gateway::new(Arc::new(agents), config.limits.clone(), model).with_nodes(hub_addr.clone().recipient());
         let registry = gateway.registry();
         let stats = gateway.stats();
-        state.fill(HttpState { registry: registry.clone(), stats: stats.clone(), started: Instant::now() });
-        Runtime { gateway: gateway.start(), registry, stats, http_addr, model_calls_in_flight: in_flight, server }
+        let gateway = gateway.start();
+        let silent = if config.auto_approve_local { SilentApproval::LocalOnly } else { SilentApproval::Off };
+        let hub_config = HubConfig { gateway_token: config.gateway_token.clone(), silent };
+        let hub = hub_ctx.run(Hub::new(hub_config, book, store, gateway.clone(), stats.clone()));
+        state.fill(HttpState {
+            registry: registry.clone(),
+            stats: stats.clone(),
+            started: Instant::now(),
+            ws: WsState { hub: hub.clone(), allowed_origins: config.allowed_origins.clone() },
+        });
+        Ok(Runtime {
+            gateway,
+            hub,
+            registry,
+            stats,
+            http_addr,
+            model_calls_in_flight: in_flight,
+            server,
+            _temp_state: temp_state,
+        })
     }
 
     /// The one shutdown path: stop accepting, end every run, wait (bounded) for the
     /// session actors to stop, stop the HTTP server.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.hub.send(StopConnections).await;
         let _ = self.gateway.send(Shutdown).await;
         let all_stopped = self.stats.wait_all_stopped(SHUTDOWN_GRACE).await;
         self.server.stop(true).await;
@@ -91,6 +127,14 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// The pairing book from the store, or an empty one on first start.
+fn load_pairing(conn: &rusqlite::Connection) -> anyhow::Result<PairingBook> {
+    let policy = NodeCommandPolicy::default();
+    let Some((_, json)) = store::load_snapshot(conn, PAIRING_SNAPSHOT)? else { return Ok(PairingBook::new(policy)) };
+    let state: PairingState = serde_json::from_str(&json).context("the stored pairing state is unreadable")?;
+    PairingBook::import(state, policy).context("the stored pairing state is inconsistent")
 }
 
 fn start_http(bind: SocketAddr) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {

@@ -58,6 +58,8 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     }
     let mut config = Config::load(config_path.as_deref())?;
     config.bind = ([127, 0, 0, 1], 0).into();
+    // Ephemeral: this command pairs nothing and must not touch the durable state.
+    config.state_dir = PathBuf::new();
     // The demo must fit the tree it was asked for; limits only ever go up here.
     let limits = &mut config.limits;
     limits.max_spawn_depth = limits.max_spawn_depth.max(args.depth);

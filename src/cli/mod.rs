@@ -2,6 +2,8 @@
 
 mod bench;
 mod demo;
+mod devices;
+mod nodes;
 mod run;
 mod serve;
 
@@ -38,6 +40,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Measure in-process spawn latency and a burst of sessions (the runtime alone, no model).
     Bench(bench::BenchArgs),
+    /// Manage device pairing on a running gateway: list, approve, reject, remove; rotate or revoke tokens.
+    Devices(devices::DevicesArgs),
+    /// Manage nodes on a running gateway: list, approve their commands, describe, invoke a command.
+    Nodes(nodes::NodesArgs),
 }
 
 /// Run a parsed command inside a fresh actix System. Returns the process exit code.
@@ -48,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => system.block_on(serve::run(cli.config, args)),
         Command::Run(args) => system.block_on(run::run(cli.config, args)),
         Command::Bench(args) => system.block_on(bench::run(args)),
+        Command::Devices(args) => system.block_on(devices::run(cli.config, args)),
+        Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
     }
 }
 

@@ -42,6 +42,8 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     }
     let mut config = Config::load(config_path.as_deref())?;
     config.bind = ([127, 0, 0, 1], 0).into();
+    // Ephemeral: this command pairs nothing and must not touch the durable state.
+    config.state_dir = PathBuf::new();
     let agents = load_agents(&config)?;
     if agents.get(&args.agent).is_none() {
         anyhow::bail!("unknown agent '{}'; defined agents: {}", args.agent, agents.ids().join(", "));

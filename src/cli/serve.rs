@@ -28,8 +28,24 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
         "hivegate listening on http://{} (health: /health, builtin provider: /v1/chat/completions)",
         runtime.http_addr
     );
-    actix_rt::signal::ctrl_c().await?;
+    stop_signal().await?;
     tracing::info!("shutting down");
     runtime.shutdown().await?;
     Ok(0)
+}
+
+/// Ctrl-C or SIGTERM (what service managers and `kill` send).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = actix_rt::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        actix_rt::signal::ctrl_c().await
+    }
 }

@@ -43,6 +43,8 @@ pub struct Gateway {
     stats: Arc<Stats>,
     waiters: HashMap<RunId, Vec<oneshot::Sender<RunSummary>>>,
     shutting_down: bool,
+    /// Where sessions' `nodes_invoke` goes (the hub), when external nodes are served.
+    nodes: Option<Recipient<crate::hub::InvokeNode>>,
 }
 
 impl Gateway {
@@ -56,7 +58,14 @@ impl Gateway {
             stats: Arc::new(Stats::default()),
             waiters: HashMap::new(),
             shutting_down: false,
+            nodes: None,
         }
+    }
+
+    /// Give sessions a way to invoke commands on paired nodes.
+    pub fn with_nodes(mut self, nodes: Recipient<crate::hub::InvokeNode>) -> Gateway {
+        self.nodes = Some(nodes);
+        self
     }
 
     pub fn registry(&self) -> Arc<Registry> {

@@ -109,7 +109,7 @@ impl NodeSurfaceStatus {
                     error_codes::UNAVAILABLE,
                     format!(
                         "node command surface is waiting for operator approval; approve it with \
-                         `openclaw nodes approve {request_id}` and this node retries on its own"
+                         `hivegate nodes approve {request_id}` and this node retries on its own"
                     ),
                 )
                 .with_details(serde_json::json!({ "code": "NODE_SURFACE_PENDING", "requestId": request_id })),

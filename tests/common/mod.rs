@@ -131,7 +131,8 @@ impl FakeModels {
 
 /// A gateway whose provider `fake` is the fake server, with agents from TOML snippets.
 pub async fn gateway(fake: &FakeModels, limits: Limits, agent_files: &[&str]) -> Runtime {
-    let mut config = Config { bind: ([127, 0, 0, 1], 0).into(), limits, ..Config::default() };
+    let mut config =
+        Config { bind: ([127, 0, 0, 1], 0).into(), limits, state_dir: std::path::PathBuf::new(), ..Config::default() };
     config.providers.insert(
         "fake",
         Provider {

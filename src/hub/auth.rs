@@ -1,0 +1,243 @@
+//! The connect decision for one socket, as a plain function over the pairing book, the
+//! rate limiter and the peer: who is this, and what may it do?
+//!
+//! Order: rate limit → shared token (constant time) → device identity (signature,
+//! skew, nonce) → pairing decision. Scopes are default-deny: a client without a verified
+//! device gets what it declared only when it is the operator CLI or a backend client
+//! holding the shared token on a direct loopback socket without a browser Origin (the
+//! machine's owner); anyone else connects with no scopes. Every refusal carries the
+//! error to send and the close to follow.
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::ratelimit::{CredentialKind, RateLimiter};
+use crate::config::Secret;
+use crate::pairing::{
+    verify_device, ConnectContext, ConnectDecision, Credential, Locality, PairingBook, PairingEvent, SilentApproval,
+};
+use crate::protocol::{detail_codes, error_codes, AuthMethod, Close, ConnectParams, ErrorShape, HelloAuth, Role};
+use crate::scope::ScopeSet;
+
+/// Where a socket comes from, as decided at the HTTP upgrade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: IpAddr,
+    /// `DirectLoopback` only for a loopback socket without Forwarded / X-Forwarded-* /
+    /// X-Real-IP headers.
+    pub locality: Locality,
+    /// The upgrade carried an `Origin` header (a browser).
+    pub browser: bool,
+}
+
+impl Peer {
+    /// The machine's owner: direct loopback, not a browser.
+    pub fn is_owner(&self) -> bool {
+        self.locality == Locality::DirectLoopback && !self.browser
+    }
+}
+
+#[derive(Debug)]
+pub struct Accepted {
+    pub role: Role,
+    pub scopes: ScopeSet,
+    pub hello_auth: HelloAuth,
+    /// The verified device, if the client sent one.
+    pub device_id: Option<String>,
+    pub events: Vec<PairingEvent>,
+}
+
+#[derive(Debug)]
+pub struct Refused {
+    /// Boxed: refusals are the cold path, and they keep `Result` small on the hot one.
+    pub error: Box<ErrorShape>,
+    pub close: Close,
+    pub events: Vec<PairingEvent>,
+    /// A new pending pairing request was created.
+    pub pairing_request: bool,
+}
+
+impl Refused {
+    fn new(error: ErrorShape, close: Close) -> Refused {
+        Refused { error: Box::new(error), close, events: Vec::new(), pairing_request: false }
+    }
+
+    fn auth(detail: &str, message: &str) -> Refused {
+        let error =
+            ErrorShape::new(error_codes::INVALID_REQUEST, message).with_details(serde_json::json!({"code": detail}));
+        Refused::new(error, Close::policy(message))
+    }
+}
+
+pub struct Authenticator<'a> {
+    pub gateway_token: Option<&'a Secret>,
+    pub silent: SilentApproval,
+    pub book: &'a mut PairingBook,
+    pub limiter: &'a mut RateLimiter,
+}
+
+/// Constant-time comparison of two secrets: both are hashed first, so neither their
+/// contents nor their lengths leak through timing.
+pub fn secrets_match(presented: &str, expected: &str) -> bool {
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.ct_eq(&b).into()
+}
+
+impl Authenticator<'_> {
+    pub fn authenticate(
+        &mut self,
+        params: &ConnectParams,
+        nonce: &str,
+        peer: &Peer,
+        now_ms: u64,
+    ) -> Result<Accepted, Refused> {
+        let shared_ok = self.check_shared_token(params, peer, now_ms)?;
+        match &params.device {
+            Some(_) => self.device_connect(params, nonce, peer, shared_ok, now_ms),
+            None => self.deviceless_connect(params, peer, shared_ok),
+        }
+    }
+
+    fn limited(&self, peer: &Peer, kind: CredentialKind, now_ms: u64) -> Result<(), Refused> {
+        if peer.is_owner() {
+            return Ok(());
+        }
+        self.limiter.check(peer.ip, kind, now_ms).map_err(|retry_after_ms| {
+            let message = "too many failed authentication attempts; try again later";
+            let error = ErrorShape::new(error_codes::UNAVAILABLE, message)
+                .with_details(
+                    serde_json::json!({"code": detail_codes::AUTH_RATE_LIMITED, "retryAfterMs": retry_after_ms}),
+                )
+                .with_retry_after_ms(retry_after_ms)
+                .with_retryable(true);
+            Refused::new(error, Close::policy(message))
+        })
+    }
+
+    fn failed(&mut self, peer: &Peer, kind: CredentialKind, now_ms: u64) {
+        if !peer.is_owner() {
+            self.limiter.fail(peer.ip, kind, now_ms);
+        }
+    }
+
+    /// `Ok(true)` when a shared token was presented and matches.
+    fn check_shared_token(&mut self, params: &ConnectParams, peer: &Peer, now_ms: u64) -> Result<bool, Refused> {
+        let auth = params.auth.as_ref();
+        let Some(presented) = auth.and_then(|a| a.token.as_ref().or(a.password.as_ref())) else { return Ok(false) };
+        self.limited(peer, CredentialKind::SharedToken, now_ms)?;
+        let matches = self.gateway_token.is_some_and(|expected| secrets_match(presented.expose(), expected.expose()));
+        if !matches {
+            self.failed(peer, CredentialKind::SharedToken, now_ms);
+            return Err(Refused::auth(detail_codes::AUTH_TOKEN_MISMATCH, "unauthorized: gateway token mismatch"));
+        }
+        self.limiter.succeed(peer.ip, CredentialKind::SharedToken);
+        Ok(true)
+    }
+
+    fn device_connect(
+        &mut self,
+        params: &ConnectParams,
+        nonce: &str,
+        peer: &Peer,
+        shared_ok: bool,
+        now_ms: u64,
+    ) -> Result<Accepted, Refused> {
+        self.limited(peer, CredentialKind::DeviceSignature, now_ms)?;
+        let device = verify_device(params, nonce, now_ms).map_err(|e| {
+            self.failed(peer, CredentialKind::DeviceSignature, now_ms);
+            Refused::new(e.to_error_shape(), e.close())
+        })?;
+        let device_token = params.auth.as_ref().and_then(|a| a.device_token.as_ref());
+        let credential = match (shared_ok, device_token) {
+            (true, _) => Credential::SharedSecret,
+            (false, Some(token)) => {
+                self.limited(peer, CredentialKind::DeviceToken, now_ms)?;
+                Credential::DeviceToken(token.expose())
+            }
+            // With no gateway token configured, the verified signature of a known key is
+            // the credential; an unknown key can only ask to be paired.
+            (false, None) if self.gateway_token.is_none() => Credential::SharedSecret,
+            (false, None) => {
+                return Err(Refused::auth(detail_codes::AUTH_TOKEN_MISSING, "unauthorized: gateway token missing"))
+            }
+        };
+        let locality = if peer.browser { Locality::Remote } else { peer.locality };
+        let ip = peer.ip.to_string();
+        let ctx = ConnectContext { credential, locality, silent: self.silent, remote_ip: Some(&ip) };
+        let outcome = self.book.decide_connect(&device, &ctx, now_ms).map_err(|e| {
+            if matches!(credential, Credential::DeviceToken(_)) {
+                self.failed(peer, CredentialKind::DeviceToken, now_ms);
+            }
+            let error = e.to_error_shape();
+            let close = Close::policy(&error.message);
+            Refused::new(error, close)
+        })?;
+        match outcome.decision {
+            ConnectDecision::Allowed(grant) => Ok(Accepted {
+                role: grant.role,
+                scopes: grant.scopes,
+                hello_auth: grant.hello_auth(),
+                device_id: Some(grant.device_id.clone()),
+                events: outcome.events,
+            }),
+            ConnectDecision::PairingRequired(required) => Err(Refused {
+                error: Box::new(required.to_error_shape()),
+                close: required.close(),
+                events: outcome.events,
+                pairing_request: required.created,
+            }),
+        }
+    }
+
+    fn deviceless_connect(
+        &mut self,
+        params: &ConnectParams,
+        peer: &Peer,
+        shared_ok: bool,
+    ) -> Result<Accepted, Refused> {
+        if params.role == Role::Node {
+            let message = "device identity required: a node must sign its connect with its device key";
+            return Err(Refused::auth(detail_codes::DEVICE_IDENTITY_REQUIRED, message));
+        }
+        if !shared_ok && self.gateway_token.is_some() {
+            return Err(Refused::auth(detail_codes::AUTH_TOKEN_MISSING, "unauthorized: gateway token missing"));
+        }
+        let trusted_client = matches!(
+            (params.client.id.as_str(), params.client.mode.as_str()),
+            ("cli", "cli") | ("gateway-client", "backend")
+        );
+        let scopes = if shared_ok && trusted_client && peer.is_owner() {
+            ScopeSet::parse_lenient(params.scopes.iter().map(String::as_str)).0
+        } else {
+            ScopeSet::EMPTY
+        };
+        Ok(Accepted {
+            role: Role::Operator,
+            scopes,
+            hello_auth: HelloAuth {
+                method: Some(AuthMethod::Token),
+                role: Role::Operator,
+                scopes: scopes.names().into_iter().map(String::from).collect(),
+                device_token: None,
+                issued_at_ms: None,
+            },
+            device_id: None,
+            events: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_value_only() {
+        assert!(secrets_match("s3cret", "s3cret"));
+        assert!(!secrets_match("s3cret", "s3cret "));
+        assert!(!secrets_match("", "s3cret"));
+    }
+}
