@@ -95,6 +95,7 @@ impl Gateway {
             gateway: ctx.address(),
             models: self.model.clone(),
             stats: self.stats.clone(),
+            nodes: self.nodes.clone(),
         }
     }
 

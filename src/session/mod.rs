@@ -36,6 +36,7 @@ pub struct SessionInit {
     pub gateway: Addr<Gateway>,
     pub models: Arc<dyn ModelClient>,
     pub stats: Arc<Stats>,
+    pub nodes: Option<Recipient<crate::hub::InvokeNode>>,
 }
 
 pub struct Session {
@@ -47,6 +48,7 @@ pub struct Session {
     gateway: Addr<Gateway>,
     models: Arc<dyn ModelClient>,
     stats: Arc<Stats>,
+    nodes: Option<Recipient<crate::hub::InvokeNode>>,
     turn: Turn,
     pending_task: Option<String>,
     deadline_timer: Option<SpawnHandle>,
@@ -119,6 +121,7 @@ impl Session {
             gateway: init.gateway,
             models: init.models,
             stats: init.stats,
+            nodes: init.nodes,
             pending_task: Some(init.task),
             deadline_timer: None,
             finished: false,
@@ -175,6 +178,7 @@ impl Session {
     fn run_tools(&mut self, calls: Vec<crate::model::ToolCall>, ctx: &mut Context<Self>) {
         let env = ToolEnv {
             gateway: self.gateway.clone(),
+            nodes: self.nodes.clone(),
             capability: self.capability.clone(),
             agent: self.agent.clone(),
             stats: self.stats.clone(),

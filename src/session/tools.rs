@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,8 +18,10 @@ use crate::capability::Capability;
 use crate::gateway::{
     Gateway, GatewayError, GetHistory, Kill, ListSessions, SendTo, Spawn, SpawnReply, SpawnRequest, Stats,
 };
+use crate::hub::InvokeNode;
 use crate::keys::SessionKey;
 use crate::model::{ToolCall, ToolSpec};
+use crate::protocol::NodeInvokeParams;
 use crate::scope::authorize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,15 +32,17 @@ pub enum Tool {
     SessionsHistory,
     SessionsSend,
     Subagents,
+    NodesInvoke,
 }
 
-const ALL: [Tool; 6] = [
+const ALL: [Tool; 7] = [
     Tool::SessionsSpawn,
     Tool::SessionsYield,
     Tool::SessionsList,
     Tool::SessionsHistory,
     Tool::SessionsSend,
     Tool::Subagents,
+    Tool::NodesInvoke,
 ];
 
 /// The known tool names, for error messages.
@@ -55,6 +59,7 @@ impl Tool {
             Tool::SessionsHistory => "sessions_history",
             Tool::SessionsSend => "sessions_send",
             Tool::Subagents => "subagents",
+            Tool::NodesInvoke => "nodes_invoke",
         }
     }
 
@@ -98,6 +103,12 @@ impl Tool {
                     "action": {"type": "string", "enum": ["list", "kill", "steer"]},
                     "target": {"type": "string"}, "message": {"type": "string"}}}),
             ),
+            Tool::NodesInvoke => (
+                "Run an approved command on a paired node (a program on another machine) and return its answer.",
+                json!({"type": "object", "additionalProperties": false, "required": ["nodeId", "command"], "properties": {
+                    "nodeId": {"type": "string"}, "command": {"type": "string", "description": "for example system.which"},
+                    "params": {"type": "object"}, "timeoutMs": {"type": "integer", "minimum": 1}}}),
+            ),
         };
         ToolSpec { name: self.name(), description, parameters }
     }
@@ -116,6 +127,8 @@ pub enum ToolOutput {
 /// What a session's tools act with.
 pub struct ToolEnv {
     pub gateway: Addr<Gateway>,
+    /// The hub, when this process serves external nodes.
+    pub nodes: Option<Recipient<InvokeNode>>,
     pub capability: Capability,
     pub agent: Arc<AgentDef>,
     pub stats: Arc<Stats>,
@@ -137,6 +150,15 @@ struct HistoryArgs {
 struct SendArgs {
     session_key: String,
     message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct InvokeArgs {
+    node_id: String,
+    command: String,
+    params: Option<Value>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +237,22 @@ async fn dispatch(env: &ToolEnv, tool: Tool, raw: &str) -> Result<ToolOutput, To
             send(env, SessionKey::from(a.session_key.as_str()), a.message).await
         }
         Tool::Subagents => subagents(env, args(tool, raw)?).await,
+        Tool::NodesInvoke => invoke(env, args(tool, raw)?).await,
+    }
+}
+
+async fn invoke(env: &ToolEnv, a: InvokeArgs) -> Result<ToolOutput, ToolOutput> {
+    let nodes = env.nodes.as_ref().ok_or_else(|| error("no node gateway is running in this process"))?;
+    let params = NodeInvokeParams {
+        node_id: a.node_id,
+        command: a.command,
+        params: a.params,
+        idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
+        timeout_ms: a.timeout_ms,
+    };
+    match nodes.send(InvokeNode(params)).await.map_err(|_| error("the node gateway is not running"))? {
+        Ok(answer) => Ok(ToolOutput::Done(answer)),
+        Err(e) => Err(error(format!("{}: {}", e.code, e.message))),
     }
 }
 
