@@ -1,0 +1,198 @@
+//! Compatibility with the real OpenClaw 2026.9.6 clients (installed by
+//! `../shared/tools/openclaw-client`): the headless node host pairs with `hivegate serve`,
+//! is approved with `hivegate devices approve` and `hivegate nodes approve`, answers
+//! `hivegate nodes invoke`, stays paired across a restart of the server, and the real
+//! operator CLI lists the same devices.
+//!
+//! The client needs Node.js from the npm registry; `.ci/run` installs it first and sets
+//! `HIVEGATE_REQUIRE_OPENCLAW=1`, which turns a missing client into a failure. Without
+//! that variable a machine without `../shared` skips this test with a message.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "hivegate-openclaw-test-token";
+/// Bound on each wait for the real client (it backs off up to 30 s between reconnects).
+const WAIT: Duration = Duration::from_secs(90);
+
+fn openclaw_client() -> Option<PathBuf> {
+    let path = std::env::var_os("HIVEGATE_OPENCLAW_CLIENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/openclaw-client"));
+    path.is_file().then_some(path)
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hivegate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
+    command.current_dir(std::env::temp_dir()).env_remove("HIVEGATE_CONFIG");
+    command
+}
+
+/// `hivegate serve` on `port` (0: any) with its own state dir; returns the process and
+/// the port it listens on.
+fn serve(state: &Path, port: u16) -> (Running, u16) {
+    let mut child = hivegate()
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("HIVEGATE_GATEWAY_TOKEN", TOKEN)
+        .env("HIVEGATE_STATE_DIR", state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("hivegate serve did not start");
+    let addr = line.split_whitespace().find(|w| w.starts_with("http://")).expect("no address printed");
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    (Running(child), port)
+}
+
+fn stop(mut server: Running) {
+    // SIGTERM: the gateway's own shutdown path (shutdown event, close 1012).
+    let _ = Command::new("kill").arg(server.0.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if server.0.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("hivegate serve did not stop on SIGTERM");
+}
+
+/// `hivegate <args> --url … --token … --json`, parsed.
+fn cli(port: u16, args: &[&str]) -> Value {
+    let url = format!("ws://127.0.0.1:{port}");
+    let output = hivegate().args(args).args(["--url", &url, "--token", TOKEN, "--json"]).output().unwrap();
+    assert!(output.status.success(), "hivegate {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Poll (bounded) until `found` returns something.
+fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn node_host(client: &Path, state: &Path, port: u16, log: &Path) -> Running {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(client)
+        .args(["node", "run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env("OPENCLAW_GATEWAY_TOKEN", TOKEN)
+        .env("OPENCLAW_STATE_DIR", state)
+        .current_dir(state)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+fn connected_node(port: u16, node_id: &str) -> Option<Value> {
+    let nodes = cli(port, &["nodes", "list"]);
+    nodes["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["nodeId"] == node_id && n["connected"] == true && n["commands"].as_array().is_some_and(|c| !c.is_empty()))
+        .cloned()
+}
+
+#[test]
+fn the_real_openclaw_node_host_pairs_is_invoked_and_survives_a_restart() {
+    let Some(client) = openclaw_client() else {
+        assert!(std::env::var_os("HIVEGATE_REQUIRE_OPENCLAW").is_none(), "the OpenClaw reference client is required");
+        eprintln!("SKIPPED: ../shared/tools/openclaw-client not found (set HIVEGATE_OPENCLAW_CLIENT)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway_state, node_state, operator_state) = (dir.path().join("gw"), dir.path().join("node"), dir.path().join("op"));
+    for d in [&gateway_state, &node_state, &operator_state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let node_log = dir.path().join("node.log");
+    let (server, port) = serve(&gateway_state, 0);
+    let _node = node_host(&client, &node_state, port, &node_log);
+    let context = || std::fs::read_to_string(&node_log).unwrap_or_default();
+
+    // 1. The node asks to pair; it shows up as a pending request.
+    let pending = wait_for("the node's pairing request", || {
+        cli(port, &["devices", "list"])["pending"].as_array().and_then(|p| p.first().cloned())
+    });
+    assert_eq!((pending["role"].as_str(), pending["clientId"].as_str()), (Some("node"), Some("node-host")), "{pending}");
+    let device_id = pending["deviceId"].as_str().unwrap().to_string();
+    let approved = cli(port, &["devices", "approve", pending["requestId"].as_str().unwrap()]);
+    assert_eq!(approved["device"]["deviceId"], device_id.as_str());
+
+    // 2. It reconnects by itself and declares its commands; approve them.
+    let surface = wait_for("the node's command surface request", || {
+        cli(port, &["nodes", "pending"])["pending"].as_array().and_then(|p| p.first().cloned())
+    });
+    assert_eq!(surface["nodeId"], device_id.as_str());
+    cli(port, &["nodes", "approve", surface["requestId"].as_str().unwrap()]);
+    let node = wait_for("the node connected with approved commands", || connected_node(port, &device_id));
+    assert!(node["commands"].as_array().unwrap().iter().any(|c| c == "system.which"), "{node}");
+
+    // 3. The real node answers an invoke.
+    let answer = cli(
+        port,
+        &["nodes", "invoke", "--node", &device_id, "--command", "system.which", "--params", r#"{"bins":["sh"]}"#],
+    );
+    assert_eq!(answer["ok"], true, "{answer}\n{}", context());
+    let sh = answer["payload"]["bins"]["sh"].as_str().unwrap_or_default();
+    assert!(sh.ends_with("/sh"), "{answer}");
+
+    // 4. The real operator CLI sees the same paired device.
+    let output: Output = Command::new(&client)
+        .args(["devices", "list", "--url", &format!("ws://127.0.0.1:{port}"), "--token", TOKEN, "--json"])
+        .env("OPENCLAW_STATE_DIR", &operator_state)
+        .current_dir(&operator_state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "openclaw devices list: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let listed: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let paired: Vec<&str> = listed["paired"].as_array().unwrap().iter().filter_map(|d| d["deviceId"].as_str()).collect();
+    assert_eq!(paired, vec![device_id.as_str()]);
+    assert_eq!(listed["pending"].as_array().map(Vec::len), Some(0));
+
+    // 5. Restart the gateway on the same port and state: the node comes back paired,
+    //    with no new pairing request.
+    stop(server);
+    let (_server, _) = serve(&gateway_state, port);
+    wait_for("the node to reconnect after the restart", || connected_node(port, &device_id));
+    let devices = cli(port, &["devices", "list"]);
+    assert_eq!(devices["pending"].as_array().map(Vec::len), Some(0), "{devices}");
+    assert_eq!(devices["paired"][0]["deviceId"], device_id.as_str());
+    let again = cli(
+        port,
+        &["nodes", "invoke", "--node", &device_id, "--command", "system.which", "--params", r#"{"bins":["sh"]}"#],
+    );
+    assert_eq!(again["payload"]["bins"]["sh"].as_str(), Some(sh));
+}
