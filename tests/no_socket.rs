@@ -1,4 +1,5 @@
-//! Spawning is a message: it opens no socket and creates no pairing state. This test
+//! Spawning is a message: it opens no socket and creates no pairing state, with the
+//! WebSocket gateway (hub, store, HTTP listener) running in the same process. This test
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! counts the process's sockets, so it lives alone in its own test binary (tests in one
@@ -22,6 +23,9 @@ async fn a_spawn_opens_no_socket_and_creates_no_pairing_state() {
     }
     assert_eq!(socket_count(), before, "spawning must not open sockets");
     assert_eq!(harness.runtime().stats.pairing_requests(), 0);
+    // The WebSocket gateway is running in this process, and spawning touched none of it.
+    let pairing = harness.runtime().hub.send(hivegate::hub::CountPairing).await.unwrap();
+    assert_eq!(pairing, hivegate::hub::PairingCounts { paired: 0, pending: 0, connections: 0 });
     assert_eq!(harness.runtime().registry.running(), 251);
     harness.shutdown().await.unwrap();
 }
