@@ -13,8 +13,14 @@
 //! │     agent:<agentId>:subagent:<uuid>                     (depth 1)
 //! │     agent:<agentId>:subagent:<uuid>:subagent:<uuid>     (depth 2) ...
 //! └── Model client: one shared reqwest::Client, provider registry    model/
-//! HTTP server (actix-web, loopback): /health, builtin provider        http.rs, model/server.rs
+//! Hub (external side: pairing book, connections, node invokes)       hub/
+//! ├── Connection actors, one per WebSocket (operator or node)        ws/
+//! └── Store (SyncArbiter thread): the only writer of SQLite           store/
+//! HTTP server (actix-web): WebSocket at /, /health, builtin provider  http.rs, model/server.rs
 //! ```
+//!
+//! Sessions never pair or open sockets: a subagent's capability arrives inside the spawn
+//! message. Only programs outside the process go through `ws/` and `hub/`.
 //!
 //! Layout:
 //! - `main.rs` / [`cli`]: parse the command line, run a command.
@@ -25,7 +31,13 @@
 //! - [`session`]: the session actor shell, its pure turn state machine, its tools.
 //! - [`model`]: the `ModelClient` seam, OpenAI wire types, the builtin offline provider.
 //! - [`agent`]: agent definitions (data in `agents/`).
-//! - [`runtime`]: starts the HTTP server, the model client and the gateway together.
+//! - [`protocol`]: OpenClaw-compatible wire types only (serde, no actix, no I/O).
+//! - [`pairing`]: device identity checks and the pairing book, a pure state machine.
+//! - [`hub`]: the actor owning the pairing book, live connections and node invokes.
+//! - [`ws`]: the WebSocket connection actor; the only user of actix-web-actors.
+//! - [`store`]: the Store actor and its SQLite schema.
+//! - [`client`]: the operator WebSocket client behind `hivegate devices` / `nodes`.
+//! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the spawn benchmark harness shared by `hivegate bench` and `benches/`.
 
