@@ -82,26 +82,9 @@ struct RawPairing {
     auto_approve_local: bool,
 }
 
-/// The shared gateway secret. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for comparing (in constant time) or sending; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// Secrets are the wire's type: `Debug` redacts them and there is no `PartialEq`, so
+/// they are only compared in constant time (`hub::auth::secrets_match`).
+pub use crate::protocol::Secret;
 
 /// The default environment variable for the gateway token.
 pub const TOKEN_ENV: &str = "HIVEGATE_GATEWAY_TOKEN";
@@ -233,7 +216,7 @@ impl Config {
             providers.insert(name, Provider { base_url: p.base_url, api_key, api_key_env: p.api_key_env, api: p.api });
         }
         let token_env = raw.gateway.token_env.as_deref().unwrap_or(TOKEN_ENV);
-        let gateway_token = env(token_env).filter(|t| !t.is_empty()).map(Secret);
+        let gateway_token = env(token_env).filter(|t| !t.is_empty()).map(Secret::new);
         let state_dir = match (raw.gateway.state_dir, env("HIVEGATE_STATE_DIR").filter(|d| !d.is_empty())) {
             (_, Some(dir)) => PathBuf::from(dir),
             (Some(dir), None) => dir,
@@ -315,7 +298,7 @@ mod tests {
             _ => None,
         };
         let config = Config::from_toml("", "t", env).unwrap();
-        assert_eq!(config.gateway_token, Some(Secret::new("t0k")));
+        assert_eq!(config.gateway_token.as_ref().map(Secret::expose), Some("t0k"));
         assert_eq!(config.state_dir, PathBuf::from("/tmp/hg-state"));
         assert_eq!(format!("{:?}", config.gateway_token), "Some(Secret(<redacted>))");
         let home = |v: &str| (v == "HOME").then(|| "/home/u".to_string());
