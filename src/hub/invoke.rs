@@ -125,14 +125,19 @@ impl Hub {
     /// `node.invoke.result` from the node on connection `conn_id`.
     pub(crate) fn invoke_result(&mut self, conn_id: u64, result: NodeInvokeResultParams) -> Reply {
         let caller = self.conns.get(&conn_id).and_then(|c| c.device_id.clone());
-        if caller.as_deref() != Some(result.node_id.as_str()) {
-            return Err(ErrorShape::invalid_request("node.invoke.result must come from the node that was invoked"));
-        }
-        let Some(pending) = self.invokes.pending.remove(&result.id) else {
+        let Some(invoked) = self.invokes.pending.get(&result.id).map(|p| p.node_id.clone()) else {
             return Err(ErrorShape::invalid_request(format!(
                 "unknown invoke id {} (it may have timed out)",
                 result.id
             )));
+        };
+        // Both the claimed node id and the caller must be the node the invoke went to;
+        // anyone else's answer is refused and the invoke keeps waiting for the real one.
+        if caller.as_deref() != Some(invoked.as_str()) || result.node_id != invoked {
+            return Err(ErrorShape::invalid_request("node.invoke.result must come from the node that was invoked"));
+        }
+        let Some(pending) = self.invokes.pending.remove(&result.id) else {
+            return Err(ErrorShape::invalid_request(format!("unknown invoke id {}", result.id)));
         };
         let reply = if result.ok {
             NodeInvokeResponse::from_result(&result, &pending.command)

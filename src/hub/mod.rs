@@ -262,6 +262,7 @@ impl Hub {
             }
             Ok(accepted) => {
                 let payload = self.hello(msg.conn_id, msg.protocol, accepted.hello_auth);
+                let device_connect = accepted.device_id.is_some();
                 if let (Role::Node, Some(node_id)) = (accepted.role, &accepted.device_id) {
                     self.register_node(node_id, &msg.params, &msg.peer, msg.conn_id, now);
                 }
@@ -276,7 +277,12 @@ impl Hub {
                         remote_ip: msg.peer.ip.to_string(),
                     },
                 );
-                self.persist();
+                // Only a device connect changes the book (last seen, tokens, silent
+                // approval, node surface); a deviceless CLI call, one socket per RPC,
+                // must not rewrite the stored state each time.
+                if device_connect {
+                    self.persist();
+                }
                 self.broadcast(&accepted.events);
                 Ok(Hello { payload, role: accepted.role, scopes: accepted.scopes })
             }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod wsclient;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
