@@ -28,6 +28,7 @@ use crate::ws::WsState;
 pub struct Runtime {
     pub gateway: Addr<Gateway>,
     pub hub: Addr<Hub>,
+    store: Addr<Store>,
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
     /// Where the HTTP server listens.
@@ -96,7 +97,7 @@ impl Runtime {
         let gateway = gateway.start();
         let silent = if config.auto_approve_local { SilentApproval::LocalOnly } else { SilentApproval::Off };
         let hub_config = HubConfig { gateway_token: config.gateway_token.clone(), silent };
-        let hub = hub_ctx.run(Hub::new(hub_config, book, store, gateway.clone(), stats.clone()));
+        let hub = hub_ctx.run(Hub::new(hub_config, book, store.clone(), gateway.clone(), stats.clone()));
         state.fill(HttpState {
             registry: registry.clone(),
             stats: stats.clone(),
@@ -106,6 +107,7 @@ impl Runtime {
         Ok(Runtime {
             gateway,
             hub,
+            store,
             registry,
             stats,
             http_addr,
@@ -115,12 +117,15 @@ impl Runtime {
         })
     }
 
-    /// The one shutdown path: stop accepting, end every run, wait (bounded) for the
-    /// session actors to stop, stop the HTTP server.
+    /// The one shutdown path: tell connections (shutdown event, close 1012), end every
+    /// run, wait (bounded) for the session actors to stop, flush the store, stop the
+    /// HTTP server.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.hub.send(StopConnections).await;
         let _ = self.gateway.send(Shutdown).await;
         let all_stopped = self.stats.wait_all_stopped(SHUTDOWN_GRACE).await;
+        // Every pairing change queued before this point is on disk when this returns.
+        let _ = self.store.send(store::Flush).await;
         self.server.stop(true).await;
         if !all_stopped {
             anyhow::bail!("{} session actors still alive after the shutdown grace period", self.stats.live_sessions());
@@ -144,6 +149,9 @@ fn start_http(bind: SocketAddr) -> anyhow::Result<(actix_web::dev::ServerHandle,
         .workers(1)
         .disable_signals()
         .shutdown_timeout(2)
+        // Once a WebSocket has closed, do not hold the connection open waiting for the
+        // client to hang up first (tungstenite clients wait for the server).
+        .client_disconnect_timeout(std::time::Duration::ZERO)
         .bind(bind)
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = server.addrs().first().copied().context("the HTTP server bound no address")?;

@@ -25,8 +25,8 @@ use crate::config::Secret;
 use crate::gateway::{Gateway, Stats};
 use crate::pairing::{Audience, PairingBook, PairingEvent, SilentApproval, STATE_VERSION};
 use crate::protocol::{
-    Close, ConnectParams, ErrorShape, EventFrame, Features, HelloOk, Role, ServerInfo, ShutdownPayload, Snapshot,
-    StateVersion,
+    AuthMethod, Close, ConnectParams, ErrorShape, EventFrame, Features, HelloOk, Role, ServerInfo, ShutdownPayload,
+    Snapshot, StateVersion,
 };
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{SaveSnapshot, Store};
@@ -261,10 +261,16 @@ impl Hub {
                 Err(Refusal { error: refused.error, close: refused.close })
             }
             Ok(accepted) => {
+                // The stored book must change only for what has to survive a restart:
+                // pairing events (a silent approval) and a freshly minted device token.
+                // An echoed token or a new last-seen time is not worth a disk write on
+                // every connect.
+                let auth = &accepted.hello_auth;
+                let minted = auth.device_token.is_some() && auth.method != Some(AuthMethod::DeviceToken);
+                let mut changed = minted || !accepted.events.is_empty();
                 let payload = self.hello(msg.conn_id, msg.protocol, accepted.hello_auth);
-                let device_connect = accepted.device_id.is_some();
                 if let (Role::Node, Some(node_id)) = (accepted.role, &accepted.device_id) {
-                    self.register_node(node_id, &msg.params, &msg.peer, msg.conn_id, now);
+                    changed |= self.register_node(node_id, &msg.params, &msg.peer, msg.conn_id, now);
                 }
                 self.conns.insert(
                     msg.conn_id,
@@ -277,10 +283,7 @@ impl Hub {
                         remote_ip: msg.peer.ip.to_string(),
                     },
                 );
-                // Only a device connect changes the book (last seen, tokens, silent
-                // approval, node surface); a deviceless CLI call, one socket per RPC,
-                // must not rewrite the stored state each time.
-                if device_connect {
+                if changed {
                     self.persist();
                 }
                 self.broadcast(&accepted.events);
@@ -289,14 +292,21 @@ impl Hub {
         }
     }
 
-    /// A node connected: note where it is and declare its command surface.
-    fn register_node(&mut self, node_id: &str, params: &ConnectParams, peer: &Peer, conn_id: u64, now: u64) {
+    /// A node connected: note where it is and declare its command surface. Returns
+    /// whether the declaration changed the book (a new or superseded surface request).
+    fn register_node(&mut self, node_id: &str, params: &ConnectParams, peer: &Peer, conn_id: u64, now: u64) -> bool {
         self.nodes.insert(node_id.to_string(), conn_id);
         let ip = peer.ip.to_string();
         let declaration = self.book.node_policy().declaration(node_id, params, Some(&ip));
         match self.book.declare_node_surface(declaration, now) {
-            Ok(outcome) => self.broadcast(&outcome.events),
-            Err(e) => tracing::warn!(node = node_id, error = %e, "node surface declaration refused"),
+            Ok(outcome) => {
+                self.broadcast(&outcome.events);
+                !outcome.events.is_empty() || outcome.superseded.is_some()
+            }
+            Err(e) => {
+                tracing::warn!(node = node_id, error = %e, "node surface declaration refused");
+                false
+            }
         }
     }
 }
@@ -321,8 +331,20 @@ impl Handler<Disconnected> for Hub {
             let gone: Vec<String> =
                 self.nodes.iter().filter(|(_, c)| **c == msg.conn_id).map(|(n, _)| n.clone()).collect();
             for node_id in gone {
-                self.nodes.remove(&node_id);
-                self.invokes.fail_node(&node_id);
+                // A node with another live socket stays connected through that one.
+                let other = self
+                    .conns
+                    .iter()
+                    .find(|(_, c)| c.role == Role::Node && c.device_id.as_deref() == Some(node_id.as_str()));
+                match other.map(|(id, _)| *id) {
+                    Some(conn_id) => {
+                        self.nodes.insert(node_id, conn_id);
+                    }
+                    None => {
+                        self.nodes.remove(&node_id);
+                        self.invokes.fail_node(&node_id);
+                    }
+                }
             }
         }
     }

@@ -127,6 +127,17 @@ impl Handler<SaveSnapshot> for Store {
     }
 }
 
+/// Answered once every write sent before it is done (one thread, first in first out).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for Store {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
