@@ -13,6 +13,9 @@ pub struct BenchArgs {
     /// Sessions in the burst.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     burst: u64,
+    /// Paired-node handshakes over loopback WebSocket to time (0 skips them).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    handshakes: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -20,7 +23,7 @@ pub struct BenchArgs {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let json = args.json;
-    let report = crate::bench::run(args.spawns as usize, args.burst as usize, |step| {
+    let report = crate::bench::run(args.spawns as usize, args.burst as usize, args.handshakes as usize, |step| {
         if !json {
             eprintln!("bench: {step}");
         }
@@ -39,6 +42,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     );
     if let Some(bytes) = report.rss_bytes_per_session {
         println!("memory: {:.0} bytes RSS per session", bytes);
+    }
+    if let Some(h) = &report.handshake_us {
+        println!(
+            "paired-node handshake ({} samples, TCP + upgrade + challenge + Ed25519 verify + hello-ok):",
+            h.samples
+        );
+        println!("  p50 {:.1} µs   p99 {:.1} µs   max {:.1} µs", h.p50, h.p99, h.max);
     }
     Ok(0)
 }

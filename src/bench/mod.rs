@@ -1,4 +1,6 @@
-//! The spawn benchmark harness, shared by `hivegate bench` and `benches/spawn.rs`.
+//! Benchmark harnesses, shared by `hivegate bench` and the criterion benches, so both
+//! report the same path. This file: spawn (`benches/spawn.rs`); [`handshake`]: the
+//! pairing handshake (`benches/handshake.rs`).
 //!
 //! It measures the runtime alone: a gateway with a [`ParkedModel`] (records that a call
 //! was made, never answers), a parent main session parked on its first model call, and
@@ -6,6 +8,8 @@
 //! the whole path: spawn request → limits and attenuation → child actor started on the
 //! parent's arbiter with its capability → the child's first model call (proof it is
 //! running with what it was given) → ack received by the caller.
+
+pub mod handshake;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,10 +155,18 @@ pub struct BenchReport {
     pub burst_ms: f64,
     pub burst_us_per_spawn: f64,
     pub rss_bytes_per_session: Option<f64>,
+    /// A paired node's full handshake on loopback, when measured.
+    pub handshake_us: Option<Percentiles>,
 }
 
-/// `spawns` single spawns (reset every 1,000), then one burst of `burst` sessions.
-pub async fn run(spawns: usize, burst: usize, mut progress: impl FnMut(&str)) -> anyhow::Result<BenchReport> {
+/// `spawns` single spawns (reset every 1,000), one burst of `burst` sessions, then
+/// `handshakes` device-token handshakes (none when 0).
+pub async fn run(
+    spawns: usize,
+    burst: usize,
+    handshakes: usize,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<BenchReport> {
     let mut harness = SpawnHarness::start().await?;
     let mut samples = Vec::with_capacity(spawns);
     for i in 0..spawns {
@@ -170,7 +182,21 @@ pub async fn run(spawns: usize, burst: usize, mut progress: impl FnMut(&str)) ->
     let elapsed = harness.burst(burst).await?;
     let rss_after = rss_bytes();
     harness.shutdown().await?;
+    let handshake_us = match handshakes {
+        0 => None,
+        n => {
+            progress(&format!("{n} handshakes"));
+            let harness = handshake::HandshakeHarness::start().await?;
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                samples.push(harness.handshake().await?.as_nanos() as u64);
+            }
+            harness.shutdown().await?;
+            Some(Percentiles::of_ns(samples))
+        }
+    };
     Ok(BenchReport {
+        handshake_us,
         spawn_us: Percentiles::of_ns(samples),
         burst_sessions: burst,
         burst_ms: elapsed.as_secs_f64() * 1000.0,
