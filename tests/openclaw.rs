@@ -120,7 +120,9 @@ fn connected_node(port: u16, node_id: &str) -> Option<Value> {
     nodes["nodes"]
         .as_array()?
         .iter()
-        .find(|n| n["nodeId"] == node_id && n["connected"] == true && n["commands"].as_array().is_some_and(|c| !c.is_empty()))
+        .find(|n| {
+            n["nodeId"] == node_id && n["connected"] == true && n["commands"].as_array().is_some_and(|c| !c.is_empty())
+        })
         .cloned()
 }
 
@@ -132,7 +134,8 @@ fn the_real_openclaw_node_host_pairs_is_invoked_and_survives_a_restart() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (gateway_state, node_state, operator_state) = (dir.path().join("gw"), dir.path().join("node"), dir.path().join("op"));
+    let (gateway_state, node_state, operator_state) =
+        (dir.path().join("gw"), dir.path().join("node"), dir.path().join("op"));
     for d in [&gateway_state, &node_state, &operator_state] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -145,7 +148,11 @@ fn the_real_openclaw_node_host_pairs_is_invoked_and_survives_a_restart() {
     let pending = wait_for("the node's pairing request", || {
         cli(port, &["devices", "list"])["pending"].as_array().and_then(|p| p.first().cloned())
     });
-    assert_eq!((pending["role"].as_str(), pending["clientId"].as_str()), (Some("node"), Some("node-host")), "{pending}");
+    assert_eq!(
+        (pending["role"].as_str(), pending["clientId"].as_str()),
+        (Some("node"), Some("node-host")),
+        "{pending}"
+    );
     let device_id = pending["deviceId"].as_str().unwrap().to_string();
     let approved = cli(port, &["devices", "approve", pending["requestId"].as_str().unwrap()]);
     assert_eq!(approved["device"]["deviceId"], device_id.as_str());
@@ -178,7 +185,8 @@ fn the_real_openclaw_node_host_pairs_is_invoked_and_survives_a_restart() {
     assert!(output.status.success(), "openclaw devices list: {}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     let listed: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
-    let paired: Vec<&str> = listed["paired"].as_array().unwrap().iter().filter_map(|d| d["deviceId"].as_str()).collect();
+    let paired: Vec<&str> =
+        listed["paired"].as_array().unwrap().iter().filter_map(|d| d["deviceId"].as_str()).collect();
     assert_eq!(paired, vec![device_id.as_str()]);
     assert_eq!(listed["pending"].as_array().map(Vec::len), Some(0));
 
