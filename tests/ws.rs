@@ -19,6 +19,7 @@ use hivegate::gateway::{Outcome, StartMain, WaitRun};
 use hivegate::model::{Api, Provider};
 use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use tokio_tungstenite::tungstenite;
 
 const TOKEN: &str = "tok";
@@ -589,6 +590,16 @@ async fn pairing_and_approved_commands_survive_a_gateway_restart() {
     assert_eq!(node.expect_close().await, (1012, "service restart".to_string()));
     let shutdown = node.wait_event("shutdown").await;
     assert_eq!(shutdown["payload"], json!({"reason": "gateway stopping"}));
+    // The database holds the token's hash only, never the token itself.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(state.path()).unwrap() {
+        stored.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(!stored.is_empty());
+    let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(token.as_bytes()), "the plaintext device token is in the state directory");
+    let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(contains(hash.as_bytes()), "the token's hash is stored");
 
     let runtime = Runtime::start(&config, agents(&[])).await.unwrap();
     let addr = runtime.http_addr;
