@@ -8,6 +8,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod ws;
 pub mod wsclient;
 
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,360 @@
+//! Pairing over the WebSocket, end to end: scope upgrades, approvers, superseded
+//! requests, revoked tokens, state surviving a restart, and node invokes from operators
+//! and from sessions. A real gateway on 127.0.0.1:0 and a Rust client that speaks the
+//! protocol (`common/wsclient.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::ws::*;
+use common::wsclient::{ConnectOptions, Identity, WsClient};
+use common::{agents, call, tool_results, FakeModels, Reply, WAIT};
+use hivegate::gateway::{Outcome, StartMain, WaitRun};
+use hivegate::model::{Api, Provider};
+use hivegate::runtime::Runtime;
+use serde_json::json;
+use sha2::Digest as _;
+
+#[actix_rt::test]
+async fn a_scope_upgrade_needs_pairing_while_the_old_grant_keeps_working() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    let device = Identity::generate();
+    let read = ConnectOptions::operator(&device, TOKEN, &["operator.read"]);
+    let first_request = request_pairing(addr, &[], &read, "not-paired").await;
+    approve(addr, &first_request, &["operator.pairing", "operator.read"]).await.unwrap();
+    let mut client = WsClient::open(addr, &[]).await.unwrap();
+    let hello = client.connect(&read).await.unwrap();
+    assert_eq!((&hello["auth"]["method"], &hello["auth"]["scopes"]), (&json!("token"), &json!(["operator.read"])));
+    assert!(hello["auth"]["deviceToken"].is_string(), "{hello}");
+    client.close().await;
+
+    let wider = ConnectOptions::operator(&device, TOKEN, &["operator.read", "operator.write"]);
+    let upgrade = request_pairing(addr, &[], &wider, "scope-upgrade").await;
+    assert_ne!(upgrade, first_request);
+    let list = pair_list(addr).await;
+    let row = &list["pending"][0];
+    assert_eq!(
+        (&row["requestId"], &row["scopes"], &row["isRepair"]),
+        (&json!(upgrade), &json!(["operator.read", "operator.write"]), &json!(true))
+    );
+
+    let mut old_grant = WsClient::connected(addr, &[], &read).await;
+    assert_eq!(old_grant.call("health", json!({})).await.unwrap()["ok"], true);
+    assert_eq!(old_grant.call("node.invoke", json!({})).await.unwrap_err(), missing_scope("operator.write"));
+    assert_alive(addr).await;
+    assert_paired(addr, &device).await;
+
+    // Once approved, the wider ask connects with what it asked for.
+    approve(addr, &upgrade, &["operator.pairing", "operator.write"]).await.unwrap();
+    let mut upgraded = WsClient::open(addr, &[]).await.unwrap();
+    let hello = upgraded.connect(&wider).await.unwrap();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read", "operator.write"]));
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn an_approver_cannot_grant_a_scope_it_lacks_and_the_request_stays_pending() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    let device = Identity::generate();
+    let options = ConnectOptions::operator(&device, TOKEN, &["operator.read", "operator.admin"]);
+    let request_id = request_pairing(addr, &[], &options, "not-paired").await;
+    let error = approve(addr, &request_id, &["operator.pairing", "operator.read"]).await.unwrap_err();
+    assert_eq!(
+        error,
+        json!({"code": "INVALID_REQUEST",
+               "message": "device pairing approval denied: approver lacks operator.admin; approve from a connection that holds it",
+               "details": {"code": "MISSING_SCOPE", "missingScope": "operator.admin"}})
+    );
+    assert_eq!(
+        pending(addr).await,
+        vec![(request_id.clone(), device.device_id.clone(), json!(["operator.read", "operator.admin"]))]
+    );
+    assert!(!paired_ids(addr).await.contains(&device.device_id));
+
+    // An approver that holds admin can grant it.
+    approve(addr, &request_id, &["operator.pairing", "operator.admin"]).await.unwrap();
+    let mut admin = WsClient::open(addr, &[]).await.unwrap();
+    let hello = admin.connect(&options).await.unwrap();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read", "operator.admin"]));
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_wider_re_request_supersedes_the_pending_one_instead_of_widening_it() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    let mut watcher = cli(addr, &["operator.pairing"]).await;
+    let device = Identity::generate();
+    let narrow = ConnectOptions::operator(&device, TOKEN, &["operator.read"]);
+    let wide = ConnectOptions::operator(&device, TOKEN, &["operator.read", "operator.write"]);
+
+    let first = request_pairing(addr, &[], &narrow, "not-paired").await;
+    assert_eq!(pending(addr).await, vec![(first.clone(), device.device_id.clone(), json!(["operator.read"]))]);
+    let second = request_pairing(addr, &[], &wide, "not-paired").await;
+    assert_ne!(second, first);
+    let only_second = vec![(second.clone(), device.device_id.clone(), json!(["operator.read", "operator.write"]))];
+    assert_eq!(pending(addr).await, only_second);
+    // The same ask again refreshes the same request.
+    assert_eq!(request_pairing(addr, &[], &wide, "not-paired").await, second);
+    assert_eq!(pending(addr).await, only_second);
+
+    // Pairing operators were told about each new request, in order.
+    for expected in [&first, &second] {
+        let event = watcher.wait_event("device.pair.requested").await;
+        assert_eq!(event["payload"]["requestId"], expected.as_str());
+        assert!(event["seq"].is_u64(), "{event}");
+    }
+    let error = approve(addr, &first, &["operator.pairing", "operator.write"]).await.unwrap_err();
+    assert_eq!(error, json!({"code": "INVALID_REQUEST", "message": "unknown requestId"}));
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_revoked_device_token_closes_its_connection_and_stops_working() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    let device = Identity::generate();
+    let (first, token) = paired_node(addr, &device, &[]).await;
+    first.close().await;
+
+    let by_token = ConnectOptions::node(&device, TOKEN).with_device_token(&token);
+    let mut node = WsClient::open(addr, &[]).await.unwrap();
+    let hello = node.connect(&by_token).await.unwrap();
+    let issued = hello["auth"]["issuedAtMs"].clone();
+    assert_eq!(
+        hello["auth"],
+        json!({"method": "device-token", "role": "node", "scopes": [], "deviceToken": token, "issuedAtMs": issued})
+    );
+
+    let params = json!({"deviceId": device.device_id, "role": "node"});
+    let revoked = cli_call(addr, &["operator.pairing"], "device.token.revoke", params).await.unwrap();
+    assert_eq!(revoked, json!({"deviceId": device.device_id, "role": "node", "revokedAtMs": revoked["revokedAtMs"]}));
+    assert_eq!(node.expect_close().await, (1008, "device token revoked".to_string()));
+
+    let message = "device token mismatch; rotate the token with device.token.rotate or pair again";
+    let (error, close) = refused(addr, &[], &by_token).await;
+    assert_eq!(
+        error,
+        json!({"code": "INVALID_REQUEST", "message": message, "details": {"code": "AUTH_DEVICE_TOKEN_MISMATCH"}})
+    );
+    assert_eq!(close, (1008, message.to_string()));
+    assert_alive(addr).await;
+    assert_paired(addr, &device).await;
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn pairing_and_approved_commands_survive_a_gateway_restart() {
+    let state = tempfile::TempDir::new().unwrap();
+    let config = config(state.path().to_path_buf());
+    let runtime = Runtime::start(&config, agents(&[])).await.unwrap();
+    let device = Identity::generate();
+    let (mut node, token) = paired_node(runtime.http_addr, &device, &["system.which"]).await;
+    runtime.shutdown().await.unwrap();
+    assert_eq!(node.expect_close().await, (1012, "service restart".to_string()));
+    let shutdown = node.wait_event("shutdown").await;
+    assert_eq!(shutdown["payload"], json!({"reason": "gateway stopping"}));
+    // The database holds the token's hash only, never the token itself.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(state.path()).unwrap() {
+        stored.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(!stored.is_empty());
+    let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(token.as_bytes()), "the plaintext device token is in the state directory");
+    let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(contains(hash.as_bytes()), "the token's hash is stored");
+
+    let runtime = Runtime::start(&config, agents(&[])).await.unwrap();
+    let addr = runtime.http_addr;
+    let mut node = WsClient::open(addr, &[]).await.unwrap();
+    let options = ConnectOptions::node(&device, TOKEN).commands(&["system.which"]).with_device_token(&token);
+    let hello = node.connect(&options).await.unwrap();
+    assert_eq!((&hello["auth"]["method"], &hello["auth"]["role"]), (&json!("device-token"), &json!("node")));
+
+    let list = cli_call(addr, &["operator.read"], "node.list", json!({})).await.unwrap();
+    let nodes = list["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{list}");
+    let entry = &nodes[0];
+    assert_eq!(
+        (&entry["nodeId"], &entry["paired"], &entry["connected"], &entry["approvalState"], &entry["commands"]),
+        (&json!(device.device_id), &json!(true), &json!(true), &json!("approved"), &json!(["system.which"]))
+    );
+    assert_paired(addr, &device).await;
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn node_invoke_goes_through_the_gateway_to_the_node_and_back() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    let device = Identity::generate();
+    let id = device.device_id.clone();
+    let (mut node, _) = paired_node(addr, &device, &["system.which"]).await;
+    let resolved = node.wait_event("node.pair.resolved").await;
+    assert_eq!((&resolved["payload"]["nodeId"], &resolved["payload"]["decision"]), (&json!(id), &json!("approved")));
+    assert!(resolved.get("seq").is_none(), "targeted at the node, without seq: {resolved}");
+
+    let mut operator = cli(addr, &["operator.write"]).await;
+    let answer = json!({"bins": {"sh": "/bin/sh"}});
+    let params = json!({"nodeId": id, "command": "system.which", "params": {"bins": ["sh"]},
+                        "idempotencyKey": "which-1", "timeoutMs": 5000});
+    let (reply, request) = tokio::join!(operator.call("node.invoke", params.clone()), async {
+        let request = node.wait_event("node.invoke.request").await;
+        let result =
+            json!({"id": request["payload"]["id"], "nodeId": id, "ok": true, "payloadJSON": answer.to_string()});
+        assert_eq!(node.call("node.invoke.result", result).await.unwrap(), json!({"ok": true}));
+        request
+    });
+    assert_eq!(
+        request,
+        json!({"type": "event", "event": "node.invoke.request", "payload": {"id": request["payload"]["id"],
+               "nodeId": id, "command": "system.which", "paramsJSON": "{\"bins\":[\"sh\"]}", "timeoutMs": 5000,
+               "idempotencyKey": "which-1"}})
+    );
+    let expected = json!({"ok": true, "nodeId": id, "command": "system.which", "payload": answer, "payloadJSON": answer.to_string()});
+    assert_eq!(reply.unwrap(), expected);
+    // The same idempotency key returns the first result without asking the node again.
+    assert_eq!(operator.call("node.invoke", params).await.unwrap(), expected);
+
+    let run =
+        json!({"nodeId": id, "command": "system.run", "params": {"command": ["true"]}, "idempotencyKey": "run-1"});
+    assert_eq!(
+        operator.call("node.invoke", run).await.unwrap_err(),
+        json!({"code": "FORBIDDEN", "details": {"code": "COMMAND_NOT_APPROVED"}, "message":
+               format!("command system.run is not approved for node {id}; approve its commands with `hivegate nodes approve`")})
+    );
+
+    // A node that never answers: the short deadline wins.
+    let quick =
+        json!({"nodeId": id, "command": "system.which", "params": {}, "idempotencyKey": "which-2", "timeoutMs": 200});
+    let (reply, _) = tokio::join!(operator.call("node.invoke", quick), node.wait_event("node.invoke.request"));
+    assert_eq!(
+        reply.unwrap_err(),
+        json!({"code": "UNAVAILABLE", "message": format!("node {id} did not answer system.which within 200 ms"), "retryable": true})
+    );
+
+    // A node that goes away fails its invoke at once, not at the 60 s deadline.
+    let slow = json!({"nodeId": id, "command": "system.which", "params": {}, "idempotencyKey": "which-3", "timeoutMs": 60_000});
+    let (reply, _) = tokio::join!(operator.call("node.invoke", slow.clone()), async move {
+        node.wait_event("node.invoke.request").await;
+        node.close().await;
+    });
+    assert_eq!(
+        reply.unwrap_err(),
+        json!({"code": "UNAVAILABLE", "message": format!("node {id} disconnected before answering system.which")})
+    );
+    let gone = json!({"nodeId": id, "command": "system.which", "params": {}, "idempotencyKey": "which-4"});
+    assert_eq!(
+        operator.call("node.invoke", gone).await.unwrap_err(),
+        json!({"code": "UNAVAILABLE", "message": format!("node {id} is not connected; see `hivegate nodes list`")})
+    );
+    assert_alive(addr).await;
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn only_the_invoked_node_can_answer_an_invoke() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    let (target, other) = (Identity::generate(), Identity::generate());
+    let id = target.device_id.clone();
+    let (mut node, _) = paired_node(addr, &target, &["system.which"]).await;
+    let (mut impostor, _) = paired_node(addr, &other, &["system.which"]).await;
+    let mut operator = cli(addr, &["operator.write"]).await;
+    let answer = json!({"bins": {"sh": "/bin/sh"}});
+    let params = json!({"nodeId": id, "command": "system.which", "params": {"bins": ["sh"]}, "timeoutMs": 5000});
+    let (reply, _) = tokio::join!(operator.call("node.invoke", params), async {
+        let request = node.wait_event("node.invoke.request").await;
+        let invoke_id = request["payload"]["id"].clone();
+        // Another paired node that learned the invoke id answers under its own id.
+        let forged =
+            json!({"id": invoke_id, "nodeId": other.device_id, "ok": true, "payloadJSON": "{\"forged\":true}"});
+        assert_eq!(
+            impostor.call("node.invoke.result", forged).await.unwrap_err(),
+            json!({"code": "INVALID_REQUEST", "message": "node.invoke.result must come from the node that was invoked"})
+        );
+        let result = json!({"id": invoke_id, "nodeId": id, "ok": true, "payloadJSON": answer.to_string()});
+        assert_eq!(node.call("node.invoke.result", result).await.unwrap(), json!({"ok": true}));
+    });
+    assert_eq!(
+        reply.unwrap(),
+        json!({"ok": true, "nodeId": id, "command": "system.which", "payload": answer, "payloadJSON": answer.to_string()})
+    );
+    runtime.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_session_runs_an_approved_node_command_with_nodes_invoke() {
+    let device = Identity::generate();
+    let id = device.device_id.clone();
+    let script_id = id.clone();
+    let fake = FakeModels::start(move |request| {
+        if tool_results(request).is_empty() {
+            Reply::Calls(vec![
+                call(
+                    "which",
+                    "nodes_invoke",
+                    json!({"nodeId": script_id, "command": "system.which", "params": {"bins": ["sh"]}, "timeoutMs": 5000}),
+                ),
+                call("run", "nodes_invoke", json!({"nodeId": script_id, "command": "system.run", "params": {}})),
+            ])
+        } else {
+            Reply::Text("done".into())
+        }
+    });
+    let mut config = config(PathBuf::new());
+    config.providers.insert(
+        "fake",
+        Provider {
+            base_url: fake.url.clone(),
+            api_key: Some("k".into()),
+            api_key_env: None,
+            api: Api::OpenAiCompletions,
+        },
+    );
+    let agent = "id = \"ops\"\nmodel = \"fake/ops\"\n[tools]\nallow = [\"nodes_invoke\"]\n";
+    let runtime = Runtime::start(&config, agents(&[agent])).await.unwrap();
+    let (mut node, _) = paired_node(runtime.http_addr, &device, &["system.which"]).await;
+
+    let start =
+        StartMain { agent_id: "ops".into(), task: "where is sh?".into(), run_timeout: None, budget_tokens: None };
+    let run = runtime.gateway.send(start).await.unwrap().unwrap();
+    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
+    let answer = json!({"bins": {"sh": "/bin/sh"}});
+    let (summary, request) = tokio::join!(async { tokio::time::timeout(WAIT, ended).await.unwrap().unwrap() }, async {
+        let request = node.wait_event("node.invoke.request").await;
+        let result =
+            json!({"id": request["payload"]["id"], "nodeId": id, "ok": true, "payloadJSON": answer.to_string()});
+        node.call("node.invoke.result", result).await.unwrap();
+        request
+    });
+    assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "done"));
+    assert_eq!(
+        (&request["payload"]["command"], &request["payload"]["paramsJSON"]),
+        (&json!("system.which"), &json!("{\"bins\":[\"sh\"]}"))
+    );
+    let requests = fake.requests_for("ops");
+    assert_eq!(requests.len(), 2);
+    let results = tool_results(&requests[1]);
+    let not_approved = format!(
+        "FORBIDDEN: command system.run is not approved for node {id}; approve its commands with `hivegate nodes approve`"
+    );
+    assert_eq!(
+        results,
+        vec![
+            (
+                "which".to_string(),
+                json!({"ok": true, "nodeId": id, "command": "system.which", "payload": answer, "payloadJSON": answer.to_string()})
+            ),
+            ("run".to_string(), json!({"status": "error", "error": not_approved})),
+        ]
+    );
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
