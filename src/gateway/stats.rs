@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Latency samples kept: the most recent ones, so a long-running gateway's memory does
+/// not grow with every spawn.
+pub const LATENCY_SAMPLES: usize = 1 << 16;
+
 #[derive(Default)]
 pub struct Stats {
     spawns: AtomicU64,
@@ -46,9 +50,16 @@ impl Stats {
     }
 
     /// One spawn: request sent → child actor started with its capability → ack sent.
+    /// Keeps the latest [`LATENCY_SAMPLES`] (a ring once full).
     pub fn record_spawn_latency(&self, elapsed: Duration) {
+        let sample = elapsed.as_nanos() as u64;
+        let spawns = self.spawns.load(Ordering::Relaxed) as usize;
         let mut samples = self.spawn_latency_ns.lock().unwrap_or_else(|p| p.into_inner());
-        samples.push(elapsed.as_nanos() as u64);
+        if samples.len() < LATENCY_SAMPLES {
+            samples.push(sample);
+        } else {
+            samples[spawns % LATENCY_SAMPLES] = sample;
+        }
     }
 
     pub fn spawn_latency(&self) -> Percentiles {
@@ -108,5 +119,15 @@ mod tests {
         let p = Percentiles::of_ns((1..=100).map(|i| i * 1000).collect());
         assert_eq!(p, Percentiles { samples: 100, p50: 50.0, p99: 99.0, max: 100.0 });
         assert_eq!(Percentiles::of_ns(vec![]), Percentiles::default());
+    }
+
+    #[test]
+    fn latency_samples_stay_bounded() {
+        let stats = Stats::default();
+        for i in 0..(LATENCY_SAMPLES + 10) {
+            stats.record_spawn();
+            stats.record_spawn_latency(Duration::from_nanos(i as u64));
+        }
+        assert_eq!(stats.spawn_latency().samples, LATENCY_SAMPLES);
     }
 }
