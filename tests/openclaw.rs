@@ -133,6 +133,10 @@ fn the_real_openclaw_node_host_pairs_is_invoked_and_survives_a_restart() {
         eprintln!("SKIPPED: ../shared/tools/openclaw-client not found (set HIVEGATE_OPENCLAW_CLIENT)");
         return;
     };
+    // Install first (bounded by the script's own npm timeouts), so the waits below time
+    // the protocol, not a download.
+    let install = Command::new(&client).arg("--install-only").stdout(Stdio::null()).status().unwrap();
+    assert!(install.success(), "installing the OpenClaw client failed");
     let dir = tempfile::tempdir().unwrap();
     let (gateway_state, node_state, operator_state) =
         (dir.path().join("gw"), dir.path().join("node"), dir.path().join("op"));
