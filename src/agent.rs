@@ -200,12 +200,12 @@ pub fn parse(
             _ => None,
         })
         .collect();
-    let run_timeout = match raw.subagents.run_timeout_seconds {
-        Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(invalid("subagents.run_timeout_seconds must be positive".into()))
-        }
-        other => other.map(Duration::from_secs_f64),
-    };
+    let run_timeout = raw
+        .subagents
+        .run_timeout_seconds
+        .map(crate::config::timeout_from_secs)
+        .transpose()
+        .map_err(|e| invalid(format!("subagents.run_timeout_seconds {e}")))?;
     Ok(AgentDef {
         tool_specs: tools.iter().map(|t| t.spec()).collect(),
         id: raw.id,

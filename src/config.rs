@@ -86,6 +86,22 @@ struct RawPairing {
 /// they are only compared in constant time (`hub::auth::secrets_match`).
 pub use crate::protocol::Secret;
 
+/// The longest run timeout anything may ask for (a model, the CLI or the config).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Seconds as a positive, finite duration no longer than [`MAX_TIMEOUT`]; the error says
+/// what was wrong. The one conversion for every timeout that comes from outside, so no
+/// value can overflow a `Duration` or an `Instant`.
+pub fn timeout_from_secs(seconds: f64) -> Result<Duration, String> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("must be a positive number of seconds, got {seconds}"));
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(format!("must be at most {} seconds, got {seconds}", MAX_TIMEOUT.as_secs())),
+    }
+}
+
 /// The default environment variable for the gateway token.
 pub const TOKEN_ENV: &str = "HIVEGATE_GATEWAY_TOKEN";
 
@@ -247,8 +263,7 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
         None => Ok(default),
     };
     let seconds = |name: &str, v: Option<f64>, default: Duration| match v {
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
-        Some(_) => Err(ConfigError::Invalid(format!("limits.{name} must be a positive number of seconds"))),
+        Some(s) => timeout_from_secs(s).map_err(|e| ConfigError::Invalid(format!("limits.{name} {e}"))),
         None => Ok(default),
     };
     Ok(Limits {
@@ -311,6 +326,10 @@ mod tests {
         for (text, expected) in [
             ("[limits]\nmax_sessions = 0", "limits.max_sessions must be at least 1"),
             ("[limits]\ndefault_run_timeout_seconds = -1", "default_run_timeout_seconds must be a positive"),
+            (
+                "[limits]\ndefault_run_timeout_seconds = 1e30",
+                "default_run_timeout_seconds must be at most 2592000 seconds",
+            ),
             ("[gateway]\nbind = \"nope\"", "gateway.bind 'nope'"),
             ("[providers.builtin]\nbase_url = \"http://x\"", "reserved"),
             ("[providers.p]\nbase_url = \"ftp://x\"", "must start with http"),

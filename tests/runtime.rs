@@ -145,6 +145,17 @@ async fn spawns_beyond_the_limits_are_refused_naming_the_limit() {
                "error": "max active children reached (maxChildrenPerSession=2); wait for a child to finish"})
     );
     let child = capability_of(&runtime, &children[0]);
+    // A model-supplied timeout too large for a Duration or an Instant is refused, and
+    // the gateway keeps serving.
+    for seconds in [1e30, 1e19, f64::NAN, -1.0] {
+        let mut huge = spawn(&child, "leaf");
+        huge.request.run_timeout_seconds = Some(seconds);
+        let reply = runtime.gateway.send(huge).await.unwrap();
+        assert!(
+            matches!(&reply, SpawnReply::Error { error } if error.starts_with("runTimeoutSeconds must be")),
+            "{reply:?}"
+        );
+    }
     let too_deep = runtime.gateway.send(spawn(&child, "leaf")).await.unwrap();
     assert_eq!(
         serde_json::to_value(too_deep).unwrap(),

@@ -3,7 +3,7 @@
 //! tree is shallower than D), waits for the whole tree and reports it.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 
@@ -53,9 +53,7 @@ fn expected_sessions(args: &DemoArgs) -> u64 {
 }
 
 pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<i32> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
+    let timeout = crate::config::timeout_from_secs(args.timeout).map_err(|e| anyhow::anyhow!("--timeout {e}"))?;
     let mut config = Config::load(config_path.as_deref())?;
     config.bind = ([127, 0, 0, 1], 0).into();
     // Ephemeral: this command pairs nothing and must not touch the durable state.
@@ -73,7 +71,6 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
         );
     }
     let started = Instant::now();
-    let timeout = Duration::from_secs_f64(args.timeout);
     let run = runtime
         .gateway
         .send(StartMain {

@@ -139,7 +139,8 @@ impl Gateway {
 
     fn mint_main_capability(&self, key: &SessionKey, agent: &crate::agent::AgentDef, msg: &StartMain) -> Capability {
         let max_depth = self.limits.max_spawn_depth.min(agent.subagents.max_depth.unwrap_or(u32::MAX));
-        let deadline = Instant::now() + msg.run_timeout.unwrap_or(self.limits.default_run_timeout);
+        let timeout = msg.run_timeout.unwrap_or(self.limits.default_run_timeout).min(crate::config::MAX_TIMEOUT);
+        let deadline = Instant::now() + timeout;
         self.authority.mint_root(key.clone(), agent.scopes, max_depth, Some(deadline), msg.budget_tokens)
     }
 

@@ -91,15 +91,16 @@ pub fn plan(
 
     let model = resolve_model(cx, &request, policy.model.as_ref(), agent)?;
     let timeout = match request.run_timeout_seconds {
-        Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(SpawnReply::Error { error: format!("runTimeoutSeconds must be a positive number, got {s}") })
-        }
-        Some(s) => std::time::Duration::from_secs_f64(s),
+        Some(s) => crate::config::timeout_from_secs(s)
+            .map_err(|e| SpawnReply::Error { error: format!("runTimeoutSeconds {e}") })?,
         None => policy.run_timeout.unwrap_or(cx.limits.default_run_timeout),
     };
-    let deadline = match parent.deadline() {
-        Some(limit) => (now + timeout).min(limit),
-        None => now + timeout,
+    // Never later than the parent's deadline; checked, so no timeout can overflow.
+    let deadline = match (now.checked_add(timeout), parent.deadline()) {
+        (Some(own), Some(limit)) => own.min(limit),
+        (Some(own), None) => own,
+        (None, Some(limit)) => limit,
+        (None, None) => now + crate::config::MAX_TIMEOUT,
     };
 
     let key = parent_key.child(agent_id);
