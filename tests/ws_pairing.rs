@@ -221,6 +221,12 @@ async fn node_invoke_goes_through_the_gateway_to_the_node_and_back() {
     assert_eq!(reply.unwrap(), expected);
     // The same idempotency key returns the first result without asking the node again.
     assert_eq!(operator.call("node.invoke", params).await.unwrap(), expected);
+    // ...but only for the same command on the same node, and never past the approval check.
+    let other_command = json!({"nodeId": id, "command": "system.run", "params": {}, "idempotencyKey": "which-1"});
+    assert_eq!(operator.call("node.invoke", other_command).await.unwrap_err()["code"], "FORBIDDEN");
+    let other_node =
+        json!({"nodeId": "no-such-node", "command": "system.which", "params": {}, "idempotencyKey": "which-1"});
+    assert_eq!(operator.call("node.invoke", other_node).await.unwrap_err()["code"], "FORBIDDEN");
 
     let run =
         json!({"nodeId": id, "command": "system.run", "params": {"command": ["true"]}, "idempotencyKey": "run-1"});

@@ -1,8 +1,9 @@
 //! Node invokes: `node.invoke` from an operator (or `nodes_invoke` from a session) goes
 //! out to the node as event `node.invoke.request`, and the node's `node.invoke.result`
-//! comes back to the waiting caller. Each invoke has a deadline; a node that
-//! disconnects fails its invokes at once; a repeated `idempotencyKey` within ten minutes
-//! returns the first result instead of running the command again.
+//! comes back to the waiting caller. Each invoke has a deadline; the socket it went out
+//! on closing fails it at once; a repeated `idempotencyKey` for the same node and
+//! command within ten minutes returns the first result instead of running the command
+//! again (and only after the command is checked as approved, like any invoke).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,30 +26,37 @@ type Reply = Result<Value, ErrorShape>;
 
 struct Pending {
     node_id: String,
+    /// The connection the request went out on.
+    conn_id: u64,
     command: String,
     reply: oneshot::Sender<Reply>,
 }
 
+/// (node id, command, idempotency key): a key is only ever replayed for the same
+/// command on the same node.
+type DoneKey = (String, String, String);
+
 #[derive(Default)]
 pub(crate) struct Invokes {
     pending: HashMap<String, Pending>,
-    done: HashMap<String, (u64, Value)>,
+    done: HashMap<DoneKey, (u64, Value)>,
 }
 
 impl Invokes {
-    /// The node went away: every invoke waiting on it fails now, not at its deadline.
-    pub(crate) fn fail_node(&mut self, node_id: &str) {
+    /// A connection closed: every invoke sent on it fails now, not at its deadline,
+    /// even when the node has already reconnected on another socket.
+    pub(crate) fn fail_conn(&mut self, conn_id: u64) {
         let ids: Vec<String> =
-            self.pending.iter().filter(|(_, p)| p.node_id == node_id).map(|(id, _)| id.clone()).collect();
+            self.pending.iter().filter(|(_, p)| p.conn_id == conn_id).map(|(id, _)| id.clone()).collect();
         for id in ids {
             if let Some(p) = self.pending.remove(&id) {
-                let message = format!("node {node_id} disconnected before answering {}", p.command);
+                let message = format!("node {} disconnected before answering {}", p.node_id, p.command);
                 let _ = p.reply.send(Err(ErrorShape::new(error_codes::UNAVAILABLE, message)));
             }
         }
     }
 
-    fn cached(&mut self, key: Option<&str>, now: u64) -> Option<Value> {
+    fn cached(&mut self, key: Option<&DoneKey>, now: u64) -> Option<Value> {
         self.done.retain(|_, (at, _)| now.saturating_sub(*at) < IDEMPOTENCY_TTL_MS);
         key.and_then(|k| self.done.get(k)).map(|(_, v)| v.clone())
     }
@@ -61,8 +69,11 @@ pub struct InvokeNode(pub NodeInvokeParams);
 
 impl Hub {
     pub(crate) fn invoke(&mut self, params: NodeInvokeParams) -> ResponseActFuture<Self, Reply> {
-        let key = params.idempotency_key.clone();
-        if let Some(first) = self.invokes.cached(key.as_deref(), now_ms()) {
+        if let Err(e) = self.check_approved(&params) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let key = params.idempotency_key.clone().map(|k| (params.node_id.clone(), params.command.clone(), k));
+        if let Some(first) = self.invokes.cached(key.as_ref(), now_ms()) {
             return Box::pin(fut::ready(Ok(first)));
         }
         let started = match self.send_invoke(&params) {
@@ -90,17 +101,8 @@ impl Hub {
         }))
     }
 
-    fn send_invoke(
-        &mut self,
-        params: &NodeInvokeParams,
-    ) -> Result<(String, u64, oneshot::Receiver<Reply>), ErrorShape> {
+    fn check_approved(&self, params: &NodeInvokeParams) -> Result<(), ErrorShape> {
         let node = &params.node_id;
-        let conn = self.nodes.get(node).and_then(|id| self.conns.get(id)).ok_or_else(|| {
-            ErrorShape::new(
-                error_codes::UNAVAILABLE,
-                format!("node {node} is not connected; see `hivegate nodes list`"),
-            )
-        })?;
         if !self.book.is_command_approved(node, &params.command) {
             let message = format!(
                 "command {} is not approved for node {node}; approve its commands with `hivegate nodes approve`",
@@ -109,6 +111,24 @@ impl Hub {
             return Err(ErrorShape::new(error_codes::FORBIDDEN, message)
                 .with_details(serde_json::json!({"code": "COMMAND_NOT_APPROVED"})));
         }
+        Ok(())
+    }
+
+    fn send_invoke(
+        &mut self,
+        params: &NodeInvokeParams,
+    ) -> Result<(String, u64, oneshot::Receiver<Reply>), ErrorShape> {
+        let node = &params.node_id;
+        let conn_id = *self.nodes.get(node).filter(|id| self.conns.contains_key(id)).ok_or_else(|| {
+            ErrorShape::new(
+                error_codes::UNAVAILABLE,
+                format!("node {node} is not connected; see `hivegate nodes list`"),
+            )
+        })?;
+        let conn = self
+            .conns
+            .get(&conn_id)
+            .ok_or_else(|| ErrorShape::new(error_codes::UNAVAILABLE, "node connection gone"))?;
         let timeout_ms = params.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).clamp(1, MAX_TIMEOUT_MS);
         let invoke_id = uuid::Uuid::new_v4().to_string();
         let request =
@@ -116,9 +136,10 @@ impl Hub {
         let frame = EventFrame::from_payload(&request).map_err(|e| e.to_error_shape())?;
         conn.outbox.do_send(Outbound::Event { frame, broadcast: false });
         let (reply, receiver) = oneshot::channel();
-        self.invokes
-            .pending
-            .insert(invoke_id.clone(), Pending { node_id: node.clone(), command: params.command.clone(), reply });
+        self.invokes.pending.insert(
+            invoke_id.clone(),
+            Pending { node_id: node.clone(), conn_id, command: params.command.clone(), reply },
+        );
         Ok((invoke_id, timeout_ms, receiver))
     }
 

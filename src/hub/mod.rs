@@ -328,6 +328,7 @@ impl Handler<Disconnected> for Hub {
 
     fn handle(&mut self, msg: Disconnected, _: &mut Self::Context) {
         if self.conns.remove(&msg.conn_id).is_some() {
+            self.invokes.fail_conn(msg.conn_id);
             let gone: Vec<String> =
                 self.nodes.iter().filter(|(_, c)| **c == msg.conn_id).map(|(n, _)| n.clone()).collect();
             for node_id in gone {
@@ -342,7 +343,6 @@ impl Handler<Disconnected> for Hub {
                     }
                     None => {
                         self.nodes.remove(&node_id);
-                        self.invokes.fail_node(&node_id);
                     }
                 }
             }
