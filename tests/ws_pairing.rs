@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use common::ws::*;
 use common::wsclient::{ConnectOptions, Identity, WsClient};
 use common::{agents, call, tool_results, FakeModels, Reply, WAIT};
+use hivegate::config::Config;
 use hivegate::gateway::{Outcome, StartMain, WaitRun};
 use hivegate::model::{Api, Provider};
 use hivegate::runtime::Runtime;
@@ -363,4 +364,37 @@ async fn a_session_runs_an_approved_node_command_with_nodes_invoke() {
     );
     runtime.shutdown().await.unwrap();
     fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn without_a_gateway_token_a_revoked_device_is_locked_out() {
+    let config = Config { gateway_token: None, ..config(PathBuf::new()) };
+    let runtime = Runtime::start(&config, agents(&[])).await.unwrap();
+    let addr = runtime.http_addr;
+    let device = Identity::generate();
+    let signature_only = || ConnectOptions { token: None, ..ConnectOptions::node(&device, "") };
+    let request_id = request_pairing(addr, &[], &signature_only(), "not-paired").await;
+    // With no token configured, the owner's CLI on direct loopback needs none either.
+    let owner = ConnectOptions { token: None, ..ConnectOptions::cli("", &["operator.pairing"]) };
+    let mut cli = WsClient::connected(addr, &[], &owner).await;
+    cli.call("device.pair.approve", json!({"requestId": request_id})).await.unwrap();
+
+    // The first connect picks up the token minted at approval...
+    let mut node = WsClient::open(addr, &[]).await.unwrap();
+    let hello = node.connect(&signature_only()).await.unwrap();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
+    node.close().await;
+    // ...after which the signature alone is not enough, and the token is.
+    let (error, close) = refused(addr, &[], &signature_only()).await;
+    assert_eq!((&error["details"]["code"], close.0), (&json!("AUTH_TOKEN_MISSING"), 1008), "{error}");
+    let with_token = || signature_only().with_device_token(&token);
+    WsClient::connected(addr, &[], &with_token()).await.close().await;
+
+    // Revoked: neither the token nor the bare signature gets in.
+    cli.call("device.token.revoke", json!({"deviceId": device.device_id, "role": "node"})).await.unwrap();
+    let (error, close) = refused(addr, &[], &with_token()).await;
+    assert_eq!((&error["details"]["code"], close.0), (&json!("AUTH_DEVICE_TOKEN_MISMATCH"), 1008), "{error}");
+    let (error, _) = refused(addr, &[], &signature_only()).await;
+    assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISSING", "{error}");
+    runtime.shutdown().await.unwrap();
 }

@@ -21,6 +21,12 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     if let Some(bind) = args.bind {
         config.bind = bind;
     }
+    if config.gateway_token.is_none() {
+        tracing::warn!(
+            "no gateway token (set HIVEGATE_GATEWAY_TOKEN): any local process on loopback is trusted as the owner, \
+             and remote devices can only ask to be paired"
+        );
+    }
     let agents = load_agents(&config)?;
     let runtime = Runtime::start(&config, agents).await?;
     tracing::info!(addr = %runtime.http_addr, "gateway listening");

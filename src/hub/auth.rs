@@ -17,6 +17,7 @@ use super::ratelimit::{CredentialKind, RateLimiter};
 use crate::config::Secret;
 use crate::pairing::{
     verify_device, ConnectContext, ConnectDecision, Credential, Locality, PairingBook, PairingEvent, SilentApproval,
+    VerifiedDevice,
 };
 use crate::protocol::{detail_codes, error_codes, AuthMethod, Close, ConnectParams, ErrorShape, HelloAuth, Role};
 use crate::scope::ScopeSet;
@@ -157,9 +158,7 @@ impl Authenticator<'_> {
                 self.limited(peer, CredentialKind::DeviceToken, now_ms)?;
                 Credential::DeviceToken(token.expose())
             }
-            // With no gateway token configured, the verified signature of a known key is
-            // the credential; an unknown key can only ask to be paired.
-            (false, None) if self.gateway_token.is_none() => Credential::SharedSecret,
+            (false, None) if self.gateway_token.is_none() => self.signature_only(&device)?,
             (false, None) => {
                 return Err(Refused::auth(detail_codes::AUTH_TOKEN_MISSING, "unauthorized: gateway token missing"))
             }
@@ -192,6 +191,21 @@ impl Authenticator<'_> {
         }
     }
 
+    /// No gateway token is configured, and the device sent no device token. Its
+    /// signature alone may ask to pair (a new key or a new role) or pick up a token that
+    /// was minted and never delivered; a device whose token was delivered, or revoked,
+    /// must present it. Otherwise revoking a token would not lock anyone out.
+    fn signature_only(&self, device: &VerifiedDevice) -> Result<Credential<'static>, Refused> {
+        match self.book.token(&device.device_id, device.role) {
+            Some(token) if token.is_live() && !token.delivered => Ok(Credential::SharedSecret),
+            Some(_) => Err(Refused::auth(
+                detail_codes::AUTH_TOKEN_MISSING,
+                "unauthorized: device token required (send auth.deviceToken, or ask an operator to rotate it)",
+            )),
+            None => Ok(Credential::SharedSecret),
+        }
+    }
+
     fn deviceless_connect(
         &mut self,
         params: &ConnectParams,
@@ -209,11 +223,12 @@ impl Authenticator<'_> {
             (params.client.id.as_str(), params.client.mode.as_str()),
             ("cli", "cli") | ("gateway-client", "backend")
         );
-        let scopes = if shared_ok && trusted_client && peer.is_owner() {
-            ScopeSet::parse_lenient(params.scopes.iter().map(String::as_str)).0
-        } else {
-            ScopeSet::EMPTY
-        };
+        // The machine's owner: the operator CLI or a backend client on a direct loopback
+        // socket, holding the shared token (or, when none is configured, any such client:
+        // without a token, loopback is the trust boundary).
+        let owner = trusted_client && peer.is_owner() && (shared_ok || self.gateway_token.is_none());
+        let scopes =
+            if owner { ScopeSet::parse_lenient(params.scopes.iter().map(String::as_str)).0 } else { ScopeSet::EMPTY };
         Ok(Accepted {
             role: Role::Operator,
             scopes,
