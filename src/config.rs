@@ -20,6 +20,7 @@
 //! max_children_per_session = 64
 //! max_concurrent_model_calls = 32
 //! max_sessions = 4096
+//! max_retained_sessions = 10000    # ended sessions kept for history and trees
 //! default_run_timeout_seconds = 600
 //! model_request_timeout_seconds = 300
 //!
@@ -112,6 +113,7 @@ struct RawLimits {
     max_children_per_session: Option<usize>,
     max_concurrent_model_calls: Option<usize>,
     max_sessions: Option<usize>,
+    max_retained_sessions: Option<usize>,
     default_run_timeout_seconds: Option<f64>,
     model_request_timeout_seconds: Option<f64>,
 }
@@ -136,6 +138,8 @@ pub struct Limits {
     pub max_children_per_session: usize,
     pub max_concurrent_model_calls: usize,
     pub max_sessions: usize,
+    /// Ended sessions kept in the registry (for history and trees); oldest go first.
+    pub max_retained_sessions: usize,
     pub default_run_timeout: Duration,
     pub model_request_timeout: Duration,
 }
@@ -147,6 +151,7 @@ impl Default for Limits {
             max_children_per_session: 64,
             max_concurrent_model_calls: 32,
             max_sessions: 4096,
+            max_retained_sessions: 10_000,
             default_run_timeout: Duration::from_secs(600),
             model_request_timeout: Duration::from_secs(300),
         }
@@ -279,6 +284,7 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             d.max_concurrent_model_calls,
         )?,
         max_sessions: positive("max_sessions", raw.max_sessions, d.max_sessions)?,
+        max_retained_sessions: positive("max_retained_sessions", raw.max_retained_sessions, d.max_retained_sessions)?,
         default_run_timeout: seconds(
             "default_run_timeout_seconds",
             raw.default_run_timeout_seconds,

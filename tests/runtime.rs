@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use common::{agent_toml, announcements, call, gateway, has_tool_call, tool_results, FakeModels, Reply, WAIT};
 use hivegate::config::Limits;
-use hivegate::gateway::{Kill, Outcome, RunSummary, Spawn, SpawnReply, SpawnRequest, StartMain, WaitRun};
+use hivegate::gateway::{
+    GatewayError, GetHistory, Kill, Outcome, RunSummary, Spawn, SpawnReply, SpawnRequest, StartMain, WaitRun,
+};
 use hivegate::keys::{RunId, SessionKey};
 use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
@@ -145,6 +147,11 @@ async fn spawns_beyond_the_limits_are_refused_naming_the_limit() {
                "error": "max active children reached (maxChildrenPerSession=2); wait for a child to finish"})
     );
     let child = capability_of(&runtime, &children[0]);
+    // A child cannot reach its parent or its sibling: both exist, neither is in its subtree.
+    for target in [run.session_key.clone(), children[1].clone()] {
+        let history = GetHistory { caller: Some(child.clone()), target: target.clone() };
+        assert_eq!(runtime.gateway.send(history).await.unwrap(), Err(GatewayError::NotVisible { target }));
+    }
     // A model-supplied timeout too large for a Duration or an Instant is refused, and
     // the gateway keeps serving.
     for seconds in [1e30, 1e19, f64::NAN, -1.0] {
@@ -318,6 +325,37 @@ async fn session_tools_list_read_steer_and_kill_within_the_callers_subtree() {
     );
     let results: std::collections::HashMap<String, Value> = tool_results(&requests[3]).into_iter().collect();
     assert_eq!(results["kill"], json!({"status": "ok", "killed": 1}));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn ended_sessions_are_retained_up_to_the_limit_and_a_reused_main_starts_clean() {
+    let root_plan = planner((0..5).map(|_| ("leaf", json!({}))).collect());
+    let fake = FakeModels::start(move |r| match r.model.as_str() {
+        "root" => root_plan(r).unwrap(),
+        _ => Reply::Text("leaf done".into()),
+    });
+    let agents = [agent_toml("root", "root", &["leaf"]), agent_toml("leaf", "leaf", &[])];
+    let limits = Limits { max_retained_sessions: 3, ..Limits::default() };
+    let runtime = gateway(&fake, limits, &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let first = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    assert_eq!(wait_run(&runtime, first.run_id.clone()).await.outcome, Outcome::Ok);
+    // Five children ended; three are kept, plus the idle main session.
+    assert_eq!(runtime.registry.len(), 4);
+
+    let second = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    assert_eq!(second.session_key, first.session_key, "the idle main session is reused");
+    assert_eq!(wait_run(&runtime, second.run_id.clone()).await.outcome, Outcome::Ok);
+    let tree = runtime.registry.tree(&second.session_key).unwrap();
+    // The scripted model sees the first run's spawns in the reused transcript and spawns
+    // nothing this time; the tree must not show the first run's children either.
+    assert_eq!(tree.children.len(), 0, "the tree shows this run's children only");
+    assert_eq!(
+        runtime.gateway.send(WaitRun { run_id: first.run_id.clone() }).await.unwrap().err(),
+        Some(GatewayError::NoSuchRun(first.run_id))
+    );
+    assert_eq!(runtime.registry.len(), 4);
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -287,3 +287,19 @@ async fn ten_wrong_tokens_lock_out_a_remote_peer_but_not_the_owner() {
     assert_alive(addr).await;
     runtime.shutdown().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_remote_peer_cannot_flood_the_book_with_pairing_requests() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    for _ in 0..10 {
+        let options = ConnectOptions::node(&Identity::generate(), TOKEN);
+        request_pairing(addr, &[FORWARDED], &options, "not-paired").await;
+    }
+    let (error, close) = refused(addr, &[FORWARDED], &ConnectOptions::node(&Identity::generate(), TOKEN)).await;
+    assert_eq!((&error["details"]["code"], close.0), (&json!("AUTH_RATE_LIMITED"), 1008), "{error}");
+    assert_eq!(pending(addr).await.len(), 10);
+    // The owner still pairs new devices from this machine.
+    request_pairing(addr, &[], &ConnectOptions::node(&Identity::generate(), TOKEN), "not-paired").await;
+    runtime.shutdown().await.unwrap();
+}

@@ -45,6 +45,8 @@ pub struct Gateway {
     shutting_down: bool,
     /// Where sessions' `nodes_invoke` goes (the hub), when external nodes are served.
     nodes: Option<Recipient<crate::hub::InvokeNode>>,
+    /// Ended sessions, oldest first, for bounded retention.
+    ended: std::collections::VecDeque<SessionKey>,
 }
 
 impl Gateway {
@@ -59,6 +61,7 @@ impl Gateway {
             waiters: HashMap::new(),
             shutting_down: false,
             nodes: None,
+            ended: std::collections::VecDeque::new(),
         }
     }
 
@@ -191,14 +194,35 @@ impl Gateway {
     /// An idle main session takes a new run with a fresh capability.
     fn restart_main(&self, key: &SessionKey, run_id: RunId, capability: Capability) {
         self.registry.add_run(run_id.clone(), key.clone());
-        if let Some(mut entry) = self.registry.get_mut(key) {
+        let previous = self.registry.get_mut(key).map(|mut entry| {
             self.registry.set_status(&mut entry, Status::Running);
-            entry.run_id = run_id;
             entry.capability = capability;
             entry.outcome = None;
             entry.started_at = Instant::now();
             entry.ended_at = None;
             entry.final_text = None;
+            // The live actor holds the transcript now; the snapshot was the last run's.
+            entry.transcript = None;
+            // A run ends only after its children have, so the new run starts with none.
+            entry.children.clear();
+            entry.active_children = 0;
+            std::mem::replace(&mut entry.run_id, run_id)
+        });
+        if let Some(previous) = previous {
+            self.registry.forget_run(&previous);
+        }
+    }
+
+    /// Keep at most `limits.max_retained_sessions` ended sessions (oldest go first), so a
+    /// long-running gateway's registry does not grow with every run.
+    fn retain_ended(&mut self, key: &SessionKey) {
+        self.ended.push_back(key.clone());
+        while self.ended.len() > self.limits.max_retained_sessions {
+            if let Some(oldest) = self.ended.pop_front() {
+                if self.registry.get(&oldest).is_some_and(|e| e.status == Status::Ended) {
+                    self.registry.remove(&oldest);
+                }
+            }
         }
     }
 
@@ -241,6 +265,9 @@ impl Gateway {
             )
         };
         capability.revoke();
+        if stop_actor {
+            self.retain_ended(key);
+        }
         if let (Some(addr), true) = (&addr, outcome == Outcome::Killed || outcome == Outcome::Interrupted) {
             addr.do_send(Terminate);
         }

@@ -155,6 +155,11 @@ impl Registry {
         entry.status = status;
     }
 
+    /// Drop a finished run's id (a main session started another).
+    pub fn forget_run(&self, run_id: &RunId) {
+        self.runs.remove(run_id);
+    }
+
     /// Register a new run id for an existing (main) session.
     pub fn add_run(&self, run_id: RunId, key: SessionKey) {
         self.runs.insert(run_id, key);

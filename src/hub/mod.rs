@@ -253,6 +253,11 @@ impl Hub {
             Err(refused) => {
                 if refused.pairing_request {
                     self.stats.record_pairing_request();
+                    // New pairing requests count against the address like failed
+                    // attempts, so no one floods the book (and the disk) with fresh keys.
+                    if !msg.peer.is_owner() {
+                        self.limiter.fail(msg.peer.ip, ratelimit::CredentialKind::DeviceSignature, now);
+                    }
                 }
                 if !refused.events.is_empty() {
                     self.persist();

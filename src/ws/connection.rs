@@ -233,7 +233,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
                 ctx.stop();
             }
             Ok(ws::Message::Binary(_)) => self.close(Close::new(1003, "binary frames are not supported"), ctx),
-            Ok(ws::Message::Pong(_) | ws::Message::Continuation(_) | ws::Message::Nop) => {}
+            Ok(ws::Message::Continuation(_)) => {
+                self.close(Close::new(1003, "fragmented messages are not supported; send one text frame"), ctx)
+            }
+            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
             Err(ws::ProtocolError::Overflow) => self.close(Close::new(1009, "frame too large"), ctx),
             Err(e) => {
                 tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");
