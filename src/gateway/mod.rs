@@ -265,7 +265,8 @@ impl Gateway {
             )
         };
         capability.revoke();
-        if stop_actor {
+        // Only kept sessions count towards retention; `cleanup: delete` ones go below.
+        if stop_actor && cleanup == Cleanup::Keep {
             self.retain_ended(key);
         }
         if let (Some(addr), true) = (&addr, outcome == Outcome::Killed || outcome == Outcome::Interrupted) {
