@@ -34,11 +34,11 @@ pub struct Cli {
 pub enum Command {
     /// Run a brain/executor tree offline on the builtin provider and print the tree and spawn latency.
     Demo(demo::DemoArgs),
-    /// Run the gateway as a server: HTTP on loopback with /health and the builtin provider.
+    /// Run the gateway as a server: the OpenClaw-compatible WebSocket for nodes and operators, /health and the builtin provider.
     Serve(serve::ServeArgs),
     /// Run one task on a main session against the configured providers; print the tree and the answer.
     Run(run::RunArgs),
-    /// Measure in-process spawn latency and a burst of sessions (the runtime alone, no model).
+    /// Measure in-process spawn latency, a burst of sessions, and a paired node's WebSocket handshake.
     Bench(bench::BenchArgs),
     /// Manage device pairing on a running gateway: list, approve, reject, remove; rotate or revoke tokens.
     Devices(devices::DevicesArgs),
