@@ -67,7 +67,7 @@ struct RawSubagents {
 }
 
 /// A validated agent definition.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AgentDef {
     pub id: String,
     pub description: String,
@@ -82,7 +82,7 @@ pub struct AgentDef {
     pub subagents: SubagentPolicy,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SubagentPolicy {
     pub allow_agents: Vec<String>,
     pub default_agent: Option<String>,
@@ -164,6 +164,29 @@ impl Agents {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<AgentDef>> {
         self.0.values()
+    }
+
+    /// Let agent `id` have at least `max_children` children and `max_depth` levels below
+    /// it (limits only ever go up here). Returns what changed, for the caller to say.
+    pub fn raise_subagent_limits(&mut self, id: &str, max_children: usize, max_depth: u32) -> Vec<String> {
+        let Some(agent) = self.0.get_mut(id) else { return Vec::new() };
+        let mut changed = Vec::new();
+        let policy = &agent.subagents;
+        let children = policy.max_children.filter(|m| *m < max_children);
+        let depth = policy.max_depth.filter(|d| *d < max_depth);
+        if children.is_none() && depth.is_none() {
+            return changed;
+        }
+        let raised = Arc::make_mut(agent);
+        if let Some(old) = children {
+            raised.subagents.max_children = Some(max_children);
+            changed.push(format!("agent {id} subagents.max_children {old} → {max_children}"));
+        }
+        if let Some(old) = depth {
+            raised.subagents.max_depth = Some(max_depth);
+            changed.push(format!("agent {id} subagents.max_depth {old} → {max_depth}"));
+        }
+        changed
     }
 }
 

@@ -43,6 +43,8 @@ pub enum CapabilityError {
     BudgetExceeded { requested: u64, remaining: u64 },
     #[error("token budget exhausted")]
     BudgetExhausted,
+    #[error("token budget exceeded: {used} tokens used of {limit}")]
+    BudgetOverrun { used: u64, limit: u64 },
 }
 
 /// What a child asks for. Fields left `None` inherit the parent's value.
@@ -155,7 +157,8 @@ impl Capability {
         self.0.budget.as_ref().map(|b| b.remaining())
     }
 
-    /// Record spent tokens against this capability and every ancestor budget.
+    /// Record spent tokens against this capability and every ancestor budget; an error
+    /// when the charge took one of them past its limit.
     pub fn charge(&self, tokens: u64) -> Result<(), CapabilityError> {
         match &self.0.budget {
             Some(budget) => budget.charge(tokens),
@@ -247,17 +250,21 @@ impl Budget {
         Ok(Some(Arc::new(Budget { limit, used: AtomicU64::new(0), parent: parent.cloned() })))
     }
 
+    /// Charge this budget and every ancestor. Saturating: token counts come from
+    /// providers, and a huge one must exhaust the budget, never wrap it around.
     fn charge(&self, tokens: u64) -> Result<(), CapabilityError> {
+        let mut exceeded = None;
         let mut next = Some(self);
         while let Some(budget) = next {
-            budget.used.fetch_add(tokens, Ordering::AcqRel);
+            let before =
+                budget.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_add(tokens)));
+            let used = before.unwrap_or_else(|v| v).saturating_add(tokens);
+            if used > budget.limit && exceeded.is_none() {
+                exceeded = Some(CapabilityError::BudgetOverrun { used, limit: budget.limit });
+            }
             next = budget.parent.as_deref();
         }
-        if self.remaining() == 0 {
-            Err(CapabilityError::BudgetExhausted)
-        } else {
-            Ok(())
-        }
+        exceeded.map_or(Ok(()), Err)
     }
 }
 
@@ -357,7 +364,20 @@ mod tests {
         assert_eq!(parent.remaining_budget(), Some(40));
         let sibling = parent.attenuate(AttenuateRequest { budget_tokens: Some(50), ..request("s", ScopeSet::all()) });
         assert_eq!(sibling.unwrap_err(), CapabilityError::BudgetExceeded { requested: 50, remaining: 40 });
-        assert_eq!(child.charge(40), Err(CapabilityError::BudgetExhausted));
+        assert_eq!(child.charge(40), Ok(()), "spending exactly the budget is allowed");
+        assert_eq!(child.remaining_budget(), Some(0));
+        assert_eq!(child.charge(1), Err(CapabilityError::BudgetOverrun { used: 101, limit: 100 }));
+    }
+
+    #[test]
+    fn a_huge_charge_exhausts_the_budget_instead_of_wrapping() {
+        let parent = root(ScopeSet::all(), 3, Some(1000));
+        let child = parent.attenuate(request("c", ScopeSet::all())).unwrap();
+        child.charge(10).unwrap();
+        let overrun = CapabilityError::BudgetOverrun { used: u64::MAX, limit: 1000 };
+        assert_eq!(child.charge(u64::MAX), Err(overrun.clone()));
+        assert_eq!(child.charge(u64::MAX), Err(overrun));
+        assert_eq!((parent.remaining_budget(), child.remaining_budget()), (Some(0), Some(0)));
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! token_env = "HIVEGATE_GATEWAY_TOKEN"    # shared operator/node token, from the environment
 //! state_dir = "/var/lib/hivegate"         # default: $HIVEGATE_STATE_DIR, else ~/.hivegate
 //! allowed_origins = ["https://control.example"]   # browser origins allowed to connect
+//! max_payload_bytes = 26214400            # largest frame after hello-ok (policy.maxPayload)
+//! max_buffered_bytes = 52428800           # unread output before a slow-consumer close
+//! max_preauth_connections = 256           # unauthenticated sockets at once, in all
+//! max_preauth_connections_per_address = 32
 //!
 //! [pairing]
 //! auto_approve_local = false   # silently pair devices on a direct loopback connection
@@ -23,6 +27,7 @@
 //! max_retained_sessions = 10000    # ended sessions kept for history and trees
 //! default_run_timeout_seconds = 600
 //! model_request_timeout_seconds = 300
+//! max_model_response_bytes = 8388608  # a provider's answer beyond this fails the call
 //!
 //! [providers.cherry-nvidia]
 //! base_url = "https://example.invalid/v1"
@@ -74,6 +79,10 @@ struct RawGateway {
     state_dir: Option<PathBuf>,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    max_payload_bytes: Option<usize>,
+    max_buffered_bytes: Option<usize>,
+    max_preauth_connections: Option<usize>,
+    max_preauth_connections_per_address: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +125,7 @@ struct RawLimits {
     max_retained_sessions: Option<usize>,
     default_run_timeout_seconds: Option<f64>,
     model_request_timeout_seconds: Option<f64>,
+    max_model_response_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +152,8 @@ pub struct Limits {
     pub max_retained_sessions: usize,
     pub default_run_timeout: Duration,
     pub model_request_timeout: Duration,
+    /// A provider's response body beyond this many bytes fails the call.
+    pub max_model_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -154,6 +166,7 @@ impl Default for Limits {
             max_retained_sessions: 10_000,
             default_run_timeout: Duration::from_secs(600),
             model_request_timeout: Duration::from_secs(300),
+            max_model_response_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -176,6 +189,31 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Silently pair new devices that connect directly over loopback (off by default).
     pub auto_approve_local: bool,
+    /// WebSocket bounds: frame size after hello-ok, unread output, unauthenticated sockets.
+    pub sockets: SocketLimits,
+}
+
+/// Bounds on what WebSocket peers can make the gateway hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SocketLimits {
+    /// The largest frame after hello-ok (advertised as `policy.maxPayload`).
+    pub max_payload_bytes: usize,
+    /// Output a peer has not read beyond this closes it 1008 "slow consumer"
+    /// (advertised as `policy.maxBufferedBytes`).
+    pub max_buffered_bytes: usize,
+    pub max_preauth_connections: usize,
+    pub max_preauth_connections_per_address: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            max_payload_bytes: crate::protocol::DEFAULT_MAX_PAYLOAD_BYTES as usize,
+            max_buffered_bytes: crate::protocol::DEFAULT_MAX_BUFFERED_BYTES as usize,
+            max_preauth_connections: crate::ws::gate::DEFAULT_MAX_PREAUTH,
+            max_preauth_connections_per_address: crate::ws::gate::DEFAULT_MAX_PREAUTH_PER_ADDRESS,
+        }
+    }
 }
 
 impl Default for Config {
@@ -189,6 +227,7 @@ impl Default for Config {
             state_dir: PathBuf::from(".hivegate"),
             allowed_origins: Vec::new(),
             auto_approve_local: false,
+            sockets: SocketLimits::default(),
         }
     }
 }
@@ -216,6 +255,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
         let defaults = Config::default();
+        let sockets = validate_sockets(&raw.gateway)?;
         let bind = match raw.gateway.bind {
             Some(b) => b.parse().map_err(|_| ConfigError::Invalid(format!("gateway.bind '{b}' is not host:port")))?,
             None => defaults.bind,
@@ -252,12 +292,39 @@ impl Config {
             state_dir,
             allowed_origins: raw.gateway.allowed_origins,
             auto_approve_local: raw.pairing.auto_approve_local,
+            sockets,
         })
     }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+}
+
+fn validate_sockets(raw: &RawGateway) -> Result<SocketLimits, ConfigError> {
+    let d = SocketLimits::default();
+    let at_least = |name: &str, v: Option<usize>, min: usize, default: usize| match v {
+        Some(v) if v < min => Err(ConfigError::Invalid(format!("gateway.{name} must be at least {min}"))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let preauth = crate::protocol::MAX_PREAUTH_PAYLOAD_BYTES;
+    Ok(SocketLimits {
+        max_payload_bytes: at_least("max_payload_bytes", raw.max_payload_bytes, preauth, d.max_payload_bytes)?,
+        max_buffered_bytes: at_least("max_buffered_bytes", raw.max_buffered_bytes, preauth, d.max_buffered_bytes)?,
+        max_preauth_connections: at_least(
+            "max_preauth_connections",
+            raw.max_preauth_connections,
+            1,
+            d.max_preauth_connections,
+        )?,
+        max_preauth_connections_per_address: at_least(
+            "max_preauth_connections_per_address",
+            raw.max_preauth_connections_per_address,
+            1,
+            d.max_preauth_connections_per_address,
+        )?,
+    })
 }
 
 fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
@@ -294,6 +361,11 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             "model_request_timeout_seconds",
             raw.model_request_timeout_seconds,
             d.model_request_timeout,
+        )?,
+        max_model_response_bytes: positive(
+            "max_model_response_bytes",
+            raw.max_model_response_bytes,
+            d.max_model_response_bytes,
         )?,
     })
 }

@@ -1,6 +1,6 @@
-//! The gateway's HTTP surface on one port (loopback by default): the WebSocket endpoint
-//! at `GET /` ([`crate::ws`]), `GET /health`, and the builtin provider's
-//! OpenAI-compatible routes ([`crate::model::server`]).
+//! The gateway's public HTTP surface on one port (loopback by default): the WebSocket
+//! endpoint at `GET /` ([`crate::ws`]) and `GET /health`. Nothing else is mounted here:
+//! the builtin provider has its own private listener ([`crate::model::server`]).
 
 use std::sync::Arc;
 
@@ -34,9 +34,7 @@ impl HttpStateSlot {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(crate::ws::upgrade))
-        .route("/health", web::get().to(health))
-        .configure(crate::model::server::routes);
+    cfg.route("/", web::get().to(crate::ws::upgrade)).route("/health", web::get().to(health));
 }
 
 async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {

@@ -95,6 +95,16 @@ impl fmt::Debug for RunId {
     }
 }
 
+/// 32 random bytes from the OS, base64url without padding: per-process secrets such as
+/// the builtin provider's bearer token.
+pub fn random_token() -> Result<String, rand::Error> {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,11 @@ pub struct TreeReport {
     pub outcomes: OutcomeCounts,
     pub spawn_latency_us: Percentiles,
     pub pairing_requests: u64,
+    /// Spawns refused by policy or a limit; each is also a notice on its parent.
+    pub refused_spawns: u64,
+    /// Limits the command raised to fit what it was asked (said, never silent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits_raised: Vec<String>,
     pub elapsed_ms: f64,
     pub tokens: u64,
     pub final_answer: String,
@@ -60,6 +65,11 @@ impl OutcomeCounts {
 }
 
 impl TreeReport {
+    /// Everything went as asked: every session ended ok and no spawn was refused.
+    pub fn all_ok(&self) -> bool {
+        self.outcomes.all_ok() && self.refused_spawns == 0
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         render_node(&self.root, "", "", &mut out);
@@ -77,6 +87,9 @@ impl TreeReport {
             l.samples, l.p50, l.p99, l.max
         );
         let _ = writeln!(out, "pairing requests: {}", self.pairing_requests);
+        if self.refused_spawns > 0 {
+            let _ = writeln!(out, "refused spawns: {} (see the notices in the tree)", self.refused_spawns);
+        }
         let _ = writeln!(out, "\nfinal answer:\n{}", self.final_answer);
         out
     }
@@ -95,6 +108,13 @@ fn render_node(node: &TreeNode, first: &str, rest: &str, out: &mut String) {
         node.duration_ms,
         node.tokens
     );
+    let more = if node.children.is_empty() { "    " } else { "│   " };
+    if let Some(error) = &node.error {
+        let _ = writeln!(out, "{rest}{more}! {error}");
+    }
+    for notice in &node.notices {
+        let _ = writeln!(out, "{rest}{more}· {notice}");
+    }
     for (i, child) in node.children.iter().enumerate() {
         let last = i + 1 == node.children.len();
         let (branch, indent) = if last { ("└── ", "    ") } else { ("├── ", "│   ") };

@@ -1,6 +1,6 @@
-//! Starting a gateway: the HTTP server (WebSocket endpoint, health, builtin provider),
-//! the model client with every configured provider plus `builtin` pointing at that
-//! server, the Store on its own thread with the pairing book loaded from it, and the
+//! Starting a gateway: the public HTTP server (WebSocket endpoint, health), the builtin
+//! provider on its own private loopback listener, the model client with every
+//! configured provider plus `builtin` (holding that listener's secret), the Store on its own thread with the pairing book loaded from it, and the
 //! gateway and hub actors on the current arbiter. Used by every command, the tests and
 //! the benches, so they all run the same wiring.
 //!
@@ -20,9 +20,13 @@ use crate::config::{Config, BUILTIN_PROVIDER};
 use crate::gateway::{Gateway, Registry, Shutdown, Stats, SHUTDOWN_GRACE};
 use crate::http::{routes, HttpState, HttpStateSlot};
 use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
+use crate::model::builtin::Bounds;
+use crate::model::server::BuiltinServer;
 use crate::model::{Api, HttpModelClient, ModelClient, Provider};
 use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApproval};
+use crate::protocol::Policy;
 use crate::store::{self, Store};
+use crate::ws::gate::PreAuthGate;
 use crate::ws::WsState;
 
 pub struct Runtime {
@@ -36,6 +40,8 @@ pub struct Runtime {
     /// Model calls in flight through the HTTP model client.
     pub model_calls_in_flight: Arc<AtomicUsize>,
     server: actix_web::dev::ServerHandle,
+    /// The builtin provider's private listener, when this runtime serves it.
+    builtin: Option<BuiltinServer>,
     /// The ephemeral state directory, when the config asked for one; removed on drop.
     _temp_state: Option<tempfile::TempDir>,
 }
@@ -44,23 +50,22 @@ impl Runtime {
     /// Start with the real HTTP model client.
     pub async fn start(config: &Config, agents: Agents) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind)?;
+        let builtin = BuiltinServer::start(Bounds::of(&config.limits))?;
         let mut providers = config.providers.clone();
         providers.insert(
             BUILTIN_PROVIDER,
             Provider {
-                base_url: format!("http://{http_addr}/v1"),
-                api_key: None,
+                base_url: builtin.base_url(),
+                api_key: Some(builtin.secret.expose().to_string()),
                 api_key_env: None,
                 api: Api::OpenAiCompletions,
             },
         );
-        let client = HttpModelClient::new(
-            providers,
-            config.limits.max_concurrent_model_calls,
-            config.limits.model_request_timeout,
-        )?;
+        let client = HttpModelClient::new(providers, &config.limits)?;
         let in_flight = client.in_flight();
-        Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state)
+        let mut runtime = Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state)?;
+        runtime.builtin = Some(builtin);
+        Ok(runtime)
     }
 
     /// Start with another model client (benches measure the runtime alone this way).
@@ -96,13 +101,27 @@ impl Runtime {
         let stats = gateway.stats();
         let gateway = gateway.start();
         let silent = if config.auto_approve_local { SilentApproval::LocalOnly } else { SilentApproval::Off };
-        let hub_config = HubConfig { gateway_token: config.gateway_token.clone(), silent };
+        let policy = Policy {
+            max_payload: config.sockets.max_payload_bytes as u64,
+            max_buffered_bytes: config.sockets.max_buffered_bytes as u64,
+            ..Policy::default()
+        };
+        let hub_config = HubConfig { gateway_token: config.gateway_token.clone(), silent, policy };
         let hub = hub_ctx.run(Hub::new(hub_config, book, store.clone(), gateway.clone(), stats.clone()));
         state.fill(HttpState {
             registry: registry.clone(),
             stats: stats.clone(),
             started: Instant::now(),
-            ws: WsState { hub: hub.clone(), allowed_origins: config.allowed_origins.clone() },
+            ws: WsState {
+                hub: hub.clone(),
+                allowed_origins: config.allowed_origins.clone(),
+                gate: PreAuthGate::new(
+                    config.sockets.max_preauth_connections,
+                    config.sockets.max_preauth_connections_per_address,
+                ),
+                max_payload: config.sockets.max_payload_bytes,
+                max_buffered: config.sockets.max_buffered_bytes,
+            },
         });
         Ok(Runtime {
             gateway,
@@ -113,8 +132,15 @@ impl Runtime {
             http_addr,
             model_calls_in_flight: in_flight,
             server,
+            builtin: None,
             _temp_state: temp_state,
         })
+    }
+
+    /// Where the builtin provider listens and the secret that opens it (only this
+    /// process holds it; exposed for tests and diagnostics).
+    pub fn builtin_provider(&self) -> Option<(SocketAddr, &crate::config::Secret)> {
+        self.builtin.as_ref().map(|b| (b.addr, &b.secret))
     }
 
     /// The one shutdown path: tell connections (shutdown event, close 1012), end every
@@ -127,6 +153,9 @@ impl Runtime {
         // Every pairing change queued before this point is on disk when this returns.
         let _ = self.store.send(store::Flush).await;
         self.server.stop(true).await;
+        if let Some(builtin) = self.builtin {
+            builtin.handle.stop(true).await;
+        }
         if !all_stopped {
             anyhow::bail!("{} session actors still alive after the shutdown grace period", self.stats.live_sessions());
         }

@@ -11,8 +11,14 @@ use serde_json::Value;
 
 fn hivegate() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
-    // Run from an empty directory so no local hivegate.toml or agents/ is picked up.
-    command.current_dir(std::env::temp_dir()).env_remove("HIVEGATE_CONFIG");
+    // Run from an empty directory so no local hivegate.toml or agents/ is picked up, and
+    // keep durable state out of $HOME.
+    let state = std::env::temp_dir().join(format!("hivegate-cli-test-{}", std::process::id()));
+    command
+        .current_dir(std::env::temp_dir())
+        .env_remove("HIVEGATE_CONFIG")
+        .env_remove("HIVEGATE_GATEWAY_TOKEN")
+        .env("HIVEGATE_STATE_DIR", state);
     command
 }
 
@@ -88,14 +94,14 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     ] {
         let output = hivegate().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} should fail");
+        assert_eq!(output.status.code(), Some(2), "{args:?} should fail as bad input");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
 
 #[actix_rt::test]
-async fn serve_answers_health_and_the_builtin_provider_over_http() {
+async fn serve_answers_health_and_keeps_the_builtin_provider_off_its_port() {
     let mut child = hivegate()
         .args(["serve", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -112,23 +118,98 @@ async fn serve_answers_health_and_the_builtin_provider_over_http() {
     let http = reqwest::Client::new();
     let health: Value = http.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["ok"], true);
-    let completion: Value = http
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&serde_json::json!({"model": "executor", "messages": [{"role": "user", "content": "count"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(completion["choices"][0]["message"]["content"], "report: count - done.");
-    let missing = http
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&serde_json::json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    // The builtin provider is not on the public port: not as JSON, not as the
+    // "simple" cross-site POST a web page can send.
+    for (content_type, body) in [
+        (
+            "application/json",
+            r#"{"model":"executor","messages":[{"role":"user","content":"x [split 4294967295 x1]"}]}"#,
+        ),
+        ("text/plain", r#"{"model":"executor","messages":[{"role":"user","content":"x [split 4294967295 x1]"}]}"#),
+    ] {
+        let response = http
+            .post(format!("{url}/v1/chat/completions"))
+            .header("content-type", content_type)
+            .header("origin", "https://evil.example")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{content_type}");
+    }
+    let health: Value = http.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["ok"], true, "still alive");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn demo_fits_its_limits_to_the_tree_it_was_asked_for() {
+    for (args, sessions) in [
+        (vec!["demo", "--executors", "100", "--json"], 101),
+        (vec!["demo", "--executors", "2", "--depth", "8", "--fanout", "2", "--json"], 511),
+        (vec!["demo", "--executors", "1000", "--json"], 1001),
+    ] {
+        let output = hivegate().args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["sessions"], sessions, "{args:?}");
+        assert_eq!(report["outcomes"]["ok"], sessions, "{args:?}");
+        assert_eq!(report["refusedSpawns"], 0, "{args:?}");
+        assert!(!report["limitsRaised"].as_array().unwrap().is_empty(), "raised limits are said: {args:?}");
+    }
+}
+
+#[test]
+fn a_refused_spawn_is_said_and_the_exit_code_is_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents");
+    std::fs::create_dir(&agents).unwrap();
+    std::fs::write(
+        agents.join("brain.toml"),
+        "id = \"brain\"\nmodel = \"builtin/brain\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = []\n",
+    )
+    .unwrap();
+    std::fs::write(agents.join("executor.toml"), "id = \"executor\"\nmodel = \"builtin/executor\"\n").unwrap();
+    let output = hivegate().current_dir(dir.path()).args(["run", "one; two"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("· spawn refused: agent 'brain' may not spawn 'executor'; allowed: []"), "{stdout}");
+    assert!(stdout.contains("refused spawns: 2"), "{stdout}");
+}
+
+#[test]
+fn bad_numbers_and_unsafe_binds_are_exit_2_with_a_message() {
+    for (args, expected) in [
+        (
+            vec!["run", "--timeout", "1e30", "x"],
+            "--timeout must be at most 2592000 seconds, got 1000000000000000000000000000000",
+        ),
+        (vec!["run", "--timeout", "nan", "x"], "--timeout must be a positive number of seconds"),
+        (vec!["serve", "--bind", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without a gateway token"),
+    ] {
+        let output = hivegate().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_configured_token_is_never_sent_to_another_gateway() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let other = format!("ws://{}/", listener.local_addr().unwrap());
+    let output = hivegate()
+        .env("HIVEGATE_GATEWAY_TOKEN", "configured-secret")
+        .args(["devices", "list", "--url", &other])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("--url {other} is not the configured gateway")), "{stderr}");
+    assert!(stderr.contains("Pass --token for this gateway"), "{stderr}");
+    assert!(!stderr.contains("configured-secret"));
+    assert!(listener.accept().is_err(), "nothing may connect to the other gateway");
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{load_agents, print_json};
+use crate::agent::Agents;
 use crate::config::Config;
 use crate::gateway::{StartMain, WaitRun};
 use crate::report::{OutcomeCounts, TreeReport};
@@ -52,23 +53,47 @@ fn expected_sessions(args: &DemoArgs) -> u64 {
         .0
 }
 
+/// Raise whatever limit the requested tree would hit (limits only ever go up), and
+/// say each change, so the demo never fails inside its own accepted ranges and never
+/// changes a limit silently.
+fn fit_limits(args: &DemoArgs, config: &mut Config, agents: &mut Agents) -> Vec<String> {
+    let mut changed = Vec::new();
+    let widest = args.executors.max(args.fanout) as usize;
+    let limits = &mut config.limits;
+    let mut raise = |name: &str, current: &mut usize, needed: usize| {
+        if *current < needed {
+            changed.push(format!("limits.{name} {current} → {needed}"));
+            *current = needed;
+        }
+    };
+    raise("max_children_per_session", &mut limits.max_children_per_session, widest);
+    raise("max_sessions", &mut limits.max_sessions, expected_sessions(args).min(usize::MAX as u64) as usize);
+    if limits.max_spawn_depth < args.depth {
+        changed.push(format!("limits.max_spawn_depth {} → {}", limits.max_spawn_depth, args.depth));
+        limits.max_spawn_depth = args.depth;
+    }
+    changed.extend(agents.raise_subagent_limits("brain", args.executors as usize, args.depth));
+    changed.extend(agents.raise_subagent_limits("executor", args.fanout as usize, args.depth));
+    changed
+}
+
 pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<i32> {
     let timeout = crate::config::timeout_from_secs(args.timeout).map_err(|e| anyhow::anyhow!("--timeout {e}"))?;
     let mut config = Config::load(config_path.as_deref())?;
     config.bind = ([127, 0, 0, 1], 0).into();
     // Ephemeral: this command pairs nothing and must not touch the durable state.
     config.state_dir = PathBuf::new();
-    // The demo must fit the tree it was asked for; limits only ever go up here.
-    let limits = &mut config.limits;
-    limits.max_spawn_depth = limits.max_spawn_depth.max(args.depth);
-    limits.max_sessions = limits.max_sessions.max(expected_sessions(&args) as usize);
-    let agents = load_agents(&config)?;
+    let mut agents = load_agents(&config)?;
+    let limits_raised = fit_limits(&args, &mut config, &mut agents);
     let runtime = Runtime::start(&config, agents).await?;
     if !args.json {
         eprintln!(
             "hivegate demo: brain + {} executors, depth {}, builtin provider at http://{}",
             args.executors, args.depth, runtime.http_addr
         );
+        if !limits_raised.is_empty() {
+            eprintln!("limits raised to fit this tree: {}", limits_raised.join(", "));
+        }
     }
     let started = Instant::now();
     let run = runtime
@@ -89,6 +114,8 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
         outcomes,
         spawn_latency_us: runtime.stats.spawn_latency(),
         pairing_requests: runtime.stats.pairing_requests(),
+        refused_spawns: runtime.stats.spawns_refused(),
+        limits_raised,
         elapsed_ms: elapsed.as_secs_f64() * 1000.0,
         tokens: tokens(&root),
         final_answer: summary.text,
@@ -99,7 +126,11 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     } else {
         print!("{}", report.render());
     }
-    let ok = report.outcomes.all_ok();
+    let expected = expected_sessions(&args);
+    if report.sessions as u64 != expected && !args.json {
+        eprintln!("hivegate demo: the tree has {} of the {expected} sessions asked for", report.sessions);
+    }
+    let ok = report.all_ok() && report.sessions as u64 == expected;
     runtime.shutdown().await?;
     Ok(if ok { 0 } else { 1 })
 }
@@ -114,6 +145,22 @@ mod tests {
 
     fn args(executors: u32, depth: u32, fanout: u32) -> DemoArgs {
         DemoArgs { task: "t".into(), executors, depth, fanout, timeout: 1.0, json: false }
+    }
+
+    #[test]
+    fn limits_are_raised_to_fit_the_tree_and_each_change_is_said() {
+        let mut config = Config::default();
+        let mut agents = Agents::shipped().unwrap();
+        let changed = fit_limits(&args(1000, 8, 2), &mut config, &mut agents);
+        assert_eq!(config.limits.max_children_per_session, 1000);
+        assert_eq!(config.limits.max_spawn_depth, 8);
+        assert_eq!(agents.get("brain").unwrap().subagents.max_children, Some(1000));
+        assert_eq!(agents.get("brain").unwrap().subagents.max_depth, Some(8));
+        assert!(changed.contains(&"limits.max_children_per_session 64 → 1000".to_string()), "{changed:?}");
+        assert!(changed.contains(&"agent brain subagents.max_depth 4 → 8".to_string()), "{changed:?}");
+        let mut config = Config::default();
+        let mut agents = Agents::shipped().unwrap();
+        assert!(fit_limits(&args(4, 1, 2), &mut config, &mut agents).is_empty(), "the defaults fit a small tree");
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub struct GatewayArgs {
     /// Gateway WebSocket URL (default: ws://<gateway.bind from the config>/).
     #[arg(long, global = true, value_name = "WS_URL")]
     url: Option<String>,
-    /// Shared gateway token (default: the configured gateway token).
+    /// Shared gateway token. Default: the configured gateway token, sent only to the
+    /// configured gateway; a --url for any other gateway needs an explicit --token
+    /// (`--token ''` for none).
     #[arg(long, global = true)]
     token: Option<String>,
     /// Print the gateway's response payload as JSON.
@@ -45,11 +47,44 @@ impl GatewayArgs {
             (None, Some(config)) => default_url(config.bind),
             (None, None) => anyhow::bail!("no gateway url; pass --url ws://host:port/"),
         };
-        let token = self.token.clone().or_else(|| {
-            config.as_ref().and_then(|c| c.gateway_token.as_ref()).map(|secret| secret.expose().to_string())
-        });
+        let token = match (&self.token, &config) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(config)) => configured_token_for(&url, config)?,
+            (None, None) => None,
+        };
         Ok(OperatorClient::new(url, token)?.with_timeout(Duration::from_millis(self.timeout)))
     }
+}
+
+/// The configured gateway token, if `url` is the configured gateway. The token is never
+/// sent anywhere else: another URL gets it only through an explicit `--token`.
+fn configured_token_for(url: &str, config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(token) = &config.gateway_token else { return Ok(None) };
+    if same_gateway(url, config.bind) {
+        return Ok(Some(token.expose().to_string()));
+    }
+    anyhow::bail!(
+        "--url {url} is not the configured gateway ({}); the configured gateway token is only sent there. \
+         Pass --token for this gateway (--token '' to connect without one)",
+        default_url(config.bind)
+    )
+}
+
+/// Whether `url` points at the gateway listening on `bind` (loopback names count as the
+/// same host for a loopback or wildcard bind).
+fn same_gateway(url: &str, bind: SocketAddr) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    if parsed.scheme() != "ws" || parsed.port_or_known_default() != Some(bind.port()) {
+        return false;
+    }
+    let host_ip = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(url::Host::Domain("localhost")) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => return false,
+    };
+    let bind_ip = bind.ip();
+    host_ip == bind_ip || (host_ip.is_loopback() && (bind_ip.is_loopback() || bind_ip.is_unspecified()))
 }
 
 /// `ws://` + the bind address; a wildcard bind is reached on loopback.

@@ -2,7 +2,7 @@
 //! configured providers (the builtin one is always there), then the tree and the answer.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 
@@ -32,10 +32,8 @@ pub struct RunArgs {
 
 pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
     let run_timeout = match args.timeout {
-        Some(s) if !(s.is_finite() && s > 0.0) => {
-            anyhow::bail!("--timeout must be a positive number of seconds")
-        }
-        other => other.map(Duration::from_secs_f64),
+        Some(seconds) => Some(crate::config::timeout_from_secs(seconds).map_err(|e| anyhow::anyhow!("--timeout {e}"))?),
+        None => None,
     };
     if args.task.trim().is_empty() {
         anyhow::bail!("the task is empty; say what the agent should do");
@@ -60,6 +58,8 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         outcomes,
         spawn_latency_us: runtime.stats.spawn_latency(),
         pairing_requests: runtime.stats.pairing_requests(),
+        refused_spawns: runtime.stats.spawns_refused(),
+        limits_raised: Vec::new(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         tokens: summary.usage.total(),
         final_answer: summary.text.clone(),
@@ -71,5 +71,5 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         print!("{}", report.render());
     }
     runtime.shutdown().await?;
-    Ok(if summary.outcome == crate::gateway::Outcome::Ok { 0 } else { 1 })
+    Ok(if report.all_ok() { 0 } else { 1 })
 }

@@ -21,6 +21,14 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     if let Some(bind) = args.bind {
         config.bind = bind;
     }
+    if config.gateway_token.is_none() && !config.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without a gateway token: anyone who can reach it would be trusted. \
+             Set one (export HIVEGATE_GATEWAY_TOKEN=$(openssl rand -hex 24), or name another variable with \
+             [gateway] token_env), or bind to loopback (--bind 127.0.0.1:18789)",
+            config.bind
+        );
+    }
     if config.gateway_token.is_none() {
         tracing::warn!(
             "no gateway token (set HIVEGATE_GATEWAY_TOKEN): any local process on loopback is trusted as the owner, \
@@ -30,10 +38,7 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     let agents = load_agents(&config)?;
     let runtime = Runtime::start(&config, agents).await?;
     tracing::info!(addr = %runtime.http_addr, "gateway listening");
-    println!(
-        "hivegate listening on http://{} (health: /health, builtin provider: /v1/chat/completions)",
-        runtime.http_addr
-    );
+    println!("hivegate listening on http://{} (WebSocket gateway at /, health at /health)", runtime.http_addr);
     stop_signal().await?;
     tracing::info!("shutting down");
     runtime.shutdown().await?;

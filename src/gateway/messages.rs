@@ -131,6 +131,15 @@ pub struct RunEnded {
     pub transcript: Vec<ChatMessage>,
 }
 
+/// A session actor is gone (sent from its drop, so also after a panic). The gateway
+/// ends the run if the session never reported its end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionGone {
+    pub key: SessionKey,
+    pub run_id: RunId,
+}
+
 /// Kill a session and its whole subtree. `caller: None` is the operator (the process
 /// owner); a session may only kill inside its own subtree.
 #[derive(Message)]

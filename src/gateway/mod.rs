@@ -131,6 +131,7 @@ impl Gateway {
             capability: plan.capability,
             addr: Some(addr),
             transcript: None,
+            notices: Vec::new(),
         });
         if let Some(mut parent) = self.registry.get_mut(&plan.parent) {
             parent.children.push(plan.key);
@@ -187,6 +188,7 @@ impl Gateway {
             capability,
             addr: Some(addr),
             transcript: None,
+            notices: Vec::new(),
         });
         Ok(RunStarted { session_key: key, run_id })
     }
@@ -355,6 +357,46 @@ impl Gateway {
         Ok(before - self.registry.running())
     }
 
+    /// A refused spawn is said: counted, and noted on the parent for its tree.
+    fn refused(&self, parent: &SessionKey, reply: &SpawnReply) {
+        let reason = match reply {
+            SpawnReply::Forbidden { error, .. } | SpawnReply::Error { error } => error.as_str(),
+            SpawnReply::Accepted { .. } => return,
+        };
+        self.stats.record_spawn_refused();
+        if let Some(mut entry) = self.registry.get_mut(parent) {
+            entry.notice(format!("spawn refused: {reason}"));
+        }
+    }
+
+    /// A session actor is gone. If it never reported the end of its run (it stopped
+    /// some other way, or panicked), the run ends here with an error, so nothing waits
+    /// on it forever; an idle main session that died is marked ended, so the next task
+    /// starts a new one.
+    fn session_gone(&mut self, msg: SessionGone) {
+        let state = self.registry.get(&msg.key).map(|e| (e.status, e.run_id.clone()));
+        match state {
+            Some((Status::Running, run_id)) if run_id == msg.run_id => {
+                tracing::error!(session = %msg.key, "session actor stopped without reporting the end of its run");
+                self.end_run(
+                    &msg.key,
+                    &run_id,
+                    Outcome::Error,
+                    "the session actor stopped without reporting the end of its run".into(),
+                    Usage::default(),
+                    None,
+                );
+            }
+            Some((Status::Idle, _)) => {
+                if let Some(mut entry) = self.registry.get_mut(&msg.key) {
+                    self.registry.set_status(&mut entry, Status::Ended);
+                    entry.addr = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn stop_idle(&self, key: &SessionKey) {
         if let Some(mut entry) = self.registry.get_mut(key) {
             self.registry.set_status(&mut entry, Status::Ended);
@@ -393,7 +435,10 @@ impl Handler<Spawn> for Gateway {
                 self.stats.record_spawn_latency(msg.sent_at.elapsed());
                 reply
             }
-            Err(refused) => refused,
+            Err(refused) => {
+                self.refused(msg.parent.principal(), &refused);
+                refused
+            }
         })
     }
 }
@@ -411,6 +456,14 @@ impl Handler<RunEnded> for Gateway {
 
     fn handle(&mut self, msg: RunEnded, _: &mut Self::Context) {
         self.end_run(&msg.key, &msg.run_id, msg.outcome, msg.text, msg.usage, Some(msg.transcript));
+    }
+}
+
+impl Handler<SessionGone> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionGone, _: &mut Self::Context) {
+        self.session_gone(msg);
     }
 }
 

@@ -55,6 +55,27 @@ pub struct SessionEntry {
     pub addr: Option<Addr<Session>>,
     /// Kept after the actor stops, for `sessions_history`.
     pub transcript: Option<Vec<Message>>,
+    /// What the operator should know about this session beyond its outcome (a refused
+    /// spawn, ...), at most [`MAX_NOTICES`] of them.
+    pub notices: Vec<String>,
+}
+
+/// Notices kept per session; later ones are counted in the last.
+pub const MAX_NOTICES: usize = 16;
+
+impl SessionEntry {
+    pub fn notice(&mut self, text: String) {
+        match self.notices.len() {
+            n if n < MAX_NOTICES - 1 => self.notices.push(text),
+            n if n == MAX_NOTICES - 1 => self.notices.push("1 more notice".to_string()),
+            _ => {
+                if let Some(last) = self.notices.last_mut() {
+                    let more = last.split(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(1);
+                    *last = format!("{} more notices", more + 1);
+                }
+            }
+        }
+    }
 }
 
 impl SessionEntry {
@@ -98,6 +119,11 @@ pub struct TreeNode {
     pub status: &'static str,
     pub duration_ms: f64,
     pub tokens: u64,
+    /// Why the session did not end ok (the first line of its final text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
     pub children: Vec<TreeNode>,
 }
 
@@ -212,6 +238,13 @@ impl Registry {
                 status: entry.status.as_str(),
                 duration_ms: entry.duration().as_secs_f64() * 1000.0,
                 tokens: entry.usage.total(),
+                error: match entry.outcome {
+                    Some(outcome) if outcome != Outcome::Ok => {
+                        entry.final_text.as_deref().and_then(|t| t.lines().next()).map(str::to_string)
+                    }
+                    _ => None,
+                },
+                notices: entry.notices.clone(),
                 children: Vec::new(),
             };
             (node, entry.children.clone())

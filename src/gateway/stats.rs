@@ -16,6 +16,7 @@ pub struct Stats {
     spawns: AtomicU64,
     live_sessions: AtomicUsize,
     pairing_requests: AtomicU64,
+    spawns_refused: AtomicU64,
     spawn_latency_ns: Mutex<Vec<u64>>,
     all_stopped: tokio::sync::Notify,
 }
@@ -64,6 +65,15 @@ impl Stats {
 
     pub fn spawn_latency(&self) -> Percentiles {
         Percentiles::of_ns(self.spawn_latency_ns.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    pub fn record_spawn_refused(&self) {
+        self.spawns_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Spawns refused by policy, a limit or a bad request.
+    pub fn spawns_refused(&self) -> u64 {
+        self.spawns_refused.load(Ordering::Relaxed)
     }
 
     pub fn spawns(&self) -> u64 {

@@ -1,8 +1,9 @@
 //! The connect decision for one socket, as a plain function over the pairing book, the
 //! rate limiter and the peer: who is this, and what may it do?
 //!
-//! Order: rate limit → shared token (constant time) → device identity (signature,
-//! skew, nonce) → pairing decision. Scopes are default-deny: a client without a verified
+//! Order: device identity (signature, skew, nonce) → shared token (constant time) or
+//! device token → pairing decision, each failure charged to its own budget
+//! ([`super::ratelimit`]). Scopes are default-deny: a client without a verified
 //! device gets what it declared only when it is the operator CLI or a backend client
 //! holding the shared token on a direct loopback socket without a browser Origin (the
 //! machine's owner); anyone else connects with no scopes. Every refusal carries the
@@ -13,7 +14,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::ratelimit::{CredentialKind, RateLimiter};
+use super::ratelimit::{CredentialKind, RateLimiter, Subject};
 use crate::config::Secret;
 use crate::pairing::{
     verify_device, ConnectContext, ConnectDecision, Credential, Locality, PairingBook, PairingEvent, SilentApproval,
@@ -72,6 +73,15 @@ impl Refused {
     }
 }
 
+fn rate_limited(retry_after_ms: u64) -> Refused {
+    let message = "too many failed authentication attempts; try again later";
+    let error = ErrorShape::new(error_codes::UNAVAILABLE, message)
+        .with_details(serde_json::json!({"code": detail_codes::AUTH_RATE_LIMITED, "retryAfterMs": retry_after_ms}))
+        .with_retry_after_ms(retry_after_ms)
+        .with_retryable(true);
+    Refused::new(error, Close::policy(message))
+}
+
 pub struct Authenticator<'a> {
     pub gateway_token: Option<&'a Secret>,
     pub silent: SilentApproval,
@@ -95,67 +105,82 @@ impl Authenticator<'_> {
         peer: &Peer,
         now_ms: u64,
     ) -> Result<Accepted, Refused> {
-        let shared_ok = self.check_shared_token(params, peer, now_ms)?;
         match &params.device {
-            Some(_) => self.device_connect(params, nonce, peer, shared_ok, now_ms),
-            None => self.deviceless_connect(params, peer, shared_ok),
+            Some(_) => self.device_connect(params, nonce, peer, now_ms),
+            None => {
+                let shared_ok = self.check_shared_token(params, peer, now_ms, false)?.unwrap_or(false);
+                self.deviceless_connect(params, peer, shared_ok)
+            }
         }
     }
 
-    fn limited(&self, peer: &Peer, kind: CredentialKind, now_ms: u64) -> Result<(), Refused> {
+    fn limited(&self, peer: &Peer, subject: &Subject, kind: CredentialKind, now_ms: u64) -> Result<(), Refused> {
         if peer.is_owner() {
             return Ok(());
         }
-        self.limiter.check(peer.ip, kind, now_ms).map_err(|retry_after_ms| {
-            let message = "too many failed authentication attempts; try again later";
-            let error = ErrorShape::new(error_codes::UNAVAILABLE, message)
-                .with_details(
-                    serde_json::json!({"code": detail_codes::AUTH_RATE_LIMITED, "retryAfterMs": retry_after_ms}),
-                )
-                .with_retry_after_ms(retry_after_ms)
-                .with_retryable(true);
-            Refused::new(error, Close::policy(message))
-        })
+        self.limiter.check(subject, kind, now_ms).map_err(rate_limited)
     }
 
-    fn failed(&mut self, peer: &Peer, kind: CredentialKind, now_ms: u64) {
+    fn failed(&mut self, peer: &Peer, subject: Subject, kind: CredentialKind, now_ms: u64) {
         if !peer.is_owner() {
-            self.limiter.fail(peer.ip, kind, now_ms);
+            self.limiter.fail(subject, kind, now_ms);
         }
     }
 
-    /// `Ok(true)` when a shared token was presented and matches.
-    fn check_shared_token(&mut self, params: &ConnectParams, peer: &Peer, now_ms: u64) -> Result<bool, Refused> {
+    /// The shared token, budgeted per address. `Ok(None)`: none was presented, or the
+    /// address is locked out and `yield_when_locked` (the device has its own credential,
+    /// which the address's budget must not block). `Ok(Some(true))`: it matches.
+    fn check_shared_token(
+        &mut self,
+        params: &ConnectParams,
+        peer: &Peer,
+        now_ms: u64,
+        yield_when_locked: bool,
+    ) -> Result<Option<bool>, Refused> {
         let auth = params.auth.as_ref();
-        let Some(presented) = auth.and_then(|a| a.token.as_ref().or(a.password.as_ref())) else { return Ok(false) };
-        self.limited(peer, CredentialKind::SharedToken, now_ms)?;
+        let Some(presented) = auth.and_then(|a| a.token.as_ref().or(a.password.as_ref())) else { return Ok(None) };
+        let subject = Subject::Addr(peer.ip);
+        match self.limited(peer, &subject, CredentialKind::SharedToken, now_ms) {
+            Err(_) if yield_when_locked => return Ok(None),
+            Err(refused) => return Err(refused),
+            Ok(()) => {}
+        }
         let matches = self.gateway_token.is_some_and(|expected| secrets_match(presented.expose(), expected.expose()));
         if !matches {
-            self.failed(peer, CredentialKind::SharedToken, now_ms);
+            self.failed(peer, subject, CredentialKind::SharedToken, now_ms);
             return Err(Refused::auth(detail_codes::AUTH_TOKEN_MISMATCH, "unauthorized: gateway token mismatch"));
         }
-        self.limiter.succeed(peer.ip, CredentialKind::SharedToken);
-        Ok(true)
+        self.limiter.succeed(&subject, CredentialKind::SharedToken);
+        Ok(Some(true))
     }
 
+    /// A connect with a device identity. The signature is verified first: a valid one
+    /// proves the key, so no anonymous client's failures can refuse it. Bad signatures
+    /// are budgeted per address (and answered as rate limited once that budget is spent);
+    /// a device token is budgeted per device.
     fn device_connect(
         &mut self,
         params: &ConnectParams,
         nonce: &str,
         peer: &Peer,
-        shared_ok: bool,
         now_ms: u64,
     ) -> Result<Accepted, Refused> {
-        self.limited(peer, CredentialKind::DeviceSignature, now_ms)?;
-        let device = verify_device(params, nonce, now_ms).map_err(|e| {
-            self.failed(peer, CredentialKind::DeviceSignature, now_ms);
-            Refused::new(e.to_error_shape(), e.close())
-        })?;
+        let address = Subject::Addr(peer.ip);
+        let device = match verify_device(params, nonce, now_ms) {
+            Ok(device) => device,
+            Err(e) => {
+                self.limited(peer, &address, CredentialKind::DeviceSignature, now_ms)?;
+                self.failed(peer, address, CredentialKind::DeviceSignature, now_ms);
+                return Err(Refused::new(e.to_error_shape(), e.close()));
+            }
+        };
+        let device_subject = Subject::Device(device.device_id.clone());
         let device_token = params.auth.as_ref().and_then(|a| a.device_token.as_ref());
+        let shared_ok = self.check_shared_token(params, peer, now_ms, device_token.is_some())?.unwrap_or(false);
         let credential = match (shared_ok, device_token) {
             (true, _) => Credential::SharedSecret,
             (false, Some(token)) => {
-                self.limited(peer, CredentialKind::DeviceToken, now_ms)?;
+                self.limited(peer, &device_subject, CredentialKind::DeviceToken, now_ms)?;
                 Credential::DeviceToken(token.expose())
             }
             (false, None) if self.gateway_token.is_none() => self.signature_only(&device)?,
@@ -163,31 +188,45 @@ impl Authenticator<'_> {
                 return Err(Refused::auth(detail_codes::AUTH_TOKEN_MISSING, "unauthorized: gateway token missing"))
             }
         };
+        if self.book.device(&device.device_id).is_none() {
+            // An unknown key can only ask to pair; new requests are budgeted per address.
+            self.limited(peer, &address, CredentialKind::PairingRequest, now_ms)?;
+        }
         let locality = if peer.browser { Locality::Remote } else { peer.locality };
         let ip = peer.ip.to_string();
         let ctx = ConnectContext { credential, locality, silent: self.silent, remote_ip: Some(&ip) };
         let outcome = self.book.decide_connect(&device, &ctx, now_ms).map_err(|e| {
             if matches!(credential, Credential::DeviceToken(_)) {
-                self.failed(peer, CredentialKind::DeviceToken, now_ms);
+                self.failed(peer, device_subject.clone(), CredentialKind::DeviceToken, now_ms);
             }
             let error = e.to_error_shape();
             let close = Close::policy(&error.message);
             Refused::new(error, close)
         })?;
         match outcome.decision {
-            ConnectDecision::Allowed(grant) => Ok(Accepted {
-                role: grant.role,
-                scopes: grant.scopes,
-                hello_auth: grant.hello_auth(),
-                device_id: Some(grant.device_id.clone()),
-                events: outcome.events,
-            }),
-            ConnectDecision::PairingRequired(required) => Err(Refused {
-                error: Box::new(required.to_error_shape()),
-                close: required.close(),
-                events: outcome.events,
-                pairing_request: required.created,
-            }),
+            ConnectDecision::Allowed(grant) => {
+                if matches!(credential, Credential::DeviceToken(_)) {
+                    self.limiter.succeed(&device_subject, CredentialKind::DeviceToken);
+                }
+                Ok(Accepted {
+                    role: grant.role,
+                    scopes: grant.scopes,
+                    hello_auth: grant.hello_auth(),
+                    device_id: Some(grant.device_id.clone()),
+                    events: outcome.events,
+                })
+            }
+            ConnectDecision::PairingRequired(required) => {
+                if required.created {
+                    self.failed(peer, address, CredentialKind::PairingRequest, now_ms);
+                }
+                Err(Refused {
+                    error: Box::new(required.to_error_shape()),
+                    close: required.close(),
+                    events: outcome.events,
+                    pairing_request: required.created,
+                })
+            }
         }
     }
 

@@ -1,20 +1,26 @@
 //! RPC methods of authenticated connections: one function per method, dispatched from
-//! [`Call`]. Scopes were already checked against the one authorization table by the
-//! connection actor; what is checked here is what only the hub knows (an approver can
-//! grant only scopes it holds, a result must come from the invoked node).
+//! [`Call`]. Every call is checked here, against the caller's live grant and the one
+//! authorization table: a connection whose device was revoked or removed has no grant
+//! left, even for requests it queued before the revoke. Then what only the hub knows is
+//! checked (the caller must hold every scope of a grant it approves, rotates, revokes or
+//! removes; a result must come from the invoked node). Methods that change the pairing
+//! book answer only after the change is committed ([`Hub::commit`]).
 
 use actix::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::invoke::{Caller, Origin};
 use super::{now_ms, Call, Hub};
 use crate::gateway::{ListSessions, StartMain};
+use crate::pairing::PairingEvent;
 use crate::protocol::{
     error_codes, to_value, DeviceTokenParams, DeviceTokenRevokeResult, DeviceTokenRotateResult, ErrorShape,
     NodeEventParams, NodeEventResult, NodeInvokeParams, NodeInvokeResultParams, NodeListEntry, NodeListResult,
     RequestIdParams, Role,
 };
 use crate::scope::ScopeSet;
+use crate::scope::{authorize, Denied};
 
 type Reply = Result<Value, ErrorShape>;
 
@@ -76,29 +82,55 @@ impl Hub {
             .ok_or_else(|| ErrorShape::invalid_request("only a node connection may call this method"))
     }
 
-    /// Methods answered from the hub's own state.
+    /// Methods answered from the hub's own state without changing the pairing book.
     fn call_local(&mut self, conn_id: u64, method: &str, p: Value) -> Reply {
         match method {
             "health" => Ok(self.health()),
             "status" => Ok(self.status()),
             "device.pair.list" => self.device_pair_list(),
-            "device.pair.approve" => self.device_pair_approve(conn_id, params(method, p)?),
-            "device.pair.reject" => self.device_pair_reject(params(method, p)?),
-            "device.pair.remove" => self.device_pair_remove(params::<DeviceIdParams>(method, p)?.device_id),
-            "device.token.rotate" => self.device_token_rotate(params(method, p)?),
-            "device.token.revoke" => self.device_token_revoke(params(method, p)?),
             "node.list" => value(&NodeListResult { ts: now_ms(), nodes: self.node_entries() }),
             "node.describe" => self.node_describe(params::<NodeIdParams>(method, p)?.node_id),
             "node.pair.list" => value(&self.book.node_pair_list(now_ms())),
-            "node.pair.approve" => self.node_pair_approve(conn_id, params(method, p)?),
-            "node.pair.reject" => self.node_pair_reject(params(method, p)?),
             "node.event" => self.node_event(params(method, p)?),
             "node.runnerInventory.update" => self.node_gated(conn_id, json!({})),
             "node.skills.update" => self.node_echo(conn_id, "skills", p),
             "node.pluginTools.update" => self.node_echo(conn_id, "tools", p),
             "node.invoke.result" => self.invoke_result(conn_id, params::<NodeInvokeResultParams>(method, p)?),
-            other => Err(ErrorShape::invalid_request(format!("unknown method: {other}"))),
+            other => Err(ErrorShape::invalid_request(format!("unknown method: {}", crate::protocol::clip(other)))),
         }
+    }
+
+    /// Methods that change the pairing book: `Some` for those, with the change made in
+    /// memory and what to do once it is committed.
+    fn call_mutation(&mut self, conn_id: u64, method: &str, p: Value) -> Option<Result<Change, ErrorShape>> {
+        let caller = self.caller_scopes(conn_id);
+        Some(match method {
+            "device.pair.approve" => params(method, p).and_then(|p| self.device_pair_approve(caller, p)),
+            "device.pair.reject" => params(method, p).and_then(|p| self.device_pair_reject(p)),
+            "device.pair.remove" => {
+                params::<DeviceIdParams>(method, p).and_then(|p| self.device_pair_remove(caller, p.device_id))
+            }
+            "device.token.rotate" => params(method, p).and_then(|p| self.device_token_rotate(caller, p)),
+            "device.token.revoke" => params(method, p).and_then(|p| self.device_token_revoke(caller, p)),
+            "node.pair.approve" => params(method, p).and_then(|p| self.node_pair_approve(caller, p)),
+            "node.pair.reject" => params(method, p).and_then(|p| self.node_pair_reject(p)),
+            _ => return None,
+        })
+    }
+
+    /// Commit a change, then broadcast its events, close what it closes and answer.
+    fn finish_change(&mut self, change: Change, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
+        let saved = self.commit(ctx, move |hub, saved| match saved {
+            Ok(()) => {
+                hub.broadcast(&change.events);
+                if let Some((device_id, role, reason)) = &change.close {
+                    hub.close_device(device_id, *role, reason);
+                }
+                Ok(change.reply)
+            }
+            Err(e) => Err(not_saved(&e)),
+        });
+        Box::pin(fut::wrap_future(saved).map(|r, _, _| r.unwrap_or_else(|_| Err(not_saved("the store went away")))))
     }
 
     fn status(&self) -> Value {
@@ -122,56 +154,49 @@ impl Hub {
         value(&list)
     }
 
-    fn device_pair_approve(&mut self, conn_id: u64, p: RequestIdParams) -> Reply {
+    fn device_pair_approve(&mut self, caller: ScopeSet, p: RequestIdParams) -> Result<Change, ErrorShape> {
         let now = now_ms();
-        let outcome =
-            self.book.approve(&p.request_id, self.caller_scopes(conn_id), now).map_err(|e| e.to_error_shape())?;
-        self.persist();
-        self.broadcast(&outcome.events);
+        let outcome = self.book.approve(&p.request_id, caller, now).map_err(|e| e.to_error_shape())?;
         let device = self.book.device_row(&outcome.device.device_id, now);
-        Ok(json!({"requestId": outcome.request_id, "device": device}))
+        Ok(Change::new(json!({"requestId": outcome.request_id, "device": device}), outcome.events))
     }
 
-    fn device_pair_reject(&mut self, p: RequestIdParams) -> Reply {
+    fn device_pair_reject(&mut self, p: RequestIdParams) -> Result<Change, ErrorShape> {
         let outcome = self.book.reject(&p.request_id, now_ms()).map_err(|e| e.to_error_shape())?;
-        self.persist();
-        self.broadcast(&outcome.events);
-        Ok(
-            json!({"requestId": outcome.request.request_id, "deviceId": outcome.request.device_id, "decision": "rejected"}),
-        )
+        let reply = json!({"requestId": outcome.request.request_id, "deviceId": outcome.request.device_id, "decision": "rejected"});
+        Ok(Change::new(reply, outcome.events))
     }
 
-    fn device_pair_remove(&mut self, device_id: String) -> Reply {
-        let outcome = self.book.remove_device(&device_id).map_err(|e| e.to_error_shape())?;
-        self.persist();
-        self.close_device(&device_id, None, "device removed");
-        Ok(json!({"deviceId": outcome.device.device_id, "removed": true}))
+    fn device_pair_remove(&mut self, caller: ScopeSet, device_id: String) -> Result<Change, ErrorShape> {
+        let outcome = self.book.remove_device(&device_id, caller).map_err(|e| e.to_error_shape())?;
+        let reply = json!({"deviceId": outcome.device.device_id, "removed": true});
+        Ok(Change::new(reply, Vec::new()).closing(device_id, None, "device removed"))
     }
 
-    fn device_token_rotate(&mut self, p: DeviceTokenParams) -> Reply {
-        let issued = self.book.rotate_token(&p.device_id, p.role, now_ms()).map_err(|e| e.to_error_shape())?;
-        self.persist();
+    fn device_token_rotate(&mut self, caller: ScopeSet, p: DeviceTokenParams) -> Result<Change, ErrorShape> {
+        let issued = self.book.rotate_token(&p.device_id, p.role, caller, now_ms()).map_err(|e| e.to_error_shape())?;
         // The old token is dead: its connections go, and the device picks up the new
         // token in its next hello-ok. The operator never sees the value.
-        self.close_device(&p.device_id, Some(p.role), "device token rotated");
-        value(&DeviceTokenRotateResult {
+        let reply = to_value(&DeviceTokenRotateResult {
             device_id: issued.device_id,
             role: issued.role,
             scopes: issued.scopes.names().into_iter().map(String::from).collect(),
             rotated_at_ms: issued.issued_at_ms,
             token: None,
         })
+        .map_err(|e| e.to_error_shape())?;
+        Ok(Change::new(reply, Vec::new()).closing(p.device_id, Some(p.role), "device token rotated"))
     }
 
-    fn device_token_revoke(&mut self, p: DeviceTokenParams) -> Reply {
-        let outcome = self.book.revoke_token(&p.device_id, p.role, now_ms()).map_err(|e| e.to_error_shape())?;
-        self.persist();
-        self.close_device(&p.device_id, Some(p.role), "device token revoked");
-        value(&DeviceTokenRevokeResult {
+    fn device_token_revoke(&mut self, caller: ScopeSet, p: DeviceTokenParams) -> Result<Change, ErrorShape> {
+        let outcome = self.book.revoke_token(&p.device_id, p.role, caller, now_ms()).map_err(|e| e.to_error_shape())?;
+        let reply = to_value(&DeviceTokenRevokeResult {
             device_id: outcome.device_id,
             role: outcome.role,
             revoked_at_ms: outcome.revoked_at_ms,
         })
+        .map_err(|e| e.to_error_shape())?;
+        Ok(Change::new(reply, Vec::new()).closing(p.device_id, Some(p.role), "device token revoked"))
     }
 
     /// Every node the hub knows: approved surfaces, pending ones, and connected nodes.
@@ -227,21 +252,14 @@ impl Hub {
         value(&self.node_entry(&node_id))
     }
 
-    fn node_pair_approve(&mut self, conn_id: u64, p: RequestIdParams) -> Reply {
-        let outcome = self
-            .book
-            .approve_node(&p.request_id, self.caller_scopes(conn_id), now_ms())
-            .map_err(|e| e.to_error_shape())?;
-        self.persist();
-        self.broadcast(&outcome.events);
-        Ok(json!({"requestId": outcome.request_id, "node": outcome.node.to_row()}))
+    fn node_pair_approve(&mut self, caller: ScopeSet, p: RequestIdParams) -> Result<Change, ErrorShape> {
+        let outcome = self.book.approve_node(&p.request_id, caller, now_ms()).map_err(|e| e.to_error_shape())?;
+        Ok(Change::new(json!({"requestId": outcome.request_id, "node": outcome.node.to_row()}), outcome.events))
     }
 
-    fn node_pair_reject(&mut self, p: RequestIdParams) -> Reply {
+    fn node_pair_reject(&mut self, p: RequestIdParams) -> Result<Change, ErrorShape> {
         let outcome = self.book.reject_node(&p.request_id, now_ms()).map_err(|e| e.to_error_shape())?;
-        self.persist();
-        self.broadcast(&outcome.events);
-        Ok(json!({"requestId": outcome.request.request_id, "decision": "rejected"}))
+        Ok(Change::new(json!({"requestId": outcome.request.request_id, "decision": "rejected"}), outcome.events))
     }
 
     fn node_event(&self, p: NodeEventParams) -> Reply {
@@ -287,13 +305,57 @@ struct AgentParams {
     message: String,
 }
 
+/// A pairing change made in memory, waiting for its commit.
+struct Change {
+    reply: Value,
+    events: Vec<PairingEvent>,
+    /// Connections to close once committed: (device, role or all, reason).
+    close: Option<(String, Option<Role>, &'static str)>,
+}
+
+impl Change {
+    fn new(reply: Value, events: Vec<PairingEvent>) -> Change {
+        Change { reply, events, close: None }
+    }
+
+    fn closing(mut self, device_id: String, role: Option<Role>, reason: &'static str) -> Change {
+        self.close = Some((device_id, role, reason));
+        self
+    }
+}
+
+fn not_saved(reason: &str) -> ErrorShape {
+    ErrorShape::new(error_codes::UNAVAILABLE, format!("the change could not be saved ({reason}); nothing was changed"))
+        .with_retryable(true)
+}
+
+/// The caller's live grant allows `method`: the connection is still known (not
+/// revoked, removed or closed) and its scopes satisfy the one authorization table.
+fn authorize_live(conn: Option<&super::Conn>, method: &str) -> Result<(), ErrorShape> {
+    let conn = conn.ok_or_else(|| {
+        ErrorShape::new(
+            error_codes::UNAVAILABLE,
+            "this connection is no longer authorized (its device was revoked, removed or disconnected)",
+        )
+    })?;
+    authorize(conn.scopes, conn.role == Role::Node, method).map_err(|denied| match denied {
+        Denied::MissingScope(scope) => ErrorShape::missing_scope(scope.as_str()),
+        Denied::NodeRoleRequired => ErrorShape::invalid_request(denied.to_string()),
+    })
+}
+
 impl Handler<Call> for Hub {
     type Result = ResponseActFuture<Self, Reply>;
 
-    fn handle(&mut self, msg: Call, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Call, ctx: &mut Self::Context) -> Self::Result {
+        let conn = self.conns.get(&msg.conn_id);
+        if let Err(e) = authorize_live(conn, &msg.method) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let caller = conn.map_or(Caller::Owner, super::Conn::caller);
         match msg.method.as_str() {
             "node.invoke" => match params::<NodeInvokeParams>("node.invoke", msg.params) {
-                Ok(p) => self.invoke(p),
+                Ok(p) => self.invoke(p, Origin { caller, caller_conn: Some(msg.conn_id), caller_gone: None }),
                 Err(e) => Box::pin(fut::ready(Err(e))),
             },
             "sessions.list" => {
@@ -323,10 +385,14 @@ impl Handler<Call> for Hub {
                 }
                 Err(e) => Box::pin(fut::ready(Err(e))),
             },
-            method => {
-                let reply = self.call_local(msg.conn_id, method, msg.params);
-                Box::pin(fut::ready(reply))
-            }
+            method => match self.call_mutation(msg.conn_id, method, msg.params.clone()) {
+                Some(Ok(change)) => self.finish_change(change, ctx),
+                Some(Err(e)) => Box::pin(fut::ready(Err(e))),
+                None => {
+                    let reply = self.call_local(msg.conn_id, method, msg.params);
+                    Box::pin(fut::ready(reply))
+                }
+            },
         }
     }
 }

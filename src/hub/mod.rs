@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::config::Secret;
 use crate::gateway::{Gateway, Stats};
@@ -78,6 +79,17 @@ pub struct Refusal {
     pub close: Close,
 }
 
+impl Refusal {
+    /// The pairing change this connect made could not be saved (and was rolled back).
+    fn not_saved(reason: &str) -> Refusal {
+        let message = format!("the gateway could not save its pairing state ({reason}); try again");
+        Refusal {
+            error: Box::new(ErrorShape::new(crate::protocol::error_codes::UNAVAILABLE, &message).with_retryable(true)),
+            close: Close::internal_error(),
+        }
+    }
+}
+
 /// A method call from an authenticated connection (already authorized by the scope
 /// table in the connection actor).
 #[derive(Message)]
@@ -121,14 +133,28 @@ pub(crate) struct Conn {
     remote_ip: String,
 }
 
+impl Conn {
+    /// Who this connection acts as, for per-caller state (idempotency).
+    fn caller(&self) -> invoke::Caller {
+        match &self.device_id {
+            Some(id) => invoke::Caller::Device(id.clone()),
+            None => invoke::Caller::Owner,
+        }
+    }
+}
+
 pub struct HubConfig {
     pub gateway_token: Option<Secret>,
     pub silent: SilentApproval,
+    /// Advertised in hello-ok; the connection actors enforce it.
+    pub policy: crate::protocol::Policy,
 }
 
 pub struct Hub {
     config: HubConfig,
     book: PairingBook,
+    /// The book as last committed to the store; a failed write rolls back to it.
+    saved: PairingBook,
     store: Addr<Store>,
     gateway: Addr<Gateway>,
     stats: Arc<Stats>,
@@ -151,6 +177,7 @@ impl Hub {
     ) -> Hub {
         Hub {
             config,
+            saved: book.clone(),
             book,
             store,
             gateway,
@@ -164,12 +191,42 @@ impl Hub {
         }
     }
 
-    /// Write the pairing book to the store (its own thread; never waited on here).
-    fn persist(&self) {
-        match serde_json::to_string(&self.book.export()) {
-            Ok(json) => self.store.do_send(SaveSnapshot { name: PAIRING_SNAPSHOT, version: STATE_VERSION, json }),
-            Err(e) => tracing::error!(error = %e, "cannot encode the pairing state"),
-        }
+    /// Commit the pairing book to the store, then call `finish` with the outcome; what
+    /// depends on the change (the answer, events, closes) happens in `finish`, after the
+    /// commit. The hub handles no other message until the store answers, so changes
+    /// commit in order, and a failed write rolls the book back to the last committed
+    /// state, so memory never says more than the disk.
+    fn commit<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        finish: impl FnOnce(&mut Hub, Result<(), String>) -> T + 'static,
+    ) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let json = match serde_json::to_string(&self.book.export()) {
+            Ok(json) => json,
+            Err(e) => {
+                self.book = self.saved.clone();
+                let _ = tx.send(finish(self, Err(format!("cannot encode the pairing state: {e}"))));
+                return rx;
+            }
+        };
+        let save = self.store.send(SaveSnapshot { name: PAIRING_SNAPSHOT, version: STATE_VERSION, json });
+        ctx.wait(save.into_actor(self).map(move |result, hub, _| {
+            let result = match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the store is not running".to_string()),
+            };
+            match &result {
+                Ok(()) => hub.saved = hub.book.clone(),
+                Err(e) => {
+                    tracing::error!(error = %e, "pairing change not saved; rolled back");
+                    hub.book = hub.saved.clone();
+                }
+            }
+            let _ = tx.send(finish(hub, result));
+        }));
+        rx
     }
 
     /// Deliver pairing events to their audience: operators holding `operator.pairing`
@@ -196,11 +253,48 @@ impl Hub {
         }
     }
 
-    /// Close every live connection of `device_id` (for `role`, or all roles).
-    fn close_device(&self, device_id: &str, role: Option<Role>, reason: &str) {
-        for conn in self.conns.values() {
-            if conn.device_id.as_deref() == Some(device_id) && role.is_none_or(|r| r == conn.role) {
+    /// Close every live connection of `device_id` (for `role`, or all roles). They lose
+    /// their grant at once: requests they already queued find no connection here and
+    /// are refused, instead of running with the old scopes.
+    fn close_device(&mut self, device_id: &str, role: Option<Role>, reason: &str) {
+        let gone: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.device_id.as_deref() == Some(device_id) && role.is_none_or(|r| r == c.role))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn_id in gone {
+            if let Some(conn) = self.conns.get(&conn_id) {
                 conn.outbox.do_send(Outbound::Close(Close::policy(reason)));
+            }
+            self.forget_conn(conn_id);
+        }
+    }
+
+    /// Drop a connection from the live state: its node registration, the invokes sent
+    /// on it (failed) and the invokes it asked for (cancelled on their node).
+    fn forget_conn(&mut self, conn_id: u64) {
+        if self.conns.remove(&conn_id).is_none() {
+            return;
+        }
+        for (node_conn, invoke_id) in self.invokes.fail_conn(conn_id) {
+            self.cancel_on_node(node_conn, &invoke_id);
+        }
+        let gone: Vec<String> = self.nodes.iter().filter(|(_, c)| **c == conn_id).map(|(n, _)| n.clone()).collect();
+        for node_id in gone {
+            // A node with another live socket stays connected through that one.
+            let other = self
+                .conns
+                .iter()
+                .find(|(_, c)| c.role == Role::Node && c.device_id.as_deref() == Some(node_id.as_str()))
+                .map(|(id, _)| *id);
+            match other {
+                Some(other) => {
+                    self.nodes.insert(node_id, other);
+                }
+                None => {
+                    self.nodes.remove(&node_id);
+                }
             }
         }
     }
@@ -237,10 +331,15 @@ impl Hub {
         };
         let mut hello = HelloOk::new(server, features, snapshot, auth);
         hello.protocol = protocol;
+        hello.policy = self.config.policy.clone();
         hello
     }
 
-    fn connect(&mut self, msg: Connect) -> Result<Hello, Refusal> {
+    /// Decide a connect. What the decision changed in the pairing book (a pending
+    /// request, a silent approval, a minted device token, a node's command surface) is
+    /// committed before the client hears about it; the connection joins the live state
+    /// only after that.
+    fn connect(&mut self, msg: Connect, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Hello, Refusal>> {
         let now = now_ms();
         let mut authenticator = Authenticator {
             gateway_token: self.config.gateway_token.as_ref(),
@@ -249,71 +348,94 @@ impl Hub {
             limiter: &mut self.limiter,
         };
         let outcome = authenticator.authenticate(&msg.params, &msg.nonce, &msg.peer, now);
-        match outcome {
+        let accepted = match outcome {
+            Ok(accepted) => accepted,
             Err(refused) => {
                 if refused.pairing_request {
                     self.stats.record_pairing_request();
-                    // New pairing requests count against the address like failed
-                    // attempts, so no one floods the book (and the disk) with fresh keys.
-                    if !msg.peer.is_owner() {
-                        self.limiter.fail(msg.peer.ip, ratelimit::CredentialKind::DeviceSignature, now);
+                }
+                if refused.events.is_empty() {
+                    return Box::pin(fut::ready(Err(Refusal { error: refused.error, close: refused.close })));
+                }
+                let saved = self.commit(ctx, move |hub, saved| match saved {
+                    Ok(()) => {
+                        hub.broadcast(&refused.events);
+                        Refusal { error: refused.error, close: refused.close }
                     }
-                }
-                if !refused.events.is_empty() {
-                    self.persist();
-                }
-                self.broadcast(&refused.events);
-                Err(Refusal { error: refused.error, close: refused.close })
-            }
-            Ok(accepted) => {
-                // The stored book must change only for what has to survive a restart:
-                // pairing events (a silent approval) and a freshly minted device token.
-                // An echoed token or a new last-seen time is not worth a disk write on
-                // every connect.
-                let auth = &accepted.hello_auth;
-                let minted = auth.device_token.is_some() && auth.method != Some(AuthMethod::DeviceToken);
-                let mut changed = minted || !accepted.events.is_empty();
-                let payload = self.hello(msg.conn_id, msg.protocol, accepted.hello_auth);
-                if let (Role::Node, Some(node_id)) = (accepted.role, &accepted.device_id) {
-                    changed |= self.register_node(node_id, &msg.params, &msg.peer, msg.conn_id, now);
-                }
-                self.conns.insert(
-                    msg.conn_id,
-                    Conn {
-                        outbox: msg.outbox,
-                        role: accepted.role,
-                        scopes: accepted.scopes,
-                        device_id: accepted.device_id,
-                        connected_at_ms: now,
-                        remote_ip: msg.peer.ip.to_string(),
-                    },
+                    Err(e) => Refusal::not_saved(&e),
+                });
+                return Box::pin(
+                    fut::wrap_future(saved).map(|r, _, _| Err(r.unwrap_or_else(|_| Refusal::not_saved("")))),
                 );
-                if changed {
-                    self.persist();
-                }
-                self.broadcast(&accepted.events);
-                Ok(Hello { payload, role: accepted.role, scopes: accepted.scopes })
             }
+        };
+        // The stored book must change only for what has to survive a restart: pairing
+        // events (a silent approval), a freshly minted device token and a node's new
+        // command surface. An echoed token or a new last-seen time is not worth a disk
+        // write on every connect.
+        let auth = &accepted.hello_auth;
+        let minted = auth.device_token.is_some() && auth.method != Some(AuthMethod::DeviceToken);
+        let mut events = accepted.events;
+        let mut changed = minted || !events.is_empty();
+        if let (Role::Node, Some(node_id)) = (accepted.role, &accepted.device_id) {
+            let declared = self.declare_node(node_id, &msg.params, &msg.peer, now);
+            changed |= declared.changed;
+            events.extend(declared.events);
         }
+        let payload = self.hello(msg.conn_id, msg.protocol, accepted.hello_auth);
+        let conn = Conn {
+            outbox: msg.outbox,
+            role: accepted.role,
+            scopes: accepted.scopes,
+            device_id: accepted.device_id,
+            connected_at_ms: now,
+            remote_ip: msg.peer.ip.to_string(),
+        };
+        let hello = Hello { payload, role: accepted.role, scopes: accepted.scopes };
+        let conn_id = msg.conn_id;
+        if !changed {
+            self.admit(conn_id, conn, &events);
+            return Box::pin(fut::ready(Ok(hello)));
+        }
+        let saved = self.commit(ctx, move |hub, saved| match saved {
+            Ok(()) => {
+                hub.admit(conn_id, conn, &events);
+                Ok(hello)
+            }
+            Err(e) => Err(Refusal::not_saved(&e)),
+        });
+        Box::pin(fut::wrap_future(saved).map(|r, _, _| r.unwrap_or_else(|_| Err(Refusal::not_saved("")))))
     }
 
-    /// A node connected: note where it is and declare its command surface. Returns
-    /// whether the declaration changed the book (a new or superseded surface request).
-    fn register_node(&mut self, node_id: &str, params: &ConnectParams, peer: &Peer, conn_id: u64, now: u64) -> bool {
-        self.nodes.insert(node_id.to_string(), conn_id);
+    /// An accepted connection joins the live state; its events go out.
+    fn admit(&mut self, conn_id: u64, conn: Conn, events: &[PairingEvent]) {
+        if let (Role::Node, Some(node_id)) = (conn.role, &conn.device_id) {
+            self.nodes.insert(node_id.clone(), conn_id);
+        }
+        self.conns.insert(conn_id, conn);
+        self.broadcast(events);
+    }
+
+    /// A node connected: declare its command surface (a new or superseded surface
+    /// request changes the book).
+    fn declare_node(&mut self, node_id: &str, params: &ConnectParams, peer: &Peer, now: u64) -> Declared {
         let ip = peer.ip.to_string();
         let declaration = self.book.node_policy().declaration(node_id, params, Some(&ip));
         match self.book.declare_node_surface(declaration, now) {
             Ok(outcome) => {
-                self.broadcast(&outcome.events);
-                !outcome.events.is_empty() || outcome.superseded.is_some()
+                Declared { changed: !outcome.events.is_empty() || outcome.superseded.is_some(), events: outcome.events }
             }
             Err(e) => {
                 tracing::warn!(node = node_id, error = %e, "node surface declaration refused");
-                false
+                Declared { changed: false, events: Vec::new() }
             }
         }
     }
+}
+
+struct Declared {
+    changed: bool,
+    events: Vec<PairingEvent>,
 }
 
 impl Actor for Hub {
@@ -321,10 +443,10 @@ impl Actor for Hub {
 }
 
 impl Handler<Connect> for Hub {
-    type Result = Result<Hello, Refusal>;
+    type Result = ResponseActFuture<Self, Result<Hello, Refusal>>;
 
-    fn handle(&mut self, msg: Connect, _: &mut Self::Context) -> Self::Result {
-        self.connect(msg)
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
+        self.connect(msg, ctx)
     }
 }
 
@@ -332,26 +454,7 @@ impl Handler<Disconnected> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnected, _: &mut Self::Context) {
-        if self.conns.remove(&msg.conn_id).is_some() {
-            self.invokes.fail_conn(msg.conn_id);
-            let gone: Vec<String> =
-                self.nodes.iter().filter(|(_, c)| **c == msg.conn_id).map(|(n, _)| n.clone()).collect();
-            for node_id in gone {
-                // A node with another live socket stays connected through that one.
-                let other = self
-                    .conns
-                    .iter()
-                    .find(|(_, c)| c.role == Role::Node && c.device_id.as_deref() == Some(node_id.as_str()));
-                match other.map(|(id, _)| *id) {
-                    Some(conn_id) => {
-                        self.nodes.insert(node_id, conn_id);
-                    }
-                    None => {
-                        self.nodes.remove(&node_id);
-                    }
-                }
-            }
-        }
+        self.forget_conn(msg.conn_id);
     }
 }
 

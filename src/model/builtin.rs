@@ -19,6 +19,11 @@
 //!
 //! Usage is reported like a real provider's: a token is four characters, rounded up,
 //! of the request's messages (prompt) and of the answer (completion).
+//!
+//! Every fan-out is bounded by the gateway's limits ([`Bounds`]): a brain task with more
+//! subtasks than a session may have children, or a `[split K xL]` beyond the children or
+//! depth limits, is refused with [`BuiltinError::TooWide`] / [`BuiltinError::TooDeep`]
+//! (HTTP 400) before anything is allocated for it.
 
 use serde_json::json;
 
@@ -38,10 +43,33 @@ pub enum BuiltinError {
     UnknownModel(String),
     #[error("the request has no user message to work on")]
     NoTask,
+    #[error("the task asks for {asked} subtasks; at most {max} (limits.max_children_per_session)")]
+    TooWide { asked: u64, max: u64 },
+    #[error("the task asks for {asked} more split levels; at most {max} (limits.max_spawn_depth)")]
+    TooDeep { asked: u64, max: u64 },
+}
+
+/// How far one answer may fan out: the gateway's own limits, so the builtin provider
+/// never plans a tree the gateway would refuse, and never allocates for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Spawns in one answer (brain subtasks, or K in `[split K xL]`).
+    pub max_parts: u32,
+    /// L in `[split K xL]`.
+    pub max_levels: u32,
+}
+
+impl Bounds {
+    pub fn of(limits: &crate::config::Limits) -> Bounds {
+        Bounds {
+            max_parts: u32::try_from(limits.max_children_per_session).unwrap_or(u32::MAX),
+            max_levels: limits.max_spawn_depth,
+        }
+    }
 }
 
 /// Answer one chat-completions request.
-pub fn respond(request: &CompletionRequest) -> Result<CompletionResponse, BuiltinError> {
+pub fn respond(request: &CompletionRequest, bounds: Bounds) -> Result<CompletionResponse, BuiltinError> {
     let task = request
         .messages
         .iter()
@@ -50,9 +78,9 @@ pub fn respond(request: &CompletionRequest) -> Result<CompletionResponse, Builti
         .ok_or(BuiltinError::NoTask)?;
     let progress = Progress::read(&request.messages);
     let message = match request.model.as_str() {
-        "brain" => plan_step(&progress, brain_subtasks(task), |results| brain_summary(task, results)),
+        "brain" => plan_step(&progress, brain_subtasks(task, bounds)?, |results| brain_summary(task, results)),
         "executor" => match split_marker(task) {
-            Some(split) => plan_step(&progress, split.parts(), |results| executor_report(task, results)),
+            Some(split) => plan_step(&progress, split.parts(bounds)?, |results| executor_report(task, results)),
             None => final_message(format!("report: {} - done.", task.trim())),
         },
         other => return Err(BuiltinError::UnknownModel(other.to_string())),
@@ -153,13 +181,16 @@ fn final_message(text: String) -> WireMessage {
     WireMessage::text("assistant", &text)
 }
 
-fn brain_subtasks(task: &str) -> Vec<String> {
+fn brain_subtasks(task: &str, bounds: Bounds) -> Result<Vec<String>, BuiltinError> {
     let lines: Vec<&str> = task.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let parts: Vec<&str> = match lines.as_slice() {
         [single] => single.split(';').map(str::trim).filter(|p| !p.is_empty()).collect(),
         _ => lines,
     };
-    parts.into_iter().map(|p| strip_bullet(p).to_string()).collect()
+    if parts.len() > bounds.max_parts as usize {
+        return Err(BuiltinError::TooWide { asked: parts.len() as u64, max: u64::from(bounds.max_parts) });
+    }
+    Ok(parts.into_iter().map(|p| strip_bullet(p).to_string()).collect())
 }
 
 fn strip_bullet(line: &str) -> &str {
@@ -170,12 +201,13 @@ fn strip_bullet(line: &str) -> &str {
     }
 }
 
-/// `[split K xL]` at the end of a task.
+/// `[split K xL]` at the end of a task. K and L are parsed as u64 so that any number a
+/// task can carry is read, then checked against [`Bounds`].
 #[derive(Debug, PartialEq, Eq)]
 struct Split<'a> {
     base: &'a str,
-    parts: u32,
-    levels: u32,
+    parts: u64,
+    levels: u64,
 }
 
 fn split_marker(task: &str) -> Option<Split<'_>> {
@@ -189,13 +221,19 @@ fn split_marker(task: &str) -> Option<Split<'_>> {
 }
 
 impl Split<'_> {
-    fn parts(&self) -> Vec<String> {
-        (1..=self.parts)
+    fn parts(&self, bounds: Bounds) -> Result<Vec<String>, BuiltinError> {
+        if self.parts > u64::from(bounds.max_parts) {
+            return Err(BuiltinError::TooWide { asked: self.parts, max: u64::from(bounds.max_parts) });
+        }
+        if self.levels > u64::from(bounds.max_levels) {
+            return Err(BuiltinError::TooDeep { asked: self.levels, max: u64::from(bounds.max_levels) });
+        }
+        Ok((1..=self.parts)
             .map(|i| match self.levels {
                 1 => format!("{} / part {i}", self.base),
                 more => format!("{} / part {i} [split {} x{}]", self.base, self.parts, more - 1),
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -236,8 +274,14 @@ fn tokens(chars: usize) -> u64 {
 mod tests {
     use super::*;
 
+    const BOUNDS: Bounds = Bounds { max_parts: 64, max_levels: 3 };
+
     fn request(model: &str, messages: Vec<WireMessage>) -> CompletionRequest {
         CompletionRequest { model: model.into(), messages, tools: vec![], stream: false }
+    }
+
+    fn respond(request: &CompletionRequest) -> Result<CompletionResponse, BuiltinError> {
+        super::respond(request, BOUNDS)
     }
 
     fn calls(response: &CompletionResponse) -> Vec<(String, serde_json::Value)> {
@@ -294,6 +338,20 @@ mod tests {
         let node = respond(&request("executor", vec![WireMessage::text("user", "scan [split 2 x2]")])).unwrap();
         let tasks: Vec<_> = calls(&node).into_iter().map(|(_, args)| args["task"].clone()).collect();
         assert_eq!(tasks, vec![json!("scan / part 1 [split 2 x1]"), json!("scan / part 2 [split 2 x1]")]);
+    }
+
+    #[test]
+    fn fan_out_beyond_the_limits_is_refused_before_anything_is_built() {
+        let huge = respond(&request("executor", vec![WireMessage::text("user", "x [split 4294967295 x1]")]));
+        assert_eq!(huge.unwrap_err(), BuiltinError::TooWide { asked: 4_294_967_295, max: 64 });
+        let beyond_u32 = respond(&request("executor", vec![WireMessage::text("user", "x [split 99999999999 x1]")]));
+        assert_eq!(beyond_u32.unwrap_err(), BuiltinError::TooWide { asked: 99_999_999_999, max: 64 });
+        let deep = respond(&request("executor", vec![WireMessage::text("user", "x [split 2 x4]")]));
+        assert_eq!(deep.unwrap_err(), BuiltinError::TooDeep { asked: 4, max: 3 });
+        let lines: String = (0..65).map(|i| format!("task {i}\n")).collect();
+        let wide = respond(&request("brain", vec![WireMessage::text("user", &lines)]));
+        assert_eq!(wide.unwrap_err(), BuiltinError::TooWide { asked: 65, max: 64 });
+        assert!(respond(&request("executor", vec![WireMessage::text("user", "x [split 64 x3]")])).is_ok());
     }
 
     #[test]

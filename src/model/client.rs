@@ -6,6 +6,10 @@
 //! killed session) drops the request: the connection is abandoned and the permit
 //! released. `in_flight` counts calls between start and drop so tests and status can
 //! see that kills really abort calls.
+//!
+//! Response bodies are read chunk by chunk and refused past
+//! `limits.max_model_response_bytes` (a provider that never stops sending fails the call
+//! with [`ModelError::TooLarge`] instead of growing memory without bound).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::openai::{CompletionRequest, CompletionResponse, ErrorBody};
 use super::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Providers};
+use crate::config::Limits;
 
 #[derive(Clone)]
 pub struct HttpModelClient {
@@ -24,20 +29,22 @@ pub struct HttpModelClient {
     providers: Arc<Providers>,
     permits: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
+    max_response_bytes: usize,
 }
 
 impl HttpModelClient {
-    pub fn new(providers: Providers, max_concurrent_calls: usize, request_timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(providers: Providers, limits: &Limits) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(request_timeout)
+            .timeout(limits.model_request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(HttpModelClient {
             http,
             providers: Arc::new(providers),
-            permits: Arc::new(Semaphore::new(max_concurrent_calls.max(1))),
+            permits: Arc::new(Semaphore::new(limits.max_concurrent_model_calls.max(1))),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            max_response_bytes: limits.max_model_response_bytes,
         })
     }
 
@@ -63,6 +70,37 @@ impl Drop for InFlight {
     }
 }
 
+/// Why a body could not be read whole.
+enum BodyError {
+    TooLarge(usize),
+    Transport(reqwest::Error),
+}
+
+impl BodyError {
+    fn into_model_error(self, provider: &str) -> ModelError {
+        match self {
+            BodyError::TooLarge(limit) => ModelError::TooLarge { provider: provider.to_string(), limit },
+            BodyError::Transport(e) => ModelError::Transport { provider: provider.to_string(), message: e.to_string() },
+        }
+    }
+}
+
+/// The body, chunk by chunk, refused as soon as it passes `limit` bytes (or announces
+/// more in its Content-Length).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl ModelClient for HttpModelClient {
     fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, ModelError>> {
         let this = self.clone();
@@ -84,7 +122,8 @@ impl ModelClient for HttpModelClient {
                 |e: reqwest::Error| ModelError::Transport { provider: provider_name.clone(), message: e.to_string() };
             let response = call.send().await.map_err(transport)?;
             let status = response.status();
-            let bytes = response.bytes().await.map_err(transport)?;
+            let bytes =
+                read_capped(response, this.max_response_bytes).await.map_err(|e| e.into_model_error(&provider_name))?;
             if !status.is_success() {
                 let message = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|b| b.error.message)

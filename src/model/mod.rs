@@ -130,14 +130,17 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+/// Token counts come from providers, so they are untrusted: all arithmetic on them
+/// saturates (a provider claiming `u64::MAX` tokens exhausts any budget, and never
+/// wraps one back to plenty).
 impl Usage {
     pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 
     pub fn add(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
     }
 }
 
@@ -162,6 +165,8 @@ pub enum ModelError {
     Transport { provider: String, message: String },
     #[error("provider {provider} sent a response that is not a chat completion: {message}")]
     Decode { provider: String, message: String },
+    #[error("provider {provider} sent a response larger than {limit} bytes (limits.max_model_response_bytes)")]
+    TooLarge { provider: String, limit: usize },
 }
 
 /// The seam between sessions and model providers. The real implementation is

@@ -163,7 +163,21 @@ impl PairingBook {
     }
 
     /// Unpairs a device: its record, tokens, pending requests and node surface.
-    pub fn remove_device(&mut self, device_id: &str) -> Result<RemoveOutcome, PairingError> {
+    /// Removes a paired device with its tokens, pending requests and node surface. The
+    /// caller must hold every scope the device was granted, and what approving its
+    /// command surface needed.
+    pub fn remove_device(&mut self, device_id: &str, caller: ScopeSet) -> Result<RemoveOutcome, PairingError> {
+        let device = self
+            .devices
+            .get(device_id)
+            .ok_or_else(|| PairingError::UnknownDevice { device_id: device_id.to_string() })?;
+        check_approver(caller, device.scopes)?;
+        if let Some(surface) = self.node_surfaces.get(device_id) {
+            let required = self.node_policy.required_approve_scopes(&surface.commands);
+            if let Some(missing) = required.into_iter().find(|s| !caller.satisfies(*s)) {
+                return Err(PairingError::ApprovalDenied { missing });
+            }
+        }
         let device = self
             .devices
             .remove(device_id)

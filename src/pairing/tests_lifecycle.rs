@@ -7,6 +7,10 @@ use crate::scope::ScopeSet;
 
 const READ: &str = "operator.read";
 
+fn pairing() -> ScopeSet {
+    ScopeSet::EMPTY.with(crate::scope::Scope::OperatorPairing)
+}
+
 #[test]
 fn hello_tokens_are_fresh_when_undelivered_echoed_when_presented_and_omitted_otherwise() {
     let mut book = PairingBook::default();
@@ -55,18 +59,18 @@ fn rotate_replaces_and_revoke_kills_the_token() {
     paired(&mut book, &device, Role::Node, &[]);
     let token =
         allowed(book.decide_connect(&device.verified(Role::Node, &[]), &remote(), NOW).unwrap()).device_token.unwrap();
-    let rotated = book.rotate_token(&device.id, Role::Node, NOW + 1).unwrap();
+    let rotated = book.rotate_token(&device.id, Role::Node, pairing(), NOW + 1).unwrap();
     assert!(book.verify_device_token(&device.id, Role::Node, token.token.expose()).is_err());
     assert_eq!(book.verify_device_token(&device.id, Role::Node, rotated.token.expose()).unwrap().issued_at_ms, NOW + 1);
     assert_eq!(
-        book.rotate_token(&device.id, Role::Operator, NOW).unwrap_err(),
+        book.rotate_token(&device.id, Role::Operator, pairing(), NOW).unwrap_err(),
         PairingError::RoleNotApproved { device_id: device.id.clone(), role: Role::Operator }
     );
 
-    let revoked = book.revoke_token(&device.id, Role::Node, NOW + 2).unwrap();
+    let revoked = book.revoke_token(&device.id, Role::Node, pairing(), NOW + 2).unwrap();
     assert_eq!(revoked, RevokeOutcome { device_id: device.id.clone(), role: Role::Node, revoked_at_ms: NOW + 2 });
     assert!(book.verify_device_token(&device.id, Role::Node, rotated.token.expose()).is_err());
-    assert!(matches!(book.revoke_token(&device.id, Role::Node, NOW), Err(PairingError::NoLiveToken { .. })));
+    assert!(matches!(book.revoke_token(&device.id, Role::Node, pairing(), NOW), Err(PairingError::NoLiveToken { .. })));
     let grant = allowed(book.decide_connect(&device.verified(Role::Node, &[]), &remote(), NOW + 3).unwrap());
     assert!(grant.device_token.is_none(), "no new token after a revoke until a rotate");
     assert_eq!(book.device_row(&device.id, NOW).unwrap().tokens[0].revoked_at_ms, Some(NOW + 2));
@@ -83,12 +87,35 @@ fn reject_and_remove() {
     assert!(book.device_pair_list(NOW).pending.is_empty());
 
     paired(&mut book, &device, Role::Node, &[]);
-    let removed = book.remove_device(&device.id).unwrap();
+    let removed = book.remove_device(&device.id, pairing()).unwrap();
     assert_eq!(removed.revoked_roles, vec![Role::Node]);
     assert!(book.device(&device.id).is_none());
     let (again, _) = required(book.decide_connect(&device.verified(Role::Node, &[]), &remote(), NOW).unwrap());
     assert_eq!(again.reason, PairingReason::NotPaired);
-    assert!(matches!(book.remove_device("nope"), Err(PairingError::UnknownDevice { .. })));
+    assert!(matches!(book.remove_device("nope", pairing()), Err(PairingError::UnknownDevice { .. })));
+}
+
+#[test]
+fn token_and_device_management_needs_every_scope_of_the_grant() {
+    use crate::scope::Scope;
+    let mut book = PairingBook::default();
+    let admin_device = TestDevice::random();
+    paired(&mut book, &admin_device, Role::Operator, &["operator.admin"]);
+    let id = &admin_device.id;
+    let denied = PairingError::ApprovalDenied { missing: Scope::OperatorAdmin };
+    assert_eq!(book.rotate_token(id, Role::Operator, pairing(), NOW).unwrap_err(), denied);
+    assert_eq!(book.revoke_token(id, Role::Operator, pairing(), NOW).unwrap_err(), denied);
+    assert_eq!(book.remove_device(id, pairing()).unwrap_err(), denied);
+    assert!(book.device(id).is_some() && book.verify_device_token(id, Role::Operator, "x").is_err());
+    let no_pairing = ScopeSet::EMPTY.with(Scope::OperatorRead);
+    assert_eq!(
+        book.remove_device(id, no_pairing).unwrap_err(),
+        PairingError::ApprovalDenied { missing: Scope::OperatorPairing }
+    );
+    let admin = pairing().with(Scope::OperatorAdmin);
+    book.rotate_token(id, Role::Operator, admin, NOW).unwrap();
+    book.revoke_token(id, Role::Operator, admin, NOW).unwrap();
+    book.remove_device(id, admin).unwrap();
 }
 
 #[test]

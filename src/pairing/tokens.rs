@@ -6,6 +6,7 @@
 use rand::rngs::OsRng;
 use rand::RngCore;
 
+use super::book::check_approver;
 use super::book::PairingBook;
 use super::identity::encode_base64url;
 use super::records::{DeviceToken, TokenHash};
@@ -72,8 +73,17 @@ impl PairingBook {
 
     /// Replaces the (device, role) token with a new one; the old value stops working.
     /// The role must be approved for the device.
-    pub fn rotate_token(&mut self, device_id: &str, role: Role, now_ms: u64) -> Result<IssuedToken, PairingError> {
+    /// Mints a new token for (device, role). The caller must hold every scope the token
+    /// grants (the rule approval follows), so nobody rotates a grant wider than its own.
+    pub fn rotate_token(
+        &mut self,
+        device_id: &str,
+        role: Role,
+        caller: ScopeSet,
+        now_ms: u64,
+    ) -> Result<IssuedToken, PairingError> {
         let scopes = self.token_scopes_for(device_id, role)?;
+        check_approver(caller, scopes)?;
         let token = mint_token_value()?;
         let key = (device_id.to_string(), role);
         let created_at_ms = self.tokens.get(&key).map(|t| t.created_at_ms).unwrap_or(now_ms);
@@ -95,7 +105,15 @@ impl PairingBook {
 
     /// Invalidates the (device, role) token. The device stays paired; a shared-secret
     /// connect is still allowed but gets no new token until [`Self::rotate_token`].
-    pub fn revoke_token(&mut self, device_id: &str, role: Role, now_ms: u64) -> Result<RevokeOutcome, PairingError> {
+    /// The caller must hold every scope the token grants.
+    pub fn revoke_token(
+        &mut self,
+        device_id: &str,
+        role: Role,
+        caller: ScopeSet,
+        now_ms: u64,
+    ) -> Result<RevokeOutcome, PairingError> {
+        check_approver(caller, self.token_scopes_for(device_id, role)?)?;
         let key = (device_id.to_string(), role);
         match self.tokens.get_mut(&key) {
             Some(token) if token.is_live() => {

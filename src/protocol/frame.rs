@@ -153,6 +153,16 @@ pub struct StateVersion {
 }
 
 /// A payload that is always sent under one event name.
+/// Client text echoed back in an error (a method name, an id), cut to at most 128
+/// characters so that an error never amplifies what the client sent.
+pub fn clip(text: &str) -> String {
+    const MAX: usize = 128;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 pub trait EventPayload: Serialize {
     const EVENT: &'static str;
 }

@@ -35,17 +35,17 @@ pub use events::{
     PairingRequiredDetails, RecommendedNextStep, ShutdownPayload, TickPayload,
 };
 pub use frame::{
-    detail_codes, error_codes, to_value, ErrorShape, EventFrame, EventPayload, Frame, RequestFrame, ResponseFrame,
-    StateVersion,
+    clip, detail_codes, error_codes, to_value, ErrorShape, EventFrame, EventPayload, Frame, RequestFrame,
+    ResponseFrame, StateVersion,
 };
 pub use hello::{
     AuthMethod, Features, HelloAuth, HelloOk, HelloOkTag, Policy, ServerInfo, Snapshot, DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TICK_INTERVAL_MS,
 };
 pub use node::{
-    NodeEventParams, NodeEventResult, NodeInvokeError, NodeInvokeParams, NodeInvokeRequest, NodeInvokeResponse,
-    NodeInvokeResultParams, NodeListEntry, NodeListResult, NodePairApproveResult, NodePairList, NodePairRejectResult,
-    NodePairedRow, NodePendingRow, OkAck,
+    NodeEventParams, NodeEventResult, NodeInvokeCancel, NodeInvokeError, NodeInvokeParams, NodeInvokeRequest,
+    NodeInvokeResponse, NodeInvokeResultParams, NodeListEntry, NodeListResult, NodePairApproveResult, NodePairList,
+    NodePairRejectResult, NodePairedRow, NodePendingRow, OkAck,
 };
 pub use parse::{
     check_preauth_size, parse_client_frame, parse_connect_frame, parse_frame, ConnectRequest, MAX_PREAUTH_PAYLOAD_BYTES,

@@ -72,6 +72,18 @@ impl EventPayload for NodeInvokeRequest {
     const EVENT: &'static str = "node.invoke.request";
 }
 
+/// Event `node.invoke.cancel`, to the node's socket only: the caller of an invoke is
+/// gone (its session was killed), so the node may stop the command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInvokeCancel {
+    pub invoke_id: String,
+}
+
+impl EventPayload for NodeInvokeCancel {
+    const EVENT: &'static str = "node.invoke.cancel";
+}
+
 /// The error a node reports in a failed `node.invoke.result`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeInvokeError {

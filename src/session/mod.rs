@@ -18,7 +18,7 @@ use actix::prelude::*;
 
 use crate::agent::AgentDef;
 use crate::capability::Capability;
-use crate::gateway::{Gateway, Outcome, RunEnded, Stats};
+use crate::gateway::{Gateway, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
 use crate::model::builtin::ANNOUNCE_PREFIX;
 use crate::model::{ChatRequest, Message, ModelClient, ModelRef};
@@ -167,8 +167,13 @@ impl Session {
         let call = self.models.complete(request);
         ctx.spawn(call.into_actor(self).map(|result, act, ctx| match result {
             Ok(response) => {
-                let _ = act.capability.charge(response.usage.total());
+                let spent = response.usage.total();
                 let next = act.turn.on_response(response);
+                // A call that takes the tree past its budget ends the run here: its
+                // tool calls are not run and no further call is made.
+                if let Err(e) = act.capability.charge(spent) {
+                    return act.finish(Outcome::Error, format!("{e} (this call used {spent} tokens)"), ctx);
+                }
                 act.step(next, ctx);
             }
             Err(e) => act.finish(Outcome::Error, format!("model call failed: {e}"), ctx),
@@ -230,9 +235,17 @@ impl Actor for Session {
             self.begin(task, ctx);
         }
     }
+}
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+/// However the actor ends (stopped, killed, or its task panicked and was dropped), it
+/// is counted out, and the gateway hears of it unless it already reported its run's
+/// end and was not a main session (an idle main session may die too).
+impl Drop for Session {
+    fn drop(&mut self) {
         self.stats.session_stopped();
+        if !self.finished || self.key.is_main() {
+            self.gateway.do_send(SessionGone { key: self.key.clone(), run_id: self.run_id.clone() });
+        }
     }
 }
 

@@ -250,7 +250,11 @@ async fn invoke(env: &ToolEnv, a: InvokeArgs) -> Result<ToolOutput, ToolOutput> 
         idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
         timeout_ms: a.timeout_ms,
     };
-    match nodes.send(InvokeNode(params)).await.map_err(|_| error("the node gateway is not running"))? {
+    // Held until the answer comes: if this session is killed, the tool future (and
+    // this sender) is dropped, and the hub cancels the invoke on the node at once.
+    let (_waiting, caller_gone) = tokio::sync::oneshot::channel::<()>();
+    let invoke = InvokeNode { params, session: env.capability.principal().clone(), caller_gone };
+    match nodes.send(invoke).await.map_err(|_| error("the node gateway is not running"))? {
         Ok(answer) => Ok(ToolOutput::Done(answer)),
         Err(e) => Err(error(format!("{}: {}", e.code, e.message))),
     }

@@ -1,27 +1,31 @@
 //! One WebSocket connection: framing, the handshake timer, per-connection `seq`, ticks
 //! and pings. Decisions belong elsewhere: frames are parsed by `protocol`, the connect
-//! is decided by the hub (pairing book, rate limits), and every request is checked
-//! against the one authorization table before the hub sees it.
+//! is decided by the hub (pairing book, rate limits), and every request is authorized
+//! by the hub against the connection's live grant.
 //!
 //! Phases: the server speaks first (`connect.challenge`); the first frame must be a
-//! `connect` (pre-auth frames capped at 64 KiB, close 1009 above); no connect within
-//! [`HANDSHAKE_TIMEOUT`] closes 1000 "handshake timeout". A refused connect gets its
-//! error response, then the close the refusal names. After hello-ok, a bad frame gets
-//! `INVALID_REQUEST` and the socket stays open.
+//! `connect` (pre-auth frames are capped at 64 KiB while they are read, close 1009
+//! above); no connect within [`HANDSHAKE_TIMEOUT`] closes 1000 "handshake timeout". A
+//! refused connect gets its error response, then the close the refusal names. After
+//! hello-ok the frame limit becomes `maxPayload` and the connection gives back its
+//! pre-auth place ([`super::gate`]); a bad frame gets `INVALID_REQUEST` and the socket
+//! stays open. Output that the peer does not read piles up to `maxBufferedBytes`, then
+//! the socket closes 1008 "slow consumer" ([`super::socket`]).
 
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web_actors::ws;
+use actix_http::ws::{CloseReason, Frame, Message, ProtocolError};
 use serde_json::Value;
 
+use super::gate::PreAuth;
+use super::socket::{FrameLimit, Writer};
 use crate::hub::auth::Peer;
 use crate::hub::{now_ms, Call, Connect, Disconnected, Hub, Outbound};
 use crate::protocol::{
-    negotiate_protocol, parse_client_frame, parse_connect_frame, ChallengePayload, Close, ErrorShape, EventFrame,
-    Frame, ResponseFrame, Role, TickPayload, DEFAULT_TICK_INTERVAL_MS,
+    close_reasons, negotiate_protocol, parse_client_frame, parse_connect_frame, ChallengePayload, Close, ErrorShape,
+    EventFrame, Frame as WireFrame, ResponseFrame, TickPayload, DEFAULT_TICK_INTERVAL_MS, MAX_PREAUTH_PAYLOAD_BYTES,
 };
-use crate::scope::{authorize, Denied, ScopeSet};
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
@@ -29,8 +33,20 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 enum Phase {
     AwaitingConnect,
     Authenticating,
-    Ready { role: Role, scopes: ScopeSet },
+    Ready,
     Closing,
+}
+
+/// What a connection is given at the upgrade.
+pub struct ConnectionInit {
+    pub conn_id: u64,
+    pub hub: Addr<Hub>,
+    pub peer: Peer,
+    pub writer: Writer,
+    pub limit: FrameLimit,
+    /// The frame limit after hello-ok (`maxPayload`).
+    pub max_payload: usize,
+    pub preauth: PreAuth,
 }
 
 pub struct Connection {
@@ -40,67 +56,88 @@ pub struct Connection {
     nonce: String,
     phase: Phase,
     seq: u64,
+    writer: Writer,
+    limit: FrameLimit,
+    max_payload: usize,
+    preauth: Option<PreAuth>,
 }
 
 impl Connection {
-    pub fn new(conn_id: u64, hub: Addr<Hub>, peer: Peer) -> Connection {
+    pub fn new(init: ConnectionInit) -> Connection {
         Connection {
-            conn_id,
-            hub,
-            peer,
+            conn_id: init.conn_id,
+            hub: init.hub,
+            peer: init.peer,
             nonce: uuid::Uuid::new_v4().to_string(),
             phase: Phase::AwaitingConnect,
             seq: 0,
+            writer: init.writer,
+            limit: init.limit,
+            max_payload: init.max_payload,
+            preauth: Some(init.preauth),
         }
     }
 
-    fn send(&self, frame: Frame, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Queue a message; a peer that lets more than `maxBufferedBytes` pile up is closed.
+    fn write(&mut self, message: Message, ctx: &mut Context<Self>) {
+        if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        if let Err(slow) = self.writer.send(message) {
+            tracing::warn!(conn = self.conn_id, buffered = slow.buffered, "closing a slow consumer");
+            self.phase = Phase::Closing;
+            self.writer.abort(Close::policy(close_reasons::SLOW_CONSUMER).code, close_reasons::SLOW_CONSUMER);
+            ctx.stop();
+        }
+    }
+
+    fn send(&mut self, frame: WireFrame, ctx: &mut Context<Self>) {
         match frame.encode() {
-            Ok(text) => ctx.text(text),
+            Ok(text) => self.write(Message::Text(text.into()), ctx),
             Err(e) => tracing::error!(conn = self.conn_id, error = %e, "cannot encode frame"),
         }
     }
 
-    fn respond(&self, id: &str, reply: Result<Value, ErrorShape>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn respond(&mut self, id: &str, reply: Result<Value, ErrorShape>, ctx: &mut Context<Self>) {
         let frame = match reply {
             Ok(payload) => ResponseFrame::success(id, payload),
             Err(error) => ResponseFrame::failure(id, error),
         };
-        self.send(Frame::Response(frame), ctx);
+        self.send(WireFrame::Response(frame), ctx);
     }
 
-    fn event(&mut self, frame: EventFrame, broadcast: bool, ctx: &mut ws::WebsocketContext<Self>) {
+    fn event(&mut self, frame: EventFrame, broadcast: bool, ctx: &mut Context<Self>) {
         let frame = if broadcast {
             self.seq += 1;
             frame.with_seq(self.seq)
         } else {
             frame
         };
-        self.send(Frame::Event(frame), ctx);
+        self.send(WireFrame::Event(frame), ctx);
     }
 
-    fn close(&mut self, close: Close, ctx: &mut ws::WebsocketContext<Self>) {
+    fn close(&mut self, close: Close, ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Closing) {
             return;
         }
         self.phase = Phase::Closing;
-        ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(close.code), description: Some(close.reason) }));
+        self.writer.close(close.code, &close.reason);
         ctx.stop();
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match self.phase {
             Phase::AwaitingConnect => self.on_connect(text, ctx),
             Phase::Authenticating => {
                 let id = parse_client_frame(text).map(|r| r.id).unwrap_or_default();
                 self.respond(&id, Err(ErrorShape::invalid_request("wait for hello-ok before sending requests")), ctx);
             }
-            Phase::Ready { role, scopes } => self.on_request(text, role, scopes, ctx),
+            Phase::Ready => self.on_request(text, ctx),
             Phase::Closing => {}
         }
     }
 
-    fn on_connect(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_connect(&mut self, text: &str, ctx: &mut Context<Self>) {
         let request = match parse_connect_frame(text) {
             Ok(request) => request,
             Err(e) => {
@@ -131,10 +168,12 @@ impl Connection {
         ctx.wait(self.hub.send(connect).into_actor(self).map(move |result, act, ctx| match result {
             Ok(Ok(hello)) => {
                 match ResponseFrame::success_with(&id, &hello.payload) {
-                    Ok(frame) => act.send(Frame::Response(frame), ctx),
+                    Ok(frame) => act.send(WireFrame::Response(frame), ctx),
                     Err(e) => return act.close(e.close(), ctx),
                 }
-                act.phase = Phase::Ready { role: hello.role, scopes: hello.scopes };
+                act.phase = Phase::Ready;
+                act.limit.set(act.max_payload);
+                act.preauth = None;
                 act.start_keepalive(ctx);
             }
             Ok(Err(refusal)) => {
@@ -145,7 +184,7 @@ impl Connection {
         }));
     }
 
-    fn on_request(&mut self, text: &str, role: Role, scopes: ScopeSet, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_request(&mut self, text: &str, ctx: &mut Context<Self>) {
         let request = match parse_client_frame(text) {
             Ok(request) => request,
             Err(e) => {
@@ -155,13 +194,6 @@ impl Connection {
         };
         if request.method == "connect" {
             return self.respond(&request.id, Err(ErrorShape::invalid_request("already connected")), ctx);
-        }
-        if let Err(denied) = authorize(scopes, role == Role::Node, &request.method) {
-            let error = match denied {
-                Denied::MissingScope(scope) => ErrorShape::missing_scope(scope.as_str()),
-                Denied::NodeRoleRequired => ErrorShape::invalid_request(denied.to_string()),
-            };
-            return self.respond(&request.id, Err(error), ctx);
         }
         let call = Call {
             conn_id: self.conn_id,
@@ -175,18 +207,29 @@ impl Connection {
         }));
     }
 
-    fn start_keepalive(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn start_keepalive(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_millis(DEFAULT_TICK_INTERVAL_MS), |act, ctx| {
             if let Ok(frame) = EventFrame::from_payload(&TickPayload { ts: now_ms() }) {
                 act.event(frame, true, ctx);
             }
         });
-        ctx.run_interval(PING_INTERVAL, |_, ctx| ctx.ping(b""));
+        ctx.run_interval(PING_INTERVAL, |act, ctx| act.write(Message::Ping(bytes::Bytes::new()), ctx));
+    }
+
+    fn on_frame_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
+        match error {
+            ProtocolError::Overflow if self.preauth.is_some() => self.close(Close::preauth_too_large(), ctx),
+            ProtocolError::Overflow => self.close(Close::new(1009, "frame too large"), ctx),
+            e => {
+                tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");
+                self.close(Close::new(1002, "websocket protocol error"), ctx);
+            }
+        }
     }
 }
 
 impl Actor for Connection {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let challenge = ChallengePayload { nonce: self.nonce.clone(), ts: now_ms(), capabilities: None };
@@ -202,6 +245,8 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // A socket that goes away without a close of ours still ends its output.
+        self.writer.close_with(None);
         self.hub.do_send(Disconnected { conn_id: self.conn_id });
     }
 }
@@ -212,7 +257,7 @@ impl Handler<Outbound> for Connection {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Event { frame, broadcast } => {
-                if matches!(self.phase, Phase::Ready { .. }) {
+                if matches!(self.phase, Phase::Ready) {
                     self.event(frame, broadcast, ctx);
                 }
             }
@@ -221,27 +266,33 @@ impl Handler<Outbound> for Connection {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Frame, ProtocolError>> for Connection {
+    fn handle(&mut self, msg: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
         match msg {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Close(reason)) => {
+            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.close(Close::new(1007, "text frame is not valid utf-8"), ctx),
+            },
+            Ok(Frame::Ping(payload)) => self.write(Message::Pong(payload), ctx),
+            Ok(Frame::Close(reason)) => {
                 // Echo the client's close (an empty one too), then stop.
                 self.phase = Phase::Closing;
-                ctx.close(reason);
+                self.writer.close_with(reason.map(|r| CloseReason { code: r.code, description: r.description }));
                 ctx.stop();
             }
-            Ok(ws::Message::Binary(_)) => self.close(Close::new(1003, "binary frames are not supported"), ctx),
-            Ok(ws::Message::Continuation(_)) => {
+            Ok(Frame::Binary(_)) => self.close(Close::new(1003, "binary frames are not supported"), ctx),
+            Ok(Frame::Continuation(_)) => {
                 self.close(Close::new(1003, "fragmented messages are not supported; send one text frame"), ctx)
             }
-            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
-            Err(ws::ProtocolError::Overflow) => self.close(Close::new(1009, "frame too large"), ctx),
-            Err(e) => {
-                tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");
-                self.close(Close::new(1002, "websocket protocol error"), ctx);
-            }
+            Ok(Frame::Pong(_)) => {}
+            Err(e) => self.on_frame_error(e, ctx),
         }
     }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }
+
+/// The pre-auth frame limit, as the codec sees it.
+pub const PREAUTH_FRAME_LIMIT: usize = MAX_PREAUTH_PAYLOAD_BYTES;

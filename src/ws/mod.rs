@@ -1,31 +1,40 @@
-//! The WebSocket endpoint (`GET /` on the gateway's HTTP port): the upgrade checks and
-//! the per-socket [`connection::Connection`] actor. This is the only module that imports
-//! actix-web-actors.
+//! The WebSocket endpoint (`GET /` on the gateway's HTTP port): the upgrade checks, the
+//! byte streams ([`socket`], on actix-http's frame codec) and the per-socket
+//! [`connection::Connection`] actor. This is the only module that speaks WebSocket.
 //!
 //! At the upgrade, before any frame: a browser `Origin` not in the allowlist is refused
 //! with 403, and the peer is classified. A loopback socket is `DirectLoopback` only when
 //! it carries no Forwarded / X-Forwarded-* / X-Real-IP header; a proxy on the same
-//! machine must not make remote clients look local.
+//! machine must not make remote clients look local. A socket past the caps on
+//! unauthenticated connections ([`gate`]) is closed at once with 1013.
 
 pub mod connection;
+pub mod gate;
+pub mod socket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::Addr;
+use actix::{Actor, Addr, AsyncContext};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 
 use crate::hub::auth::Peer;
 use crate::hub::Hub;
 use crate::pairing::Locality;
-use crate::protocol::DEFAULT_MAX_PAYLOAD_BYTES;
-use connection::Connection;
+use connection::{Connection, ConnectionInit, PREAUTH_FRAME_LIMIT};
+use gate::PreAuthGate;
+use socket::{FrameLimit, Frames, Writer};
 
 /// What the upgrade handler needs; shared by the HTTP workers.
 #[derive(Clone)]
 pub struct WsState {
     pub hub: Addr<Hub>,
     pub allowed_origins: Vec<String>,
+    pub gate: PreAuthGate,
+    /// The frame limit after hello-ok (`policy.maxPayload`).
+    pub max_payload: usize,
+    /// Output waiting for a peer beyond this closes it (`policy.maxBufferedBytes`).
+    pub max_buffered: usize,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -53,17 +62,52 @@ pub async fn upgrade(
     if let Some(origin) = req.headers().get("origin") {
         let origin = origin.to_str().unwrap_or_default();
         if !ws_state.allowed_origins.iter().any(|allowed| allowed == origin) {
-            tracing::warn!(origin, "websocket refused: origin not allowed");
+            tracing::warn!(origin = %crate::protocol::clip(origin), "websocket refused: origin not allowed");
             return HttpResponse::Forbidden().body("origin not allowed");
         }
     }
     let Some(peer) = classify(&req) else {
         return HttpResponse::BadRequest().body("unknown peer address");
     };
-    let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-    let actor = Connection::new(conn_id, ws_state.hub.clone(), peer);
-    ws::WsResponseBuilder::new(actor, &req, stream)
-        .frame_size(DEFAULT_MAX_PAYLOAD_BYTES as usize)
-        .start()
-        .unwrap_or_else(HttpResponse::from_error)
+    if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+        return HttpResponse::from_error(e);
+    }
+    let (mut writer, body) = Writer::new(ws_state.max_buffered);
+    let response = switching_protocols(&req).streaming(body);
+    match ws_state.gate.enter(peer.ip) {
+        Ok(preauth) => {
+            let limit = FrameLimit::new(PREAUTH_FRAME_LIMIT);
+            let frames = Frames::new(stream, limit.clone());
+            let init = ConnectionInit {
+                conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+                hub: ws_state.hub.clone(),
+                peer,
+                writer,
+                limit,
+                max_payload: ws_state.max_payload,
+                preauth,
+            };
+            Connection::create(move |ctx| {
+                ctx.add_stream(frames);
+                Connection::new(init)
+            });
+        }
+        Err(refusal) => {
+            tracing::warn!(ip = %peer.ip, "websocket refused: {}", refusal.reason());
+            writer.close(1013, &refusal.reason());
+        }
+    }
+    response
+}
+
+/// The 101 answer to a verified upgrade request.
+fn switching_protocols(req: &HttpRequest) -> actix_web::HttpResponseBuilder {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
+    let accept = actix_http::ws::hash_key(key);
+    let mut builder = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    builder.upgrade("websocket");
+    if let Ok(value) = header::HeaderValue::from_bytes(&accept) {
+        builder.insert_header((header::SEC_WEBSOCKET_ACCEPT, value));
+    }
+    builder
 }

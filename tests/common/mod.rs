@@ -33,6 +33,10 @@ pub enum Reply {
     /// Tool calls as (id, name, raw argument text).
     Calls(Vec<(String, String, String)>),
     Hang,
+    /// Another reply, reporting this usage (prompt, completion tokens).
+    WithUsage(Box<Reply>, u64, u64),
+    /// A 200 whose body never ends.
+    Endless,
 }
 
 /// A tool call with JSON arguments.
@@ -60,11 +64,23 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
     let model = request.model.clone();
     state.requests.lock().unwrap().push(request.clone());
     let _ = state.events.send(model.clone());
-    let message = match (state.script)(&request) {
+    let mut usage = WireUsage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
+    let mut reply = (state.script)(&request);
+    if let Reply::WithUsage(inner, prompt, completion) = reply {
+        usage = WireUsage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: 0 };
+        reply = *inner;
+    }
+    let message = match reply {
         Reply::Hang => {
             futures_util::future::pending::<()>().await;
             unreachable!()
         }
+        Reply::Endless => {
+            let chunk = web::Bytes::from(vec![b' '; 64 * 1024]);
+            let body = futures_util::stream::repeat_with(move || Ok::<_, actix_web::Error>(chunk.clone()));
+            return HttpResponse::Ok().content_type("application/json").streaming(body);
+        }
+        Reply::WithUsage(..) => panic!("WithUsage inside WithUsage"),
         Reply::Text(text) => WireMessage::text("assistant", &text),
         Reply::Calls(calls) => WireMessage {
             role: "assistant".into(),
@@ -87,7 +103,7 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
         object: "chat.completion".into(),
         model,
         choices: vec![Choice { index: 0, message, finish_reason: Some("stop".into()) }],
-        usage: Some(WireUsage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 }),
+        usage: Some(usage),
     })
 }
 
