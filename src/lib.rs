@@ -16,7 +16,8 @@
 //! Hub (external side: pairing book, connections, node invokes)       hub/
 //! ├── Connection actors, one per WebSocket (operator or node)        ws/
 //! └── Store (SyncArbiter thread): the only writer of SQLite           store/
-//! HTTP server (actix-web): WebSocket at /, /health, builtin provider  http.rs, model/server.rs
+//! HTTP server (actix-web, public port): WebSocket at /, /health       http.rs
+//! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
 //! ```
 //!
 //! Sessions never pair or open sockets: a subagent's capability arrives inside the spawn
@@ -34,7 +35,8 @@
 //! - [`protocol`]: OpenClaw-compatible wire types only (serde, no actix, no I/O).
 //! - [`pairing`]: device identity checks and the pairing book, a pure state machine.
 //! - [`hub`]: the actor owning the pairing book, live connections and node invokes.
-//! - [`ws`]: the WebSocket connection actor; the only user of actix-web-actors.
+//! - [`ws`]: the WebSocket byte streams (frame limits, output limits) and the
+//!   connection actor; the only module that speaks WebSocket.
 //! - [`store`]: the Store actor and its SQLite schema.
 //! - [`client`]: the operator WebSocket client behind `hivegate devices` / `nodes`.
 //! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.

@@ -91,6 +91,12 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
         (vec!["run", "   "], "the task is empty"),
         (vec!["demo", "--executors", "0"], "0 is not in 1..=10000"),
         (vec!["--config", "/nonexistent/hivegate.toml", "demo"], "cannot read config file /nonexistent/hivegate.toml"),
+        (
+            vec!["run", "--timeout", "1e30", "x"],
+            "--timeout must be at most 2592000 seconds, got 1000000000000000000000000000000",
+        ),
+        (vec!["run", "--timeout", "nan", "x"], "--timeout must be a positive number of seconds"),
+        (vec!["serve", "--bind", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without a gateway token"),
     ] {
         let output = hivegate().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -176,24 +182,6 @@ fn a_refused_spawn_is_said_and_the_exit_code_is_1() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("· spawn refused: agent 'brain' may not spawn 'executor'; allowed: []"), "{stdout}");
     assert!(stdout.contains("refused spawns: 2"), "{stdout}");
-}
-
-#[test]
-fn bad_numbers_and_unsafe_binds_are_exit_2_with_a_message() {
-    for (args, expected) in [
-        (
-            vec!["run", "--timeout", "1e30", "x"],
-            "--timeout must be at most 2592000 seconds, got 1000000000000000000000000000000",
-        ),
-        (vec!["run", "--timeout", "nan", "x"], "--timeout must be a positive number of seconds"),
-        (vec!["serve", "--bind", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without a gateway token"),
-    ] {
-        let output = hivegate().args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    }
 }
 
 #[test]

@@ -18,7 +18,6 @@ use common::{agents, call, FakeModels, Reply, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use hivegate::config::Config;
 use hivegate::gateway::{Kill, StartMain};
-use hivegate::model::{Api, Provider};
 use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -305,11 +304,8 @@ async fn idempotency_keys_are_per_caller_and_bound_to_their_params() {
     let mut operator = cli(addr, &["operator.write"]).await;
     let sh = json!({"nodeId": id, "command": "system.which", "params": {"bins": ["sh"]}, "idempotencyKey": "k"});
     let (first, _) = tokio::join!(operator.call("node.invoke", sh.clone()), async {
-        let request = node.wait_event("node.invoke.request").await;
         answered += 1;
-        let result =
-            json!({"id": request["payload"]["id"], "nodeId": id, "ok": true, "payloadJSON": answer(1).to_string()});
-        node.call("node.invoke.result", result).await.unwrap();
+        answer_invoke(&mut node, &id, &answer(1)).await
     });
     assert_eq!(first.unwrap()["payload"], answer(1));
     // The same key with other params is refused, not answered with the first result.
@@ -326,11 +322,8 @@ async fn idempotency_keys_are_per_caller_and_bound_to_their_params() {
     let mut stranger =
         WsClient::connected(addr, &[], &ConnectOptions::operator(&other, TOKEN, &["operator.write"])).await;
     let (theirs, _) = tokio::join!(stranger.call("node.invoke", sh), async {
-        let request = node.wait_event("node.invoke.request").await;
         answered += 1;
-        let result =
-            json!({"id": request["payload"]["id"], "nodeId": id, "ok": true, "payloadJSON": answer(2).to_string()});
-        node.call("node.invoke.result", result).await.unwrap();
+        answer_invoke(&mut node, &id, &answer(2)).await
     });
     assert_eq!(theirs.unwrap()["payload"], answer(2));
     assert_eq!(answered, 2);
@@ -349,18 +342,8 @@ async fn killing_a_session_cancels_its_node_invoke_at_once() {
             json!({"nodeId": script_node, "command": "system.which", "params": {}, "timeoutMs": 600_000}),
         )])
     });
-    let mut config = config(PathBuf::new());
-    config.providers.insert(
-        "fake",
-        Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("k".into()),
-            api_key_env: None,
-            api: Api::OpenAiCompletions,
-        },
-    );
     let agent = "id = \"ops\"\nmodel = \"fake/ops\"\n[tools]\nallow = [\"nodes_invoke\"]\n";
-    let runtime = Runtime::start(&config, agents(&[agent])).await.unwrap();
+    let runtime = start_with_fake(&fake, &[agent]).await;
     let (mut node, _) = paired_node(runtime.http_addr, &device, &["system.which"]).await;
     let start = StartMain { agent_id: "ops".into(), task: "which".into(), run_timeout: None, budget_tokens: None };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();

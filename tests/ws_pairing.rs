@@ -14,7 +14,6 @@ use common::wsclient::{ConnectOptions, Identity, WsClient};
 use common::{agents, call, tool_results, FakeModels, Reply, WAIT};
 use hivegate::config::Config;
 use hivegate::gateway::{Outcome, StartMain, WaitRun};
-use hivegate::model::{Api, Provider};
 use hivegate::runtime::Runtime;
 use serde_json::json;
 use sha2::Digest as _;
@@ -315,18 +314,8 @@ async fn a_session_runs_an_approved_node_command_with_nodes_invoke() {
             Reply::Text("done".into())
         }
     });
-    let mut config = config(PathBuf::new());
-    config.providers.insert(
-        "fake",
-        Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("k".into()),
-            api_key_env: None,
-            api: Api::OpenAiCompletions,
-        },
-    );
     let agent = "id = \"ops\"\nmodel = \"fake/ops\"\n[tools]\nallow = [\"nodes_invoke\"]\n";
-    let runtime = Runtime::start(&config, agents(&[agent])).await.unwrap();
+    let runtime = start_with_fake(&fake, &[agent]).await;
     let (mut node, _) = paired_node(runtime.http_addr, &device, &["system.which"]).await;
 
     let start =

@@ -182,12 +182,13 @@ pub async fn run(config_path: Option<PathBuf>, args: DevicesArgs) -> anyhow::Res
             finish(json, result, |_| format!("rejected pairing request {request_id}"), list_hint)
         }
         DevicesCommand::Remove { device_id } => {
-            let result = client.call(PAIRING, "device.pair.remove", json!({ "deviceId": device_id })).await;
+            let result =
+                with_admin_retry(&client, PAIRING, "device.pair.remove", json!({ "deviceId": device_id })).await;
             finish(json, result, |_| format!("removed device {device_id}"), None)
         }
         DevicesCommand::Rotate { device_id, role } => {
             let params = json!({ "deviceId": device_id, "role": role });
-            let result = client.call(token_scopes(&role), "device.token.rotate", params).await;
+            let result = with_admin_retry(&client, token_scopes(&role), "device.token.rotate", params).await;
             let human = |p: &Value| {
                 let shown = if p.get("token").is_some() { " (--json shows the new token)" } else { "" };
                 format!("rotated the {role} token of device {device_id}{shown}")
@@ -196,7 +197,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DevicesArgs) -> anyhow::Res
         }
         DevicesCommand::Revoke { device_id, role } => {
             let params = json!({ "deviceId": device_id, "role": role });
-            let result = client.call(token_scopes(&role), "device.token.revoke", params).await;
+            let result = with_admin_retry(&client, token_scopes(&role), "device.token.revoke", params).await;
             finish(json, result, |_| format!("revoked the {role} token of device {device_id}"), None)
         }
     }
@@ -205,9 +206,24 @@ pub async fn run(config_path: Option<PathBuf>, args: DevicesArgs) -> anyhow::Res
 /// `device.pair.approve` with `operator.pairing`, then once more with `operator.admin` when the
 /// gateway says the approval needs more (approving a node-role device does in OpenClaw).
 async fn approve(client: &OperatorClient, request_id: &str) -> Result<Value, ClientError> {
-    let params = json!({ "requestId": request_id });
-    match client.call(PAIRING, "device.pair.approve", params.clone()).await {
-        Err(err) if needs_admin_retry(&err) => client.call(ADMIN, "device.pair.approve", params).await,
+    with_admin_retry(client, PAIRING, "device.pair.approve", json!({ "requestId": request_id })).await
+}
+
+/// Call with the least scopes, then once more adding `operator.admin` when the gateway says
+/// the grant being touched needs it (the caller must hold every scope of a grant it approves,
+/// rotates, revokes or removes).
+async fn with_admin_retry(
+    client: &OperatorClient,
+    scopes: &[&str],
+    method: &str,
+    params: Value,
+) -> Result<Value, ClientError> {
+    match client.call(scopes, method, params.clone()).await {
+        Err(err) if needs_admin_retry(&err) && !scopes.contains(&"operator.admin") => {
+            let mut wider = scopes.to_vec();
+            wider.push("operator.admin");
+            client.call(&wider, method, params).await
+        }
         other => other,
     }
 }
@@ -365,6 +381,20 @@ mod tests {
             close: None,
         };
         assert!(!needs_admin_retry(&refused));
+    }
+
+    #[test]
+    fn only_the_configured_gateway_counts_as_the_same_gateway() {
+        let bind: SocketAddr = "127.0.0.1:18789".parse().unwrap();
+        assert!(same_gateway("ws://127.0.0.1:18789/", bind));
+        assert!(same_gateway("ws://localhost:18789", bind));
+        assert!(same_gateway("ws://[::1]:18789/", bind));
+        assert!(same_gateway("ws://127.0.0.1:18789/", "0.0.0.0:18789".parse().unwrap()));
+        assert!(!same_gateway("ws://127.0.0.1:18790/", bind));
+        assert!(!same_gateway("ws://evil.example:18789/", bind));
+        assert!(!same_gateway("ws://10.0.0.5:18789/", bind));
+        assert!(!same_gateway("ws://user@127.0.0.1.evil.example:18789/", bind));
+        assert!(!same_gateway("not a url", bind));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a brain/executor tree offline on the builtin provider and print the tree and spawn latency.
     Demo(demo::DemoArgs),
-    /// Run the gateway as a server: the OpenClaw-compatible WebSocket for nodes and operators, /health and the builtin provider.
+    /// Run the gateway as a server: the OpenClaw-compatible WebSocket for nodes and operators, and /health.
     Serve(serve::ServeArgs),
     /// Run one task on a main session against the configured providers; print the tree and the answer.
     Run(run::RunArgs),

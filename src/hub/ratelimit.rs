@@ -54,6 +54,8 @@ impl Entry {
 #[derive(Default)]
 pub struct RateLimiter {
     entries: HashMap<(Subject, CredentialKind), Entry>,
+    /// The size at which the next prune runs (amortised: pruning is O(entries)).
+    prune_at: usize,
 }
 
 impl RateLimiter {
@@ -89,7 +91,7 @@ impl RateLimiter {
     /// Drop entries with nothing left to remember; past [`MAX_ENTRIES`] live ones, drop
     /// the stalest half, so the map cannot grow without bound.
     fn prune(&mut self, now_ms: u64) {
-        if self.entries.len() < 1024 {
+        if self.entries.len() < self.prune_at.max(1024) {
             return;
         }
         self.entries.retain(|_, e| {
@@ -102,6 +104,7 @@ impl RateLimiter {
             let cutoff = *median;
             self.entries.retain(|_, e| e.last_activity() > cutoff);
         }
+        self.prune_at = (self.entries.len() * 2).clamp(1024, MAX_ENTRIES);
     }
 
     pub fn len(&self) -> usize {

@@ -121,6 +121,75 @@ mod tests {
         assert_eq!(err, Err(ProtocolError::UnexpectedType { kind: "res".to_string() }));
     }
 
+    use proptest::prelude::*;
+
+    /// Any JSON value, up to a small depth: the shapes a hostile client can send.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_string()),
+                        Just("id".to_string()),
+                        Just("method".to_string()),
+                        Just("params".to_string()),
+                        Just("minProtocol".to_string()),
+                        Just("client".to_string()),
+                        Just("device".to_string()),
+                        Just("auth".to_string()),
+                        ".{0,8}"
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever text arrives, parsing answers with a frame or an error that knows
+        /// its close; it never panics.
+        #[test]
+        fn random_text_never_panics(text in ".{0,300}") {
+            if let Err(e) = parse_connect_frame(&text) {
+                let close = e.close();
+                prop_assert!([1002, 1008, 1009].contains(&close.code), "{close:?}");
+                let _ = e.to_error_shape();
+            }
+            let _ = parse_client_frame(&text);
+            let _ = parse_frame(&text);
+        }
+
+        /// Random JSON shaped like frames, with `req`/`connect` often present.
+        #[test]
+        fn random_frames_never_panic(mut value in json_value(), req in any::<bool>(), connect in any::<bool>()) {
+            if let (true, Value::Object(map)) = (req, &mut value) {
+                map.insert("type".into(), Value::from("req"));
+                map.insert("id".into(), Value::from("1"));
+                if connect {
+                    map.insert("method".into(), Value::from("connect"));
+                }
+            }
+            let text = value.to_string();
+            match parse_connect_frame(&text) {
+                Ok(request) => prop_assert_eq!(request.id, "1"),
+                Err(e) => {
+                    let _ = (e.close(), e.to_error_shape(), e.request_id());
+                }
+            }
+            let _ = parse_client_frame(&text);
+        }
+    }
+
     #[test]
     fn null_params_read_as_absent() {
         let frame = parse_client_frame(r#"{"type":"req","id":"2:x","method":"health","params":null}"#);

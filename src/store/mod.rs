@@ -17,6 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "hivegate.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
+/// How long a write waits for another holder of the database's write lock.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +41,9 @@ pub fn open(state_dir: &Path) -> Result<Connection, StoreError> {
     let path = state_dir.join(DB_FILE);
     let display = path.display().to_string();
     let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: display.clone(), source })?;
+    // Another process holding the write lock (a backup, a sqlite3 shell) makes a write
+    // wait this long, then fail: the change is refused and rolled back, not hung.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;

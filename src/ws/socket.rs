@@ -282,6 +282,65 @@ mod tests {
         assert!(frames.next().await.is_none());
     }
 
+    proptest::proptest! {
+        /// Random bytes, cut into random chunks: the reader never panics, never yields a
+        /// frame over the limit, and stops at its first error.
+        #[test]
+        fn random_bytes_never_panic_or_pass_the_limit(
+            heads in proptest::collection::vec((proptest::prelude::any::<u8>(), 0usize..3000), 0..6),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            cuts in proptest::collection::vec(1usize..512, 1..16),
+            limit in 1usize..2048,
+        ) {
+            // Masked frames with random first bytes (opcodes, flags) and lengths in every
+            // encoding, then random garbage.
+            let mut bytes = Vec::new();
+            for (first, len) in heads {
+                bytes.push(first);
+                match len {
+                    0..=125 => bytes.push(0x80 | len as u8),
+                    126..=2000 => {
+                        bytes.push(0x80 | 126);
+                        bytes.extend_from_slice(&(len as u16).to_be_bytes());
+                    }
+                    _ => {
+                        bytes.push(0x80 | 127);
+                        bytes.extend_from_slice(&(len as u64).to_be_bytes());
+                    }
+                }
+                bytes.extend_from_slice(&[0, 0, 0, 0]);
+                bytes.extend(std::iter::repeat_n(b'a', len));
+            }
+            bytes.extend_from_slice(&tail);
+            let mut chunks = Vec::new();
+            let mut rest = &bytes[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (head, tail) = rest.split_at((*cut).min(rest.len()));
+                chunks.push(Ok::<_, String>(Bytes::copy_from_slice(head)));
+                rest = tail;
+            }
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                let mut frames = Frames::new(Box::pin(futures_util::stream::iter(chunks)), FrameLimit::new(limit));
+                while let Some(item) = frames.next().await {
+                    match item {
+                        Ok(Frame::Text(b) | Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b)) => {
+                            assert!(b.len() <= limit)
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            assert!(frames.next().await.is_none());
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     #[test]
     fn declared_lengths_are_read_from_the_header_bytes() {
         assert_eq!(declared_len(&[0x81]), None);

@@ -167,3 +167,29 @@ pub async fn paired_node(addr: SocketAddr, device: &Identity, commands: &[&str])
     }
     (node, token)
 }
+
+/// A gateway (shared token, one allowed origin) whose provider `fake` is the fake model
+/// server, with agents from TOML snippets.
+pub async fn start_with_fake(fake: &super::FakeModels, agent_files: &[&str]) -> Runtime {
+    let mut config = config(PathBuf::new());
+    config.providers.insert(
+        "fake",
+        hivegate::model::Provider {
+            base_url: fake.url.clone(),
+            api_key: Some("k".into()),
+            api_key_env: None,
+            api: hivegate::model::Api::OpenAiCompletions,
+        },
+    );
+    Runtime::start(&config, agents(agent_files)).await.unwrap()
+}
+
+/// Wait for the node's next invoke request, answer it with `payload`, and return the
+/// request event.
+pub async fn answer_invoke(node: &mut WsClient, node_id: &str, payload: &Value) -> Value {
+    let request = node.wait_event("node.invoke.request").await;
+    let result =
+        json!({"id": request["payload"]["id"], "nodeId": node_id, "ok": true, "payloadJSON": payload.to_string()});
+    assert_eq!(node.call("node.invoke.result", result).await.unwrap(), json!({"ok": true}));
+    request
+}
