@@ -160,7 +160,8 @@ impl Gateway {
         let existing = self.registry.get(&key).map(|e| (e.status, e.addr.clone()));
         match existing {
             Some((Status::Running, _)) => return Err(GatewayError::Busy(key)),
-            Some((Status::Idle, Some(addr))) => {
+            // An idle actor that died before its SessionGone arrived is replaced below.
+            Some((Status::Idle, Some(addr))) if addr.connected() => {
                 self.restart_main(&key, run_id.clone(), capability.clone());
                 addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.task });
                 return Ok(RunStarted { session_key: key, run_id });
@@ -521,7 +522,7 @@ impl Handler<SendTo> for Gateway {
                 addr.do_send(Deliver { from, text: msg.text });
                 Ok(SendOutcome::Delivered)
             }
-            Some((Status::Idle, Some(addr), agent_id)) => {
+            Some((Status::Idle, Some(addr), agent_id)) if addr.connected() => {
                 let agent = self.agents.get(&agent_id).cloned().ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;
                 let start = StartMain { agent_id, task: msg.text.clone(), run_timeout: None, budget_tokens: None };
                 let capability = self.mint_main_capability(&msg.target, &agent, &start);

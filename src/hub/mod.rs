@@ -90,8 +90,8 @@ impl Refusal {
     }
 }
 
-/// A method call from an authenticated connection (already authorized by the scope
-/// table in the connection actor).
+/// A method call from an authenticated connection; the hub authorizes it against the
+/// connection's live grant ([`methods`]).
 #[derive(Message)]
 #[rtype(result = "Result<Value, ErrorShape>")]
 pub struct Call {
