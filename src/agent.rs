@@ -166,6 +166,30 @@ impl Agents {
         self.0.values()
     }
 
+    /// Agent `root` and every agent it may spawn, directly or through its children.
+    pub fn reachable(&self, root: &str) -> Vec<&Arc<AgentDef>> {
+        let mut seen: Vec<&Arc<AgentDef>> = Vec::new();
+        let mut next = vec![root];
+        while let Some(id) = next.pop() {
+            if let Some(agent) = self.get(id).filter(|a| !seen.iter().any(|s| s.id == a.id)) {
+                next.extend(agent.subagents.allow_agents.iter().map(String::as_str));
+                seen.push(agent);
+            }
+        }
+        seen
+    }
+
+    /// Every model `root`'s tree may call (default models, fallbacks, policy models).
+    pub fn models_of_tree(&self, root: &str) -> Vec<(&str, &ModelRef)> {
+        let mut models = Vec::new();
+        for agent in self.reachable(root) {
+            models.push((agent.id.as_str(), &agent.model));
+            models.extend(agent.fallbacks.iter().map(|m| (agent.id.as_str(), m)));
+            models.extend(agent.subagents.model.iter().map(|m| (agent.id.as_str(), m)));
+        }
+        models
+    }
+
     /// Let agent `id` have at least `max_children` children and `max_depth` levels below
     /// it (limits only ever go up here). Returns what changed, for the caller to say.
     pub fn raise_subagent_limits(&mut self, id: &str, max_children: usize, max_depth: u32) -> Vec<String> {

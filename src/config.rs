@@ -28,11 +28,13 @@
 //! default_run_timeout_seconds = 600
 //! model_request_timeout_seconds = 300
 //! max_model_response_bytes = 8388608  # a provider's answer beyond this fails the call
+//! max_retry_wait_seconds = 60         # a longer Retry-After fails over instead of waiting
 //!
 //! [providers.cherry-nvidia]
 //! base_url = "https://example.invalid/v1"
 //! api_key_env = "CHERRY_API_KEY"
 //! api = "openai-completions"
+//! max_retries = 3                     # on 429, 408, 5xx and transport errors
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::retry::RetryPolicy;
 use crate::model::{Api, Provider, Providers};
 
 /// The name of the builtin offline provider; its base URL is the gateway's own.
@@ -126,6 +129,7 @@ struct RawLimits {
     default_run_timeout_seconds: Option<f64>,
     model_request_timeout_seconds: Option<f64>,
     max_model_response_bytes: Option<usize>,
+    max_retry_wait_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +137,8 @@ struct RawLimits {
 struct RawProvider {
     base_url: String,
     api_key_env: Option<String>,
+    /// Retries of a failed call (429, 408, 5xx, transport) before giving up.
+    max_retries: Option<u32>,
     #[serde(default = "default_api")]
     api: Api,
 }
@@ -154,6 +160,8 @@ pub struct Limits {
     pub model_request_timeout: Duration,
     /// A provider's response body beyond this many bytes fails the call.
     pub max_model_response_bytes: usize,
+    /// A `Retry-After` longer than this is not waited for: the call fails (over).
+    pub max_retry_wait: Duration,
 }
 
 impl Default for Limits {
@@ -167,6 +175,7 @@ impl Default for Limits {
             default_run_timeout: Duration::from_secs(600),
             model_request_timeout: Duration::from_secs(300),
             max_model_response_bytes: 8 * 1024 * 1024,
+            max_retry_wait: Duration::from_secs(60),
         }
     }
 }
@@ -274,7 +283,15 @@ impl Config {
                 )));
             }
             let api_key = p.api_key_env.as_deref().and_then(&env).filter(|k| !k.is_empty());
-            providers.insert(name, Provider { base_url: p.base_url, api_key, api_key_env: p.api_key_env, api: p.api });
+            let retry = RetryPolicy {
+                max_retries: p.max_retries.unwrap_or(RetryPolicy::default().max_retries),
+                max_wait: limits.max_retry_wait,
+                ..RetryPolicy::default()
+            };
+            providers.insert(
+                name,
+                Provider { base_url: p.base_url, api_key, api_key_env: p.api_key_env, api: p.api, retry },
+            );
         }
         let token_env = raw.gateway.token_env.as_deref().unwrap_or(TOKEN_ENV);
         let gateway_token = env(token_env).filter(|t| !t.is_empty()).map(Secret::new);
@@ -367,6 +384,7 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             raw.max_model_response_bytes,
             d.max_model_response_bytes,
         )?,
+        max_retry_wait: seconds("max_retry_wait_seconds", raw.max_retry_wait_seconds, d.max_retry_wait)?,
     })
 }
 

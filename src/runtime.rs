@@ -59,6 +59,7 @@ impl Runtime {
                 api_key: Some(builtin.secret.expose().to_string()),
                 api_key_env: None,
                 api: Api::OpenAiCompletions,
+                retry: Default::default(),
             },
         );
         let client = HttpModelClient::new(providers, &config.limits)?;

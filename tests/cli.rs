@@ -201,3 +201,31 @@ fn the_configured_token_is_never_sent_to_another_gateway() {
     assert!(!stderr.contains("configured-secret"));
     assert!(listener.accept().is_err(), "nothing may connect to the other gateway");
 }
+
+#[test]
+fn a_missing_api_key_is_configuration_said_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let config = format!(
+        "[providers.cherry]\nbase_url = \"http://{}/v1\"\napi_key_env = \"CHERRY_TEST_KEY\"\n",
+        listener.local_addr().unwrap()
+    );
+    std::fs::write(dir.path().join("hivegate.toml"), config).unwrap();
+    std::fs::create_dir(dir.path().join("agents")).unwrap();
+    std::fs::write(dir.path().join("agents/solo.toml"), "id = \"solo\"\nmodel = \"cherry/qwen/qwen3\"\n").unwrap();
+    let output = hivegate()
+        .current_dir(dir.path())
+        .env_remove("CHERRY_TEST_KEY")
+        .args(["run", "--agent", "solo", "hello"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("agent 'solo': provider 'cherry' needs its API key in the environment variable CHERRY_TEST_KEY"),
+        "{stderr}"
+    );
+    assert!(listener.accept().is_err(), "no call was made");
+}

@@ -46,6 +46,13 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     if agents.get(&args.agent).is_none() {
         anyhow::bail!("unknown agent '{}'; defined agents: {}", args.agent, agents.ids().join(", "));
     }
+    // Configuration problems are said before any call is made: every model the tree may
+    // use must have a configured provider and, where it names one, its API key.
+    for (agent, model) in agents.models_of_tree(&args.agent) {
+        if model.provider() != crate::config::BUILTIN_PROVIDER {
+            config.providers.resolve(model).map_err(|e| anyhow::anyhow!("agent '{agent}': {e}"))?;
+        }
+    }
     let runtime = Runtime::start(&config, agents).await?;
     let started = Instant::now();
     let start = StartMain { agent_id: args.agent.clone(), task: args.task, run_timeout, budget_tokens: args.budget };

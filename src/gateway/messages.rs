@@ -140,6 +140,16 @@ pub struct SessionGone {
     pub run_id: RunId,
 }
 
+/// Something the operator should know about a session (retries, a fallback model),
+/// and the model it now runs on if that changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Noted {
+    pub key: SessionKey,
+    pub notices: Vec<String>,
+    pub model: Option<ModelRef>,
+}
+
 /// Kill a session and its whole subtree. `caller: None` is the operator (the process
 /// owner); a session may only kill inside its own subtree.
 #[derive(Message)]

@@ -93,6 +93,7 @@ impl Gateway {
             run_id,
             agent: agent.clone(),
             model: agent.model.clone(),
+            fallbacks: agent.fallbacks.clone(),
             capability,
             task,
             gateway: ctx.address(),
@@ -111,6 +112,10 @@ impl Gateway {
         let mut init =
             self.init(plan.key.clone(), plan.run_id.clone(), &plan.agent, plan.capability.clone(), plan.task, ctx);
         init.model = plan.model.clone();
+        if plan.model_explicit {
+            // Strict: a model the spawn named is used or the child fails, never replaced.
+            init.fallbacks.clear();
+        }
         let addr = Session::new(init).start();
         self.registry.insert(SessionEntry {
             key: plan.key.clone(),
@@ -465,6 +470,21 @@ impl Handler<SessionGone> for Gateway {
 
     fn handle(&mut self, msg: SessionGone, _: &mut Self::Context) {
         self.session_gone(msg);
+    }
+}
+
+impl Handler<Noted> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: Noted, _: &mut Self::Context) {
+        if let Some(mut entry) = self.registry.get_mut(&msg.key) {
+            for notice in msg.notices {
+                entry.notice(notice);
+            }
+            if let Some(model) = msg.model {
+                entry.model = model;
+            }
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct SpawnPlan {
     pub parent: SessionKey,
     pub agent: Arc<AgentDef>,
     pub model: ModelRef,
+    /// The spawn named the model: it is used strictly, with no fallback.
+    pub model_explicit: bool,
     pub capability: Capability,
     pub task: String,
     pub label: Option<String>,
@@ -119,6 +121,7 @@ pub fn plan(
         parent: parent_key.clone(),
         agent: agent.clone(),
         model,
+        model_explicit: request.model.is_some(),
         capability,
         task: task.to_string(),
         label: request.label.filter(|l| !l.trim().is_empty()),

@@ -7,20 +7,25 @@
 //! released. `in_flight` counts calls between start and drop so tests and status can
 //! see that kills really abort calls.
 //!
+//! Failed calls are retried by the rules of [`super::retry`] (429, 408, 5xx and transport
+//! errors, backoff with jitter, never sooner than `Retry-After`); each retry is a notice
+//! on the request's [`super::Notices`]. No permit is held while waiting to retry.
+//!
 //! Response bodies are read chunk by chunk and refused past
 //! `limits.max_model_response_bytes` (a provider that never stops sending fails the call
 //! with [`ModelError::TooLarge`] instead of growing memory without bound).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::openai::{CompletionRequest, CompletionResponse, ErrorBody};
-use super::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Providers};
+use super::retry::{self, Decision, Failure};
+use super::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Provider, Providers};
 use crate::config::Limits;
 
 #[derive(Clone)]
@@ -101,38 +106,95 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
     Ok(body)
 }
 
+/// One failed attempt: the error to report, and what the retry policy needs to know.
+struct Failed {
+    error: ModelError,
+    failure: Failure,
+}
+
+impl Failed {
+    fn transport(error: ModelError) -> Failed {
+        Failed { error, failure: Failure { status: None, retry_after: None, output_started: false, transport: true } }
+    }
+
+    fn final_(error: ModelError) -> Failed {
+        Failed { error, failure: Failure { status: None, retry_after: None, output_started: false, transport: false } }
+    }
+}
+
+impl HttpModelClient {
+    /// One HTTP exchange with the provider, holding a concurrency permit for its length.
+    async fn attempt(&self, name: &str, provider: &Provider, body: &CompletionRequest) -> Result<ChatResponse, Failed> {
+        let _permit = self.permits.acquire().await.map_err(|_| {
+            Failed::final_(ModelError::Transport {
+                provider: name.to_string(),
+                message: "the model client is shutting down".into(),
+            })
+        })?;
+        let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
+        let mut call = self.http.post(url).json(body);
+        if let Some(key) = &provider.api_key {
+            call = call.bearer_auth(key);
+        }
+        let transport = |e: reqwest::Error| {
+            Failed::transport(ModelError::Transport { provider: name.to_string(), message: e.to_string() })
+        };
+        let response = call.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let bytes = read_capped(response, self.max_response_bytes).await.map_err(|e| match e {
+            BodyError::Transport(e) => transport(e),
+            too_large => Failed::final_(too_large.into_model_error(name)),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+            let failure =
+                Failure { status: Some(status.as_u16()), retry_after, output_started: false, transport: false };
+            let error = ModelError::Http { provider: name.to_string(), status: status.as_u16(), message };
+            return Err(Failed { error, failure });
+        }
+        serde_json::from_slice::<CompletionResponse>(&bytes)
+            .map_err(|e| ModelError::Decode { provider: name.to_string(), message: e.to_string() })
+            .and_then(|r| r.into_domain(name))
+            .map_err(Failed::final_)
+    }
+}
+
 impl ModelClient for HttpModelClient {
     fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, ModelError>> {
         let this = self.clone();
         async move {
             let _in_flight = InFlight::enter(&this.in_flight);
-            let provider_name = request.model.provider().to_string();
+            let name = request.model.provider().to_string();
             let provider = this.providers.resolve(&request.model)?.clone();
             let body = CompletionRequest::from(&request);
-            let _permit = this.permits.acquire().await.map_err(|_| ModelError::Transport {
-                provider: provider_name.clone(),
-                message: "the model client is shutting down".into(),
-            })?;
-            let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
-            let mut call = this.http.post(url).json(&body);
-            if let Some(key) = &provider.api_key {
-                call = call.bearer_auth(key);
+            let mut attempt = 0;
+            loop {
+                let failed = match this.attempt(&name, &provider, &body).await {
+                    Ok(response) => return Ok(response),
+                    Err(failed) => failed,
+                };
+                match retry::decide(&provider.retry, attempt, &failed.failure, rand::random::<f64>()) {
+                    Decision::Retry { after } => {
+                        attempt += 1;
+                        request.notices.push(format!(
+                            "{} failed with {}; retry {attempt} of {} after {:.1} s",
+                            request.model,
+                            failed.error.short_reason(),
+                            provider.retry.max_retries,
+                            after.as_secs_f64()
+                        ));
+                        tokio::time::sleep(after).await;
+                    }
+                    Decision::GiveUp { .. } => return Err(failed.error),
+                }
             }
-            let transport =
-                |e: reqwest::Error| ModelError::Transport { provider: provider_name.clone(), message: e.to_string() };
-            let response = call.send().await.map_err(transport)?;
-            let status = response.status();
-            let bytes =
-                read_capped(response, this.max_response_bytes).await.map_err(|e| e.into_model_error(&provider_name))?;
-            if !status.is_success() {
-                let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                    .map(|b| b.error.message)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(300).collect());
-                return Err(ModelError::Http { provider: provider_name, status: status.as_u16(), message });
-            }
-            serde_json::from_slice::<CompletionResponse>(&bytes)
-                .map_err(|e| ModelError::Decode { provider: provider_name.clone(), message: e.to_string() })?
-                .into_domain(&provider_name)
         }
         .boxed()
     }

@@ -11,6 +11,7 @@
 pub mod builtin;
 mod client;
 pub mod openai;
+pub mod retry;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -121,6 +122,23 @@ pub struct ChatRequest {
     pub model: ModelRef,
     pub messages: Vec<Message>,
     pub tools: Arc<[ToolSpec]>,
+    /// Where the client says what happened on the way (retries taken).
+    pub notices: Notices,
+}
+
+/// Notices a model call leaves for its session (and the operator): shared between the
+/// caller and the client while the call runs.
+#[derive(Clone, Debug, Default)]
+pub struct Notices(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Notices {
+    pub fn push(&self, notice: String) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(notice);
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +187,16 @@ pub enum ModelError {
     TooLarge { provider: String, limit: usize },
 }
 
+impl ModelError {
+    /// A few words for a notice: `HTTP 503`, or the whole message for anything else.
+    pub fn short_reason(&self) -> String {
+        match self {
+            ModelError::Http { status, .. } => format!("HTTP {status}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// The seam between sessions and model providers. The real implementation is
 /// [`HttpModelClient`]; benches plug in their own to measure the runtime alone.
 pub trait ModelClient: Send + Sync + 'static {
@@ -194,6 +222,8 @@ pub struct Provider {
     pub api_key: Option<String>,
     pub api_key_env: Option<String>,
     pub api: Api,
+    /// When and how often failed calls are retried.
+    pub retry: retry::RetryPolicy,
 }
 
 impl fmt::Debug for Provider {
@@ -203,6 +233,7 @@ impl fmt::Debug for Provider {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_key_env", &self.api_key_env)
             .field("api", &self.api)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -262,6 +293,7 @@ mod tests {
             api_key: Some("sk-secret".into()),
             api_key_env: Some("K".into()),
             api: Api::OpenAiCompletions,
+            retry: retry::RetryPolicy::default(),
         };
         assert!(!format!("{provider:?}").contains("sk-secret"));
     }

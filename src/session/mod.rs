@@ -18,10 +18,10 @@ use actix::prelude::*;
 
 use crate::agent::AgentDef;
 use crate::capability::Capability;
-use crate::gateway::{Gateway, Outcome, RunEnded, SessionGone, Stats};
+use crate::gateway::{Gateway, Noted, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
 use crate::model::builtin::ANNOUNCE_PREFIX;
-use crate::model::{ChatRequest, Message, ModelClient, ModelRef};
+use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Notices};
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
 
@@ -31,6 +31,9 @@ pub struct SessionInit {
     pub run_id: RunId,
     pub agent: Arc<AgentDef>,
     pub model: ModelRef,
+    /// Models to fall back to, in order, when `model` fails after its retries (empty
+    /// for a model a spawn named: that one is strict).
+    pub fallbacks: Vec<ModelRef>,
     pub capability: Capability,
     pub task: String,
     pub gateway: Addr<Gateway>,
@@ -44,6 +47,7 @@ pub struct Session {
     run_id: RunId,
     agent: Arc<AgentDef>,
     model: ModelRef,
+    fallbacks: std::collections::VecDeque<ModelRef>,
     capability: Capability,
     gateway: Addr<Gateway>,
     models: Arc<dyn ModelClient>,
@@ -117,6 +121,7 @@ impl Session {
             run_id: init.run_id,
             agent: init.agent,
             model: init.model,
+            fallbacks: init.fallbacks.into(),
             capability: init.capability,
             gateway: init.gateway,
             models: init.models,
@@ -159,14 +164,17 @@ impl Session {
         if self.capability.remaining_budget() == Some(0) {
             return self.finish(Outcome::Error, "token budget exhausted".into(), ctx);
         }
+        let notices = Notices::default();
         let request = ChatRequest {
             model: self.model.clone(),
             messages: self.turn.request_messages(),
             tools: self.agent.tool_specs.clone(),
+            notices: notices.clone(),
         };
         let call = self.models.complete(request);
-        ctx.spawn(call.into_actor(self).map(|result, act, ctx| match result {
+        ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {
             Ok(response) => {
+                act.note(notices.take(), None);
                 let spent = response.usage.total();
                 let next = act.turn.on_response(response);
                 // A call that takes the tree past its budget ends the run here: its
@@ -176,8 +184,26 @@ impl Session {
                 }
                 act.step(next, ctx);
             }
-            Err(e) => act.finish(Outcome::Error, format!("model call failed: {e}"), ctx),
+            Err(e) => {
+                act.note(notices.take(), None);
+                match act.fallbacks.pop_front() {
+                    Some(next) => {
+                        let notice = format!("fell back from {} to {next}: {}", act.model, e.short_reason());
+                        act.note(vec![notice], Some(next.clone()));
+                        act.model = next;
+                        act.call_model(ctx);
+                    }
+                    None => act.finish(Outcome::Error, format!("model call failed: {e}"), ctx),
+                }
+            }
         }));
+    }
+
+    /// Tell the gateway what the operator should see on this session.
+    fn note(&self, notices: Vec<String>, model: Option<ModelRef>) {
+        if !notices.is_empty() || model.is_some() {
+            self.gateway.do_send(Noted { key: self.key.clone(), notices, model });
+        }
     }
 
     fn run_tools(&mut self, calls: Vec<crate::model::ToolCall>, ctx: &mut Context<Self>) {

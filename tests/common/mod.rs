@@ -37,6 +37,8 @@ pub enum Reply {
     WithUsage(Box<Reply>, u64, u64),
     /// A 200 whose body never ends.
     Endless,
+    /// An error status with an OpenAI-style error body, and `Retry-After` if given.
+    Status(u16, Option<&'static str>),
 }
 
 /// A tool call with JSON arguments.
@@ -49,6 +51,8 @@ type Script = dyn Fn(&CompletionRequest) -> Reply + Send + Sync;
 pub struct FakeModels {
     pub url: String,
     pub requests: Arc<Mutex<Vec<CompletionRequest>>>,
+    /// When each request arrived, by model.
+    pub arrivals: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     pub events: mpsc::UnboundedReceiver<String>,
     handle: actix_web::dev::ServerHandle,
 }
@@ -56,6 +60,7 @@ pub struct FakeModels {
 struct State {
     script: Box<Script>,
     requests: Arc<Mutex<Vec<CompletionRequest>>>,
+    arrivals: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     events: mpsc::UnboundedSender<String>,
 }
 
@@ -63,6 +68,7 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
     let request = body.into_inner();
     let model = request.model.clone();
     state.requests.lock().unwrap().push(request.clone());
+    state.arrivals.lock().unwrap().push((model.clone(), std::time::Instant::now()));
     let _ = state.events.send(model.clone());
     let mut usage = WireUsage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
     let mut reply = (state.script)(&request);
@@ -81,6 +87,14 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
             return HttpResponse::Ok().content_type("application/json").streaming(body);
         }
         Reply::WithUsage(..) => panic!("WithUsage inside WithUsage"),
+        Reply::Status(status, retry_after) => {
+            let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            if let Some(after) = retry_after {
+                response.insert_header(("retry-after", after));
+            }
+            let body = serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "scripted"}});
+            return response.json(body);
+        }
         Reply::Text(text) => WireMessage::text("assistant", &text),
         Reply::Calls(calls) => WireMessage {
             role: "assistant".into(),
@@ -110,8 +124,14 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
 impl FakeModels {
     pub fn start(script: impl Fn(&CompletionRequest) -> Reply + Send + Sync + 'static) -> FakeModels {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let (tx, events) = mpsc::unbounded_channel();
-        let state = web::Data::new(State { script: Box::new(script), requests: requests.clone(), events: tx });
+        let state = web::Data::new(State {
+            script: Box::new(script),
+            requests: requests.clone(),
+            arrivals: arrivals.clone(),
+            events: tx,
+        });
         let server = HttpServer::new(move || {
             App::new().app_data(state.clone()).route("/v1/chat/completions", web::post().to(complete))
         })
@@ -123,7 +143,7 @@ impl FakeModels {
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        FakeModels { url, requests, events, handle }
+        FakeModels { url, requests, arrivals, events, handle }
     }
 
     /// Wait (bounded) for the next request for `model`.
@@ -137,6 +157,11 @@ impl FakeModels {
         })
         .await;
         assert!(found.is_ok(), "timed out waiting for a request for {model}");
+    }
+
+    /// When the requests for `model` arrived, in order.
+    pub fn arrivals_for(&self, model: &str) -> Vec<std::time::Instant> {
+        self.arrivals.lock().unwrap().iter().filter(|(m, _)| m == model).map(|(_, t)| *t).collect()
     }
 
     pub fn requests_for(&self, model: &str) -> Vec<CompletionRequest> {
@@ -159,6 +184,7 @@ pub async fn gateway(fake: &FakeModels, limits: Limits, agent_files: &[&str]) ->
             api_key: Some("test-key".into()),
             api_key_env: None,
             api: Api::OpenAiCompletions,
+            retry: Default::default(),
         },
     );
     Runtime::start(&config, agents(agent_files)).await.unwrap()

@@ -179,6 +179,7 @@ pub async fn start_with_fake(fake: &super::FakeModels, agent_files: &[&str]) -> 
             api_key: Some("k".into()),
             api_key_env: None,
             api: hivegate::model::Api::OpenAiCompletions,
+            retry: Default::default(),
         },
     );
     Runtime::start(&config, agents(agent_files)).await.unwrap()

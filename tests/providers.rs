@@ -1,0 +1,151 @@
+//! Providers that behave like real ones: 429 with `Retry-After`, 503, errors that must
+//! not be retried, a default model that always fails (fallback) and an explicit spawn
+//! model that must not fall back. The scripted fake provider, the real HTTP client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{agents, announcements, call, FakeModels, Reply, WAIT};
+use hivegate::config::{Config, Limits};
+use hivegate::gateway::{Outcome, RunSummary, StartMain, WaitRun};
+use hivegate::model::retry::RetryPolicy;
+use hivegate::model::{Api, Provider};
+use hivegate::runtime::Runtime;
+use serde_json::json;
+
+async fn start(fake: &FakeModels, retry: RetryPolicy, agent_files: &[&str]) -> Runtime {
+    let mut config = Config {
+        bind: ([127, 0, 0, 1], 0).into(),
+        limits: Limits::default(),
+        state_dir: "".into(),
+        ..Config::default()
+    };
+    config.providers.insert(
+        "fake",
+        Provider {
+            base_url: fake.url.clone(),
+            api_key: Some("k".into()),
+            api_key_env: None,
+            api: Api::OpenAiCompletions,
+            retry,
+        },
+    );
+    Runtime::start(&config, agents(agent_files)).await.unwrap()
+}
+
+async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
+    let start = StartMain { agent_id: agent.into(), task: "go".into(), run_timeout: None, budget_tokens: None };
+    let run = runtime.gateway.send(start).await.unwrap().unwrap();
+    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
+}
+
+const BOSS: &str = "id = \"boss\"\nmodel = \"fake/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"worker\"]\n";
+const WORKER: &str = "id = \"worker\"\nmodel = \"fake/worker\"\nfallbacks = [\"fake/backup\"]\n";
+
+/// The boss spawns one worker (with `spawn` as its arguments), waits, and reports what
+/// it heard.
+fn boss_script(spawn: serde_json::Value) -> impl Fn(&hivegate::model::openai::CompletionRequest) -> Reply {
+    move |request| {
+        if !common::has_tool_call(request, "sessions_spawn") {
+            Reply::Calls(vec![call("s", "sessions_spawn", spawn.clone()), call("y", "sessions_yield", json!({}))])
+        } else if announcements(request).is_empty() {
+            Reply::Calls(vec![call("y2", "sessions_yield", json!({}))])
+        } else {
+            Reply::Text(announcements(request).join("\n"))
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_503_and_a_429_with_retry_after_are_retried_and_said() {
+    let boss_calls = Arc::new(AtomicUsize::new(0));
+    let worker_calls = Arc::new(AtomicUsize::new(0));
+    let (b, w) = (boss_calls.clone(), worker_calls.clone());
+    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
+    let fake = FakeModels::start(move |request| match request.model.as_str() {
+        "boss" if b.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(503, None),
+        "worker" if w.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(429, Some("1")),
+        "worker" => Reply::Text("worked".into()),
+        _ => boss(request),
+    });
+    let runtime = start(&fake, RetryPolicy::default(), &[BOSS, WORKER]).await;
+    let summary = run(&runtime, "boss").await;
+    assert_eq!(summary.outcome, Outcome::Ok, "{}", summary.text);
+    assert!(summary.text.contains("ok] ") && summary.text.contains("worked"), "{}", summary.text);
+    let tree = runtime.registry.tree(&summary.session_key).unwrap();
+    assert_eq!(tree.notices.len(), 1, "{:?}", tree.notices);
+    assert!(tree.notices[0].starts_with("fake/boss failed with HTTP 503; retry 1 of 3 after "), "{:?}", tree.notices);
+    assert_eq!(
+        tree.children[0].notices,
+        vec!["fake/worker failed with HTTP 429; retry 1 of 3 after 1.0 s".to_string()]
+    );
+    let worker = fake.arrivals_for("worker");
+    assert_eq!(worker.len(), 2);
+    assert!(worker[1] - worker[0] >= Duration::from_secs(1), "retried {:?} after the 429", worker[1] - worker[0]);
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn other_4xx_answers_are_not_retried() {
+    let fake = FakeModels::start(|_| Reply::Status(400, None));
+    let runtime = start(&fake, RetryPolicy::default(), &[WORKER]).await;
+    let summary = run(&runtime, "worker").await;
+    // The default model failed without a retry, then its fallback (also 400) did.
+    assert_eq!(summary.outcome, Outcome::Error);
+    assert_eq!(summary.text, "model call failed: provider fake answered HTTP 400: scripted 400");
+    assert_eq!((fake.requests_for("worker").len(), fake.requests_for("backup").len()), (1, 1));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_default_model_that_always_fails_runs_on_its_fallback_with_a_notice() {
+    let fake = FakeModels::start(|request| match request.model.as_str() {
+        "worker" => Reply::Status(503, None),
+        _ => Reply::Text(format!("answered by {}", request.model)),
+    });
+    let quick = RetryPolicy { max_retries: 1, base: Duration::from_millis(20), ..RetryPolicy::default() };
+    let runtime = start(&fake, quick, &[WORKER]).await;
+    let summary = run(&runtime, "worker").await;
+    assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "answered by backup"));
+    assert_eq!(fake.requests_for("worker").len(), 2, "one retry before failing over");
+    let tree = runtime.registry.tree(&summary.session_key).unwrap();
+    assert_eq!(tree.model.as_str(), "fake/backup", "the tree shows the model that answered");
+    assert_eq!(tree.notices.len(), 2, "{:?}", tree.notices);
+    assert!(tree.notices[0].starts_with("fake/worker failed with HTTP 503; retry 1 of 1 after "));
+    assert_eq!(tree.notices[1], "fell back from fake/worker to fake/backup: HTTP 503");
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_model_named_by_the_spawn_is_strict_and_never_falls_back() {
+    let boss = boss_script(json!({"task": "work", "agentId": "worker", "model": "fake/worker"}));
+    let fake = FakeModels::start(move |request| match request.model.as_str() {
+        "worker" => Reply::Status(503, None),
+        "backup" => Reply::Text("should not be asked".into()),
+        _ => boss(request),
+    });
+    let quick = RetryPolicy { max_retries: 1, base: Duration::from_millis(20), ..RetryPolicy::default() };
+    let runtime = start(&fake, quick, &[BOSS, WORKER]).await;
+    let summary = run(&runtime, "boss").await;
+    assert_eq!(summary.outcome, Outcome::Ok);
+    assert!(
+        summary.text.contains("error] ") && summary.text.contains("provider fake answered HTTP 503: scripted 503"),
+        "{}",
+        summary.text
+    );
+    assert!(fake.requests_for("backup").is_empty(), "no silent switch");
+    let tree = runtime.registry.tree(&summary.session_key).unwrap();
+    let child = &tree.children[0];
+    assert_eq!(child.error.as_deref(), Some("model call failed: provider fake answered HTTP 503: scripted 503"));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
