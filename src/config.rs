@@ -35,6 +35,11 @@
 //! api_key_env = "CHERRY_API_KEY"
 //! api = "openai-completions"
 //! max_retries = 3                     # on 429, 408, 5xx and transport errors
+//!
+//! [providers.cherry-nvidia.models."qwen/qwen3-235b-a22b"]
+//! input_per_mtok = 0.2                # USD per million tokens
+//! output_per_mtok = 0.6
+//! cached_input_per_mtok = 0.05        # optional
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +49,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::pricing::{Price, Pricing};
 use crate::model::retry::RetryPolicy;
 use crate::model::{Api, Provider, Providers};
 
@@ -139,8 +145,19 @@ struct RawProvider {
     api_key_env: Option<String>,
     /// Retries of a failed call (429, 408, 5xx, transport) before giving up.
     max_retries: Option<u32>,
+    /// Prices by model (the part after `provider/`), USD per million tokens.
+    #[serde(default)]
+    models: BTreeMap<String, RawPrice>,
     #[serde(default = "default_api")]
     api: Api,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+    cached_input_per_mtok: Option<f64>,
 }
 
 fn default_api() -> Api {
@@ -191,6 +208,8 @@ pub struct Config {
     pub providers: Providers,
     /// The shared gateway token; `None` means token auth is off (only device tokens).
     pub gateway_token: Option<Secret>,
+    /// Prices per model, from `[providers.NAME.models."MODEL"]`.
+    pub pricing: Pricing,
     /// Where durable state (the SQLite database) lives. Empty means a fresh temporary
     /// directory owned by the runtime and removed with it (demo, run, tests).
     pub state_dir: PathBuf,
@@ -232,6 +251,7 @@ impl Default for Config {
             agents_dir: None,
             limits: Limits::default(),
             providers: Providers::default(),
+            pricing: Pricing::default(),
             gateway_token: None,
             state_dir: PathBuf::from(".hivegate"),
             allowed_origins: Vec::new(),
@@ -271,7 +291,26 @@ impl Config {
         };
         let limits = validate_limits(raw.limits)?;
         let mut providers = Providers::default();
+        let mut pricing = Pricing::default();
         for (name, p) in raw.providers {
+            for (model, price) in &p.models {
+                let valid = |v: f64| v.is_finite() && v >= 0.0;
+                if ![price.input_per_mtok, price.output_per_mtok]
+                    .into_iter()
+                    .chain(price.cached_input_per_mtok)
+                    .all(valid)
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "providers.{name}.models.\"{model}\": prices must be non-negative numbers (USD per million tokens)"
+                    )));
+                }
+                let price = Price {
+                    input_per_mtok: price.input_per_mtok,
+                    output_per_mtok: price.output_per_mtok,
+                    cached_input_per_mtok: price.cached_input_per_mtok,
+                };
+                pricing.insert(&format!("{name}/{model}"), price);
+            }
             if name == BUILTIN_PROVIDER {
                 return Err(ConfigError::Invalid(
                     "provider name 'builtin' is reserved for the offline provider".into(),
@@ -305,6 +344,7 @@ impl Config {
             agents_dir: raw.gateway.agents_dir,
             limits,
             providers,
+            pricing,
             gateway_token,
             state_dir,
             allowed_origins: raw.gateway.allowed_origins,
@@ -414,6 +454,17 @@ mod tests {
         assert_eq!(format!("{:?}", config.gateway_token), "Some(Secret(<redacted>))");
         let home = |v: &str| (v == "HOME").then(|| "/home/u".to_string());
         assert_eq!(Config::from_toml("", "t", home).unwrap().state_dir, PathBuf::from("/home/u/.hivegate"));
+    }
+
+    #[test]
+    fn prices_are_read_per_model_and_must_be_sane() {
+        let text = "[providers.cheap]\nbase_url = \"https://x/v1\"\n[providers.cheap.models.\"qwen/qwen3\"]\ninput_per_mtok = 0.2\noutput_per_mtok = 0.6\n";
+        let config = Config::from_toml(text, "t", |_| None).unwrap();
+        let price = config.pricing.price(&crate::model::ModelRef::parse("cheap/qwen/qwen3").unwrap()).unwrap();
+        assert_eq!((price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok), (0.2, 0.6, None));
+        let bad = text.replace("0.6", "-1");
+        let err = Config::from_toml(&bad, "t", |_| None).unwrap_err().to_string();
+        assert!(err.contains("prices must be non-negative"), "{err}");
     }
 
     #[test]

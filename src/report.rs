@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::gateway::stats::Percentiles;
 use crate::gateway::{Outcome, TreeNode};
+use crate::model::pricing::Pricing;
 
 /// What `demo --json` and `run --json` print.
 #[derive(Debug, Serialize)]
@@ -24,7 +25,35 @@ pub struct TreeReport {
     pub limits_raised: Vec<String>,
     pub elapsed_ms: f64,
     pub tokens: u64,
+    /// The tree's cost in USD (null when a call was on a model without a price).
+    pub cost_usd: Option<f64>,
+    /// What the same tokens would have cost on the root's model: the saving the
+    /// brain/executor pattern exists for.
+    pub cost_on_root_model_usd: Option<f64>,
     pub final_answer: String,
+}
+
+/// The tree's cost, and what it would have been on the root's model alone.
+pub fn costs(root: &TreeNode, pricing: &Pricing) -> (Option<f64>, Option<f64>) {
+    let mut total = Some(0.0);
+    let mut on_root = pricing.price(&root.model).map(|_| 0.0);
+    let root_price = pricing.price(&root.model);
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        total = total.zip(node.cost_usd).map(|(a, b)| a + b);
+        on_root = on_root.zip(root_price).map(|(a, price)| a + price.cost(&node.usage));
+        stack.extend(node.children.iter());
+    }
+    (total, on_root)
+}
+
+/// Tokens of the whole tree (saturating, like every sum of provider counts).
+pub fn tree_tokens(node: &TreeNode) -> u64 {
+    node.children.iter().map(tree_tokens).fold(node.tokens, u64::saturating_add)
+}
+
+fn usd(cost: Option<f64>) -> String {
+    cost.map_or_else(|| "unknown (a model has no price)".to_string(), |c| format!("${c:.4}"))
 }
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
@@ -86,6 +115,12 @@ impl TreeReport {
             "spawn latency ({} spawns): p50 {:.1} µs   p99 {:.1} µs   max {:.1} µs",
             l.samples, l.p50, l.p99, l.max
         );
+        let _ = writeln!(
+            out,
+            "cost: {}   on the root's model alone: {}",
+            usd(self.cost_usd),
+            usd(self.cost_on_root_model_usd)
+        );
         let _ = writeln!(out, "pairing requests: {}", self.pairing_requests);
         if self.refused_spawns > 0 {
             let _ = writeln!(out, "refused spawns: {} (see the notices in the tree)", self.refused_spawns);
@@ -100,13 +135,14 @@ fn render_node(node: &TreeNode, first: &str, rest: &str, out: &mut String) {
     let label = node.label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
     let _ = writeln!(
         out,
-        "{first}{}{label}  {}  {}  {}  {:.1} ms  {} tok",
+        "{first}{}{label}  {}  {}  {}  {:.1} ms  {} tok{}",
         short_key(node.session_key.as_str()),
         node.agent_id,
         node.model,
         outcome,
         node.duration_ms,
-        node.tokens
+        node.tokens,
+        node.cost_usd.map(|c| format!("  ${c:.4}")).unwrap_or_default()
     );
     let more = if node.children.is_empty() { "    " } else { "│   " };
     if let Some(error) = &node.error {

@@ -96,8 +96,9 @@ impl Runtime {
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
         let hub_addr = hub_ctx.address();
-        let gateway =
-            Gateway::new(Arc::new(agents), config.limits.clone(), model).with_nodes(hub_addr.clone().recipient());
+        let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model)
+            .with_nodes(hub_addr.clone().recipient())
+            .with_pricing(Arc::new(config.pricing.clone()));
         let registry = gateway.registry();
         let stats = gateway.stats();
         let gateway = gateway.start();

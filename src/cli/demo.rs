@@ -109,6 +109,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     let elapsed = started.elapsed();
     let root = runtime.registry.tree(&run.session_key).ok_or_else(|| anyhow::anyhow!("the brain session vanished"))?;
     let outcomes = OutcomeCounts::of(&root);
+    let (cost_usd, cost_on_root_model_usd) = crate::report::costs(&root, &config.pricing);
     let report = TreeReport {
         sessions: outcomes.total(),
         outcomes,
@@ -117,7 +118,9 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
         refused_spawns: runtime.stats.spawns_refused(),
         limits_raised,
         elapsed_ms: elapsed.as_secs_f64() * 1000.0,
-        tokens: tokens(&root),
+        tokens: crate::report::tree_tokens(&root),
+        cost_usd,
+        cost_on_root_model_usd,
         final_answer: summary.text,
         root,
     };
@@ -133,10 +136,6 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     let ok = report.all_ok() && report.sessions as u64 == expected;
     runtime.shutdown().await?;
     Ok(if ok { 0 } else { 1 })
-}
-
-fn tokens(node: &crate::gateway::TreeNode) -> u64 {
-    node.tokens + node.children.iter().map(tokens).sum::<u64>()
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;
     let root = runtime.registry.tree(&run.session_key).ok_or_else(|| anyhow::anyhow!("the session vanished"))?;
     let outcomes = OutcomeCounts::of(&root);
+    let (cost_usd, cost_on_root_model_usd) = crate::report::costs(&root, &config.pricing);
     let report = TreeReport {
         sessions: outcomes.total(),
         outcomes,
@@ -68,7 +69,9 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         refused_spawns: runtime.stats.spawns_refused(),
         limits_raised: Vec::new(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
-        tokens: summary.usage.total(),
+        tokens: crate::report::tree_tokens(&root),
+        cost_usd,
+        cost_on_root_model_usd,
         final_answer: summary.text.clone(),
         root,
     };

@@ -140,12 +140,14 @@ pub struct SessionGone {
     pub run_id: RunId,
 }
 
-/// Something the operator should know about a session (retries, a fallback model),
-/// and the model it now runs on if that changed.
+/// A session's model call ended: what it spent (counted at once, so a session killed
+/// later still shows it), what the operator should know (retries, a fallback), and the
+/// model the session now runs on if that changed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Noted {
+pub struct ModelCalled {
     pub key: SessionKey,
+    pub usage: Usage,
     pub notices: Vec<String>,
     pub model: Option<ModelRef>,
 }

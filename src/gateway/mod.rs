@@ -30,6 +30,7 @@ use crate::agent::Agents;
 use crate::capability::{Authority, Capability};
 use crate::config::Limits;
 use crate::keys::{RunId, SessionKey};
+use crate::model::pricing::Pricing;
 use crate::model::{Message as ChatMessage, ModelClient, Usage};
 use crate::scope::authorize;
 use crate::session::{Announcement, ChildEnded, Deliver, GetTranscript, Session, SessionInit, StartRun, Terminate};
@@ -47,6 +48,8 @@ pub struct Gateway {
     nodes: Option<Recipient<crate::hub::InvokeNode>>,
     /// Ended sessions, oldest first, for bounded retention.
     ended: std::collections::VecDeque<SessionKey>,
+    /// Prices per model; sessions charge each call's cost with them.
+    pricing: Arc<Pricing>,
 }
 
 impl Gateway {
@@ -62,7 +65,14 @@ impl Gateway {
             shutting_down: false,
             nodes: None,
             ended: std::collections::VecDeque::new(),
+            pricing: Arc::default(),
         }
+    }
+
+    /// Price model calls with `pricing`.
+    pub fn with_pricing(mut self, pricing: Arc<Pricing>) -> Gateway {
+        self.pricing = pricing;
+        self
     }
 
     /// Give sessions a way to invoke commands on paired nodes.
@@ -98,6 +108,7 @@ impl Gateway {
             task,
             gateway: ctx.address(),
             models: self.model.clone(),
+            pricing: self.pricing.clone(),
             stats: self.stats.clone(),
             nodes: self.nodes.clone(),
         }
@@ -258,7 +269,6 @@ impl Gateway {
             entry.outcome = Some(outcome);
             entry.ended_at = Some(Instant::now());
             entry.final_text = Some(text.clone());
-            entry.usage.add(usage);
             if transcript.is_some() {
                 entry.transcript = transcript;
             }
@@ -473,11 +483,12 @@ impl Handler<SessionGone> for Gateway {
     }
 }
 
-impl Handler<Noted> for Gateway {
+impl Handler<ModelCalled> for Gateway {
     type Result = ();
 
-    fn handle(&mut self, msg: Noted, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ModelCalled, _: &mut Self::Context) {
         if let Some(mut entry) = self.registry.get_mut(&msg.key) {
+            entry.usage.add(msg.usage);
             for notice in msg.notices {
                 entry.notice(notice);
             }

@@ -119,6 +119,10 @@ pub struct TreeNode {
     pub status: &'static str,
     pub duration_ms: f64,
     pub tokens: u64,
+    /// USD, when every call of this session was on a priced model.
+    pub cost_usd: Option<f64>,
+    /// Tokens by kind and cost (what `tokens` and `cost_usd` summarise).
+    pub usage: Usage,
     /// Why the session did not end ok (the first line of its final text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -238,6 +242,8 @@ impl Registry {
                 status: entry.status.as_str(),
                 duration_ms: entry.duration().as_secs_f64() * 1000.0,
                 tokens: entry.usage.total(),
+                cost_usd: entry.usage.known_cost(),
+                usage: entry.usage,
                 error: match entry.outcome {
                     Some(outcome) if outcome != Outcome::Ok => {
                         entry.final_text.as_deref().and_then(|t| t.lines().next()).map(str::to_string)

@@ -89,6 +89,7 @@ pub fn respond(request: &CompletionRequest, bounds: Bounds) -> Result<Completion
         prompt_tokens: tokens(request.messages.iter().map(message_chars).sum()),
         completion_tokens: tokens(message_chars(&message)),
         total_tokens: 0,
+        prompt_tokens_details: None,
     };
     let finish_reason = if message.tool_calls.is_some() { "tool_calls" } else { "stop" };
     Ok(CompletionResponse {

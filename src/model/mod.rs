@@ -11,6 +11,7 @@
 pub mod builtin;
 mod client;
 pub mod openai;
+pub mod pricing;
 pub mod retry;
 pub mod server;
 
@@ -141,17 +142,32 @@ impl Notices {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What calls spent: tokens as the provider reported them, and their cost where the
+/// model has a price ([`pricing`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Prompt tokens the provider served from its cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cached_prompt_tokens: u64,
+    /// USD, summed over the priced calls.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Calls on models without a price: while any, the cost is not known.
+    #[serde(default)]
+    pub unpriced_calls: u32,
 }
 
 /// Token counts come from providers, so they are untrusted: all arithmetic on them
 /// saturates (a provider claiming `u64::MAX` tokens exhausts any budget, and never
 /// wraps one back to plenty).
 impl Usage {
+    pub fn tokens(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage { prompt_tokens, completion_tokens, ..Usage::default() }
+    }
+
     pub fn total(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
@@ -159,6 +175,14 @@ impl Usage {
     pub fn add(&mut self, other: Usage) {
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.cached_prompt_tokens = self.cached_prompt_tokens.saturating_add(other.cached_prompt_tokens);
+        self.cost_usd += other.cost_usd;
+        self.unpriced_calls = self.unpriced_calls.saturating_add(other.unpriced_calls);
+    }
+
+    /// The cost, when every call was priced.
+    pub fn known_cost(&self) -> Option<f64> {
+        (self.unpriced_calls == 0).then_some(self.cost_usd)
     }
 }
 

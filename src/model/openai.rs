@@ -85,6 +85,14 @@ pub struct WireUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// `{"error": {...}}`, as providers send with a non-2xx status.
@@ -186,7 +194,10 @@ impl CompletionResponse {
                 .into_iter()
                 .map(|call| ToolCall { id: call.id, name: call.function.name, arguments: call.function.arguments })
                 .collect(),
-            usage: Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens },
+            usage: Usage {
+                cached_prompt_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+                ..Usage::tokens(usage.prompt_tokens, usage.completion_tokens)
+            },
         })
     }
 }

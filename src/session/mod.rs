@@ -18,10 +18,11 @@ use actix::prelude::*;
 
 use crate::agent::AgentDef;
 use crate::capability::Capability;
-use crate::gateway::{Gateway, Noted, Outcome, RunEnded, SessionGone, Stats};
+use crate::gateway::{Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
 use crate::model::builtin::ANNOUNCE_PREFIX;
-use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Notices};
+use crate::model::pricing::Pricing;
+use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Notices, Usage};
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
 
@@ -38,6 +39,7 @@ pub struct SessionInit {
     pub task: String,
     pub gateway: Addr<Gateway>,
     pub models: Arc<dyn ModelClient>,
+    pub pricing: Arc<Pricing>,
     pub stats: Arc<Stats>,
     pub nodes: Option<Recipient<crate::hub::InvokeNode>>,
 }
@@ -51,6 +53,7 @@ pub struct Session {
     capability: Capability,
     gateway: Addr<Gateway>,
     models: Arc<dyn ModelClient>,
+    pricing: Arc<Pricing>,
     stats: Arc<Stats>,
     nodes: Option<Recipient<crate::hub::InvokeNode>>,
     turn: Turn,
@@ -125,6 +128,7 @@ impl Session {
             capability: init.capability,
             gateway: init.gateway,
             models: init.models,
+            pricing: init.pricing,
             stats: init.stats,
             nodes: init.nodes,
             pending_task: Some(init.task),
@@ -173,8 +177,9 @@ impl Session {
         };
         let call = self.models.complete(request);
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(response) => {
-                act.note(notices.take(), None);
+            Ok(mut response) => {
+                act.pricing.charge(&act.model, &mut response.usage);
+                act.called(response.usage, notices.take(), None);
                 let spent = response.usage.total();
                 let next = act.turn.on_response(response);
                 // A call that takes the tree past its budget ends the run here: its
@@ -185,11 +190,11 @@ impl Session {
                 act.step(next, ctx);
             }
             Err(e) => {
-                act.note(notices.take(), None);
+                act.called(Usage::default(), notices.take(), None);
                 match act.fallbacks.pop_front() {
                     Some(next) => {
                         let notice = format!("fell back from {} to {next}: {}", act.model, e.short_reason());
-                        act.note(vec![notice], Some(next.clone()));
+                        act.called(Usage::default(), vec![notice], Some(next.clone()));
                         act.model = next;
                         act.call_model(ctx);
                     }
@@ -199,10 +204,10 @@ impl Session {
         }));
     }
 
-    /// Tell the gateway what the operator should see on this session.
-    fn note(&self, notices: Vec<String>, model: Option<ModelRef>) {
-        if !notices.is_empty() || model.is_some() {
-            self.gateway.do_send(Noted { key: self.key.clone(), notices, model });
+    /// Tell the gateway what a call spent and what the operator should see of it.
+    fn called(&self, usage: Usage, notices: Vec<String>, model: Option<ModelRef>) {
+        if usage != Usage::default() || !notices.is_empty() || model.is_some() {
+            self.gateway.do_send(ModelCalled { key: self.key.clone(), usage, notices, model });
         }
     }
 

@@ -176,11 +176,7 @@ mod tests {
     }
 
     fn answer(content: Option<&str>, calls: Vec<ToolCall>) -> ChatResponse {
-        ChatResponse {
-            content: content.map(String::from),
-            tool_calls: calls,
-            usage: Usage { prompt_tokens: 3, completion_tokens: 2 },
-        }
+        ChatResponse { content: content.map(String::from), tool_calls: calls, usage: Usage::tokens(3, 2) }
     }
 
     #[test]
@@ -200,7 +196,7 @@ mod tests {
         assert_eq!(tail[0], &Message::User { content: "[subagent part 1 ok]\ndone".into() });
         assert!(matches!(tail[1], Message::Tool { call_id, .. } if call_id == "y"));
         assert_eq!(turn.on_response(answer(Some("all done"), vec![])), Next::Finish(Outcome::Ok, "all done".into()));
-        assert_eq!(turn.usage(), Usage { prompt_tokens: 6, completion_tokens: 4 });
+        assert_eq!(turn.usage(), Usage::tokens(6, 4));
     }
 
     #[test]

@@ -70,10 +70,16 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
     state.requests.lock().unwrap().push(request.clone());
     state.arrivals.lock().unwrap().push((model.clone(), std::time::Instant::now()));
     let _ = state.events.send(model.clone());
-    let mut usage = WireUsage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
+    let mut usage =
+        WireUsage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, prompt_tokens_details: None };
     let mut reply = (state.script)(&request);
     if let Reply::WithUsage(inner, prompt, completion) = reply {
-        usage = WireUsage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: 0 };
+        usage = WireUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: 0,
+            prompt_tokens_details: None,
+        };
         reply = *inner;
     }
     let message = match reply {
