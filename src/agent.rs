@@ -35,6 +35,8 @@ struct RawAgent {
     model: String,
     #[serde(default)]
     fallbacks: Vec<String>,
+    /// The most a session of this agent (with its subtree) may cost, in USD.
+    budget_usd: Option<f64>,
     #[serde(default)]
     prompt_file: Option<String>,
     #[serde(default)]
@@ -73,6 +75,8 @@ pub struct AgentDef {
     pub description: String,
     pub model: ModelRef,
     pub fallbacks: Vec<ModelRef>,
+    /// A cost budget in USD for each session of this agent and its subtree.
+    pub budget_usd: Option<f64>,
     pub system_prompt: String,
     pub tools: Vec<Tool>,
     /// The tool specs offered to the model, built once.
@@ -259,6 +263,12 @@ pub fn parse(
         description: raw.description,
         model: model_ref(&raw.model)?,
         fallbacks: raw.fallbacks.iter().map(|f| model_ref(f)).collect::<Result<_, _>>()?,
+        budget_usd: match raw.budget_usd {
+            Some(usd) if !(usd.is_finite() && usd > 0.0) => {
+                return Err(invalid(format!("budget_usd must be a positive number of USD, got {usd}")))
+            }
+            other => other,
+        },
         system_prompt,
         tools,
         scopes,

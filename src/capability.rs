@@ -45,6 +45,8 @@ pub enum CapabilityError {
     BudgetExhausted,
     #[error("token budget exceeded: {used} tokens used of {limit}")]
     BudgetOverrun { used: u64, limit: u64 },
+    #[error("cost budget exceeded: ${:.6} spent of ${:.6}", *.used as f64 / 1e6, *.limit as f64 / 1e6)]
+    CostOverrun { used: u64, limit: u64 },
 }
 
 /// What a child asks for. Fields left `None` inherit the parent's value.
@@ -55,6 +57,24 @@ pub struct AttenuateRequest {
     pub max_depth: Option<u32>,
     pub deadline: Option<Instant>,
     pub budget_tokens: Option<u64>,
+    /// A cost budget in micro-USD; `None` inherits what the parent has left.
+    pub budget_micro_usd: Option<u64>,
+}
+
+/// What a root may spend: tokens and cost (micro-USD), each optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budgets {
+    pub tokens: Option<u64>,
+    pub micro_usd: Option<u64>,
+}
+
+/// USD as whole micro-dollars (what cost budgets count), rounded up, saturating.
+pub fn micro_usd(usd: f64) -> u64 {
+    if usd.is_finite() && usd > 0.0 {
+        (usd * 1_000_000.0).ceil().min(u64::MAX as f64) as u64
+    } else {
+        0
+    }
 }
 
 /// An unforgeable, narrowing-only grant of authority.
@@ -68,6 +88,8 @@ struct Inner {
     max_depth: u32,
     deadline: Option<Instant>,
     budget: Option<Arc<Budget>>,
+    /// The cost budget, in micro-USD.
+    cost: Option<Arc<Budget>>,
     revocation: Arc<RevocationNode>,
 }
 
@@ -96,6 +118,7 @@ impl Capability {
             (None, inherited) => inherited,
         };
         let budget = Budget::derive(parent.budget.as_ref(), request.budget_tokens)?;
+        let cost = Budget::derive(parent.cost.as_ref(), request.budget_micro_usd)?;
         let revocation = parent.revocation.child().ok_or_else(|| CapabilityError::Revoked(parent.principal.clone()))?;
         Ok(Capability(Arc::new(Inner {
             principal: request.principal,
@@ -104,6 +127,7 @@ impl Capability {
             max_depth,
             deadline,
             budget,
+            cost,
             revocation,
         })))
     }
@@ -165,6 +189,22 @@ impl Capability {
             None => Ok(()),
         }
     }
+
+    /// Cost left in micro-USD, `None` when unlimited.
+    pub fn remaining_cost(&self) -> Option<u64> {
+        self.0.cost.as_ref().map(|b| b.remaining())
+    }
+
+    /// Record spent micro-USD like [`Self::charge`] records tokens.
+    pub fn charge_cost(&self, micro_usd: u64) -> Result<(), CapabilityError> {
+        match &self.0.cost {
+            Some(budget) => budget.charge(micro_usd).map_err(|e| match e {
+                CapabilityError::BudgetOverrun { used, limit } => CapabilityError::CostOverrun { used, limit },
+                other => other,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Capability {
@@ -198,16 +238,17 @@ impl Authority {
         scopes: ScopeSet,
         max_depth: u32,
         deadline: Option<Instant>,
-        budget_tokens: Option<u64>,
+        budgets: Budgets,
     ) -> Capability {
-        let budget = budget_tokens.map(|limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None }));
+        let root = |limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None });
         Capability(Arc::new(Inner {
             principal,
             scopes,
             depth: 0,
             max_depth,
             deadline,
-            budget,
+            budget: budgets.tokens.map(root),
+            cost: budgets.micro_usd.map(root),
             revocation: Arc::new(RevocationNode::default()),
         }))
     }
@@ -316,11 +357,24 @@ mod tests {
     use super::*;
 
     fn root(scopes: ScopeSet, max_depth: u32, budget: Option<u64>) -> Capability {
-        Authority::new().mint_root(SessionKey::main("brain"), scopes, max_depth, None, budget)
+        Authority::new().mint_root(
+            SessionKey::main("brain"),
+            scopes,
+            max_depth,
+            None,
+            Budgets { tokens: budget, micro_usd: None },
+        )
     }
 
     fn request(principal: &str, scopes: ScopeSet) -> AttenuateRequest {
-        AttenuateRequest { principal: principal.into(), scopes, max_depth: None, deadline: None, budget_tokens: None }
+        AttenuateRequest {
+            principal: principal.into(),
+            scopes,
+            max_depth: None,
+            deadline: None,
+            budget_tokens: None,
+            budget_micro_usd: None,
+        }
     }
 
     fn scope_set(bits: u8) -> ScopeSet {
@@ -381,9 +435,34 @@ mod tests {
     }
 
     #[test]
+    fn cost_budgets_are_charged_up_the_chain_like_tokens() {
+        let parent = Authority::new().mint_root(
+            SessionKey::main("brain"),
+            ScopeSet::all(),
+            3,
+            None,
+            Budgets { tokens: None, micro_usd: Some(micro_usd(0.01)) },
+        );
+        let child = parent.attenuate(request("c", ScopeSet::all())).unwrap();
+        assert_eq!(child.remaining_cost(), Some(10_000));
+        child.charge_cost(micro_usd(0.004)).unwrap();
+        assert_eq!(parent.remaining_cost(), Some(6_000));
+        let err = child.charge_cost(micro_usd(0.007)).unwrap_err();
+        assert_eq!(err, CapabilityError::CostOverrun { used: 11_000, limit: 10_000 });
+        assert_eq!(err.to_string(), "cost budget exceeded: $0.011000 spent of $0.010000");
+        assert_eq!((micro_usd(-1.0), micro_usd(f64::NAN), micro_usd(1e-9)), (0, 0, 1));
+    }
+
+    #[test]
     fn deadlines_expire() {
         let now = Instant::now();
-        let cap = Authority::new().mint_root("k".into(), ScopeSet::all(), 1, Some(now + Duration::from_secs(1)), None);
+        let cap = Authority::new().mint_root(
+            "k".into(),
+            ScopeSet::all(),
+            1,
+            Some(now + Duration::from_secs(1)),
+            Budgets::default(),
+        );
         assert!(cap.check(now).is_ok());
         assert_eq!(cap.check(now + Duration::from_secs(2)), Err(CapabilityError::Expired("k".into())));
     }
@@ -401,7 +480,8 @@ mod tests {
             let base = Instant::now();
             let mut parent = Authority::new().mint_root(
                 "root".into(), scope_set(parent_bits), parent_max,
-                parent_deadline_ms.map(|ms| base + Duration::from_millis(ms)), parent_budget);
+                parent_deadline_ms.map(|ms| base + Duration::from_millis(ms)),
+                Budgets { tokens: parent_budget, micro_usd: parent_budget });
             for i in 0..parent_depth_chain {
                 match parent.attenuate(request(&format!("p{i}"), parent.scopes())) {
                     Ok(next) => parent = next,
@@ -416,8 +496,13 @@ mod tests {
                 max_depth: child_max,
                 deadline: child_deadline_ms.map(|ms| base + Duration::from_millis(ms)),
                 budget_tokens: child_budget,
+                budget_micro_usd: child_budget,
             };
+            let cost_before = parent.remaining_cost();
             if let Ok(child) = parent.attenuate(asked) {
+                if let Some(remaining) = cost_before {
+                    prop_assert!(child.remaining_cost().is_some_and(|b| b <= remaining));
+                }
                 prop_assert!(child.scopes().is_subset_of(parent.scopes()));
                 prop_assert_eq!(child.depth(), parent.depth() + 1);
                 prop_assert!(child.depth() <= parent.max_depth());

@@ -96,6 +96,7 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
             "--timeout must be at most 2592000 seconds, got 1000000000000000000000000000000",
         ),
         (vec!["run", "--timeout", "nan", "x"], "--timeout must be a positive number of seconds"),
+        (vec!["run", "--budget-usd", "-1", "x"], "--budget-usd must be a positive number of USD, got -1"),
         (vec!["serve", "--bind", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without a gateway token"),
     ] {
         let output = hivegate().args(&args).output().unwrap();
@@ -108,13 +109,15 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
 
 #[actix_rt::test]
 async fn serve_answers_health_and_keeps_the_builtin_provider_off_its_port() {
-    let mut child = hivegate()
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        hivegate()
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
@@ -145,8 +148,18 @@ async fn serve_answers_health_and_keeps_the_builtin_provider_off_its_port() {
     }
     let health: Value = http.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["ok"], true, "still alive");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
+}
+
+/// A child process that is killed and reaped however the test ends, so a failing
+/// assertion leaves no server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

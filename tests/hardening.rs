@@ -19,7 +19,13 @@ use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
 
 async fn run(runtime: &Runtime, agent: &str, task: &str, budget: Option<u64>) -> hivegate::gateway::RunSummary {
-    let start = StartMain { agent_id: agent.into(), task: task.into(), run_timeout: None, budget_tokens: budget };
+    let start = StartMain {
+        agent_id: agent.into(),
+        task: task.into(),
+        run_timeout: None,
+        budget_tokens: budget,
+        budget_usd: None,
+    };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
     tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()

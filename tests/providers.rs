@@ -39,7 +39,13 @@ async fn start(fake: &FakeModels, retry: RetryPolicy, agent_files: &[&str]) -> R
 }
 
 async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
-    let start = StartMain { agent_id: agent.into(), task: "go".into(), run_timeout: None, budget_tokens: None };
+    let start = StartMain {
+        agent_id: agent.into(),
+        task: "go".into(),
+        run_timeout: None,
+        budget_tokens: None,
+        budget_usd: None,
+    };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
     tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
@@ -202,5 +208,55 @@ async fn each_node_costs_its_calls_times_the_configured_prices_and_the_tree_sums
     assert_eq!((tree.cost_usd, hivegate::report::costs(&tree, &unpriced.pricing)), (None, (None, None)));
     runtime.shutdown().await.unwrap();
     runtime2.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
+    use hivegate::model::pricing::Price;
+    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
+    let fake = FakeModels::start(move |request| match request.model.as_str() {
+        "worker" => Reply::Text("worked".into()),
+        _ => boss(request),
+    });
+    let mut config = Config {
+        bind: ([127, 0, 0, 1], 0).into(),
+        limits: Limits::default(),
+        state_dir: "".into(),
+        ..Config::default()
+    };
+    config.providers.insert(
+        "fake",
+        Provider {
+            base_url: fake.url.clone(),
+            api_key: Some("k".into()),
+            api_key_env: None,
+            api: Api::OpenAiCompletions,
+            retry: RetryPolicy::default(),
+        },
+    );
+    // 10 prompt + 5 completion tokens a call: $0.00025 on the boss's model.
+    config
+        .pricing
+        .insert("fake/boss", Price { input_per_mtok: 10.0, output_per_mtok: 30.0, cached_input_per_mtok: None });
+    config
+        .pricing
+        .insert("fake/worker", Price { input_per_mtok: 0.1, output_per_mtok: 0.3, cached_input_per_mtok: None });
+    let runtime = Runtime::start(&config, agents(&[BOSS, WORKER])).await.unwrap();
+    let start = StartMain {
+        agent_id: "boss".into(),
+        task: "go".into(),
+        run_timeout: None,
+        budget_tokens: None,
+        budget_usd: Some(0.0001),
+    };
+    let run = runtime.gateway.send(start).await.unwrap().unwrap();
+    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
+    let summary = tokio::time::timeout(WAIT, ended).await.unwrap().unwrap();
+    assert_eq!(summary.outcome, Outcome::Error);
+    assert_eq!(summary.text, "cost budget exceeded: $0.000250 spent of $0.000100 (this call cost $0.000250)");
+    assert_eq!(fake.requests_for("boss").len(), 1);
+    assert!(fake.requests_for("worker").is_empty(), "the spawn that call asked for was not made");
+    runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

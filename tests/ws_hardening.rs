@@ -345,7 +345,13 @@ async fn killing_a_session_cancels_its_node_invoke_at_once() {
     let agent = "id = \"ops\"\nmodel = \"fake/ops\"\n[tools]\nallow = [\"nodes_invoke\"]\n";
     let runtime = start_with_fake(&fake, &[agent]).await;
     let (mut node, _) = paired_node(runtime.http_addr, &device, &["system.which"]).await;
-    let start = StartMain { agent_id: "ops".into(), task: "which".into(), run_timeout: None, budget_tokens: None };
+    let start = StartMain {
+        agent_id: "ops".into(),
+        task: "which".into(),
+        run_timeout: None,
+        budget_tokens: None,
+        budget_usd: None,
+    };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let request = node.wait_event("node.invoke.request").await;
     let invoke_id = request["payload"]["id"].clone();

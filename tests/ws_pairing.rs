@@ -318,8 +318,13 @@ async fn a_session_runs_an_approved_node_command_with_nodes_invoke() {
     let runtime = start_with_fake(&fake, &[agent]).await;
     let (mut node, _) = paired_node(runtime.http_addr, &device, &["system.which"]).await;
 
-    let start =
-        StartMain { agent_id: "ops".into(), task: "where is sh?".into(), run_timeout: None, budget_tokens: None };
+    let start = StartMain {
+        agent_id: "ops".into(),
+        task: "where is sh?".into(),
+        run_timeout: None,
+        budget_tokens: None,
+        budget_usd: None,
+    };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
     let answer = json!({"bins": {"sh": "/bin/sh"}});

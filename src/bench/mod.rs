@@ -131,8 +131,13 @@ impl SpawnHarness {
 
 /// Start the parked parent main session and return its capability.
 async fn start_parent(runtime: &Runtime, calls: &mut mpsc::UnboundedReceiver<()>) -> anyhow::Result<Capability> {
-    let start =
-        StartMain { agent_id: "bench-parent".into(), task: "spawn".into(), run_timeout: None, budget_tokens: None };
+    let start = StartMain {
+        agent_id: "bench-parent".into(),
+        task: "spawn".into(),
+        run_timeout: None,
+        budget_tokens: None,
+        budget_usd: None,
+    };
     let started = runtime.gateway.send(start).await??;
     calls.recv().await.ok_or_else(|| anyhow::anyhow!("the parent never called its model"))?;
     let entry = runtime.registry.get(&started.session_key).ok_or_else(|| anyhow::anyhow!("parent not registered"))?;

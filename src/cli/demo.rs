@@ -103,6 +103,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
             task: brain_task(&args),
             run_timeout: Some(timeout),
             budget_tokens: None,
+            budget_usd: None,
         })
         .await??;
     let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;

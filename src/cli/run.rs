@@ -18,11 +18,14 @@ pub struct RunArgs {
     #[arg(long, default_value = "brain")]
     agent: String,
     /// Run timeout in seconds (default: limits.default_run_timeout_seconds).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     timeout: Option<f64>,
     /// Token budget for the whole tree.
     #[arg(long)]
     budget: Option<u64>,
+    /// Cost budget for the whole tree, in USD (needs prices for its models).
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
+    budget_usd: Option<f64>,
     /// Print one JSON object instead of the tree.
     #[arg(long)]
     json: bool,
@@ -35,6 +38,9 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         Some(seconds) => Some(crate::config::timeout_from_secs(seconds).map_err(|e| anyhow::anyhow!("--timeout {e}"))?),
         None => None,
     };
+    if let Some(usd) = args.budget_usd.filter(|usd| !(usd.is_finite() && *usd > 0.0)) {
+        anyhow::bail!("--budget-usd must be a positive number of USD, got {usd}");
+    }
     if args.task.trim().is_empty() {
         anyhow::bail!("the task is empty; say what the agent should do");
     }
@@ -55,7 +61,13 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     }
     let runtime = Runtime::start(&config, agents).await?;
     let started = Instant::now();
-    let start = StartMain { agent_id: args.agent.clone(), task: args.task, run_timeout, budget_tokens: args.budget };
+    let start = StartMain {
+        agent_id: args.agent.clone(),
+        task: args.task,
+        run_timeout,
+        budget_tokens: args.budget,
+        budget_usd: args.budget_usd,
+    };
     let run = runtime.gateway.send(start).await??;
     let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;
     let root = runtime.registry.tree(&run.session_key).ok_or_else(|| anyhow::anyhow!("the session vanished"))?;

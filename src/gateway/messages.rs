@@ -110,6 +110,8 @@ pub struct StartMain {
     pub task: String,
     pub run_timeout: Option<Duration>,
     pub budget_tokens: Option<u64>,
+    /// A cost budget for the whole tree, in USD.
+    pub budget_usd: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

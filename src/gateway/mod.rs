@@ -27,7 +27,7 @@ pub use registry::{Registry, SessionEntry, Status, TreeNode};
 pub use stats::Stats;
 
 use crate::agent::Agents;
-use crate::capability::{Authority, Capability};
+use crate::capability::{micro_usd, Authority, Budgets, Capability};
 use crate::config::Limits;
 use crate::keys::{RunId, SessionKey};
 use crate::model::pricing::Pricing;
@@ -161,7 +161,13 @@ impl Gateway {
         let max_depth = self.limits.max_spawn_depth.min(agent.subagents.max_depth.unwrap_or(u32::MAX));
         let timeout = msg.run_timeout.unwrap_or(self.limits.default_run_timeout).min(crate::config::MAX_TIMEOUT);
         let deadline = Instant::now() + timeout;
-        self.authority.mint_root(key.clone(), agent.scopes, max_depth, Some(deadline), msg.budget_tokens)
+        // The run's cost budget and the agent's, whichever is smaller.
+        let usd = match (msg.budget_usd, agent.budget_usd) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let budgets = Budgets { tokens: msg.budget_tokens, micro_usd: usd.map(micro_usd) };
+        self.authority.mint_root(key.clone(), agent.scopes, max_depth, Some(deadline), budgets)
     }
 
     fn start_main(&mut self, msg: StartMain, ctx: &Context<Self>) -> Result<RunStarted, GatewayError> {
@@ -555,7 +561,13 @@ impl Handler<SendTo> for Gateway {
             }
             Some((Status::Idle, Some(addr), agent_id)) if addr.connected() => {
                 let agent = self.agents.get(&agent_id).cloned().ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;
-                let start = StartMain { agent_id, task: msg.text.clone(), run_timeout: None, budget_tokens: None };
+                let start = StartMain {
+                    agent_id,
+                    task: msg.text.clone(),
+                    run_timeout: None,
+                    budget_tokens: None,
+                    budget_usd: None,
+                };
                 let capability = self.mint_main_capability(&msg.target, &agent, &start);
                 let run_id = RunId::new();
                 self.restart_main(&msg.target, run_id.clone(), capability.clone());

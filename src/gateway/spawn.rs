@@ -113,6 +113,11 @@ pub fn plan(
             max_depth: agent.subagents.max_depth.map(|d| d.min(parent.max_depth())),
             deadline: Some(deadline),
             budget_tokens: None,
+            // An agent's own cost budget, narrowed to what the parent has left.
+            budget_micro_usd: agent
+                .budget_usd
+                .map(crate::capability::micro_usd)
+                .map(|own| parent.remaining_cost().map_or(own, |left| own.min(left))),
         })
         .map_err(refusal)?;
     Ok(SpawnPlan {

@@ -373,6 +373,7 @@ impl Handler<Call> for Hub {
                         task: p.message,
                         run_timeout: None,
                         budget_tokens: None,
+                        budget_usd: None,
                     };
                     let started = self.gateway.send(start);
                     Box::pin(fut::wrap_future(async move {

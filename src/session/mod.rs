@@ -17,7 +17,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use crate::agent::AgentDef;
-use crate::capability::Capability;
+use crate::capability::{micro_usd, Capability};
 use crate::gateway::{Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
 use crate::model::builtin::ANNOUNCE_PREFIX;
@@ -168,6 +168,9 @@ impl Session {
         if self.capability.remaining_budget() == Some(0) {
             return self.finish(Outcome::Error, "token budget exhausted".into(), ctx);
         }
+        if self.capability.remaining_cost() == Some(0) {
+            return self.finish(Outcome::Error, "cost budget exhausted".into(), ctx);
+        }
         let notices = Notices::default();
         let request = ChatRequest {
             model: self.model.clone(),
@@ -180,12 +183,15 @@ impl Session {
             Ok(mut response) => {
                 act.pricing.charge(&act.model, &mut response.usage);
                 act.called(response.usage, notices.take(), None);
-                let spent = response.usage.total();
+                let (spent, cost) = (response.usage.total(), response.usage.cost_usd);
                 let next = act.turn.on_response(response);
                 // A call that takes the tree past its budget ends the run here: its
                 // tool calls are not run and no further call is made.
                 if let Err(e) = act.capability.charge(spent) {
                     return act.finish(Outcome::Error, format!("{e} (this call used {spent} tokens)"), ctx);
+                }
+                if let Err(e) = act.capability.charge_cost(micro_usd(cost)) {
+                    return act.finish(Outcome::Error, format!("{e} (this call cost ${cost:.6})"), ctx);
                 }
                 act.step(next, ctx);
             }
