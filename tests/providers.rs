@@ -13,12 +13,13 @@ use std::time::Duration;
 use common::{agents, announcements, call, FakeModels, Reply, WAIT};
 use hivegate::config::{Config, Limits};
 use hivegate::gateway::{Outcome, RunSummary, StartMain, WaitRun};
+use hivegate::model::pricing::Price;
 use hivegate::model::retry::RetryPolicy;
 use hivegate::model::{Api, Provider};
 use hivegate::runtime::Runtime;
 use serde_json::json;
 
-async fn start(fake: &FakeModels, retry: RetryPolicy, agent_files: &[&str]) -> Runtime {
+fn config(fake: &FakeModels, retry: RetryPolicy) -> Config {
     let mut config = Config {
         bind: ([127, 0, 0, 1], 0).into(),
         limits: Limits::default(),
@@ -35,7 +36,22 @@ async fn start(fake: &FakeModels, retry: RetryPolicy, agent_files: &[&str]) -> R
             retry,
         },
     );
-    Runtime::start(&config, agents(agent_files)).await.unwrap()
+    config
+}
+
+/// A strong model for the boss and a cheap one for workers.
+const STRONG: Price = Price { input_per_mtok: 10.0, output_per_mtok: 30.0, cached_input_per_mtok: None };
+const CHEAP: Price = Price { input_per_mtok: 0.1, output_per_mtok: 0.3, cached_input_per_mtok: None };
+
+fn priced(fake: &FakeModels) -> Config {
+    let mut config = config(fake, RetryPolicy::default());
+    config.pricing.insert("fake/boss", STRONG);
+    config.pricing.insert("fake/worker", CHEAP);
+    config
+}
+
+async fn start(fake: &FakeModels, retry: RetryPolicy, agent_files: &[&str]) -> Runtime {
+    Runtime::start(&config(fake, retry), agents(agent_files)).await.unwrap()
 }
 
 async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
@@ -158,46 +174,26 @@ async fn a_model_named_by_the_spawn_is_strict_and_never_falls_back() {
 
 #[actix_rt::test]
 async fn each_node_costs_its_calls_times_the_configured_prices_and_the_tree_sums_them() {
-    use hivegate::model::pricing::Price;
     let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
     let fake = FakeModels::start(move |request| match request.model.as_str() {
         "worker" => Reply::Text("worked".into()),
         _ => boss(request),
     });
-    let mut config = Config {
-        bind: ([127, 0, 0, 1], 0).into(),
-        limits: Limits::default(),
-        state_dir: "".into(),
-        ..Config::default()
-    };
-    config.providers.insert(
-        "fake",
-        Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("k".into()),
-            api_key_env: None,
-            api: Api::OpenAiCompletions,
-            retry: RetryPolicy::default(),
-        },
-    );
-    let strong = Price { input_per_mtok: 10.0, output_per_mtok: 30.0, cached_input_per_mtok: None };
-    let cheap = Price { input_per_mtok: 0.1, output_per_mtok: 0.3, cached_input_per_mtok: None };
-    config.pricing.insert("fake/boss", strong);
-    config.pricing.insert("fake/worker", cheap);
+    let config = priced(&fake);
     let runtime = Runtime::start(&config, agents(&[BOSS, WORKER])).await.unwrap();
     let summary = run(&runtime, "boss").await;
     assert_eq!(summary.outcome, Outcome::Ok, "{}", summary.text);
     let tree = runtime.registry.tree(&summary.session_key).unwrap();
     // The fake reports 10 prompt and 5 completion tokens per call.
     let per_call = |p: Price| (10.0 * p.input_per_mtok + 5.0 * p.output_per_mtok) / 1e6;
-    let boss_cost = fake.requests_for("boss").len() as f64 * per_call(strong);
-    let worker_cost = fake.requests_for("worker").len() as f64 * per_call(cheap);
+    let boss_cost = fake.requests_for("boss").len() as f64 * per_call(STRONG);
+    let worker_cost = fake.requests_for("worker").len() as f64 * per_call(CHEAP);
     let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
     assert!(close(tree.cost_usd, boss_cost), "{:?} vs {boss_cost}", tree.cost_usd);
     assert!(close(tree.children[0].cost_usd, worker_cost), "{:?} vs {worker_cost}", tree.children[0].cost_usd);
     let (total, on_root) = hivegate::report::costs(&tree, &config.pricing);
     assert!(close(total, boss_cost + worker_cost));
-    let worker_on_root = fake.requests_for("worker").len() as f64 * per_call(strong);
+    let worker_on_root = fake.requests_for("worker").len() as f64 * per_call(STRONG);
     assert!(close(on_root, boss_cost + worker_on_root), "{on_root:?}");
     // A model without a price makes the cost unknown, not zero.
     let mut unpriced = config.clone();
@@ -213,35 +209,12 @@ async fn each_node_costs_its_calls_times_the_configured_prices_and_the_tree_sums
 
 #[actix_rt::test]
 async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
-    use hivegate::model::pricing::Price;
     let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
     let fake = FakeModels::start(move |request| match request.model.as_str() {
         "worker" => Reply::Text("worked".into()),
         _ => boss(request),
     });
-    let mut config = Config {
-        bind: ([127, 0, 0, 1], 0).into(),
-        limits: Limits::default(),
-        state_dir: "".into(),
-        ..Config::default()
-    };
-    config.providers.insert(
-        "fake",
-        Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("k".into()),
-            api_key_env: None,
-            api: Api::OpenAiCompletions,
-            retry: RetryPolicy::default(),
-        },
-    );
-    // 10 prompt + 5 completion tokens a call: $0.00025 on the boss's model.
-    config
-        .pricing
-        .insert("fake/boss", Price { input_per_mtok: 10.0, output_per_mtok: 30.0, cached_input_per_mtok: None });
-    config
-        .pricing
-        .insert("fake/worker", Price { input_per_mtok: 0.1, output_per_mtok: 0.3, cached_input_per_mtok: None });
+    let config = priced(&fake);
     let runtime = Runtime::start(&config, agents(&[BOSS, WORKER])).await.unwrap();
     let start = StartMain {
         agent_id: "boss".into(),
