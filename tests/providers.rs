@@ -84,6 +84,15 @@ fn boss_script(spawn: serde_json::Value) -> impl Fn(&hivegate::model::openai::Co
     }
 }
 
+/// A boss that spawns one worker, and a worker that answers at once.
+fn boss_and_worker() -> FakeModels {
+    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
+    FakeModels::start(move |request| match request.model.as_str() {
+        "worker" => Reply::Text("worked".into()),
+        _ => boss(request),
+    })
+}
+
 #[actix_rt::test]
 async fn a_503_and_a_429_with_retry_after_are_retried_and_said() {
     let boss_calls = Arc::new(AtomicUsize::new(0));
@@ -174,11 +183,7 @@ async fn a_model_named_by_the_spawn_is_strict_and_never_falls_back() {
 
 #[actix_rt::test]
 async fn each_node_costs_its_calls_times_the_configured_prices_and_the_tree_sums_them() {
-    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
-    let fake = FakeModels::start(move |request| match request.model.as_str() {
-        "worker" => Reply::Text("worked".into()),
-        _ => boss(request),
-    });
+    let fake = boss_and_worker();
     let config = priced(&fake);
     let runtime = Runtime::start(&config, agents(&[BOSS, WORKER])).await.unwrap();
     let summary = run(&runtime, "boss").await;
@@ -209,11 +214,7 @@ async fn each_node_costs_its_calls_times_the_configured_prices_and_the_tree_sums
 
 #[actix_rt::test]
 async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
-    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
-    let fake = FakeModels::start(move |request| match request.model.as_str() {
-        "worker" => Reply::Text("worked".into()),
-        _ => boss(request),
-    });
+    let fake = boss_and_worker();
     let config = priced(&fake);
     let runtime = Runtime::start(&config, agents(&[BOSS, WORKER])).await.unwrap();
     let start = StartMain {
