@@ -160,13 +160,35 @@ fn render_node(node: &TreeNode, first: &str, rest: &str, out: &mut String) {
 
 /// `agent:executor:subagent:1b2c…:subagent:9f8e…` → `agent:executor:…9f8e1234`: the
 /// agent and the last eight hex digits are enough to tell siblings apart on screen.
-fn short_key(key: &str) -> String {
+pub fn short_key(key: &str) -> String {
     match key.rsplit_once(":subagent:") {
         Some((head, id)) => {
             let agent = head.split(':').nth(1).unwrap_or("?");
             format!("agent:{agent}:…{}", &id[id.len().saturating_sub(8)..])
         }
         None => key.to_string(),
+    }
+}
+
+/// One progress line for a session event (what `run` prints on a terminal).
+pub fn progress_line(event: &crate::gateway::SessionEvent) -> String {
+    use crate::gateway::SessionEvent;
+    match event {
+        SessionEvent::Started { session_key, agent_id, model, label, .. } => {
+            let label = label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
+            format!("+ {}{label}  {agent_id}  {model}", short_key(session_key.as_str()))
+        }
+        SessionEvent::Noticed { session_key, notice } => format!("· {}  {notice}", short_key(session_key.as_str())),
+        SessionEvent::Ended { session_key, outcome, error, duration_ms, tokens, cost_usd } => {
+            let cost = cost_usd.map(|c| format!("  ${c:.4}")).unwrap_or_default();
+            let error = error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
+            format!(
+                "- {}  {}  {:.1} s  {tokens} tok{cost}{error}",
+                short_key(session_key.as_str()),
+                outcome.as_str(),
+                duration_ms / 1000.0
+            )
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Runtime {
     store: Addr<Store>,
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
+    /// Session starts, notices and ends as they happen.
+    pub events: crate::gateway::Events,
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
     /// Model calls in flight through the HTTP model client.
@@ -101,6 +103,7 @@ impl Runtime {
             .with_pricing(Arc::new(config.pricing.clone()));
         let registry = gateway.registry();
         let stats = gateway.stats();
+        let events = gateway.events();
         let gateway = gateway.start();
         let silent = if config.auto_approve_local { SilentApproval::LocalOnly } else { SilentApproval::Off };
         let policy = Policy {
@@ -131,6 +134,7 @@ impl Runtime {
             store,
             registry,
             stats,
+            events,
             http_addr,
             model_calls_in_flight: in_flight,
             server,

@@ -242,3 +242,19 @@ fn a_missing_api_key_is_configuration_said_before_any_call() {
     );
     assert!(listener.accept().is_err(), "no call was made");
 }
+
+#[test]
+fn run_prints_progress_on_stderr_and_keeps_stdout_json() {
+    let output = hivegate().args(["run", "--progress", "--json", "alpha; beta"]).output().unwrap();
+    assert!(output.status.success());
+    let report: Value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
+    assert_eq!(report["sessions"], 3);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("+ ")).count(), 3, "{stderr}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("- ") && l.contains("  ok  ")).count(), 3, "{stderr}");
+    assert!(lines[0].starts_with("+ agent:brain:main  brain  builtin/brain"), "{stderr}");
+    assert!(lines.last().unwrap().starts_with("- agent:brain:main  ok  "), "the root ends last: {stderr}");
+    let quiet = hivegate().args(["run", "--json", "alpha"]).output().unwrap();
+    assert!(quiet.stderr.is_empty(), "no progress when stderr is not a terminal");
+}

@@ -1,6 +1,7 @@
 //! `hivegate run --agent brain "task"`: one task on a main session against the
 //! configured providers (the builtin one is always there), then the tree and the answer.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,6 +30,13 @@ pub struct RunArgs {
     /// Print one JSON object instead of the tree.
     #[arg(long)]
     json: bool,
+    /// Print each session's start, notices (retries, fallbacks) and end to stderr as they
+    /// happen. Default: on when stderr is a terminal.
+    #[arg(long, overrides_with = "no_progress")]
+    progress: bool,
+    /// Print no progress lines.
+    #[arg(long)]
+    no_progress: bool,
     /// The task.
     task: String,
 }
@@ -60,6 +68,8 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         }
     }
     let runtime = Runtime::start(&config, agents).await?;
+    let progress = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
+    let printer = progress.then(|| actix_rt::spawn(print_progress(runtime.events.subscribe())));
     let started = Instant::now();
     let start = StartMain {
         agent_id: args.agent.clone(),
@@ -70,6 +80,11 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     };
     let run = runtime.gateway.send(start).await??;
     let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;
+    if let Some(printer) = printer {
+        // The root's end was broadcast before the wait was answered: the printer stops
+        // after printing it (bounded, in case the broadcast lagged past it).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), printer).await;
+    }
     let root = runtime.registry.tree(&run.session_key).ok_or_else(|| anyhow::anyhow!("the session vanished"))?;
     let outcomes = OutcomeCounts::of(&root);
     let (cost_usd, cost_on_root_model_usd) = crate::report::costs(&root, &config.pricing);
@@ -94,4 +109,27 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     }
     runtime.shutdown().await?;
     Ok(if report.all_ok() { 0 } else { 1 })
+}
+
+/// Print session events on stderr until a root session (one without a parent) ends.
+async fn print_progress(mut events: crate::gateway::events::Subscription) {
+    use crate::gateway::SessionEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut roots = std::collections::HashSet::new();
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                eprintln!("{}", crate::report::progress_line(&event));
+                match &event {
+                    SessionEvent::Started { session_key, parent: None, .. } => {
+                        roots.insert(session_key.clone());
+                    }
+                    SessionEvent::Ended { session_key, .. } if roots.contains(session_key) => return,
+                    _ => {}
+                }
+            }
+            Err(RecvError::Lagged(skipped)) => eprintln!("… {skipped} events skipped (too many to show)"),
+            Err(RecvError::Closed) => return,
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! capability, kills the subtree, and announces the outcome and final text to the
 //! parent. Handlers are thin: unpack, call a plain function, perform the effects.
 
+pub mod events;
 pub mod messages;
 pub mod registry;
 pub mod spawn;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+pub use events::{Events, SessionEvent};
 pub use messages::*;
 pub use registry::{Registry, SessionEntry, Status, TreeNode};
 pub use stats::Stats;
@@ -50,6 +52,8 @@ pub struct Gateway {
     ended: std::collections::VecDeque<SessionKey>,
     /// Prices per model; sessions charge each call's cost with them.
     pricing: Arc<Pricing>,
+    /// Session starts, notices and ends, for whoever watches.
+    events: Events,
 }
 
 impl Gateway {
@@ -66,7 +70,40 @@ impl Gateway {
             nodes: None,
             ended: std::collections::VecDeque::new(),
             pricing: Arc::default(),
+            events: Events::default(),
         }
+    }
+
+    /// Where session events are broadcast; subscribe before starting runs to see them all.
+    pub fn events(&self) -> Events {
+        self.events.clone()
+    }
+
+    fn emit_started(&self, key: &SessionKey) {
+        self.events.emit(|| match self.registry.get(key) {
+            Some(e) => SessionEvent::Started {
+                session_key: key.clone(),
+                parent: e.parent.clone(),
+                agent_id: e.agent_id.clone(),
+                model: e.model.clone(),
+                label: e.label.clone(),
+            },
+            None => SessionEvent::Noticed { session_key: key.clone(), notice: "started and already gone".into() },
+        });
+    }
+
+    fn emit_ended(&self, key: &SessionKey, outcome: Outcome, text: &str) {
+        self.events.emit(|| {
+            let entry = self.registry.get(key);
+            SessionEvent::Ended {
+                session_key: key.clone(),
+                outcome,
+                error: (outcome != Outcome::Ok).then(|| text.lines().next().unwrap_or_default().to_string()),
+                duration_ms: entry.as_ref().map_or(0.0, |e| e.duration().as_secs_f64() * 1000.0),
+                tokens: entry.as_ref().map_or(0, |e| e.usage.total()),
+                cost_usd: entry.as_ref().and_then(|e| e.usage.known_cost()),
+            }
+        });
     }
 
     /// Price model calls with `pricing`.
@@ -150,9 +187,10 @@ impl Gateway {
             notices: Vec::new(),
         });
         if let Some(mut parent) = self.registry.get_mut(&plan.parent) {
-            parent.children.push(plan.key);
+            parent.children.push(plan.key.clone());
             parent.active_children += 1;
         }
+        self.emit_started(&plan.key);
         self.stats.record_spawn();
         reply
     }
@@ -186,6 +224,7 @@ impl Gateway {
             Some((Status::Idle, Some(addr))) if addr.connected() => {
                 self.restart_main(&key, run_id.clone(), capability.clone());
                 addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.task });
+                self.emit_started(&key);
                 return Ok(RunStarted { session_key: key, run_id });
             }
             _ => self.registry.remove(&key),
@@ -213,6 +252,7 @@ impl Gateway {
             transcript: None,
             notices: Vec::new(),
         });
+        self.emit_started(&key);
         Ok(RunStarted { session_key: key, run_id })
     }
 
@@ -289,6 +329,7 @@ impl Gateway {
             )
         };
         capability.revoke();
+        self.emit_ended(key, outcome, &text);
         // Only kept sessions count towards retention; `cleanup: delete` ones go below.
         if stop_actor && cleanup == Cleanup::Keep {
             self.retain_ended(key);
@@ -386,8 +427,10 @@ impl Gateway {
             SpawnReply::Accepted { .. } => return,
         };
         self.stats.record_spawn_refused();
+        let notice = format!("spawn refused: {reason}");
+        self.events.emit(|| SessionEvent::Noticed { session_key: parent.clone(), notice: notice.clone() });
         if let Some(mut entry) = self.registry.get_mut(parent) {
-            entry.notice(format!("spawn refused: {reason}"));
+            entry.notice(notice);
         }
     }
 
@@ -496,6 +539,8 @@ impl Handler<ModelCalled> for Gateway {
         if let Some(mut entry) = self.registry.get_mut(&msg.key) {
             entry.usage.add(msg.usage);
             for notice in msg.notices {
+                let key = &msg.key;
+                self.events.emit(|| SessionEvent::Noticed { session_key: key.clone(), notice: notice.clone() });
                 entry.notice(notice);
             }
             if let Some(model) = msg.model {

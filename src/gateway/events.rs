@@ -1,0 +1,120 @@
+//! What happens to sessions, as it happens: a broadcast any number of watchers can
+//! subscribe to (`hivegate run`'s progress lines today). Events are built only while
+//! someone listens, so an unwatched gateway pays one atomic load per event; a watcher
+//! that falls behind loses the oldest events and is told how many.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::messages::Outcome;
+use crate::keys::SessionKey;
+use crate::model::ModelRef;
+
+/// Events kept for a slow watcher before the oldest are dropped.
+pub const CAPACITY: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum SessionEvent {
+    #[serde(rename_all = "camelCase")]
+    Started {
+        session_key: SessionKey,
+        parent: Option<SessionKey>,
+        agent_id: String,
+        model: ModelRef,
+        label: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Noticed { session_key: SessionKey, notice: String },
+    #[serde(rename_all = "camelCase")]
+    Ended {
+        session_key: SessionKey,
+        outcome: Outcome,
+        /// The first line of the final text when not ok.
+        error: Option<String>,
+        duration_ms: f64,
+        tokens: u64,
+        cost_usd: Option<f64>,
+    },
+}
+
+/// The sending side, owned by the gateway.
+#[derive(Clone, Debug)]
+pub struct Events {
+    sender: broadcast::Sender<SessionEvent>,
+    /// Live subscriptions, counted here so that emitting to nobody costs one atomic
+    /// load (the channel's own count takes a lock).
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events { sender: broadcast::channel(CAPACITY).0, watchers: Arc::default() }
+    }
+}
+
+/// One watcher's stream of events; dropping it stops the events being built for it.
+pub struct Subscription {
+    receiver: broadcast::Receiver<SessionEvent>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next event; `Err(Lagged(n))` when `n` were dropped because this watcher fell
+    /// behind.
+    pub async fn recv(&mut self) -> Result<SessionEvent, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Events {
+    pub fn subscribe(&self) -> Subscription {
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        Subscription { receiver: self.sender.subscribe(), watchers: self.watchers.clone() }
+    }
+
+    /// Send the event `make` builds, if anyone is listening.
+    pub fn emit(&self, make: impl FnOnce() -> SessionEvent) {
+        if self.watchers.load(Ordering::Acquire) > 0 {
+            let _ = self.sender.send(make());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn events_are_built_only_while_someone_watches() {
+        let events = Events::default();
+        let mut built = 0;
+        events.emit(|| {
+            built += 1;
+            SessionEvent::Noticed { session_key: "k".into(), notice: "n".into() }
+        });
+        assert_eq!(built, 0);
+        let mut watcher = events.subscribe();
+        events.emit(|| SessionEvent::Noticed { session_key: "k".into(), notice: "seen".into() });
+        assert_eq!(
+            watcher.recv().await.unwrap(),
+            SessionEvent::Noticed { session_key: "k".into(), notice: "seen".into() }
+        );
+        drop(watcher);
+        let mut built = 0;
+        events.emit(|| {
+            built += 1;
+            SessionEvent::Noticed { session_key: "k".into(), notice: "n".into() }
+        });
+        assert_eq!(built, 0);
+    }
+}
