@@ -28,9 +28,11 @@
 //! - [`config`]: raw TOML → validated [`config::Config`]; the only reader of the environment.
 //! - [`scope`]: scopes and the one authorization table.
 //! - [`capability`]: the only constructor of [`capability::Capability`]; `attenuate` narrows.
-//! - [`gateway`]: the root actor, its messages, the registry, the spawn decision.
+//! - [`gateway`]: the root actor, its messages, the registry, the spawn decision, and the
+//!   broadcast of session events (`gateway/events.rs`).
 //! - [`session`]: the session actor shell, its pure turn state machine, its tools.
-//! - [`model`]: the `ModelClient` seam, OpenAI wire types, the builtin offline provider.
+//! - [`model`]: the `ModelClient` seam, OpenAI wire types, the retry decision
+//!   (`model/retry.rs`), prices (`model/pricing.rs`), the builtin offline provider.
 //! - [`agent`]: agent definitions (data in `agents/`).
 //! - [`protocol`]: OpenClaw-compatible wire types only (serde, no actix, no I/O).
 //! - [`pairing`]: device identity checks and the pairing book, a pure state machine.

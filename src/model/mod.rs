@@ -6,7 +6,8 @@
 //! implementation: one shared `reqwest::Client`, a global limit on concurrent calls, and
 //! the provider registry. [`builtin`] is the offline provider's deterministic logic and
 //! [`server`] serves it over HTTP, so sessions reach it through the same reqwest path as
-//! any provider.
+//! any provider. [`retry`] decides when a failed call is tried again and [`pricing`] what
+//! a call cost; both are pure.
 
 pub mod builtin;
 mod client;
