@@ -91,7 +91,7 @@ impl Refusal {
 }
 
 /// A method call from an authenticated connection; the hub authorizes it against the
-/// connection's live grant ([`methods`]).
+/// connection's live grant (`methods.rs`).
 #[derive(Message)]
 #[rtype(result = "Result<Value, ErrorShape>")]
 pub struct Call {

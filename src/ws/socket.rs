@@ -8,7 +8,7 @@
 //!   frame, so the connection can raise it after `hello-ok` (64 KiB before, `maxPayload`
 //!   after). actix-http's codec checks its size limit only once the whole frame has
 //!   arrived, so [`Frames`] first reads the length the frame header declares
-//!   ([`declared_len`], RFC 6455 §5.2) and refuses an oversized frame from its header
+//!   (`declared_len`, RFC 6455 §5.2) and refuses an oversized frame from its header
 //!   alone; it reads from the socket only when the codec needs more bytes, so an
 //!   unauthenticated peer can never make the server hold more than one pre-auth frame.
 //! - **Buffered output (`maxBufferedBytes`).** Bytes written are counted until the HTTP
