@@ -187,7 +187,7 @@ impl ModelClient for Boom {
             };
             let last = request.messages.last().map(|m| format!("{m:?}")).unwrap_or_default();
             let content = tool_calls.is_empty().then_some(last);
-            Ok(ChatResponse { content, tool_calls, usage: Usage::default() })
+            Ok(ChatResponse { content, tool_calls, usage: Usage::default(), notices: vec![] })
         }
         .boxed()
     }

@@ -9,7 +9,8 @@
 //!
 //! Failed calls are retried by the rules of [`super::retry`] (429, 408, 5xx and transport
 //! errors, backoff with jitter, never sooner than `Retry-After`); each retry is a notice
-//! on the request's [`super::Notices`]. No permit is held while waiting to retry.
+//! in the response (or in [`ModelError::Retried`]). No permit is held while waiting to
+//! retry.
 //!
 //! Response bodies are read chunk by chunk and refused past
 //! `limits.max_model_response_bytes` (a provider that never stops sending fails the call
@@ -175,15 +176,16 @@ impl ModelClient for HttpModelClient {
             let provider = this.providers.resolve(&request.model)?.clone();
             let body = CompletionRequest::from(&request);
             let mut attempt = 0;
+            let mut notices = Vec::new();
             loop {
                 let failed = match this.attempt(&name, &provider, &body).await {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => return Ok(ChatResponse { notices, ..response }),
                     Err(failed) => failed,
                 };
                 match retry::decide(&provider.retry, attempt, &failed.failure, rand::random::<f64>()) {
                     Decision::Retry { after } => {
                         attempt += 1;
-                        request.notices.push(format!(
+                        notices.push(format!(
                             "{} failed with {}; retry {attempt} of {} after {:.1} s",
                             request.model,
                             failed.error.short_reason(),
@@ -192,7 +194,10 @@ impl ModelClient for HttpModelClient {
                         ));
                         tokio::time::sleep(after).await;
                     }
-                    Decision::GiveUp { .. } => return Err(failed.error),
+                    Decision::GiveUp { .. } if notices.is_empty() => return Err(failed.error),
+                    Decision::GiveUp { .. } => {
+                        return Err(ModelError::Retried { last: Box::new(failed.error), notices })
+                    }
                 }
             }
         }

@@ -124,23 +124,6 @@ pub struct ChatRequest {
     pub model: ModelRef,
     pub messages: Vec<Message>,
     pub tools: Arc<[ToolSpec]>,
-    /// Where the client says what happened on the way (retries taken).
-    pub notices: Notices,
-}
-
-/// Notices a model call leaves for its session (and the operator): shared between the
-/// caller and the client while the call runs.
-#[derive(Clone, Debug, Default)]
-pub struct Notices(Arc<std::sync::Mutex<Vec<String>>>);
-
-impl Notices {
-    pub fn push(&self, notice: String) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(notice);
-    }
-
-    pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
 }
 
 /// What calls spent: tokens as the provider reported them, and their cost where the
@@ -192,6 +175,9 @@ pub struct ChatResponse {
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
+    /// What happened on the way (retries taken), for the session's notices. Empty, and
+    /// so free, on the usual path.
+    pub notices: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -210,6 +196,9 @@ pub enum ModelError {
     Decode { provider: String, message: String },
     #[error("provider {provider} sent a response larger than {limit} bytes (limits.max_model_response_bytes)")]
     TooLarge { provider: String, limit: usize },
+    /// The last failure after retries; `notices` says what was tried.
+    #[error("{last}")]
+    Retried { last: Box<ModelError>, notices: Vec<String> },
 }
 
 impl ModelError {
@@ -217,7 +206,16 @@ impl ModelError {
     pub fn short_reason(&self) -> String {
         match self {
             ModelError::Http { status, .. } => format!("HTTP {status}"),
+            ModelError::Retried { last, .. } => last.short_reason(),
             other => other.to_string(),
+        }
+    }
+
+    /// The error itself and the notices of the retries before it.
+    pub fn into_parts(self) -> (ModelError, Vec<String>) {
+        match self {
+            ModelError::Retried { last, notices } => (*last, notices),
+            other => (other, Vec::new()),
         }
     }
 }

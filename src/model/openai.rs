@@ -198,6 +198,7 @@ impl CompletionResponse {
                 cached_prompt_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
                 ..Usage::tokens(usage.prompt_tokens, usage.completion_tokens)
             },
+            notices: Vec::new(),
         })
     }
 }

@@ -22,7 +22,7 @@ use crate::gateway::{Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats
 use crate::keys::{RunId, SessionKey};
 use crate::model::builtin::ANNOUNCE_PREFIX;
 use crate::model::pricing::Pricing;
-use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Notices, Usage};
+use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Usage};
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
 
@@ -171,18 +171,16 @@ impl Session {
         if self.capability.remaining_cost() == Some(0) {
             return self.finish(Outcome::Error, "cost budget exhausted".into(), ctx);
         }
-        let notices = Notices::default();
         let request = ChatRequest {
             model: self.model.clone(),
             messages: self.turn.request_messages(),
             tools: self.agent.tool_specs.clone(),
-            notices: notices.clone(),
         };
         let call = self.models.complete(request);
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {
             Ok(mut response) => {
                 act.pricing.charge(&act.model, &mut response.usage);
-                act.called(response.usage, notices.take(), None);
+                act.called(response.usage, std::mem::take(&mut response.notices), None);
                 let (spent, cost) = (response.usage.total(), response.usage.cost_usd);
                 let next = act.turn.on_response(response);
                 // A call that takes the tree past its budget ends the run here: its
@@ -196,7 +194,8 @@ impl Session {
                 act.step(next, ctx);
             }
             Err(e) => {
-                act.called(Usage::default(), notices.take(), None);
+                let (e, notices) = e.into_parts();
+                act.called(Usage::default(), notices, None);
                 match act.fallbacks.pop_front() {
                     Some(next) => {
                         let notice = format!("fell back from {} to {next}: {}", act.model, e.short_reason());

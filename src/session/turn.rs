@@ -176,7 +176,12 @@ mod tests {
     }
 
     fn answer(content: Option<&str>, calls: Vec<ToolCall>) -> ChatResponse {
-        ChatResponse { content: content.map(String::from), tool_calls: calls, usage: Usage::tokens(3, 2) }
+        ChatResponse {
+            content: content.map(String::from),
+            tool_calls: calls,
+            usage: Usage::tokens(3, 2),
+            notices: vec![],
+        }
     }
 
     #[test]
