@@ -152,6 +152,10 @@ async fn a_default_model_that_always_fails_runs_on_its_fallback_with_a_notice() 
     assert_eq!(tree.notices.len(), 2, "{:?}", tree.notices);
     assert!(tree.notices[0].starts_with("fake/worker failed with HTTP 503; retry 1 of 1 after "));
     assert_eq!(tree.notices[1], "fell back from fake/worker to fake/backup: HTTP 503");
+    // The main session's next run starts on its own model again, not the fallback.
+    let again = run(&runtime, "worker").await;
+    assert_eq!((again.outcome, again.text.as_str()), (Outcome::Ok, "answered by backup"));
+    assert_eq!(fake.requests_for("worker").len(), 4);
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -140,7 +140,7 @@ impl Gateway {
             run_id,
             agent: agent.clone(),
             model: agent.model.clone(),
-            fallbacks: agent.fallbacks.clone(),
+            may_fall_back: true,
             capability,
             task,
             gateway: ctx.address(),
@@ -162,7 +162,7 @@ impl Gateway {
         init.model = plan.model.clone();
         if plan.model_explicit {
             // Strict: a model the spawn named is used or the child fails, never replaced.
-            init.fallbacks.clear();
+            init.may_fall_back = false;
         }
         let addr = Session::new(init).start();
         self.registry.insert(SessionEntry {

@@ -32,9 +32,9 @@ pub struct SessionInit {
     pub run_id: RunId,
     pub agent: Arc<AgentDef>,
     pub model: ModelRef,
-    /// Models to fall back to, in order, when `model` fails after its retries (empty
-    /// for a model a spawn named: that one is strict).
-    pub fallbacks: Vec<ModelRef>,
+    /// Fall back through the agent's `fallbacks` when `model` fails after its retries;
+    /// false for a model a spawn named, which is strict.
+    pub may_fall_back: bool,
     pub capability: Capability,
     pub task: String,
     pub gateway: Addr<Gateway>,
@@ -49,7 +49,8 @@ pub struct Session {
     run_id: RunId,
     agent: Arc<AgentDef>,
     model: ModelRef,
-    fallbacks: std::collections::VecDeque<ModelRef>,
+    /// The next of the agent's fallbacks to try; `None` when none may be tried.
+    next_fallback: Option<u8>,
     capability: Capability,
     gateway: Addr<Gateway>,
     models: Arc<dyn ModelClient>,
@@ -124,7 +125,7 @@ impl Session {
             run_id: init.run_id,
             agent: init.agent,
             model: init.model,
-            fallbacks: init.fallbacks.into(),
+            next_fallback: init.may_fall_back.then_some(0),
             capability: init.capability,
             gateway: init.gateway,
             models: init.models,
@@ -196,7 +197,7 @@ impl Session {
             Err(e) => {
                 let (e, notices) = e.into_parts();
                 act.called(Usage::default(), notices, None);
-                match act.fallbacks.pop_front() {
+                match act.take_fallback() {
                     Some(next) => {
                         let notice = format!("fell back from {} to {next}: {}", act.model, e.short_reason());
                         act.called(Usage::default(), vec![notice], Some(next.clone()));
@@ -207,6 +208,14 @@ impl Session {
                 }
             }
         }));
+    }
+
+    /// The next fallback model of the agent, if one may still be tried.
+    fn take_fallback(&mut self) -> Option<ModelRef> {
+        let at = self.next_fallback?;
+        let model = self.agent.fallbacks.get(usize::from(at)).cloned()?;
+        self.next_fallback = at.checked_add(1);
+        Some(model)
     }
 
     /// Tell the gateway what a call spent and what the operator should see of it.
@@ -326,6 +335,10 @@ impl Handler<StartRun> for Session {
     fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
         self.run_id = msg.run_id;
         self.capability = msg.capability;
+        // A new run starts on the agent's own model again (a main session has no
+        // spawn-named model), with all its fallbacks.
+        self.model = self.agent.model.clone();
+        self.next_fallback = Some(0);
         self.begin(msg.task, ctx);
     }
 }
