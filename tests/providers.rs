@@ -238,3 +238,61 @@ async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// `hivegate run`, the binary, against the fake provider: the brain's first call gets a
+/// 503 and the executor's first call a 429 with `Retry-After: 1`; the tree still ends ok
+/// (exit 0), the retries are notices, and each node's cost is its calls times its price.
+#[actix_rt::test]
+async fn hivegate_run_rides_out_a_503_and_a_429_and_reports_cost() {
+    let boss_calls = Arc::new(AtomicUsize::new(0));
+    let worker_calls = Arc::new(AtomicUsize::new(0));
+    let (b, w) = (boss_calls.clone(), worker_calls.clone());
+    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
+    let fake = FakeModels::start(move |request| match request.model.as_str() {
+        "boss" if b.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(503, None),
+        "worker" if w.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(429, Some("1")),
+        "worker" => Reply::Text("worked".into()),
+        _ => boss(request),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[providers.fake]\nbase_url = \"{}\"\napi_key_env = \"FAKE_KEY\"\n\
+         [providers.fake.models.boss]\ninput_per_mtok = 10.0\noutput_per_mtok = 30.0\n\
+         [providers.fake.models.worker]\ninput_per_mtok = 0.1\noutput_per_mtok = 0.3\n",
+        fake.url
+    );
+    std::fs::write(dir.path().join("hivegate.toml"), config).unwrap();
+    std::fs::create_dir(dir.path().join("agents")).unwrap();
+    std::fs::write(dir.path().join("agents/boss.toml"), BOSS).unwrap();
+    std::fs::write(dir.path().join("agents/worker.toml"), WORKER).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hivegate"));
+    command
+        .current_dir(dir.path())
+        .env_remove("HIVEGATE_CONFIG")
+        .env("FAKE_KEY", "sk-fake")
+        .args(["run", "--agent", "boss", "--json", "go"]);
+    let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["outcomes"]["ok"], 2);
+    let root = &report["root"];
+    assert!(root["notices"][0].as_str().unwrap().starts_with("fake/boss failed with HTTP 503; retry 1 of 3"));
+    assert_eq!(root["children"][0]["notices"], json!(["fake/worker failed with HTTP 429; retry 1 of 3 after 1.0 s"]));
+    let worker = fake.arrivals_for("worker");
+    assert!(worker[1] - worker[0] >= Duration::from_secs(1));
+    // 10 prompt + 5 completion tokens per answered call; the failed calls cost nothing.
+    let answered = |model: &str| (fake.requests_for(model).len() - 1) as f64;
+    let boss_cost = answered("boss") * (10.0 * 10.0 + 5.0 * 30.0) / 1e6;
+    let worker_cost = answered("worker") * (10.0 * 0.1 + 5.0 * 0.3) / 1e6;
+    let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-12;
+    assert!(close(&root["costUsd"], boss_cost), "{}", root["costUsd"]);
+    assert!(close(&root["children"][0]["costUsd"], worker_cost));
+    assert!(close(&report["costUsd"], boss_cost + worker_cost));
+    let worker_on_boss_model = answered("worker") * (10.0 * 10.0 + 5.0 * 30.0) / 1e6;
+    assert!(close(&report["costOnRootModelUsd"], boss_cost + worker_on_boss_model));
+    fake.stop().await;
+}
