@@ -35,9 +35,9 @@ pub struct TreeReport {
 
 /// The tree's cost, and what it would have been on the root's model alone.
 pub fn costs(root: &TreeNode, pricing: &Pricing) -> (Option<f64>, Option<f64>) {
-    let mut total = Some(0.0);
-    let mut on_root = pricing.price(&root.model).map(|_| 0.0);
     let root_price = pricing.price(&root.model);
+    let mut total = Some(0.0);
+    let mut on_root = root_price.map(|_| 0.0);
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
         total = total.zip(node.cost_usd).map(|(a, b)| a + b);

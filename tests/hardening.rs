@@ -9,11 +9,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{agent_toml, announcements, call, gateway, FakeModels, Reply, WAIT};
+use common::{agent_toml, announcements, call, gateway, FakeModels, Reply};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use hivegate::config::{Config, Limits};
-use hivegate::gateway::{Outcome, StartMain, WaitRun};
+use hivegate::gateway::{Outcome, StartMain};
 use hivegate::model::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Usage};
 use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
@@ -26,9 +26,7 @@ async fn run(runtime: &Runtime, agent: &str, task: &str, budget: Option<u64>) ->
         budget_tokens: budget,
         budget_usd: None,
     };
-    let run = runtime.gateway.send(start).await.unwrap().unwrap();
-    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
+    common::run_to_end(runtime, start).await
 }
 
 #[actix_rt::test]

@@ -7,12 +7,11 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{agents, announcements, call, FakeModels, Reply, WAIT};
 use hivegate::config::{Config, Limits};
-use hivegate::gateway::{Outcome, RunSummary, StartMain, WaitRun};
+use hivegate::gateway::{Outcome, RunSummary, StartMain};
 use hivegate::model::pricing::Price;
 use hivegate::model::retry::RetryPolicy;
 use hivegate::model::{Api, Provider};
@@ -62,9 +61,7 @@ async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
         budget_tokens: None,
         budget_usd: None,
     };
-    let run = runtime.gateway.send(start).await.unwrap().unwrap();
-    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
+    common::run_to_end(runtime, start).await
 }
 
 const BOSS: &str = "id = \"boss\"\nmodel = \"fake/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"worker\"]\n";
@@ -93,18 +90,22 @@ fn boss_and_worker() -> FakeModels {
     })
 }
 
-#[actix_rt::test]
-async fn a_503_and_a_429_with_retry_after_are_retried_and_said() {
-    let boss_calls = Arc::new(AtomicUsize::new(0));
-    let worker_calls = Arc::new(AtomicUsize::new(0));
-    let (b, w) = (boss_calls.clone(), worker_calls.clone());
+/// Like [`boss_and_worker`], but the boss's first call gets a 503 and the worker's first
+/// call a 429 with `Retry-After: 1`.
+fn flaky_boss_and_worker() -> FakeModels {
+    let (boss_calls, worker_calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
-    let fake = FakeModels::start(move |request| match request.model.as_str() {
-        "boss" if b.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(503, None),
-        "worker" if w.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(429, Some("1")),
+    FakeModels::start(move |request| match request.model.as_str() {
+        "boss" if boss_calls.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(503, None),
+        "worker" if worker_calls.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(429, Some("1")),
         "worker" => Reply::Text("worked".into()),
         _ => boss(request),
-    });
+    })
+}
+
+#[actix_rt::test]
+async fn a_503_and_a_429_with_retry_after_are_retried_and_said() {
+    let fake = flaky_boss_and_worker();
     let runtime = start(&fake, RetryPolicy::default(), &[BOSS, WORKER]).await;
     let summary = run(&runtime, "boss").await;
     assert_eq!(summary.outcome, Outcome::Ok, "{}", summary.text);
@@ -228,9 +229,7 @@ async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
         budget_tokens: None,
         budget_usd: Some(0.0001),
     };
-    let run = runtime.gateway.send(start).await.unwrap().unwrap();
-    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
-    let summary = tokio::time::timeout(WAIT, ended).await.unwrap().unwrap();
+    let summary = common::run_to_end(&runtime, start).await;
     assert_eq!(summary.outcome, Outcome::Error);
     assert_eq!(summary.text, "cost budget exceeded: $0.000250 spent of $0.000100 (this call cost $0.000250)");
     assert_eq!(fake.requests_for("boss").len(), 1);
@@ -244,16 +243,7 @@ async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
 /// (exit 0), the retries are notices, and each node's cost is its calls times its price.
 #[actix_rt::test]
 async fn hivegate_run_rides_out_a_503_and_a_429_and_reports_cost() {
-    let boss_calls = Arc::new(AtomicUsize::new(0));
-    let worker_calls = Arc::new(AtomicUsize::new(0));
-    let (b, w) = (boss_calls.clone(), worker_calls.clone());
-    let boss = boss_script(json!({"task": "work", "agentId": "worker"}));
-    let fake = FakeModels::start(move |request| match request.model.as_str() {
-        "boss" if b.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(503, None),
-        "worker" if w.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(429, Some("1")),
-        "worker" => Reply::Text("worked".into()),
-        _ => boss(request),
-    });
+    let fake = flaky_boss_and_worker();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "[providers.fake]\nbase_url = \"{}\"\napi_key_env = \"FAKE_KEY\"\n\

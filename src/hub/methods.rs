@@ -49,6 +49,17 @@ pub const METHODS: &[&str] = &[
     "agent",
 ];
 
+/// The methods that change the pairing book; they answer after the commit.
+const MUTATIONS: &[&str] = &[
+    "device.pair.approve",
+    "device.pair.reject",
+    "device.pair.remove",
+    "device.token.rotate",
+    "device.token.revoke",
+    "node.pair.approve",
+    "node.pair.reject",
+];
+
 /// Advertised in hello-ok `features.events`.
 pub const EVENTS: &[&str] = &[
     "connect.challenge",
@@ -100,11 +111,11 @@ impl Hub {
         }
     }
 
-    /// Methods that change the pairing book: `Some` for those, with the change made in
-    /// memory and what to do once it is committed.
-    fn call_mutation(&mut self, conn_id: u64, method: &str, p: Value) -> Option<Result<Change, ErrorShape>> {
+    /// Methods that change the pairing book ([`MUTATIONS`]): the change made in memory
+    /// and what to do once it is committed.
+    fn call_mutation(&mut self, conn_id: u64, method: &str, p: Value) -> Result<Change, ErrorShape> {
         let caller = self.caller_scopes(conn_id);
-        Some(match method {
+        match method {
             "device.pair.approve" => params(method, p).and_then(|p| self.device_pair_approve(caller, p)),
             "device.pair.reject" => params(method, p).and_then(|p| self.device_pair_reject(p)),
             "device.pair.remove" => {
@@ -114,8 +125,8 @@ impl Hub {
             "device.token.revoke" => params(method, p).and_then(|p| self.device_token_revoke(caller, p)),
             "node.pair.approve" => params(method, p).and_then(|p| self.node_pair_approve(caller, p)),
             "node.pair.reject" => params(method, p).and_then(|p| self.node_pair_reject(p)),
-            _ => return None,
-        })
+            other => Err(ErrorShape::invalid_request(format!("unknown method: {}", crate::protocol::clip(other)))),
+        }
     }
 
     /// Commit a change, then broadcast its events, close what it closes and answer.
@@ -386,14 +397,11 @@ impl Handler<Call> for Hub {
                 }
                 Err(e) => Box::pin(fut::ready(Err(e))),
             },
-            method => match self.call_mutation(msg.conn_id, method, msg.params.clone()) {
-                Some(Ok(change)) => self.finish_change(change, ctx),
-                Some(Err(e)) => Box::pin(fut::ready(Err(e))),
-                None => {
-                    let reply = self.call_local(msg.conn_id, method, msg.params);
-                    Box::pin(fut::ready(reply))
-                }
+            method if MUTATIONS.contains(&method) => match self.call_mutation(msg.conn_id, method, msg.params) {
+                Ok(change) => self.finish_change(change, ctx),
+                Err(e) => Box::pin(fut::ready(Err(e))),
             },
+            method => Box::pin(fut::ready(self.call_local(msg.conn_id, method, msg.params))),
         }
     }
 }

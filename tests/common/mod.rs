@@ -237,3 +237,10 @@ pub fn announcements(request: &CompletionRequest) -> Vec<String> {
 pub fn has_tool_call(request: &CompletionRequest, name: &str) -> bool {
     request.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| c.function.name == name)
 }
+
+/// Start `start` and wait (bounded) for the run's summary.
+pub async fn run_to_end(runtime: &Runtime, start: hivegate::gateway::StartMain) -> hivegate::gateway::RunSummary {
+    let run = runtime.gateway.send(start).await.unwrap().unwrap();
+    let ended = runtime.gateway.send(hivegate::gateway::WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
+}
