@@ -29,12 +29,15 @@
 //! model_request_timeout_seconds = 300
 //! max_model_response_bytes = 8388608  # a provider's answer beyond this fails the call
 //! max_retry_wait_seconds = 60         # a longer Retry-After fails over instead of waiting
+//! model_idle_timeout_seconds = 180    # a provider silent this long fails the call
 //!
 //! [providers.cherry-nvidia]
 //! base_url = "https://example.invalid/v1"
 //! api_key_env = "CHERRY_API_KEY"
-//! api = "openai-completions"
+//! api = "openai-completions"          # or "anthropic-messages"
 //! max_retries = 3                     # on 429, 408, 5xx and transport errors
+//! stream = true                       # server-sent events; false asks for one JSON answer
+//! max_tokens = 8192                   # the answer bound the anthropic-messages API requires
 //!
 //! [providers.cherry-nvidia.models."qwen/qwen3-235b-a22b"]
 //! input_per_mtok = 0.2                # USD per million tokens
@@ -136,6 +139,7 @@ struct RawLimits {
     model_request_timeout_seconds: Option<f64>,
     max_model_response_bytes: Option<usize>,
     max_retry_wait_seconds: Option<f64>,
+    model_idle_timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +154,8 @@ struct RawProvider {
     models: BTreeMap<String, RawPrice>,
     #[serde(default = "default_api")]
     api: Api,
+    stream: Option<bool>,
+    max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +185,9 @@ pub struct Limits {
     pub max_model_response_bytes: usize,
     /// A `Retry-After` longer than this is not waited for: the call fails (over).
     pub max_retry_wait: Duration,
+    /// A provider that sends nothing for this long (no bytes, not even a keep-alive)
+    /// fails the call.
+    pub model_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -193,6 +202,7 @@ impl Default for Limits {
             model_request_timeout: Duration::from_secs(300),
             max_model_response_bytes: 8 * 1024 * 1024,
             max_retry_wait: Duration::from_secs(60),
+            model_idle_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -327,9 +337,18 @@ impl Config {
                 max_wait: limits.max_retry_wait,
                 ..RetryPolicy::default()
             };
+            if p.max_tokens == Some(0) {
+                return Err(ConfigError::Invalid(format!("providers.{name}.max_tokens must be at least 1")));
+            }
             providers.insert(
                 name,
-                Provider { base_url: p.base_url, api_key, api_key_env: p.api_key_env, api: p.api, retry },
+                Provider {
+                    api_key_env: p.api_key_env,
+                    retry,
+                    stream: p.stream.unwrap_or(true),
+                    max_tokens: p.max_tokens.unwrap_or(crate::model::DEFAULT_MAX_TOKENS),
+                    ..Provider::new(p.api, p.base_url, api_key)
+                },
             );
         }
         let token_env = raw.gateway.token_env.as_deref().unwrap_or(TOKEN_ENV);
@@ -425,6 +444,11 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             d.max_model_response_bytes,
         )?,
         max_retry_wait: seconds("max_retry_wait_seconds", raw.max_retry_wait_seconds, d.max_retry_wait)?,
+        model_idle_timeout: seconds(
+            "model_idle_timeout_seconds",
+            raw.model_idle_timeout_seconds,
+            d.model_idle_timeout,
+        )?,
     })
 }
 

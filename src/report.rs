@@ -170,10 +170,11 @@ pub fn short_key(key: &str) -> String {
     }
 }
 
-/// One progress line for a session event (what `run` prints on a terminal).
-pub fn progress_line(event: &crate::gateway::SessionEvent) -> String {
+/// One progress line for a session event (what `run` prints on a terminal); none for
+/// streamed text.
+pub fn progress_line(event: &crate::gateway::SessionEvent) -> Option<String> {
     use crate::gateway::SessionEvent;
-    match event {
+    let line = match event {
         SessionEvent::Started { session_key, agent_id, model, label, .. } => {
             let label = label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
             format!("+ {}{label}  {agent_id}  {model}", short_key(session_key.as_str()))
@@ -189,7 +190,9 @@ pub fn progress_line(event: &crate::gateway::SessionEvent) -> String {
                 duration_ms / 1000.0
             )
         }
-    }
+        SessionEvent::Streamed { .. } => return None,
+    };
+    Some(line)
 }
 
 #[cfg(test)]

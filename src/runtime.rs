@@ -56,12 +56,10 @@ impl Runtime {
         let mut providers = config.providers.clone();
         providers.insert(
             BUILTIN_PROVIDER,
+            // The builtin answers at once, whole: it does not stream.
             Provider {
-                base_url: builtin.base_url(),
-                api_key: Some(builtin.secret.expose().to_string()),
-                api_key_env: None,
-                api: Api::OpenAiCompletions,
-                retry: Default::default(),
+                stream: false,
+                ..Provider::new(Api::OpenAiCompletions, builtin.base_url(), Some(builtin.secret.expose().to_string()))
             },
         );
         let client = HttpModelClient::new(providers, &config.limits)?;

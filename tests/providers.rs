@@ -27,13 +27,7 @@ fn config(fake: &FakeModels, retry: RetryPolicy) -> Config {
     };
     config.providers.insert(
         "fake",
-        Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("k".into()),
-            api_key_env: None,
-            api: Api::OpenAiCompletions,
-            retry,
-        },
+        Provider { retry, ..Provider::new(Api::OpenAiCompletions, fake.url.clone(), Some("k".into())) },
     );
     config
 }

@@ -119,7 +119,9 @@ async fn print_progress(mut events: crate::gateway::events::Subscription) {
     loop {
         match events.recv().await {
             Ok(event) => {
-                eprintln!("{}", crate::report::progress_line(&event));
+                if let Some(line) = crate::report::progress_line(&event) {
+                    eprintln!("{line}");
+                }
                 match &event {
                     SessionEvent::Started { session_key, parent: None, .. } => {
                         roots.insert(session_key.clone());

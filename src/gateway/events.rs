@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::messages::Outcome;
 use crate::keys::SessionKey;
-use crate::model::ModelRef;
+use crate::model::{ModelRef, TextSink};
 
 /// Events kept for a slow watcher before the oldest are dropped.
 pub const CAPACITY: usize = 1024;
@@ -29,6 +29,9 @@ pub enum SessionEvent {
     },
     #[serde(rename_all = "camelCase")]
     Noticed { session_key: SessionKey, notice: String },
+    /// A piece of a model's answer, as it streams in.
+    #[serde(rename_all = "camelCase")]
+    Streamed { session_key: SessionKey, text: String },
     #[serde(rename_all = "camelCase")]
     Ended {
         session_key: SessionKey,
@@ -48,11 +51,14 @@ pub struct Events {
     /// Live subscriptions, counted here so that emitting to nobody costs one atomic
     /// load (the channel's own count takes a lock).
     watchers: Arc<AtomicUsize>,
+    /// Those of them that want streamed text too (it is many events per call, so
+    /// lifecycle watchers do not cause it).
+    text_watchers: Arc<AtomicUsize>,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        Events { sender: broadcast::channel(CAPACITY).0, watchers: Arc::default() }
+        Events { sender: broadcast::channel(CAPACITY).0, watchers: Arc::default(), text_watchers: Arc::default() }
     }
 }
 
@@ -60,6 +66,7 @@ impl Default for Events {
 pub struct Subscription {
     receiver: broadcast::Receiver<SessionEvent>,
     watchers: Arc<AtomicUsize>,
+    text_watchers: Option<Arc<AtomicUsize>>,
 }
 
 impl Subscription {
@@ -73,20 +80,58 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.watchers.fetch_sub(1, Ordering::AcqRel);
+        if let Some(text_watchers) = &self.text_watchers {
+            text_watchers.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
 impl Events {
+    /// Sessions' starts, notices and ends. [`SessionEvent::Streamed`] arrives too while
+    /// another watcher asks for it; skip it.
     pub fn subscribe(&self) -> Subscription {
         self.watchers.fetch_add(1, Ordering::AcqRel);
-        Subscription { receiver: self.sender.subscribe(), watchers: self.watchers.clone() }
+        Subscription { receiver: self.sender.subscribe(), watchers: self.watchers.clone(), text_watchers: None }
+    }
+
+    /// All events, streamed answer text included.
+    pub fn subscribe_with_text(&self) -> Subscription {
+        self.text_watchers.fetch_add(1, Ordering::AcqRel);
+        let mut subscription = self.subscribe();
+        subscription.text_watchers = Some(self.text_watchers.clone());
+        subscription
     }
 
     /// Send the event `make` builds, if anyone is listening.
     pub fn emit(&self, make: impl FnOnce() -> SessionEvent) {
-        if self.watchers.load(Ordering::Acquire) > 0 {
+        if self.watched() {
             let _ = self.sender.send(make());
         }
+    }
+
+    /// Whether anyone is listening.
+    pub fn watched(&self) -> bool {
+        self.watchers.load(Ordering::Acquire) > 0
+    }
+
+    /// A sink publishing a session's streamed answer text, made only while someone
+    /// watches (a call started unwatched streams to nobody, at no cost).
+    pub fn text_sink(&self, session_key: &SessionKey) -> Option<Arc<dyn TextSink>> {
+        (self.text_watchers.load(Ordering::Acquire) > 0)
+            .then(|| Arc::new(StreamedText { events: self.clone(), session_key: session_key.clone() }) as _)
+    }
+}
+
+/// Publishes text deltas as [`SessionEvent::Streamed`].
+#[derive(Debug)]
+struct StreamedText {
+    events: Events,
+    session_key: SessionKey,
+}
+
+impl TextSink for StreamedText {
+    fn text(&self, delta: &str) {
+        self.events.emit(|| SessionEvent::Streamed { session_key: self.session_key.clone(), text: delta.to_string() });
     }
 }
 

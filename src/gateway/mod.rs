@@ -148,6 +148,7 @@ impl Gateway {
             pricing: self.pricing.clone(),
             stats: self.stats.clone(),
             nodes: self.nodes.clone(),
+            events: self.events.clone(),
         }
     }
 

@@ -1,5 +1,10 @@
-//! The real [`ModelClient`]: one shared `reqwest::Client` posting OpenAI chat
-//! completions to the provider of each model ref.
+//! The real [`ModelClient`]: one shared `reqwest::Client` posting each call to the
+//! provider of its model ref, in that provider's API ([`Api`]).
+//!
+//! The request body is serialized once per call and reused by every attempt. A streamed
+//! answer (`text/event-stream`) is read by [`super::stream::read`] with the decoder of
+//! the API kind; any other successful answer is read whole as the API's JSON response
+//! (so a server that ignores `stream: true` still works).
 //!
 //! A semaphore caps concurrent model calls process-wide (`limits.max_concurrent_model_calls`);
 //! a call waiting for a permit holds nothing else. Dropping the returned future (a
@@ -20,13 +25,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
+use super::anthropic::{self, MessagesRequest, MessagesResponse};
+use super::openai::stream::ChunkDecoder;
 use super::openai::{CompletionRequest, CompletionResponse, ErrorBody};
 use super::retry::{self, Decision, Failure};
-use super::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Provider, Providers};
+use super::stream::{self, Draft, Fault};
+use super::{Api, ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Provider, Providers};
 use crate::config::Limits;
 
 #[derive(Clone)]
@@ -36,6 +45,7 @@ pub struct HttpModelClient {
     permits: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
     max_response_bytes: usize,
+    idle_timeout: Duration,
 }
 
 impl HttpModelClient {
@@ -51,6 +61,7 @@ impl HttpModelClient {
             permits: Arc::new(Semaphore::new(limits.max_concurrent_model_calls.max(1))),
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_response_bytes: limits.max_model_response_bytes,
+            idle_timeout: limits.model_idle_timeout,
         })
     }
 
@@ -121,27 +132,95 @@ impl Failed {
     fn final_(error: ModelError) -> Failed {
         Failed { error, failure: Failure { status: None, retry_after: None, output_started: false, transport: false } }
     }
+
+    /// A stream that broke: retryable as a transport failure unless it was refused for
+    /// size or sense, and never once output has started.
+    fn stream(provider: &str, limit: usize, failed: stream::Failed) -> Failed {
+        let transport = !matches!(failed.fault, Fault::Decode(_));
+        let error = match failed.fault {
+            Fault::TooLarge => return Failed::final_(BodyError::TooLarge(limit).into_model_error(provider)),
+            fault => ModelError::Stream { provider: provider.to_string(), message: fault.to_string() },
+        };
+        let failure = Failure { status: None, retry_after: None, output_started: failed.output_started, transport };
+        Failed { error, failure }
+    }
+}
+
+/// A call ready to send: where, and its body, serialized once for every attempt.
+struct Prepared {
+    url: String,
+    body: Bytes,
+}
+
+impl Prepared {
+    fn new(provider: &Provider, request: &ChatRequest) -> Result<Prepared, ModelError> {
+        let base = provider.base_url.trim_end_matches('/');
+        let (url, body) = match provider.api {
+            Api::OpenAiCompletions => (
+                format!("{base}/chat/completions"),
+                serde_json::to_vec(&CompletionRequest::new(request, provider.stream)),
+            ),
+            Api::AnthropicMessages => (
+                format!("{base}/messages"),
+                serde_json::to_vec(&MessagesRequest::new(request, provider.max_tokens, provider.stream)),
+            ),
+        };
+        let body = body.map_err(|e| ModelError::Decode {
+            provider: request.model.provider().to_string(),
+            message: format!("the request could not be encoded: {e}"),
+        })?;
+        Ok(Prepared { url, body: body.into() })
+    }
 }
 
 impl HttpModelClient {
     /// One HTTP exchange with the provider, holding a concurrency permit for its length.
-    async fn attempt(&self, name: &str, provider: &Provider, body: &CompletionRequest) -> Result<ChatResponse, Failed> {
+    async fn attempt(
+        &self,
+        name: &str,
+        provider: &Provider,
+        prepared: &Prepared,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, Failed> {
         let _permit = self.permits.acquire().await.map_err(|_| {
             Failed::final_(ModelError::Transport {
                 provider: name.to_string(),
                 message: "the model client is shutting down".into(),
             })
         })?;
-        let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
-        let mut call = self.http.post(url).json(body);
-        if let Some(key) = &provider.api_key {
-            call = call.bearer_auth(key);
-        }
+        let mut call = self
+            .http
+            .post(&prepared.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(prepared.body.clone());
+        call = match (provider.api, &provider.api_key) {
+            (Api::OpenAiCompletions, Some(key)) => call.bearer_auth(key),
+            (Api::AnthropicMessages, key) => {
+                let call = call.header("anthropic-version", anthropic::VERSION);
+                match key {
+                    Some(key) => call.header("x-api-key", key),
+                    None => call,
+                }
+            }
+            (Api::OpenAiCompletions, None) => call,
+        };
         let transport = |e: reqwest::Error| {
             Failed::transport(ModelError::Transport { provider: name.to_string(), message: e.to_string() })
         };
         let response = call.send().await.map_err(transport)?;
         let status = response.status();
+        if status.is_success() && is_event_stream(&response) {
+            let bounds = stream::Bounds { max_bytes: self.max_response_bytes, idle: self.idle_timeout };
+            let draft = Draft::new(request.stream_to.clone());
+            let body = response.bytes_stream();
+            let read = match provider.api {
+                Api::OpenAiCompletions => stream::read(body, ChunkDecoder, draft, bounds).await,
+                Api::AnthropicMessages => {
+                    stream::read(body, anthropic::stream::EventDecoder::default(), draft, bounds).await
+                }
+            };
+            return read.map_err(|failed| Failed::stream(name, bounds.max_bytes, failed));
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -160,11 +239,25 @@ impl HttpModelClient {
             let error = ModelError::Http { provider: name.to_string(), status: status.as_u16(), message };
             return Err(Failed { error, failure });
         }
-        serde_json::from_slice::<CompletionResponse>(&bytes)
-            .map_err(|e| ModelError::Decode { provider: name.to_string(), message: e.to_string() })
-            .and_then(|r| r.into_domain(name))
-            .map_err(Failed::final_)
+        let response = match provider.api {
+            Api::OpenAiCompletions => serde_json::from_slice::<CompletionResponse>(&bytes)
+                .map_err(|e| ModelError::Decode { provider: name.to_string(), message: e.to_string() })
+                .and_then(|r| r.into_domain(name)),
+            Api::AnthropicMessages => MessagesResponse::decode(&bytes, name),
+        };
+        if let (Ok(ChatResponse { content: Some(text), .. }), Some(sink)) = (&response, &request.stream_to) {
+            sink.text(text);
+        }
+        response.map_err(Failed::final_)
     }
+}
+
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 impl ModelClient for HttpModelClient {
@@ -174,11 +267,11 @@ impl ModelClient for HttpModelClient {
             let _in_flight = InFlight::enter(&this.in_flight);
             let name = request.model.provider().to_string();
             let provider = this.providers.resolve(&request.model)?.clone();
-            let body = CompletionRequest::from(&request);
+            let prepared = Prepared::new(&provider, &request)?;
             let mut attempt = 0;
             let mut notices = Vec::new();
             loop {
-                let failed = match this.attempt(&name, &provider, &body).await {
+                let failed = match this.attempt(&name, &provider, &prepared, &request).await {
                     Ok(response) => return Ok(ChatResponse { notices, ..response }),
                     Err(failed) => failed,
                 };

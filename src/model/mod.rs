@@ -1,20 +1,25 @@
 //! Models: the [`ModelClient`] seam, domain message types, model refs and providers.
 //!
-//! Domain types ([`Message`], [`ChatRequest`], [`ChatResponse`]) are what sessions speak;
-//! [`openai`] holds the OpenAI chat-completions wire types and the conversions, so the
-//! wire format never leaks into the session logic. [`HttpModelClient`] is the real
-//! implementation: one shared `reqwest::Client`, a global limit on concurrent calls, and
-//! the provider registry. [`builtin`] is the offline provider's deterministic logic and
-//! [`server`] serves it over HTTP, so sessions reach it through the same reqwest path as
-//! any provider. [`retry`] decides when a failed call is tried again and [`pricing`] what
-//! a call cost; both are pure.
+//! Domain types ([`Message`], [`ChatRequest`], [`ChatResponse`]) are what sessions speak,
+//! whatever the provider's API. Each API kind keeps its wire types and their conversions
+//! in its own module: [`openai`] (chat completions) and [`anthropic`] (messages), each with
+//! a `stream` submodule that turns its server-sent events into a [`stream::Draft`] of the
+//! domain response. [`stream`] drives any of them over a response body (bounded in bytes
+//! and in idle time). [`HttpModelClient`] is the real implementation: one shared
+//! `reqwest::Client`, a global limit on concurrent calls, and the provider registry.
+//! [`builtin`] is the offline provider's deterministic logic and [`server`] serves it over
+//! HTTP, so sessions reach it through the same reqwest path as any provider. [`retry`]
+//! decides when a failed call is tried again and [`pricing`] what a call cost; both are
+//! pure.
 
+pub mod anthropic;
 pub mod builtin;
 mod client;
 pub mod openai;
 pub mod pricing;
 pub mod retry;
 pub mod server;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,6 +129,14 @@ pub struct ChatRequest {
     pub model: ModelRef,
     pub messages: Vec<Message>,
     pub tools: Arc<[ToolSpec]>,
+    /// Where the answer's text goes as it streams in, if anywhere.
+    pub stream_to: Option<Arc<dyn TextSink>>,
+}
+
+/// Receives a streamed answer's text as it arrives, piece by piece (the operator's
+/// view, an agent's event stream). Called on the model call's task: it must not block.
+pub trait TextSink: Send + Sync + fmt::Debug {
+    fn text(&self, delta: &str);
 }
 
 /// What calls spent: tokens as the provider reported them, and their cost where the
@@ -192,10 +205,13 @@ pub enum ModelError {
     Http { provider: String, status: u16, message: String },
     #[error("could not reach provider {provider}: {message}")]
     Transport { provider: String, message: String },
-    #[error("provider {provider} sent a response that is not a chat completion: {message}")]
+    #[error("provider {provider} sent a response this runtime cannot read: {message}")]
     Decode { provider: String, message: String },
     #[error("provider {provider} sent a response larger than {limit} bytes (limits.max_model_response_bytes)")]
     TooLarge { provider: String, limit: usize },
+    /// A streamed answer that failed part way: an error event, an early end, a stall.
+    #[error("provider {provider}'s stream failed: {message}")]
+    Stream { provider: String, message: String },
     /// The last failure after retries; `notices` says what was tried.
     #[error("{last}")]
     Retried { last: Box<ModelError>, notices: Vec<String> },
@@ -233,9 +249,16 @@ pub trait ModelClient: Send + Sync + 'static {
 /// The wire API a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Api {
+    /// `POST {base_url}/chat/completions`, bearer key.
     #[serde(rename = "openai-completions")]
     OpenAiCompletions,
+    /// `POST {base_url}/messages`, `x-api-key` and `anthropic-version`.
+    #[serde(rename = "anthropic-messages")]
+    AnthropicMessages,
 }
+
+/// The answer length asked of APIs that require one (Anthropic's `max_tokens`).
+pub const DEFAULT_MAX_TOKENS: u32 = 8192;
 
 /// A configured provider. The API key is read from the environment once, at config
 /// load; `Debug` never shows it.
@@ -247,6 +270,25 @@ pub struct Provider {
     pub api: Api,
     /// When and how often failed calls are retried.
     pub retry: retry::RetryPolicy,
+    /// Ask for a streamed answer (server-sent events); on by default.
+    pub stream: bool,
+    /// The longest answer asked for, where the API requires a bound.
+    pub max_tokens: u32,
+}
+
+impl Provider {
+    /// A provider with the defaults: streaming, [`DEFAULT_MAX_TOKENS`], default retries.
+    pub fn new(api: Api, base_url: impl Into<String>, api_key: Option<String>) -> Provider {
+        Provider {
+            base_url: base_url.into(),
+            api_key,
+            api_key_env: None,
+            api,
+            retry: retry::RetryPolicy::default(),
+            stream: true,
+            max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
 }
 
 impl fmt::Debug for Provider {
@@ -257,6 +299,8 @@ impl fmt::Debug for Provider {
             .field("api_key_env", &self.api_key_env)
             .field("api", &self.api)
             .field("retry", &self.retry)
+            .field("stream", &self.stream)
+            .field("max_tokens", &self.max_tokens)
             .finish()
     }
 }
@@ -312,11 +356,8 @@ mod tests {
     #[test]
     fn api_keys_never_show_in_debug() {
         let provider = Provider {
-            base_url: "http://x".into(),
-            api_key: Some("sk-secret".into()),
             api_key_env: Some("K".into()),
-            api: Api::OpenAiCompletions,
-            retry: retry::RetryPolicy::default(),
+            ..Provider::new(Api::AnthropicMessages, "http://x", Some("sk-secret".into()))
         };
         assert!(!format!("{provider:?}").contains("sk-secret"));
     }

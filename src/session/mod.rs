@@ -18,7 +18,7 @@ use actix::prelude::*;
 
 use crate::agent::AgentDef;
 use crate::capability::{micro_usd, Capability};
-use crate::gateway::{Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats};
+use crate::gateway::{Events, Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
 use crate::model::builtin::ANNOUNCE_PREFIX;
 use crate::model::pricing::Pricing;
@@ -42,6 +42,8 @@ pub struct SessionInit {
     pub pricing: Arc<Pricing>,
     pub stats: Arc<Stats>,
     pub nodes: Option<Recipient<crate::hub::InvokeNode>>,
+    /// Where streamed answer text is published.
+    pub events: Events,
 }
 
 pub struct Session {
@@ -57,6 +59,7 @@ pub struct Session {
     pricing: Arc<Pricing>,
     stats: Arc<Stats>,
     nodes: Option<Recipient<crate::hub::InvokeNode>>,
+    events: Events,
     turn: Turn,
     pending_task: Option<String>,
     deadline_timer: Option<SpawnHandle>,
@@ -132,6 +135,7 @@ impl Session {
             pricing: init.pricing,
             stats: init.stats,
             nodes: init.nodes,
+            events: init.events,
             pending_task: Some(init.task),
             deadline_timer: None,
             finished: false,
@@ -176,6 +180,7 @@ impl Session {
             model: self.model.clone(),
             messages: self.turn.request_messages(),
             tools: self.agent.tool_specs.clone(),
+            stream_to: self.events.text_sink(&self.key),
         };
         let call = self.models.complete(request);
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {

@@ -1,10 +1,15 @@
-//! Shared test helpers: a scripted fake OpenAI-compatible model server that records
-//! every request, and a gateway wired to it.
+//! Shared test helpers: a scripted fake model server that records every request, and a
+//! gateway wired to it.
 //!
-//! The fake server is a real actix-web HTTP server on 127.0.0.1:0. A script decides each
-//! answer from the request (stateless, like the builtin provider); `Reply::Hang` never
-//! answers. (actix-web does not drop a handler when its client disconnects, so aborted
-//! calls are observed on the client side, through the model client's in-flight gauge.)
+//! The fake server is a real actix-web HTTP server on 127.0.0.1:0 speaking both API
+//! kinds: OpenAI chat completions (`/v1/chat/completions`) and Anthropic Messages
+//! (`/v1/messages`), each as one JSON answer or as server-sent events, as the request's
+//! `stream` asks. A script decides each answer from the request (stateless, like the
+//! builtin provider); Anthropic requests are shown to it translated into the OpenAI
+//! shape, so one script serves both, and recorded raw (headers and body) as well.
+//! `Reply::Hang` never answers. (actix-web does not drop a handler when its client
+//! disconnects, so aborted calls are observed on the client side, through the model
+//! client's in-flight gauge.)
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -37,8 +42,27 @@ pub enum Reply {
     WithUsage(Box<Reply>, u64, u64),
     /// A 200 whose body never ends.
     Endless,
-    /// An error status with an OpenAI-style error body, and `Retry-After` if given.
+    /// An error status with the API's error body, and `Retry-After` if given.
     Status(u16, Option<&'static str>),
+    /// Streamed: this text, then an error event instead of the end.
+    StreamError(String),
+    /// Streamed: this text, then the body ends without the end marker.
+    StreamCut(String),
+    /// Streamed: this text, then nothing, forever.
+    StreamStall(String),
+}
+
+/// One Anthropic request as it arrived.
+#[derive(Clone, Debug)]
+pub struct RawRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl RawRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// A tool call with JSON arguments.
@@ -54,6 +78,8 @@ pub struct FakeModels {
     /// When each request arrived, by model.
     pub arrivals: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     pub events: mpsc::UnboundedReceiver<String>,
+    /// Anthropic requests, raw.
+    pub anthropic: Arc<Mutex<Vec<RawRequest>>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -62,27 +88,29 @@ struct State {
     requests: Arc<Mutex<Vec<CompletionRequest>>>,
     arrivals: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     events: mpsc::UnboundedSender<String>,
+    anthropic: Arc<Mutex<Vec<RawRequest>>>,
 }
 
-async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -> HttpResponse {
-    let request = body.into_inner();
+/// What the script answered, with the usage to report.
+struct Scripted {
+    reply: Reply,
+    usage: (u64, u64),
+}
+
+fn record(state: &State, request: &CompletionRequest) -> Scripted {
     let model = request.model.clone();
     state.requests.lock().unwrap().push(request.clone());
     state.arrivals.lock().unwrap().push((model.clone(), std::time::Instant::now()));
-    let _ = state.events.send(model.clone());
-    let mut usage =
-        WireUsage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, prompt_tokens_details: None };
-    let mut reply = (state.script)(&request);
-    if let Reply::WithUsage(inner, prompt, completion) = reply {
-        usage = WireUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: 0,
-            prompt_tokens_details: None,
-        };
-        reply = *inner;
+    let _ = state.events.send(model);
+    match (state.script)(request) {
+        Reply::WithUsage(inner, prompt, completion) => Scripted { reply: *inner, usage: (prompt, completion) },
+        reply => Scripted { reply, usage: (10, 5) },
     }
-    let message = match reply {
+}
+
+/// Answers common to both APIs (or `None` to render the reply in the API's shape).
+async fn common_reply(reply: &Reply, error_body: impl Fn(u16) -> Value) -> Option<HttpResponse> {
+    match reply {
         Reply::Hang => {
             futures_util::future::pending::<()>().await;
             unreachable!()
@@ -90,17 +118,55 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
         Reply::Endless => {
             let chunk = web::Bytes::from(vec![b' '; 64 * 1024]);
             let body = futures_util::stream::repeat_with(move || Ok::<_, actix_web::Error>(chunk.clone()));
-            return HttpResponse::Ok().content_type("application/json").streaming(body);
+            Some(HttpResponse::Ok().content_type("application/json").streaming(body))
         }
         Reply::WithUsage(..) => panic!("WithUsage inside WithUsage"),
         Reply::Status(status, retry_after) => {
-            let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(*status).unwrap());
             if let Some(after) = retry_after {
-                response.insert_header(("retry-after", after));
+                response.insert_header(("retry-after", *after));
             }
-            let body = serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "scripted"}});
-            return response.json(body);
+            Some(response.json(error_body(*status)))
         }
+        _ => None,
+    }
+}
+
+/// Text in three pieces (at char boundaries), as a stream would carry it.
+fn pieces(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let size = chars.len().div_ceil(3).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+/// Server-sent events: the events, then (for `StreamStall`) silence.
+fn sse(events: Vec<String>, stall: bool) -> HttpResponse {
+    let events = futures_util::stream::iter(events.into_iter().map(|e| Ok::<_, std::io::Error>(web::Bytes::from(e))));
+    let body: futures_util::stream::LocalBoxStream<'static, Result<web::Bytes, std::io::Error>> = match stall {
+        true => Box::pin(futures_util::StreamExt::chain(events, futures_util::stream::pending())),
+        false => Box::pin(events),
+    };
+    HttpResponse::Ok().content_type("text/event-stream").streaming(body)
+}
+
+async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -> HttpResponse {
+    let request = body.into_inner();
+    let Scripted { reply, usage: (prompt, completion) } = record(&state, &request);
+    let error =
+        |status: u16| serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "scripted"}});
+    if let Some(response) = common_reply(&reply, error).await {
+        return response;
+    }
+    let usage = WireUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: 0,
+        prompt_tokens_details: None,
+    };
+    if request.stream {
+        return openai_stream(reply, usage);
+    }
+    let message = match reply {
         Reply::Text(text) => WireMessage::text("assistant", &text),
         Reply::Calls(calls) => WireMessage {
             role: "assistant".into(),
@@ -117,29 +183,210 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
             ),
             tool_call_id: None,
         },
+        _ => panic!("a streaming reply to a request that did not ask for a stream"),
     };
     HttpResponse::Ok().json(CompletionResponse {
         id: "fake".into(),
         object: "chat.completion".into(),
-        model,
+        model: request.model,
         choices: vec![Choice { index: 0, message, finish_reason: Some("stop".into()) }],
         usage: Some(usage),
     })
+}
+
+fn openai_stream(reply: Reply, usage: WireUsage) -> HttpResponse {
+    let data = |chunk: Value| format!("data: {chunk}\n\n");
+    let text = |t: &str| {
+        pieces(t).into_iter().map(|p| data(serde_json::json!({"choices": [{"index": 0, "delta": {"content": p}}]})))
+    };
+    let mut events =
+        vec![data(serde_json::json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))];
+    let (end, stall) = match reply {
+        Reply::Text(t) => {
+            events.extend(text(&t));
+            (true, false)
+        }
+        Reply::Calls(calls) => {
+            for (index, (id, name, args)) in calls.into_iter().enumerate() {
+                let start = serde_json::json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+                events.push(data(serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [start]}}]})));
+                for piece in pieces(&args) {
+                    let more = serde_json::json!({"index": index, "function": {"arguments": piece}});
+                    events.push(data(serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [more]}}]})));
+                }
+            }
+            (true, false)
+        }
+        Reply::StreamError(t) => {
+            events.extend(text(&t));
+            events
+                .push(data(serde_json::json!({"error": {"message": "scripted stream error", "type": "server_error"}})));
+            (false, false)
+        }
+        Reply::StreamCut(t) => {
+            events.extend(text(&t));
+            (false, false)
+        }
+        Reply::StreamStall(t) => {
+            events.extend(text(&t));
+            (false, true)
+        }
+        _ => unreachable!(),
+    };
+    if end {
+        events.push(data(serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
+        events.push(": keep-alive\n\n".to_string());
+        events.push(data(serde_json::json!({"choices": [], "usage": usage})));
+        events.push("data: [DONE]\n\n".to_string());
+    }
+    sse(events, stall)
+}
+
+/// An Anthropic request as the OpenAI-shaped request scripts read.
+fn as_completion_request(body: &Value) -> CompletionRequest {
+    let mut messages = Vec::new();
+    if let Some(system) = body["system"].as_str() {
+        messages.push(WireMessage::text("system", system));
+    }
+    for message in body["messages"].as_array().unwrap() {
+        let role = message["role"].as_str().unwrap();
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        for block in message["content"].as_array().unwrap() {
+            match block["type"].as_str().unwrap() {
+                "text" => text.push_str(block["text"].as_str().unwrap()),
+                "tool_use" => calls.push(WireToolCall {
+                    id: block["id"].as_str().unwrap().into(),
+                    kind: "function".into(),
+                    function: WireFunctionCall {
+                        name: block["name"].as_str().unwrap().into(),
+                        arguments: block["input"].to_string(),
+                    },
+                }),
+                "tool_result" => messages.push(WireMessage {
+                    role: "tool".into(),
+                    content: Some(block["content"].as_str().unwrap().into()),
+                    tool_calls: None,
+                    tool_call_id: Some(block["tool_use_id"].as_str().unwrap().into()),
+                }),
+                other => panic!("unexpected block {other}"),
+            }
+        }
+        if !text.is_empty() || !calls.is_empty() {
+            messages.push(WireMessage {
+                role: role.into(),
+                content: (!text.is_empty()).then_some(text),
+                tool_calls: (!calls.is_empty()).then_some(calls),
+                tool_call_id: None,
+            });
+        }
+    }
+    CompletionRequest {
+        model: body["model"].as_str().unwrap().into(),
+        messages,
+        tools: vec![],
+        stream: body["stream"].as_bool().unwrap_or(false),
+        stream_options: None,
+    }
+}
+
+async fn messages(state: web::Data<State>, http: actix_web::HttpRequest, body: web::Json<Value>) -> HttpResponse {
+    let body = body.into_inner();
+    let headers = http
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    state.anthropic.lock().unwrap().push(RawRequest { headers, body: body.clone() });
+    let request = as_completion_request(&body);
+    let Scripted { reply, usage: (prompt, completion) } = record(&state, &request);
+    let error = |status: u16| {
+        let kind = if status == 529 { "overloaded_error" } else { "api_error" };
+        serde_json::json!({"type": "error", "error": {"type": kind, "message": format!("scripted {status}")}})
+    };
+    if let Some(response) = common_reply(&reply, error).await {
+        return response;
+    }
+    let (text, calls) = match &reply {
+        Reply::Text(t) | Reply::StreamError(t) | Reply::StreamCut(t) | Reply::StreamStall(t) => (t.clone(), vec![]),
+        Reply::Calls(calls) => (String::new(), calls.clone()),
+        _ => unreachable!(),
+    };
+    if !request.stream {
+        let mut content: Vec<Value> = Vec::new();
+        if !text.is_empty() {
+            content.push(serde_json::json!({"type": "text", "text": text}));
+        }
+        for (id, name, args) in calls {
+            let input: Value = serde_json::from_str(&args).unwrap();
+            content.push(serde_json::json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        }
+        return HttpResponse::Ok().json(serde_json::json!({
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": request.model,
+            "content": content, "stop_reason": "end_turn",
+            "usage": {"input_tokens": prompt, "output_tokens": completion},
+        }));
+    }
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut events = vec![event(
+        "message_start",
+        serde_json::json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant",
+            "content": [], "model": request.model, "usage": {"input_tokens": prompt, "output_tokens": 1}}}),
+    )];
+    events.push(event("ping", serde_json::json!({"type": "ping"})));
+    let mut index = 0;
+    if !text.is_empty() {
+        events.push(event("content_block_start", serde_json::json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
+        for piece in pieces(&text) {
+            events.push(event("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})));
+        }
+        events.push(event("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": index})));
+        index += 1;
+    }
+    for (id, name, args) in calls {
+        events.push(event("content_block_start", serde_json::json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})));
+        for piece in pieces(&args) {
+            events.push(event("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+        }
+        events.push(event("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": index})));
+        index += 1;
+    }
+    match reply {
+        Reply::StreamError(_) => {
+            events.push(event(
+                "error",
+                serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ));
+            sse(events, false)
+        }
+        Reply::StreamCut(_) => sse(events, false),
+        Reply::StreamStall(_) => sse(events, true),
+        _ => {
+            events.push(event("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": completion}})));
+            events.push(event("message_stop", serde_json::json!({"type": "message_stop"})));
+            sse(events, false)
+        }
+    }
 }
 
 impl FakeModels {
     pub fn start(script: impl Fn(&CompletionRequest) -> Reply + Send + Sync + 'static) -> FakeModels {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let anthropic = Arc::new(Mutex::new(Vec::new()));
         let (tx, events) = mpsc::unbounded_channel();
         let state = web::Data::new(State {
             script: Box::new(script),
             requests: requests.clone(),
             arrivals: arrivals.clone(),
             events: tx,
+            anthropic: anthropic.clone(),
         });
         let server = HttpServer::new(move || {
-            App::new().app_data(state.clone()).route("/v1/chat/completions", web::post().to(complete))
+            App::new()
+                .app_data(state.clone())
+                .route("/v1/chat/completions", web::post().to(complete))
+                .route("/v1/messages", web::post().to(messages))
         })
         .workers(1)
         .disable_signals()
@@ -149,7 +396,7 @@ impl FakeModels {
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        FakeModels { url, requests, arrivals, events, handle }
+        FakeModels { url, requests, arrivals, events, anthropic, handle }
     }
 
     /// Wait (bounded) for the next request for `model`.
@@ -183,16 +430,7 @@ impl FakeModels {
 pub async fn gateway(fake: &FakeModels, limits: Limits, agent_files: &[&str]) -> Runtime {
     let mut config =
         Config { bind: ([127, 0, 0, 1], 0).into(), limits, state_dir: std::path::PathBuf::new(), ..Config::default() };
-    config.providers.insert(
-        "fake",
-        Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("test-key".into()),
-            api_key_env: None,
-            api: Api::OpenAiCompletions,
-            retry: Default::default(),
-        },
-    );
+    config.providers.insert("fake", Provider::new(Api::OpenAiCompletions, fake.url.clone(), Some("test-key".into())));
     Runtime::start(&config, agents(agent_files)).await.unwrap()
 }
 

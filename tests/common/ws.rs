@@ -174,13 +174,7 @@ pub async fn start_with_fake(fake: &super::FakeModels, agent_files: &[&str]) -> 
     let mut config = config(PathBuf::new());
     config.providers.insert(
         "fake",
-        hivegate::model::Provider {
-            base_url: fake.url.clone(),
-            api_key: Some("k".into()),
-            api_key_env: None,
-            api: hivegate::model::Api::OpenAiCompletions,
-            retry: Default::default(),
-        },
+        hivegate::model::Provider::new(hivegate::model::Api::OpenAiCompletions, fake.url.clone(), Some("k".into())),
     );
     Runtime::start(&config, agents(agent_files)).await.unwrap()
 }

@@ -1,6 +1,9 @@
-//! OpenAI chat-completions wire types (non-streaming) and their conversions to and from
-//! the domain types. Used by the HTTP client and by the builtin provider's server, so
-//! both sides of the builtin path speak exactly what a real provider speaks.
+//! OpenAI chat-completions wire types and their conversions to and from the domain
+//! types; [`stream`] reads the streamed form. Used by the HTTP client and by the builtin
+//! provider's server, so both sides of the builtin path speak exactly what a real
+//! provider speaks.
+
+pub mod stream;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,14 @@ pub struct CompletionRequest {
     pub tools: Vec<WireTool>,
     #[serde(default)]
     pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// Asks for the usage-only last chunk of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    pub include_usage: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -82,8 +93,11 @@ pub struct Choice {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WireUsage {
+    #[serde(default)]
     pub prompt_tokens: u64,
+    #[serde(default)]
     pub completion_tokens: u64,
+    #[serde(default)]
     pub total_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
@@ -166,13 +180,15 @@ impl From<&ToolSpec> for WireTool {
     }
 }
 
-impl From<&ChatRequest> for CompletionRequest {
-    fn from(request: &ChatRequest) -> Self {
+impl CompletionRequest {
+    /// The request for `request`; a streamed one asks for the usage chunk too.
+    pub fn new(request: &ChatRequest, stream: bool) -> CompletionRequest {
         CompletionRequest {
             model: request.model.model().to_string(),
             messages: request.messages.iter().map(WireMessage::from).collect(),
             tools: request.tools.iter().map(WireTool::from).collect(),
-            stream: false,
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
         }
     }
 }
@@ -194,11 +210,17 @@ impl CompletionResponse {
                 .into_iter()
                 .map(|call| ToolCall { id: call.id, name: call.function.name, arguments: call.function.arguments })
                 .collect(),
-            usage: Usage {
-                cached_prompt_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-                ..Usage::tokens(usage.prompt_tokens, usage.completion_tokens)
-            },
+            usage: usage.into(),
             notices: Vec::new(),
         })
+    }
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Usage {
+        Usage {
+            cached_prompt_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            ..Usage::tokens(usage.prompt_tokens, usage.completion_tokens)
+        }
     }
 }

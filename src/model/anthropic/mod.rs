@@ -1,0 +1,201 @@
+//! Anthropic Messages wire types (`POST {base_url}/messages`) and their conversions to
+//! and from the domain types; [`stream`] reads the streamed form.
+//!
+//! The shapes differ from chat completions in ways the conversion absorbs: system
+//! prompts go in a top-level `system`, not in the transcript; an assistant's tool calls
+//! are `tool_use` blocks whose `input` is a JSON object (not text); tool results are
+//! `tool_result` blocks inside a user message, so consecutive tool results and the user
+//! text after them merge into one user turn (the API wants turns to alternate). Usage
+//! counts cached prompt tokens apart from `input_tokens`; the domain's `prompt_tokens`
+//! is their sum, with the cache reads also in `cached_prompt_tokens`.
+
+pub mod stream;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ChatRequest, ChatResponse, Message, ModelError, ToolCall, ToolSpec, Usage};
+
+/// The API version every request names (`anthropic-version`).
+pub const VERSION: &str = "2023-06-01";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessagesRequest {
+    pub model: String,
+    pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub messages: Vec<WireMessage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WireTool>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireMessage {
+    pub role: String,
+    pub content: Vec<Block>,
+}
+
+/// A content block. Kinds this runtime does not use (thinking, images) are read as
+/// `Other` and skipped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub input_schema: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessagesResponse {
+    #[serde(default)]
+    pub id: String,
+    pub content: Vec<Block>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    #[serde(default)]
+    pub usage: WireUsage,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireUsage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Usage {
+        let cache_read = usage.cache_read_input_tokens.unwrap_or(0);
+        let prompt = usage
+            .input_tokens
+            .saturating_add(usage.cache_creation_input_tokens.unwrap_or(0))
+            .saturating_add(cache_read);
+        Usage { cached_prompt_tokens: cache_read, ..Usage::tokens(prompt, usage.output_tokens) }
+    }
+}
+
+impl From<&ToolSpec> for WireTool {
+    fn from(spec: &ToolSpec) -> Self {
+        WireTool { name: spec.name.into(), description: spec.description.into(), input_schema: spec.parameters.clone() }
+    }
+}
+
+/// A tool call's arguments as a `tool_use` input, which must be a JSON object. Text that
+/// is not one (a model's malformed call, already answered with the tool's error) is sent
+/// as `{}`.
+fn tool_input(arguments: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(value @ serde_json::Value::Object(_)) => value,
+        _ => serde_json::Value::Object(Default::default()),
+    }
+}
+
+fn blocks(message: &Message) -> (&'static str, Vec<Block>) {
+    match message {
+        Message::System { .. } => ("system", Vec::new()),
+        Message::User { content } => ("user", vec![Block::Text { text: content.clone() }]),
+        Message::Assistant { content, tool_calls } => {
+            let text = content.iter().filter(|t| !t.is_empty()).map(|t| Block::Text { text: t.clone() });
+            let calls = tool_calls.iter().map(|call| Block::ToolUse {
+                id: call.id.clone(),
+                name: call.name.clone(),
+                input: tool_input(&call.arguments),
+            });
+            ("assistant", text.chain(calls).collect())
+        }
+        Message::Tool { call_id, content } => {
+            ("user", vec![Block::ToolResult { tool_use_id: call_id.clone(), content: content.clone() }])
+        }
+    }
+}
+
+impl MessagesRequest {
+    pub fn new(request: &ChatRequest, max_tokens: u32, stream: bool) -> MessagesRequest {
+        let system: Vec<&str> = request
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::System { content } => Some(content.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut messages: Vec<WireMessage> = Vec::with_capacity(request.messages.len());
+        for message in &request.messages {
+            let (role, content) = blocks(message);
+            if content.is_empty() {
+                continue;
+            }
+            match messages.last_mut() {
+                Some(last) if last.role == role => last.content.extend(content),
+                _ => messages.push(WireMessage { role: role.into(), content }),
+            }
+        }
+        MessagesRequest {
+            model: request.model.model().to_string(),
+            max_tokens,
+            system: (!system.is_empty()).then(|| system.join("\n\n")),
+            messages,
+            tools: request.tools.iter().map(WireTool::from).collect(),
+            stream,
+        }
+    }
+}
+
+impl MessagesResponse {
+    pub fn into_domain(self) -> ChatResponse {
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        for block in self.content {
+            match block {
+                Block::Text { text: t } => text.push_str(&t),
+                Block::ToolUse { id, name, input } => {
+                    tool_calls.push(ToolCall { id, name, arguments: input.to_string() })
+                }
+                Block::ToolResult { .. } | Block::Other => {}
+            }
+        }
+        ChatResponse {
+            content: (!text.is_empty()).then_some(text),
+            tool_calls,
+            usage: self.usage.into(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// The response of `bytes`, or why it is not one.
+    pub fn decode(bytes: &[u8], provider: &str) -> Result<ChatResponse, ModelError> {
+        serde_json::from_slice::<MessagesResponse>(bytes)
+            .map(MessagesResponse::into_domain)
+            .map_err(|e| ModelError::Decode { provider: provider.to_string(), message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests;

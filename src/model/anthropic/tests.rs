@@ -1,0 +1,93 @@
+//! The Messages conversions, both ways, compared as whole JSON values.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::ModelRef;
+
+fn spec() -> ToolSpec {
+    ToolSpec {
+        name: "sessions_spawn",
+        description: "spawn",
+        parameters: json!({"type": "object", "properties": {"task": {"type": "string"}}}),
+    }
+}
+
+#[test]
+fn requests_lift_the_system_prompt_and_merge_tool_results_into_user_turns() {
+    let request = ChatRequest {
+        model: ModelRef::parse("claude/claude-sonnet-4-5").unwrap(),
+        messages: vec![
+            Message::System { content: "you plan".into() },
+            Message::User { content: "build it".into() },
+            Message::Assistant {
+                content: Some("on it".into()),
+                tool_calls: vec![
+                    ToolCall { id: "t1".into(), name: "sessions_spawn".into(), arguments: "{\"task\":\"a\"}".into() },
+                    ToolCall { id: "t2".into(), name: "sessions_spawn".into(), arguments: "not json".into() },
+                ],
+            },
+            Message::Tool { call_id: "t1".into(), content: "accepted".into() },
+            Message::Tool { call_id: "t2".into(), content: "error: bad arguments".into() },
+            Message::User { content: "[child ok] done".into() },
+            Message::Assistant { content: None, tool_calls: vec![] },
+        ],
+        tools: Arc::new([spec()]),
+        stream_to: None,
+    };
+    let wire = serde_json::to_value(MessagesRequest::new(&request, 1024, true)).unwrap();
+    assert_eq!(
+        wire,
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 1024,
+            "system": "you plan",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "build it"}]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "on it"},
+                    {"type": "tool_use", "id": "t1", "name": "sessions_spawn", "input": {"task": "a"}},
+                    {"type": "tool_use", "id": "t2", "name": "sessions_spawn", "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "accepted"},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": "error: bad arguments"},
+                    {"type": "text", "text": "[child ok] done"},
+                ]},
+            ],
+            "tools": [{"name": "sessions_spawn", "description": "spawn", "input_schema": spec().parameters}],
+            "stream": true,
+        })
+    );
+}
+
+#[test]
+fn responses_become_domain_responses_with_cache_tokens_in_the_prompt() {
+    let body = json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [
+            {"type": "thinking", "thinking": "…", "signature": "x"},
+            {"type": "text", "text": "Spawning."},
+            {"type": "tool_use", "id": "toolu_1", "name": "sessions_spawn", "input": {"task": "a"}},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 10, "output_tokens": 7, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 30},
+    });
+    let response = MessagesResponse::decode(body.to_string().as_bytes(), "claude").unwrap();
+    assert_eq!(
+        response,
+        ChatResponse {
+            content: Some("Spawning.".into()),
+            tool_calls: vec![ToolCall {
+                id: "toolu_1".into(),
+                name: "sessions_spawn".into(),
+                arguments: "{\"task\":\"a\"}".into()
+            }],
+            usage: Usage { cached_prompt_tokens: 30, ..Usage::tokens(42, 7) },
+            notices: vec![],
+        }
+    );
+    assert!(matches!(MessagesResponse::decode(b"{\"content\": 3}", "claude"), Err(ModelError::Decode { .. })));
+}

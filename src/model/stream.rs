@@ -1,0 +1,233 @@
+//! Streamed answers: a response body of server-sent events (parsed by
+//! `eventsource-stream`) fed to the [`Decoder`] of the provider's API kind, which builds a
+//! [`Draft`] of the domain response.
+//!
+//! [`read`] bounds what a provider can do to the caller: the body's bytes count against
+//! the response cap as they arrive, before any parsing (so one endless line is refused
+//! too), and a body silent for longer than the idle timeout fails instead of hanging
+//! (silence is measured on bytes, so `:` keep-alive comments count as life). An answer is
+//! complete only when its API's end marker arrives (`data: [DONE]`, `message_stop`); a
+//! stream that ends before it fails, since its answer may be cut short. The draft
+//! remembers whether any output arrived, so the retry policy never repeats a call that
+//! has started answering, and passes text on to the request's [`TextSink`] as it comes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+
+use super::{ChatResponse, TextSink, ToolCall, Usage};
+
+/// A domain response being assembled from deltas.
+#[derive(Debug, Default)]
+pub struct Draft {
+    content: String,
+    /// Tool calls by the provider's index, in order of first appearance.
+    calls: Vec<DraftCall>,
+    usage: Usage,
+    sink: Option<Arc<dyn TextSink>>,
+    started: bool,
+}
+
+#[derive(Debug)]
+struct DraftCall {
+    index: u32,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl Draft {
+    pub fn new(sink: Option<Arc<dyn TextSink>>) -> Draft {
+        Draft { sink, ..Draft::default() }
+    }
+
+    /// Append answer text, and pass it on to the sink.
+    pub fn text(&mut self, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
+        self.started = true;
+        self.content.push_str(delta);
+        if let Some(sink) = &self.sink {
+            sink.text(delta);
+        }
+    }
+
+    /// Merge a tool-call delta into the call with this index: the id and name are set
+    /// when given (usually in the first delta only), argument text is appended.
+    pub fn tool_call(&mut self, index: u32, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
+        self.started = true;
+        let at = match self.calls.iter().position(|c| c.index == index) {
+            Some(at) => at,
+            None => {
+                let call = DraftCall { index, id: String::new(), name: String::new(), arguments: String::new() };
+                self.calls.push(call);
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[at];
+        if let Some(id) = id.filter(|s| !s.is_empty()) {
+            id.clone_into(&mut call.id);
+        }
+        if let Some(name) = name.filter(|s| !s.is_empty()) {
+            name.clone_into(&mut call.name);
+        }
+        if let Some(arguments) = arguments {
+            call.arguments.push_str(arguments);
+        }
+    }
+
+    /// Give the call with this index `arguments` if it received none.
+    pub fn default_arguments(&mut self, index: u32, arguments: &str) {
+        if let Some(call) = self.calls.iter_mut().find(|c| c.index == index && c.arguments.is_empty()) {
+            arguments.clone_into(&mut call.arguments);
+        }
+    }
+
+    pub fn usage_mut(&mut self) -> &mut Usage {
+        &mut self.usage
+    }
+
+    /// Whether any output (text or a tool call) has arrived.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The finished response; tool calls in index order.
+    pub fn finish(self) -> Result<ChatResponse, Fault> {
+        let mut calls = self.calls;
+        calls.sort_by_key(|c| c.index);
+        let tool_calls = calls
+            .into_iter()
+            .map(|c| match c.name.is_empty() {
+                true => Err(Fault::Decode(format!("tool call {} has no name", c.index))),
+                false => Ok(ToolCall {
+                    id: if c.id.is_empty() { format!("call_{}", c.index) } else { c.id },
+                    name: c.name,
+                    arguments: c.arguments,
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ChatResponse {
+            content: (!self.content.is_empty()).then_some(self.content),
+            tool_calls,
+            usage: self.usage,
+            notices: Vec::new(),
+        })
+    }
+}
+
+/// What one event meant for the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    More,
+    /// The API's end marker: the answer is complete.
+    Done,
+}
+
+/// One API kind's reading of its events.
+pub trait Decoder {
+    /// Apply one event (`event` is the SSE event name, `message` when the server gave
+    /// none) to the draft.
+    fn event(&mut self, draft: &mut Draft, event: &str, data: &str) -> Result<Flow, Fault>;
+}
+
+/// Why a stream did not give a whole answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// More bytes than the response cap.
+    TooLarge,
+    /// The connection failed.
+    Transport(String),
+    /// No bytes for this long.
+    Idle(Duration),
+    /// The body ended before the end marker.
+    Ended,
+    /// The provider sent an error event.
+    Provider(String),
+    /// An event that is not what the API promises.
+    Decode(String),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::TooLarge => f.write_str("the answer passed the response size cap"),
+            Fault::Transport(e) => write!(f, "the connection failed: {e}"),
+            Fault::Idle(after) => {
+                write!(f, "no data for {:.1} s (limits.model_idle_timeout_seconds)", after.as_secs_f64())
+            }
+            Fault::Ended => f.write_str("the stream ended before its end marker; the answer may be cut short"),
+            Fault::Provider(e) => write!(f, "error event: {e}"),
+            Fault::Decode(e) => write!(f, "bad event: {e}"),
+        }
+    }
+}
+
+/// How much a stream may send, and how long it may be silent.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub max_bytes: usize,
+    pub idle: Duration,
+}
+
+/// A stream that failed, and whether output had started before it did.
+#[derive(Debug)]
+pub struct Failed {
+    pub fault: Fault,
+    pub output_started: bool,
+}
+
+/// Read `body` to the end marker through `decoder`.
+pub async fn read<S, E, D>(body: S, mut decoder: D, mut draft: Draft, bounds: Bounds) -> Result<ChatResponse, Failed>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: fmt::Display,
+    D: Decoder,
+{
+    let mut events = std::pin::pin!(bounded(body, bounds).eventsource());
+    loop {
+        let fault = match events.next().await {
+            None => Fault::Ended,
+            Some(Err(EventStreamError::Transport(fault))) => fault,
+            Some(Err(e)) => Fault::Decode(e.to_string()),
+            Some(Ok(event)) => match decoder.event(&mut draft, &event.event, &event.data) {
+                Ok(Flow::More) => continue,
+                Ok(Flow::Done) => {
+                    let started = draft.started();
+                    return draft.finish().map_err(|fault| Failed { fault, output_started: started });
+                }
+                Err(fault) => fault,
+            },
+        };
+        return Err(Failed { fault, output_started: draft.started() });
+    }
+}
+
+/// The body's chunks, failing past `max_bytes` in all or after `idle` without one.
+fn bounded<S, E>(body: S, bounds: Bounds) -> impl Stream<Item = Result<Bytes, Fault>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: fmt::Display,
+{
+    futures_util::stream::unfold(Some((body, 0usize)), move |state| async move {
+        let (mut body, seen) = state?;
+        let item = match tokio::time::timeout(bounds.idle, body.next()).await {
+            Err(_) => Err(Fault::Idle(bounds.idle)),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => Err(Fault::Transport(e.to_string())),
+            Ok(Some(Ok(chunk))) => match seen.saturating_add(chunk.len()) {
+                total if total > bounds.max_bytes => Err(Fault::TooLarge),
+                total => return Some((Ok(chunk), Some((body, total)))),
+            },
+        };
+        Some((item, None))
+    })
+}
+
+#[cfg(test)]
+mod tests;
