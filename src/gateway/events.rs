@@ -75,6 +75,11 @@ impl Subscription {
     pub async fn recv(&mut self) -> Result<SessionEvent, broadcast::error::RecvError> {
         self.receiver.recv().await
     }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<SessionEvent, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
 }
 
 impl Drop for Subscription {
