@@ -462,7 +462,18 @@ mod tests {
         let config = Config::from_toml(text, "t", |v| (v == "CHERRY_KEY").then(|| "sk-1".to_string())).unwrap();
         let provider = config.providers.get("cherry-nvidia").unwrap();
         assert_eq!(provider.api_key.as_deref(), Some("sk-1"));
+        assert_eq!((provider.api, provider.stream), (Api::OpenAiCompletions, true));
         assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn anthropic_providers_and_stream_opt_outs_are_read() {
+        let text = "[providers.claude]\nbase_url = \"https://api.anthropic.com/v1\"\napi = \"anthropic-messages\"\n\
+                    stream = false\nmax_tokens = 1024\n[limits]\nmodel_idle_timeout_seconds = 30\n";
+        let config = Config::from_toml(text, "t", |_| None).unwrap();
+        let provider = config.providers.get("claude").unwrap();
+        assert_eq!((provider.api, provider.stream, provider.max_tokens), (Api::AnthropicMessages, false, 1024));
+        assert_eq!(config.limits.model_idle_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -505,6 +516,9 @@ mod tests {
             ("[providers.builtin]\nbase_url = \"http://x\"", "reserved"),
             ("[providers.p]\nbase_url = \"ftp://x\"", "must start with http"),
             ("[limits]\nmax_sesions = 3", "unknown field"),
+            ("[providers.p]\nbase_url = \"http://x\"\nmax_tokens = 0", "providers.p.max_tokens must be at least 1"),
+            ("[providers.p]\nbase_url = \"http://x\"\napi = \"anthropic\"", "unknown variant"),
+            ("[limits]\nmodel_idle_timeout_seconds = 0", "model_idle_timeout_seconds must be a positive"),
         ] {
             let err = Config::from_toml(text, "t", none).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");

@@ -31,8 +31,10 @@
 //! - [`gateway`]: the root actor, its messages, the registry, the spawn decision, and the
 //!   broadcast of session events (`gateway/events.rs`).
 //! - [`session`]: the session actor shell, its pure turn state machine, its tools.
-//! - [`model`]: the `ModelClient` seam, OpenAI wire types, the retry decision
-//!   (`model/retry.rs`), prices (`model/pricing.rs`), the builtin offline provider.
+//! - [`model`]: the `ModelClient` seam and domain types; wire types per API kind
+//!   (`model/openai/`, `model/anthropic/`, each with its stream decoder), the SSE driver
+//!   (`model/stream.rs`), the retry decision (`model/retry.rs`), prices
+//!   (`model/pricing.rs`), the builtin offline provider.
 //! - [`agent`]: agent definitions (data in `agents/`).
 //! - [`protocol`]: OpenClaw-compatible wire types only (serde, no actix, no I/O).
 //! - [`pairing`]: device identity checks and the pairing book, a pure state machine.

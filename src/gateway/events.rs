@@ -44,29 +44,37 @@ pub enum SessionEvent {
     },
 }
 
-/// The sending side, owned by the gateway.
-#[derive(Clone, Debug)]
-pub struct Events {
+/// The sending side, owned by the gateway and held by every session: one pointer, so
+/// a spawn pays one reference count for it.
+#[derive(Clone, Debug, Default)]
+pub struct Events(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     sender: broadcast::Sender<SessionEvent>,
     /// Live subscriptions, counted here so that emitting to nobody costs one atomic
     /// load (the channel's own count takes a lock).
-    watchers: Arc<AtomicUsize>,
+    watchers: AtomicUsize,
     /// Those of them that want streamed text too (it is many events per call, so
     /// lifecycle watchers do not cause it).
-    text_watchers: Arc<AtomicUsize>,
+    text_watchers: AtomicUsize,
 }
 
-impl Default for Events {
+impl Default for Shared {
     fn default() -> Self {
-        Events { sender: broadcast::channel(CAPACITY).0, watchers: Arc::default(), text_watchers: Arc::default() }
+        Shared {
+            sender: broadcast::channel(CAPACITY).0,
+            watchers: AtomicUsize::new(0),
+            text_watchers: AtomicUsize::new(0),
+        }
     }
 }
 
 /// One watcher's stream of events; dropping it stops the events being built for it.
 pub struct Subscription {
     receiver: broadcast::Receiver<SessionEvent>,
-    watchers: Arc<AtomicUsize>,
-    text_watchers: Option<Arc<AtomicUsize>>,
+    events: Events,
+    with_text: bool,
 }
 
 impl Subscription {
@@ -84,9 +92,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.watchers.fetch_sub(1, Ordering::AcqRel);
-        if let Some(text_watchers) = &self.text_watchers {
-            text_watchers.fetch_sub(1, Ordering::AcqRel);
+        self.events.0.watchers.fetch_sub(1, Ordering::AcqRel);
+        if self.with_text {
+            self.events.0.text_watchers.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -95,34 +103,38 @@ impl Events {
     /// Sessions' starts, notices and ends. [`SessionEvent::Streamed`] arrives too while
     /// another watcher asks for it; skip it.
     pub fn subscribe(&self) -> Subscription {
-        self.watchers.fetch_add(1, Ordering::AcqRel);
-        Subscription { receiver: self.sender.subscribe(), watchers: self.watchers.clone(), text_watchers: None }
+        self.subscription(false)
     }
 
     /// All events, streamed answer text included.
     pub fn subscribe_with_text(&self) -> Subscription {
-        self.text_watchers.fetch_add(1, Ordering::AcqRel);
-        let mut subscription = self.subscribe();
-        subscription.text_watchers = Some(self.text_watchers.clone());
-        subscription
+        self.subscription(true)
+    }
+
+    fn subscription(&self, with_text: bool) -> Subscription {
+        self.0.watchers.fetch_add(1, Ordering::AcqRel);
+        if with_text {
+            self.0.text_watchers.fetch_add(1, Ordering::AcqRel);
+        }
+        Subscription { receiver: self.0.sender.subscribe(), events: self.clone(), with_text }
     }
 
     /// Send the event `make` builds, if anyone is listening.
     pub fn emit(&self, make: impl FnOnce() -> SessionEvent) {
         if self.watched() {
-            let _ = self.sender.send(make());
+            let _ = self.0.sender.send(make());
         }
     }
 
     /// Whether anyone is listening.
     pub fn watched(&self) -> bool {
-        self.watchers.load(Ordering::Acquire) > 0
+        self.0.watchers.load(Ordering::Acquire) > 0
     }
 
     /// A sink publishing a session's streamed answer text, made only while someone
     /// watches (a call started unwatched streams to nobody, at no cost).
     pub fn text_sink(&self, session_key: &SessionKey) -> Option<Arc<dyn TextSink>> {
-        (self.text_watchers.load(Ordering::Acquire) > 0)
+        (self.0.text_watchers.load(Ordering::Acquire) > 0)
             .then(|| Arc::new(StreamedText { events: self.clone(), session_key: session_key.clone() }) as _)
     }
 }

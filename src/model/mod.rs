@@ -222,6 +222,7 @@ impl ModelError {
     pub fn short_reason(&self) -> String {
         match self {
             ModelError::Http { status, .. } => format!("HTTP {status}"),
+            ModelError::Stream { message, .. } => format!("a broken stream ({message})"),
             ModelError::Retried { last, .. } => last.short_reason(),
             other => other.to_string(),
         }
