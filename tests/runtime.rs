@@ -212,7 +212,8 @@ async fn an_explicit_model_override_reaches_the_provider_or_fails_the_spawn() {
     assert_eq!(
         results[0].1,
         json!({"status": "accepted", "runId": child.run_id, "childSessionKey": child.session_key,
-               "resolvedModel": "fake/special/model-v2"})
+               "resolvedModel": "fake/special/model-v2", "mode": "run", "context": "isolated",
+               "expectsCompletionMessage": true})
     );
     assert_eq!(
         results[1].1,
@@ -251,7 +252,7 @@ async fn bad_tool_arguments_become_tool_errors_the_model_can_read() {
         .map(|(id, v)| (id, v["error"].as_str().unwrap().to_string()))
         .collect();
     let expected = [
-        ("a", "invalid arguments for sessions_spawn: unknown field `tsk`, expected one of `task`, `label`, `agentId`, `model`, `runTimeoutSeconds`, `cleanup` at line 1 column 6"),
+        ("a", "tsk is not a sessions_spawn parameter"),
         ("b", "invalid arguments for sessions_spawn: EOF while parsing a value at line 1 column 9"),
         ("c", "unknown tool 'rm_rf'; available: sessions_spawn, sessions_yield, sessions_list, sessions_history, sessions_send, subagents"),
         ("d", "invalid arguments for sessions_history: invalid type: integer `5`, expected a string at line 1 column 15"),

@@ -4,6 +4,7 @@
 //! (`RunEnded`). A session's authority travels with it: every command from a session
 //! carries the session's [`Capability`], which the gateway checks before acting.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -46,13 +47,21 @@ pub enum Cleanup {
     Delete,
 }
 
-/// The arguments of `sessions_spawn`, as the model writes them.
+/// The arguments of `sessions_spawn`, as the model writes them: OpenClaw 2026.9's
+/// parameter set, so a prompt written for OpenClaw's spawn tool works unchanged. What
+/// hivegate honours is typed here; what it reads but does not do (`unsupported`) and any
+/// other name (`unknown`) make [`SpawnRequest::refusal`] name the parameter and why.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SpawnRequest {
+    /// Required; checked with the rest, so a misspelt name is named instead of `task`.
+    #[serde(default)]
     pub task: String,
     #[serde(default)]
     pub label: Option<String>,
+    /// OpenClaw's stable handle for the task; the label when none is given.
+    #[serde(default)]
+    pub task_name: Option<String>,
     #[serde(default)]
     pub agent_id: Option<String>,
     #[serde(default)]
@@ -61,6 +70,92 @@ pub struct SpawnRequest {
     pub run_timeout_seconds: Option<f64>,
     #[serde(default)]
     pub cleanup: Option<Cleanup>,
+    /// `run` (the default): the child ends with its first answer.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `isolated` (the default): the child starts with only its task.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The parent is told when the child ends; hivegate always does, so only `false`
+    /// changes nothing but is accepted.
+    #[serde(default)]
+    pub expects_completion_message: Option<bool>,
+    /// A reasoning setting; read, and said not to be applied (see the reply's `notes`).
+    #[serde(default)]
+    pub thinking: Option<serde_json::Value>,
+    /// `runtime`, `thread`, `sandbox` and the other OpenClaw parameters: honoured only in
+    /// the value that means what hivegate does anyway.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    #[serde(default)]
+    pub thread: Option<serde_json::Value>,
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// OpenClaw parameters that need what hivegate does not have (a working directory, a
+/// project checkout, a chat thread, session resumption, visibility groups).
+const NOT_SUPPORTED: &[(&str, &str)] = &[
+    ("cwd", "executors have no working directory in hivegate"),
+    ("resumeSessionId", "hivegate does not resume ended sessions"),
+    ("streamTo", "streamed output goes to the gateway's event stream, not to a chosen target"),
+    ("projectId", "hivegate has no projects"),
+    ("projectGitUrl", "hivegate has no project checkouts"),
+    ("worktree", "hivegate has no git worktrees"),
+    ("worktreeName", "hivegate has no git worktrees"),
+    ("worktreeBaseRef", "hivegate has no git worktrees"),
+    ("visible", "hivegate has no chat surface to show a session on"),
+    ("group", "hivegate has no session groups"),
+];
+
+impl SpawnRequest {
+    /// Why this spawn asks for something hivegate does not do, naming the parameter; or
+    /// `None` when everything it asks for is honoured.
+    pub fn refusal(&self) -> Option<String> {
+        let refused = |param: &str, value: &str, why: &str| Some(format!("{param} {value} is not supported: {why}"));
+        match self.mode.as_deref() {
+            None | Some("run") => {}
+            Some("session") => {
+                return refused("mode", "\"session\"", "children end with their first answer (use mode \"run\")")
+            }
+            Some(other) => return refused("mode", &format!("{other:?}"), "mode is \"run\" or \"session\""),
+        }
+        match self.context.as_deref() {
+            None | Some("isolated") => {}
+            Some("fork") => {
+                return refused("context", "\"fork\"", "children start isolated, with only their task")
+            }
+            Some(other) => return refused("context", &format!("{other:?}"), "context is \"isolated\" or \"fork\""),
+        }
+        match self.runtime.as_deref() {
+            None | Some("subagent") => {}
+            Some(other) => {
+                return refused("runtime", &format!("{other:?}"), "hivegate runs subagents only (no ACP harness)")
+            }
+        }
+        match &self.thread {
+            None | Some(serde_json::Value::Bool(false)) | Some(serde_json::Value::Null) => {}
+            Some(_) => return refused("thread", "binding", "hivegate has no chat threads to bind a child to"),
+        }
+        if self.sandbox.as_deref() == Some("require") {
+            return refused("sandbox", "\"require\"", "hivegate has no sandbox; executors run in the gateway");
+        }
+        let mut other = self.other.keys();
+        other.next().map(|name| match NOT_SUPPORTED.iter().find(|(n, _)| n == name) {
+            Some((_, why)) => format!("{name} is not supported: {why}"),
+            None => format!("{name} is not a sessions_spawn parameter"),
+        })
+    }
+
+    /// What was read but not applied, for the reply.
+    pub fn notes(&self) -> Vec<String> {
+        match &self.thinking {
+            Some(level) => vec![format!("thinking {level} is not applied: model calls carry no reasoning setting")],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// The immediate answer to a spawn; serialised as the `sessions_spawn` tool result.
@@ -68,7 +163,18 @@ pub struct SpawnRequest {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum SpawnReply {
     #[serde(rename_all = "camelCase")]
-    Accepted { run_id: RunId, child_session_key: SessionKey, resolved_model: ModelRef },
+    Accepted {
+        run_id: RunId,
+        child_session_key: SessionKey,
+        resolved_model: ModelRef,
+        /// As OpenClaw answers: `run`, `isolated`, and the parent is told at the end.
+        mode: &'static str,
+        context: &'static str,
+        expects_completion_message: bool,
+        /// Parameters read but not applied, said (none on the usual path).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<String>,
+    },
     /// Refused by policy or a limit; `limit`/`value` name the limit when one was hit.
     Forbidden {
         error: String,
@@ -257,4 +363,38 @@ pub enum GatewayError {
     Denied(#[from] crate::scope::Denied),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(args: serde_json::Value) -> SpawnRequest {
+        serde_json::from_value(args).unwrap()
+    }
+
+    #[test]
+    fn openclaw_spawn_arguments_are_read_and_what_is_not_done_is_refused_by_name() {
+        let seed = parse(json!({"task": "t", "label": "l", "mode": "run", "model": "cherry-nvidia/qwen/qwen3-235b-a22b",
+            "context": "isolated", "expectsCompletionMessage": true, "runtime": "subagent", "thread": false,
+            "sandbox": "inherit", "runTimeoutSeconds": 30, "cleanup": "keep", "taskName": "t1"}));
+        assert_eq!((seed.refusal(), seed.notes()), (None, vec![]));
+        assert_eq!(seed.run_timeout_seconds, Some(30.0));
+        for (args, why) in [
+            (json!({"task": "t", "mode": "session"}), "mode \"session\" is not supported: children end with their first answer"),
+            (json!({"task": "t", "context": "fork"}), "context \"fork\" is not supported: children start isolated"),
+            (json!({"task": "t", "runtime": "acp"}), "runtime \"acp\" is not supported: hivegate runs subagents only"),
+            (json!({"task": "t", "thread": true}), "thread binding is not supported"),
+            (json!({"task": "t", "sandbox": "require"}), "sandbox \"require\" is not supported: hivegate has no sandbox"),
+            (json!({"task": "t", "cwd": "/srv"}), "cwd is not supported: executors have no working directory"),
+            (json!({"task": "t", "colour": "red"}), "colour is not a sessions_spawn parameter"),
+        ] {
+            let refusal = parse(args.clone()).refusal().unwrap_or_default();
+            assert!(refusal.starts_with(why), "{args}: {refusal}");
+        }
+        let thinking = parse(json!({"task": "t", "thinking": "high"}));
+        assert_eq!(thinking.refusal(), None);
+        assert_eq!(thinking.notes(), ["thinking \"high\" is not applied: model calls carry no reasoning setting"]);
+    }
 }

@@ -157,6 +157,10 @@ impl Gateway {
             run_id: plan.run_id.clone(),
             child_session_key: plan.key.clone(),
             resolved_model: plan.model.clone(),
+            mode: "run",
+            context: "isolated",
+            expects_completion_message: true,
+            notes: plan.notes,
         };
         let mut init =
             self.init(plan.key.clone(), plan.run_id.clone(), &plan.agent, plan.capability.clone(), plan.task, ctx);

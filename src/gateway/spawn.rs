@@ -27,6 +27,8 @@ pub struct SpawnPlan {
     pub task: String,
     pub label: Option<String>,
     pub cleanup: Cleanup,
+    /// Spawn parameters read but not applied, said in the reply.
+    pub notes: Vec<String>,
 }
 
 pub struct SpawnContext<'a> {
@@ -44,6 +46,9 @@ pub fn plan(
 ) -> Result<SpawnPlan, SpawnReply> {
     parent.check(now).map_err(|e| SpawnReply::forbidden(e.to_string()))?;
     authorize(parent.scopes(), false, "sessions_spawn").map_err(|e| SpawnReply::forbidden(e.to_string()))?;
+    if let Some(error) = request.refusal() {
+        return Err(SpawnReply::Error { error });
+    }
     let task = request.task.trim();
     if task.is_empty() {
         return Err(SpawnReply::Error { error: "task must be a non-empty string".into() });
@@ -129,7 +134,8 @@ pub fn plan(
         model_explicit: request.model.is_some(),
         capability,
         task: task.to_string(),
-        label: request.label.filter(|l| !l.trim().is_empty()),
+        notes: request.notes(),
+        label: request.label.or(request.task_name).filter(|l| !l.trim().is_empty()),
         cleanup: request.cleanup.unwrap_or_default(),
     })
 }

@@ -71,9 +71,13 @@ impl Tool {
         let (description, parameters) = match self {
             Tool::SessionsSpawn => (
                 "Start a subagent on a task. Returns at once with {status:\"accepted\", runId, childSessionKey, resolvedModel} or {status:\"forbidden\"|\"error\", error}; the child's result arrives later as a message. Use sessions_yield to wait.",
-                json!({"type": "object", "additionalProperties": false, "required": ["task"], "properties": {
+                json!({"type": "object", "required": ["task"], "properties": {
                     "task": {"type": "string", "description": "what the subagent should do"},
                     "label": {"type": "string"},
+                    "taskName": {"type": "string", "description": "a handle for the task; the label when none is given"},
+                    "mode": {"type": "string", "enum": ["run"], "description": "run: the child ends with its first answer"},
+                    "context": {"type": "string", "enum": ["isolated"]},
+                    "expectsCompletionMessage": {"type": "boolean"},
                     "agentId": {"type": "string", "description": "which agent definition to run"},
                     "model": {"type": "string", "description": "provider/model override; used strictly or the spawn fails"},
                     "runTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0},
