@@ -15,6 +15,7 @@
 //! max_buffered_bytes = 52428800           # unread output before a slow-consumer close
 //! max_preauth_connections = 256           # unauthenticated sockets at once, in all
 //! max_preauth_connections_per_address = 32
+//! default_agent = "brain"                 # what an operator's `agent` runs when it names none
 //!
 //! [pairing]
 //! auto_approve_local = false   # silently pair devices on a direct loopback connection
@@ -95,6 +96,7 @@ struct RawGateway {
     max_buffered_bytes: Option<usize>,
     max_preauth_connections: Option<usize>,
     max_preauth_connections_per_address: Option<usize>,
+    default_agent: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +231,8 @@ pub struct Config {
     pub auto_approve_local: bool,
     /// WebSocket bounds: frame size after hello-ok, unread output, unauthenticated sockets.
     pub sockets: SocketLimits,
+    /// The agent an operator's `agent` request runs when it names none.
+    pub default_agent: String,
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -267,6 +271,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             auto_approve_local: false,
             sockets: SocketLimits::default(),
+            default_agent: "brain".into(),
         }
     }
 }
@@ -367,6 +372,7 @@ impl Config {
             gateway_token,
             state_dir,
             allowed_origins: raw.gateway.allowed_origins,
+            default_agent: raw.gateway.default_agent.unwrap_or_else(|| "brain".into()),
             auto_approve_local: raw.pairing.auto_approve_local,
             sockets,
         })

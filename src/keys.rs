@@ -29,8 +29,27 @@ impl SessionKey {
         }
     }
 
+    /// A main session: `agent:<agentId>:<name>` with no `:subagent:` in it (`main` is
+    /// the default name; operators may name others, `agent:brain:k1`).
     pub fn is_main(&self) -> bool {
-        self.0.ends_with(":main")
+        !self.0.contains(":subagent:")
+    }
+
+    /// Whether this names a main session of `agent_id` (a sane name: at most 200
+    /// characters of letters, digits and `-_.:`).
+    pub fn is_main_of(&self, agent_id: &str) -> bool {
+        let name = self
+            .0
+            .strip_prefix("agent:")
+            .and_then(|rest| rest.strip_prefix(agent_id))
+            .and_then(|r| r.strip_prefix(':'));
+        name.is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 200
+                && !name.starts_with("subagent:")
+                && !name.contains(":subagent:")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -113,6 +132,10 @@ mod tests {
     fn keys_show_lineage() {
         let main = SessionKey::main("brain");
         assert_eq!(main.as_str(), "agent:brain:main");
+        assert!(main.is_main_of("brain") && SessionKey::from("agent:brain:k1").is_main_of("brain"));
+        for bad in ["agent:brain:", "agent:other:k1", "agent:brain:subagent:x", "agent:brain:a b", "brain:k1"] {
+            assert!(!SessionKey::from(bad).is_main_of("brain"), "{bad}");
+        }
         let child = main.child("executor");
         assert!(child.as_str().starts_with("agent:executor:subagent:"));
         assert!(!child.is_main());

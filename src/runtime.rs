@@ -109,7 +109,12 @@ impl Runtime {
             max_buffered_bytes: config.sockets.max_buffered_bytes as u64,
             ..Policy::default()
         };
-        let hub_config = HubConfig { gateway_token: config.gateway_token.clone(), silent, policy };
+        let hub_config = HubConfig {
+            gateway_token: config.gateway_token.clone(),
+            silent,
+            policy,
+            default_agent: config.default_agent.clone(),
+        };
         let hub = hub_ctx.run(Hub::new(hub_config, book, store.clone(), gateway.clone(), stats.clone()));
         state.fill(HttpState {
             registry: registry.clone(),

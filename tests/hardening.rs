@@ -25,6 +25,8 @@ async fn run(runtime: &Runtime, agent: &str, task: &str, budget: Option<u64>) ->
         run_timeout: None,
         budget_tokens: budget,
         budget_usd: None,
+        run_id: None,
+        session_key: None,
     };
     common::run_to_end(runtime, start).await
 }

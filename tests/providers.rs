@@ -54,6 +54,8 @@ async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
         run_timeout: None,
         budget_tokens: None,
         budget_usd: None,
+        run_id: None,
+        session_key: None,
     };
     common::run_to_end(runtime, start).await
 }
@@ -222,6 +224,8 @@ async fn a_cost_budget_ends_the_tree_that_exceeds_it() {
         run_timeout: None,
         budget_tokens: None,
         budget_usd: Some(0.0001),
+        run_id: None,
+        session_key: None,
     };
     let summary = common::run_to_end(&runtime, start).await;
     assert_eq!(summary.outcome, Outcome::Error);

@@ -2,7 +2,8 @@
 //!
 //! Golden fixtures of real providers' streams (`tests/fixtures/sse/`): transcripts taken
 //! from providers' SDK test suites, each naming its source in its leading `: source:`
-//! comment, with the meaning worked out by hand in `<name>.expected.json`. Each must
+//! comment, with the meaning worked out by hand in `<name>.expected.json` (with the
+//! notices the answer calls for, such as a cut at the token limit). Each must
 //! parse, fed whole and fed one byte at a time, to exactly that domain response. Two
 //! artifacts of how the sources store streams are undone before parsing, and only these:
 //! a recorder that kept only the `data:` payloads also dropped the closing
@@ -58,7 +59,10 @@ fn expected(doc: &Value) -> ChatResponse {
             cached_prompt_tokens: tokens("cachedPromptTokens"),
             ..Usage::tokens(tokens("promptTokens"), tokens("completionTokens"))
         },
-        notices: vec![],
+        notices: doc["notices"]
+            .as_array()
+            .map(|n| n.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -150,6 +154,8 @@ async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
         run_timeout: None,
         budget_tokens: None,
         budget_usd: None,
+        run_id: None,
+        session_key: None,
     };
     common::run_to_end(runtime, start).await
 }

@@ -280,7 +280,8 @@ async fn requests_queued_before_a_revoke_do_not_run_with_the_old_scopes() {
     let params = json!({"deviceId": device.device_id, "role": "operator"});
     cli_call(addr, &["operator.pairing"], "device.token.revoke", params).await.unwrap();
     // A request this connection queued before its close reached it: it must not run.
-    let queued = hivegate::hub::Call { conn_id, method: "device.pair.list".into(), params: json!({}) };
+    let queued =
+        hivegate::hub::Call { conn_id, request_id: "q".into(), method: "device.pair.list".into(), params: json!({}) };
     let reply = runtime.hub.send(queued).await.unwrap();
     assert_eq!(
         reply.unwrap_err(),
@@ -351,6 +352,8 @@ async fn killing_a_session_cancels_its_node_invoke_at_once() {
         run_timeout: None,
         budget_tokens: None,
         budget_usd: None,
+        run_id: None,
+        session_key: None,
     };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let request = node.wait_event("node.invoke.request").await;

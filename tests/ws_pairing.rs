@@ -324,6 +324,8 @@ async fn a_session_runs_an_approved_node_command_with_nodes_invoke() {
         run_timeout: None,
         budget_tokens: None,
         budget_usd: None,
+        run_id: None,
+        session_key: None,
     };
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();

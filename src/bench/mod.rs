@@ -137,6 +137,8 @@ async fn start_parent(runtime: &Runtime, calls: &mut mpsc::UnboundedReceiver<()>
         run_timeout: None,
         budget_tokens: None,
         budget_usd: None,
+        run_id: None,
+        session_key: None,
     };
     let started = runtime.gateway.send(start).await??;
     calls.recv().await.ok_or_else(|| anyhow::anyhow!("the parent never called its model"))?;

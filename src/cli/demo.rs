@@ -104,6 +104,8 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
             run_timeout: Some(timeout),
             budget_tokens: None,
             budget_usd: None,
+            run_id: None,
+            session_key: None,
         })
         .await??;
     let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;

@@ -77,6 +77,8 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         run_timeout,
         budget_tokens: args.budget,
         budget_usd: args.budget_usd,
+        run_id: None,
+        session_key: None,
     };
     let run = runtime.gateway.send(start).await??;
     let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;

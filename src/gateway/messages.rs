@@ -124,9 +124,7 @@ impl SpawnRequest {
         }
         match self.context.as_deref() {
             None | Some("isolated") => {}
-            Some("fork") => {
-                return refused("context", "\"fork\"", "children start isolated, with only their task")
-            }
+            Some("fork") => return refused("context", "\"fork\"", "children start isolated, with only their task"),
             Some(other) => return refused("context", &format!("{other:?}"), "context is \"isolated\" or \"fork\""),
         }
         match self.runtime.as_deref() {
@@ -218,6 +216,20 @@ pub struct StartMain {
     pub budget_tokens: Option<u64>,
     /// A cost budget for the whole tree, in USD.
     pub budget_usd: Option<f64>,
+    /// The run's id (an operator's idempotency key); a fresh one when `None`.
+    pub run_id: Option<RunId>,
+    /// The main session to run in (`agent:<agentId>:<name>`, created on first use);
+    /// the agent's `agent:<agentId>:main` when `None`.
+    pub session_key: Option<SessionKey>,
+}
+
+/// Abort a session's running run (and so its whole tree), if it has one; `run_id`,
+/// when given, must be the run that is running. Answers the aborted run.
+#[derive(Message)]
+#[rtype(result = "Result<Option<RunId>, GatewayError>")]
+pub struct Abort {
+    pub target: SessionKey,
+    pub run_id: Option<RunId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -363,6 +375,10 @@ pub enum GatewayError {
     Denied(#[from] crate::scope::Denied),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("run id '{0}' is already used by an earlier run; pick another idempotency key")]
+    RunIdTaken(RunId),
+    #[error("session key '{key}' is not a main session of agent '{agent_id}'; expected agent:{agent_id}:<name>")]
+    BadSessionKey { key: String, agent_id: String },
 }
 
 #[cfg(test)]
@@ -376,17 +392,24 @@ mod tests {
 
     #[test]
     fn openclaw_spawn_arguments_are_read_and_what_is_not_done_is_refused_by_name() {
-        let seed = parse(json!({"task": "t", "label": "l", "mode": "run", "model": "cherry-nvidia/qwen/qwen3-235b-a22b",
+        let seed =
+            parse(json!({"task": "t", "label": "l", "mode": "run", "model": "cherry-nvidia/qwen/qwen3-235b-a22b",
             "context": "isolated", "expectsCompletionMessage": true, "runtime": "subagent", "thread": false,
             "sandbox": "inherit", "runTimeoutSeconds": 30, "cleanup": "keep", "taskName": "t1"}));
         assert_eq!((seed.refusal(), seed.notes()), (None, vec![]));
         assert_eq!(seed.run_timeout_seconds, Some(30.0));
         for (args, why) in [
-            (json!({"task": "t", "mode": "session"}), "mode \"session\" is not supported: children end with their first answer"),
+            (
+                json!({"task": "t", "mode": "session"}),
+                "mode \"session\" is not supported: children end with their first answer",
+            ),
             (json!({"task": "t", "context": "fork"}), "context \"fork\" is not supported: children start isolated"),
             (json!({"task": "t", "runtime": "acp"}), "runtime \"acp\" is not supported: hivegate runs subagents only"),
             (json!({"task": "t", "thread": true}), "thread binding is not supported"),
-            (json!({"task": "t", "sandbox": "require"}), "sandbox \"require\" is not supported: hivegate has no sandbox"),
+            (
+                json!({"task": "t", "sandbox": "require"}),
+                "sandbox \"require\" is not supported: hivegate has no sandbox",
+            ),
             (json!({"task": "t", "cwd": "/srv"}), "cwd is not supported: executors have no working directory"),
             (json!({"task": "t", "colour": "red"}), "colour is not a sessions_spawn parameter"),
         ] {

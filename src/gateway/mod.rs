@@ -219,8 +219,18 @@ impl Gateway {
         }
         let agent =
             self.agents.get(&msg.agent_id).cloned().ok_or_else(|| GatewayError::UnknownAgent(msg.agent_id.clone()))?;
-        let key = SessionKey::main(&agent.id);
-        let run_id = RunId::new();
+        let key = match &msg.session_key {
+            Some(key) if !key.is_main_of(&agent.id) => {
+                return Err(GatewayError::BadSessionKey { key: key.to_string(), agent_id: agent.id.clone() })
+            }
+            Some(key) => key.clone(),
+            None => SessionKey::main(&agent.id),
+        };
+        let run_id = match &msg.run_id {
+            Some(id) if self.registry.session_of_run(id).is_some() => return Err(GatewayError::RunIdTaken(id.clone())),
+            Some(id) => id.clone(),
+            None => RunId::new(),
+        };
         let capability = self.mint_main_capability(&key, &agent, &msg);
         let existing = self.registry.get(&key).map(|e| (e.status, e.addr.clone()));
         match existing {
@@ -555,6 +565,22 @@ impl Handler<ModelCalled> for Gateway {
     }
 }
 
+impl Handler<Abort> for Gateway {
+    type Result = Result<Option<RunId>, GatewayError>;
+
+    fn handle(&mut self, msg: Abort, _: &mut Self::Context) -> Self::Result {
+        let running = self.registry.get(&msg.target).map(|e| (e.status, e.run_id.clone()));
+        let Some((status, run_id)) = running else {
+            return Err(GatewayError::NoSuchSession(msg.target));
+        };
+        if status != Status::Running || msg.run_id.is_some_and(|id| id != run_id) {
+            return Ok(None);
+        }
+        self.end_run(&msg.target, &run_id, Outcome::Killed, "aborted by the operator".into(), Usage::default(), None);
+        Ok(Some(run_id))
+    }
+}
+
 impl Handler<Kill> for Gateway {
     type Result = Result<usize, GatewayError>;
 
@@ -617,6 +643,8 @@ impl Handler<SendTo> for Gateway {
                     run_timeout: None,
                     budget_tokens: None,
                     budget_usd: None,
+                    run_id: None,
+                    session_key: None,
                 };
                 let capability = self.mint_main_capability(&msg.target, &agent, &start);
                 let run_id = RunId::new();

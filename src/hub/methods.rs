@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::invoke::{Caller, Origin};
 use super::{now_ms, Call, Hub};
-use crate::gateway::{ListSessions, StartMain};
+use crate::gateway::ListSessions;
 use crate::pairing::PairingEvent;
 use crate::protocol::{
     error_codes, to_value, DeviceTokenParams, DeviceTokenRevokeResult, DeviceTokenRotateResult, ErrorShape,
@@ -47,6 +47,9 @@ pub const METHODS: &[&str] = &[
     "node.pluginTools.update",
     "sessions.list",
     "agent",
+    "agent.wait",
+    "sessions.abort",
+    "chat.abort",
 ];
 
 /// The methods that change the pairing book; they answer after the commit.
@@ -308,14 +311,6 @@ struct NodeIdParams {
     node_id: String,
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AgentParams {
-    #[serde(default)]
-    agent_id: Option<String>,
-    message: String,
-}
-
 /// A pairing change made in memory, waiting for its commit.
 struct Change {
     reply: Value,
@@ -377,26 +372,10 @@ impl Handler<Call> for Hub {
                     Ok(json!({"sessions": sessions}))
                 }))
             }
-            "agent" => match params::<AgentParams>("agent", msg.params) {
-                Ok(p) => {
-                    let start = StartMain {
-                        agent_id: p.agent_id.unwrap_or_else(|| "brain".into()),
-                        task: p.message,
-                        run_timeout: None,
-                        budget_tokens: None,
-                        budget_usd: None,
-                    };
-                    let started = self.gateway.send(start);
-                    Box::pin(fut::wrap_future(async move {
-                        let run = started
-                            .await
-                            .map_err(unavailable)?
-                            .map_err(|e| ErrorShape::invalid_request(e.to_string()))?;
-                        Ok(json!({"status": "accepted", "runId": run.run_id, "sessionKey": run.session_key}))
-                    }))
-                }
-                Err(e) => Box::pin(fut::ready(Err(e))),
-            },
+            "agent" => self.agent(msg.conn_id, msg.request_id, msg.params),
+            "agent.wait" => self.agent_wait(msg.params),
+            "sessions.abort" => self.sessions_abort(msg.params),
+            "chat.abort" => self.chat_abort(msg.params),
             method if MUTATIONS.contains(&method) => match self.call_mutation(msg.conn_id, method, msg.params) {
                 Ok(change) => self.finish_change(change, ctx),
                 Err(e) => Box::pin(fut::ready(Err(e))),

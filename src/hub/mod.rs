@@ -13,6 +13,7 @@ pub mod auth;
 mod invoke;
 mod methods;
 pub mod ratelimit;
+mod runs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +53,11 @@ pub enum Outbound {
         broadcast: bool,
     },
     Close(Close),
+    /// A late answer to a request already acknowledged (the final `res` of `agent`).
+    Response {
+        id: String,
+        reply: Result<Value, ErrorShape>,
+    },
 }
 
 /// A socket's `connect`, after framing and version checks.
@@ -96,6 +102,8 @@ impl Refusal {
 #[rtype(result = "Result<Value, ErrorShape>")]
 pub struct Call {
     pub conn_id: u64,
+    /// The request's id, for answers sent after the first (`agent`'s final result).
+    pub request_id: String,
     pub method: String,
     pub params: Value,
 }
@@ -148,6 +156,8 @@ pub struct HubConfig {
     pub silent: SilentApproval,
     /// Advertised in hello-ok; the connection actors enforce it.
     pub policy: crate::protocol::Policy,
+    /// What an `agent` request runs when it names no agent.
+    pub default_agent: String,
 }
 
 pub struct Hub {
@@ -163,6 +173,8 @@ pub struct Hub {
     /// Connected nodes: node id → connection id (the newest).
     nodes: HashMap<String, u64>,
     invokes: invoke::Invokes,
+    /// Operators' runs by idempotency key (`runs.rs`).
+    runs: runs::RunBook,
     started: Instant,
     boot_id: String,
 }
@@ -186,6 +198,7 @@ impl Hub {
             conns: HashMap::new(),
             nodes: HashMap::new(),
             invokes: invoke::Invokes::default(),
+            runs: runs::RunBook::default(),
             started: Instant::now(),
             boot_id: uuid::Uuid::new_v4().to_string(),
         }

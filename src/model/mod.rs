@@ -193,6 +193,30 @@ pub struct ChatResponse {
     pub notices: Vec<String>,
 }
 
+/// A notice for an answer the provider cut at its token limit (OpenAI's
+/// `finish_reason: "length"`, Anthropic's `stop_reason: "max_tokens"`).
+pub fn cut_notice(stop_reason: &str) -> Option<String> {
+    matches!(stop_reason, "length" | "max_tokens").then(|| {
+        format!("the answer was cut at the provider's token limit (stop reason {stop_reason}); it may be incomplete")
+    })
+}
+
+/// A notice for an answer without token counts: budgets cannot count it.
+pub fn unmetered_notice(usage: &Usage) -> Option<String> {
+    (usage.total() == 0).then(|| {
+        "the provider reported no token usage for this call; token and cost budgets do not count it".to_string()
+    })
+}
+
+impl ChatResponse {
+    /// Add the notices the answer itself calls for (cut short, no usage).
+    pub fn with_answer_notices(mut self, stop_reason: Option<&str>) -> ChatResponse {
+        self.notices.extend(stop_reason.and_then(cut_notice));
+        self.notices.extend(unmetered_notice(&self.usage));
+        self
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
     #[error("bad model ref '{0}': expected provider/model, for example builtin/executor")]

@@ -1,11 +1,17 @@
-//! Streamed answers: a response body of server-sent events (parsed by
-//! `eventsource-stream`) fed to the [`Decoder`] of the provider's API kind, which builds a
-//! [`Draft`] of the domain response.
+//! Streamed answers: a response body of server-sent events (parsed by `sse-stream`, an
+//! incremental parser whose work is linear in the bytes it is given) fed to the
+//! [`Decoder`] of the provider's API kind, which builds a [`Draft`] of the domain
+//! response.
 //!
 //! [`read`] bounds what a provider can do to the caller: the body's bytes count against
 //! the response cap as they arrive, before any parsing (so one endless line is refused
 //! too), and a body silent for longer than the idle timeout fails instead of hanging
-//! (silence is measured on bytes, so `:` keep-alive comments count as life). An answer is
+//! (silence is measured on bytes, so `:` keep-alive comments count as life). A draft
+//! holds at most [`MAX_TOOL_CALLS`] tool calls.
+//!
+//! (`eventsource-stream` was the first choice; it copies its buffer's remainder for every
+//! line, so a provider sending megabytes of empty lines held a thread for a minute, and
+//! it panics on a body that starts with a byte-order mark.) An answer is
 //! complete only when its API's end marker arrives (`data: [DONE]`, `message_stop`); a
 //! stream that ends before it fails, since its answer may be cut short. The draft
 //! remembers whether any output arrived, so the retry policy never repeats a call that
@@ -16,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
+use sse_stream::SseByteStream;
 
 use super::{ChatResponse, TextSink, ToolCall, Usage};
 
@@ -30,6 +36,7 @@ pub struct Draft {
     usage: Usage,
     sink: Option<Arc<dyn TextSink>>,
     started: bool,
+    stop_reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -58,19 +65,33 @@ impl Draft {
     }
 
     /// Merge a tool-call delta into the call with this index: the id and name are set
-    /// when given (usually in the first delta only), argument text is appended.
-    pub fn tool_call(&mut self, index: u32, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
+    /// when given (usually in the first delta only), argument text is appended. A delta
+    /// bringing another id than its index's call has starts a new call (servers that
+    /// send each call whole and leave out `index`).
+    pub fn tool_call(
+        &mut self,
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) -> Result<(), Fault> {
         self.started = true;
-        let at = match self.calls.iter().position(|c| c.index == index) {
-            Some(at) => at,
-            None => {
+        let id = id.filter(|s| !s.is_empty());
+        // Deltas come for the newest call almost always: search from the end.
+        let found = self.calls.iter().rposition(|c| c.index == index);
+        let at = match found {
+            Some(at) if id.is_none_or(|id| self.calls[at].id.is_empty() || self.calls[at].id == id) => at,
+            _ if self.calls.len() >= MAX_TOOL_CALLS => {
+                return Err(Fault::Decode(format!("more than {MAX_TOOL_CALLS} tool calls in one answer")))
+            }
+            _ => {
                 let call = DraftCall { index, id: String::new(), name: String::new(), arguments: String::new() };
                 self.calls.push(call);
                 self.calls.len() - 1
             }
         };
         let call = &mut self.calls[at];
-        if let Some(id) = id.filter(|s| !s.is_empty()) {
+        if let Some(id) = id {
             id.clone_into(&mut call.id);
         }
         if let Some(name) = name.filter(|s| !s.is_empty()) {
@@ -79,13 +100,19 @@ impl Draft {
         if let Some(arguments) = arguments {
             call.arguments.push_str(arguments);
         }
+        Ok(())
     }
 
     /// Give the call with this index `arguments` if it received none.
     pub fn default_arguments(&mut self, index: u32, arguments: &str) {
-        if let Some(call) = self.calls.iter_mut().find(|c| c.index == index && c.arguments.is_empty()) {
+        if let Some(call) = self.calls.iter_mut().rev().find(|c| c.index == index && c.arguments.is_empty()) {
             arguments.clone_into(&mut call.arguments);
         }
+    }
+
+    /// The provider's reason for ending the answer (`stop`, `length`, `max_tokens`, …).
+    pub fn stopped(&mut self, reason: &str) {
+        self.stop_reason = Some(reason.to_string());
     }
 
     pub fn usage_mut(&mut self) -> &mut Usage {
@@ -100,6 +127,7 @@ impl Draft {
     /// The finished response; tool calls in index order.
     pub fn finish(self) -> Result<ChatResponse, Fault> {
         let mut calls = self.calls;
+        // Stable: calls sharing an index keep their order of arrival.
         calls.sort_by_key(|c| c.index);
         let tool_calls = calls
             .into_iter()
@@ -112,14 +140,18 @@ impl Draft {
                 }),
             })
             .collect::<Result<_, _>>()?;
-        Ok(ChatResponse {
+        let response = ChatResponse {
             content: (!self.content.is_empty()).then_some(self.content),
             tool_calls,
             usage: self.usage,
             notices: Vec::new(),
-        })
+        };
+        Ok(response.with_answer_notices(self.stop_reason.as_deref()))
     }
 }
+
+/// Tool calls one answer may carry; more is not a plausible answer.
+pub const MAX_TOOL_CALLS: usize = 256;
 
 /// What one event meant for the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +184,8 @@ pub enum Fault {
     /// An event that is not what the API promises.
     Decode(String),
 }
+
+impl std::error::Error for Fault {}
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,20 +223,27 @@ where
     E: fmt::Display,
     D: Decoder,
 {
-    let mut events = std::pin::pin!(bounded(body, bounds).eventsource());
+    let mut events = std::pin::pin!(SseByteStream::new(bounded(body, bounds)));
     loop {
         let fault = match events.next().await {
             None => Fault::Ended,
-            Some(Err(EventStreamError::Transport(fault))) => fault,
-            Some(Err(e)) => Fault::Decode(e.to_string()),
-            Some(Ok(event)) => match decoder.event(&mut draft, &event.event, &event.data) {
-                Ok(Flow::More) => continue,
-                Ok(Flow::Done) => {
-                    let started = draft.started();
-                    return draft.finish().map_err(|fault| Failed { fault, output_started: started });
-                }
-                Err(fault) => fault,
+            Some(Err(sse_stream::Error::Body(e))) => match e.downcast::<Fault>() {
+                Ok(fault) => *fault,
+                Err(e) => Fault::Transport(e.to_string()),
             },
+            Some(Err(e)) => Fault::Decode(e.to_string()),
+            // A block with no data (only an id, a retry or an event name) carries nothing.
+            Some(Ok(sse_stream::Sse { data: None, .. })) => continue,
+            Some(Ok(sse_stream::Sse { event, data: Some(data), .. })) => {
+                match decoder.event(&mut draft, event.as_deref().unwrap_or("message"), &data) {
+                    Ok(Flow::More) => continue,
+                    Ok(Flow::Done) => {
+                        let started = draft.started();
+                        return draft.finish().map_err(|fault| Failed { fault, output_started: started });
+                    }
+                    Err(fault) => fault,
+                }
+            }
         };
         return Err(Failed { fault, output_started: draft.started() });
     }

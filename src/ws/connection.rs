@@ -197,6 +197,7 @@ impl Connection {
         }
         let call = Call {
             conn_id: self.conn_id,
+            request_id: request.id.clone(),
             method: request.method,
             params: request.params.unwrap_or_else(|| Value::Object(Default::default())),
         };
@@ -262,6 +263,11 @@ impl Handler<Outbound> for Connection {
                 }
             }
             Outbound::Close(close) => self.close(close, ctx),
+            Outbound::Response { id, reply } => {
+                if matches!(self.phase, Phase::Ready) {
+                    self.respond(&id, reply, ctx);
+                }
+            }
         }
     }
 }

@@ -290,8 +290,41 @@ fn as_completion_request(body: &Value) -> CompletionRequest {
     }
 }
 
+/// The rules the real Messages API enforces on a transcript (it answers 400 otherwise).
+fn messages_rule_broken(body: &Value) -> Option<String> {
+    let messages = body["messages"].as_array()?;
+    if messages.first().map(|m| &m["role"]) != Some(&Value::from("user")) {
+        return Some("the first message must be a user message".into());
+    }
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 && messages[i - 1]["role"] == message["role"] {
+            return Some(format!("messages {i} and {} have the same role", i - 1));
+        }
+        let blocks = message["content"].as_array()?;
+        if blocks.iter().any(|b| b["type"] == "text" && b["text"].as_str().is_none_or(|t| t.trim().is_empty())) {
+            return Some("text content blocks must contain non-whitespace text".into());
+        }
+        let asked: Vec<&Value> = blocks.iter().filter(|b| b["type"] == "tool_use").map(|b| &b["id"]).collect();
+        if asked.is_empty() {
+            continue;
+        }
+        let next: Vec<&Value> =
+            messages.get(i + 1).and_then(|m| m["content"].as_array()).into_iter().flatten().collect();
+        let results: Vec<&Value> =
+            next.iter().take_while(|b| b["type"] == "tool_result").map(|b| &b["tool_use_id"]).collect();
+        if asked.iter().any(|id| !results.contains(id)) && i + 1 < messages.len() {
+            return Some("tool_use ids were found without tool_result blocks immediately after".into());
+        }
+    }
+    None
+}
+
 async fn messages(state: web::Data<State>, http: actix_web::HttpRequest, body: web::Json<Value>) -> HttpResponse {
     let body = body.into_inner();
+    if let Some(rule) = messages_rule_broken(&body) {
+        let error = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": rule}});
+        return HttpResponse::BadRequest().json(error);
+    }
     let headers = http
         .headers()
         .iter()

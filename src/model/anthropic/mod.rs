@@ -117,12 +117,20 @@ fn tool_input(arguments: &str) -> serde_json::Value {
     }
 }
 
+/// A text block, unless the text is blank: the API refuses blank text blocks.
+fn text_block(text: &str) -> Option<Block> {
+    (!text.trim().is_empty()).then(|| Block::Text { text: text.to_string() })
+}
+
+/// What a `tool_result` says for a tool call that never ran (its run ended first).
+pub const NO_RESULT: &str = "(no result: the run ended before this tool call ran)";
+
 fn blocks(message: &Message) -> (&'static str, Vec<Block>) {
     match message {
         Message::System { .. } => ("system", Vec::new()),
-        Message::User { content } => ("user", vec![Block::Text { text: content.clone() }]),
+        Message::User { content } => ("user", text_block(content).into_iter().collect()),
         Message::Assistant { content, tool_calls } => {
-            let text = content.iter().filter(|t| !t.is_empty()).map(|t| Block::Text { text: t.clone() });
+            let text = content.iter().filter_map(|t| text_block(t));
             let calls = tool_calls.iter().map(|call| Block::ToolUse {
                 id: call.id.clone(),
                 name: call.name.clone(),
@@ -157,6 +165,7 @@ impl MessagesRequest {
                 _ => messages.push(WireMessage { role: role.into(), content }),
             }
         }
+        answer_every_tool_use(&mut messages);
         MessagesRequest {
             model: request.model.model().to_string(),
             max_tokens,
@@ -165,6 +174,42 @@ impl MessagesRequest {
             tools: request.tools.iter().map(WireTool::from).collect(),
             stream,
         }
+    }
+}
+
+/// Every `tool_use` must be answered by a `tool_result` in the next user turn, or the
+/// API refuses the request. A run that ended between a model's tool calls and their
+/// results (a budget, a turn limit) leaves calls unanswered; they are answered here as
+/// never having run, ahead of what the user says next.
+fn answer_every_tool_use(messages: &mut Vec<WireMessage>) {
+    let mut at = 0;
+    while at < messages.len() {
+        let asked: Vec<String> = match messages[at].role.as_str() {
+            "assistant" => messages[at]
+                .content
+                .iter()
+                .filter_map(|b| match b {
+                    Block::ToolUse { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !asked.is_empty() {
+            if messages.get(at + 1).is_none_or(|next| next.role != "user") {
+                messages.insert(at + 1, WireMessage { role: "user".into(), content: Vec::new() });
+            }
+            let next = &mut messages[at + 1].content;
+            let answered =
+                |id: &str| next.iter().any(|b| matches!(b, Block::ToolResult { tool_use_id, .. } if tool_use_id == id));
+            let missing: Vec<Block> = asked
+                .into_iter()
+                .filter(|id| !answered(id))
+                .map(|id| Block::ToolResult { tool_use_id: id, content: NO_RESULT.into() })
+                .collect();
+            next.splice(0..0, missing);
+        }
+        at += 1;
     }
 }
 
@@ -187,6 +232,7 @@ impl MessagesResponse {
             usage: self.usage.into(),
             notices: Vec::new(),
         }
+        .with_answer_notices(self.stop_reason.as_deref())
     }
 
     /// The response of `bytes`, or why it is not one.

@@ -30,6 +30,8 @@ enum Event {
     },
     MessageDelta {
         #[serde(default)]
+        delta: Option<MessageChange>,
+        #[serde(default)]
         usage: Option<UsageDelta>,
     },
     MessageStop,
@@ -38,6 +40,12 @@ enum Event {
     },
     #[serde(other)]
     Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageChange {
+    #[serde(default)]
+    stop_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,16 +97,22 @@ impl Decoder for EventDecoder {
             Event::MessageStart { message } => self.set_usage(draft, message.usage),
             Event::ContentBlockStart { index, content_block } => match content_block {
                 Block::Text { text } => draft.text(&text),
-                Block::ToolUse { id, name, .. } => draft.tool_call(index, Some(&id), Some(&name), None),
+                Block::ToolUse { id, name, .. } => draft.tool_call(index, Some(&id), Some(&name), None)?,
                 Block::ToolResult { .. } | Block::Other => {}
             },
             Event::ContentBlockDelta { index, delta } => match delta {
                 BlockDelta::TextDelta { text } => draft.text(&text),
-                BlockDelta::InputJsonDelta { partial_json } => draft.tool_call(index, None, None, Some(&partial_json)),
+                BlockDelta::InputJsonDelta { partial_json } => {
+                    draft.tool_call(index, None, None, Some(&partial_json))?
+                }
                 BlockDelta::Other => {}
             },
             Event::ContentBlockStop { index } => draft.default_arguments(index, "{}"),
-            Event::MessageDelta { usage: Some(delta) } => {
+            Event::MessageDelta { delta, usage } => {
+                if let Some(reason) = delta.and_then(|d| d.stop_reason) {
+                    draft.stopped(&reason);
+                }
+                let Some(delta) = usage else { return Ok(Flow::More) };
                 let usage = WireUsage {
                     input_tokens: delta.input_tokens.unwrap_or(self.usage.input_tokens),
                     output_tokens: delta.output_tokens.unwrap_or(self.usage.output_tokens),
@@ -111,7 +125,7 @@ impl Decoder for EventDecoder {
             }
             Event::MessageStop => return Ok(Flow::Done),
             Event::Error { error } => return Err(Fault::Provider(format!("{}: {}", error.kind, error.message))),
-            Event::MessageDelta { usage: None } | Event::Other => {}
+            Event::Other => {}
         }
         Ok(Flow::More)
     }

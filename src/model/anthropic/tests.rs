@@ -91,3 +91,31 @@ fn responses_become_domain_responses_with_cache_tokens_in_the_prompt() {
     );
     assert!(matches!(MessagesResponse::decode(b"{\"content\": 3}", "claude"), Err(ModelError::Decode { .. })));
 }
+
+#[test]
+fn blank_text_is_left_out_and_tool_calls_that_never_ran_are_answered() {
+    let call = ToolCall { id: "t9".into(), name: "sessions_spawn".into(), arguments: "{}".into() };
+    let request = ChatRequest {
+        model: ModelRef::parse("claude/m").unwrap(),
+        messages: vec![
+            Message::User { content: "first run".into() },
+            // The run ended (a budget) before t9 ran; the next run's task follows.
+            Message::Assistant { content: Some("\n\n".into()), tool_calls: vec![call] },
+            Message::User { content: "second run".into() },
+        ],
+        tools: Arc::new([]),
+        stream_to: None,
+    };
+    let wire = serde_json::to_value(MessagesRequest::new(&request, 64, false)).unwrap();
+    assert_eq!(
+        wire["messages"],
+        json!([
+            {"role": "user", "content": [{"type": "text", "text": "first run"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t9", "name": "sessions_spawn", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t9", "content": NO_RESULT},
+                {"type": "text", "text": "second run"},
+            ]},
+        ])
+    );
+}

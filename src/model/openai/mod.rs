@@ -201,6 +201,7 @@ impl CompletionResponse {
             message: "no choices in the response".into(),
         })?;
         let usage = self.usage.unwrap_or_default();
+        let stop_reason = choice.finish_reason;
         Ok(ChatResponse {
             content: choice.message.content.filter(|c| !c.is_empty()),
             tool_calls: choice
@@ -212,7 +213,8 @@ impl CompletionResponse {
                 .collect(),
             usage: usage.into(),
             notices: Vec::new(),
-        })
+        }
+        .with_answer_notices(stop_reason.as_deref()))
     }
 }
 

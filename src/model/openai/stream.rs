@@ -74,6 +74,9 @@ impl Decoder for ChunkDecoder {
             if let Some(text) = &choice.delta.content {
                 draft.text(text);
             }
+            if let Some(reason) = &choice.finish_reason {
+                draft.stopped(reason);
+            }
             for call in choice.delta.tool_calls.unwrap_or_default() {
                 let function = call.function.unwrap_or_default();
                 draft.tool_call(
@@ -81,7 +84,7 @@ impl Decoder for ChunkDecoder {
                     call.id.as_deref(),
                     function.name.as_deref(),
                     function.arguments.as_deref(),
-                );
+                )?;
             }
         }
         if let Some(usage) = chunk.usage {

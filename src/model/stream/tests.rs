@@ -99,8 +99,49 @@ async fn tool_call_deltas_merge_by_index() {
                 ToolCall { id: "call_b".into(), name: "sessions_list".into(), arguments: "{}".into() },
             ],
             usage: Usage::default(),
-            notices: vec![],
+            notices: vec![
+                "the provider reported no token usage for this call; token and cost budgets do not count it".into()
+            ],
         }
+    );
+}
+
+#[tokio::test]
+async fn calls_without_an_index_stay_apart_and_their_number_is_bounded() {
+    // A server that sends each call whole, with no index (so index 0 each time).
+    let call = |id: &str| {
+        format!("data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"id\":\"{id}\",\"function\":{{\"name\":\"t\",\"arguments\":\"{{}}\"}}}}]}}}}]}}\n\n")
+    };
+    let body = format!("{}{}data: [DONE]\n\n", call("a"), call("b"));
+    let response = openai(whole(&body)).await.unwrap();
+    let ids: Vec<&str> = response.tool_calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    let many: String = (0..=MAX_TOOL_CALLS).map(|i| call(&format!("c{i}"))).collect();
+    let failed = openai(whole(&many)).await.unwrap_err();
+    assert_eq!(failed.fault, Fault::Decode(format!("more than {MAX_TOOL_CALLS} tool calls in one answer")));
+}
+
+#[tokio::test]
+async fn a_byte_order_mark_is_skipped_and_megabytes_of_empty_lines_cost_linear_time() {
+    let body = format!("\u{feff}{OPENAI_TEXT}");
+    assert_eq!(openai(whole(&body)).await.unwrap().content.as_deref(), Some("h\u{e9}llo w\u{f6}rld \u{1f41d}"));
+    // 4 MiB of empty lines in 1 MiB chunks, then the answer: a parser that re-copies
+    // its buffer per line takes minutes here; a linear one, milliseconds.
+    let blank = vec![b'\n'; 1 << 20];
+    let mut parts = vec![blank.clone(), blank.clone(), blank.clone(), blank];
+    parts.push(OPENAI_TEXT.as_bytes().to_vec());
+    let bounds = Bounds { max_bytes: 8 << 20, ..BOUNDS };
+    let response = read(chunks(parts), ChunkDecoder, Draft::new(None), bounds).await.unwrap();
+    assert_eq!(response.content.as_deref(), Some("h\u{e9}llo w\u{f6}rld \u{1f41d}"));
+}
+
+#[tokio::test]
+async fn answers_cut_at_the_token_limit_say_so() {
+    let body = "data: {\"choices\":[{\"delta\":{\"content\":\"half\"},\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+    let response = openai(whole(body)).await.unwrap();
+    assert_eq!(
+        response.notices,
+        ["the answer was cut at the provider's token limit (stop reason length); it may be incomplete"]
     );
 }
 
