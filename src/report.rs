@@ -180,7 +180,7 @@ pub fn progress_line(event: &crate::gateway::SessionEvent) -> Option<String> {
             format!("+ {}{label}  {agent_id}  {model}", short_key(session_key.as_str()))
         }
         SessionEvent::Noticed { session_key, notice } => format!("· {}  {notice}", short_key(session_key.as_str())),
-        SessionEvent::Ended { session_key, outcome, error, duration_ms, tokens, cost_usd } => {
+        SessionEvent::Ended { session_key, outcome, error, duration_ms, tokens, cost_usd, .. } => {
             let cost = cost_usd.map(|c| format!("  ${c:.4}")).unwrap_or_default();
             let error = error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
             format!(

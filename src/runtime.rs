@@ -114,6 +114,7 @@ impl Runtime {
             silent,
             policy,
             default_agent: config.default_agent.clone(),
+            events: events.clone(),
         };
         let hub = hub_ctx.run(Hub::new(hub_config, book, store.clone(), gateway.clone(), stats.clone()));
         state.fill(HttpState {

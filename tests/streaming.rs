@@ -190,7 +190,7 @@ async fn streamed_calls_ask_for_usage_and_publish_their_text_as_it_arrives() {
     let mut pieces = Vec::new();
     loop {
         match tokio::time::timeout(WAIT, watcher.recv()).await.unwrap().unwrap() {
-            SessionEvent::Streamed { session_key, text } => {
+            SessionEvent::Streamed { session_key, text, .. } => {
                 assert_eq!(session_key, summary.session_key);
                 pieces.push(text);
             }

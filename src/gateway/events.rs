@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::messages::Outcome;
-use crate::keys::SessionKey;
+use crate::keys::{RunId, SessionKey};
 use crate::model::{ModelRef, TextSink};
 
 /// Events kept for a slow watcher before the oldest are dropped.
@@ -22,6 +22,7 @@ pub enum SessionEvent {
     #[serde(rename_all = "camelCase")]
     Started {
         session_key: SessionKey,
+        run_id: RunId,
         parent: Option<SessionKey>,
         agent_id: String,
         model: ModelRef,
@@ -31,10 +32,11 @@ pub enum SessionEvent {
     Noticed { session_key: SessionKey, notice: String },
     /// A piece of a model's answer, as it streams in.
     #[serde(rename_all = "camelCase")]
-    Streamed { session_key: SessionKey, text: String },
+    Streamed { session_key: SessionKey, run_id: RunId, text: String },
     #[serde(rename_all = "camelCase")]
     Ended {
         session_key: SessionKey,
+        run_id: RunId,
         outcome: Outcome,
         /// The first line of the final text when not ok.
         error: Option<String>,
@@ -133,9 +135,11 @@ impl Events {
 
     /// A sink publishing a session's streamed answer text, made only while someone
     /// watches (a call started unwatched streams to nobody, at no cost).
-    pub fn text_sink(&self, session_key: &SessionKey) -> Option<Arc<dyn TextSink>> {
-        (self.0.text_watchers.load(Ordering::Acquire) > 0)
-            .then(|| Arc::new(StreamedText { events: self.clone(), session_key: session_key.clone() }) as _)
+    pub fn text_sink(&self, session_key: &SessionKey, run_id: &RunId) -> Option<Arc<dyn TextSink>> {
+        (self.0.text_watchers.load(Ordering::Acquire) > 0).then(|| {
+            let sink = StreamedText { events: self.clone(), session_key: session_key.clone(), run_id: run_id.clone() };
+            Arc::new(sink) as _
+        })
     }
 }
 
@@ -144,11 +148,16 @@ impl Events {
 struct StreamedText {
     events: Events,
     session_key: SessionKey,
+    run_id: RunId,
 }
 
 impl TextSink for StreamedText {
     fn text(&self, delta: &str) {
-        self.events.emit(|| SessionEvent::Streamed { session_key: self.session_key.clone(), text: delta.to_string() });
+        self.events.emit(|| SessionEvent::Streamed {
+            session_key: self.session_key.clone(),
+            run_id: self.run_id.clone(),
+            text: delta.to_string(),
+        });
     }
 }
 

@@ -223,6 +223,23 @@ pub struct StartMain {
     pub session_key: Option<SessionKey>,
 }
 
+/// The agents this gateway runs, with the models each may use and whether the model
+/// client can serve each (a provider and its API key are configured).
+#[derive(Message)]
+#[rtype(result = "Vec<AgentInfo>")]
+pub struct ListAgents;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInfo {
+    pub id: String,
+    pub description: String,
+    pub model: ModelRef,
+    pub fallbacks: Vec<ModelRef>,
+    /// The models above (and the subagent default) that cannot be called, with why.
+    pub unavailable: Vec<(ModelRef, String)>,
+}
+
 /// Abort a session's running run (and so its whole tree), if it has one; `run_id`,
 /// when given, must be the run that is running. Answers the aborted run.
 #[derive(Message)]

@@ -83,6 +83,7 @@ impl Gateway {
         self.events.emit(|| match self.registry.get(key) {
             Some(e) => SessionEvent::Started {
                 session_key: key.clone(),
+                run_id: e.run_id.clone(),
                 parent: e.parent.clone(),
                 agent_id: e.agent_id.clone(),
                 model: e.model.clone(),
@@ -97,6 +98,7 @@ impl Gateway {
             let entry = self.registry.get(key);
             SessionEvent::Ended {
                 session_key: key.clone(),
+                run_id: entry.as_ref().map(|e| e.run_id.clone()).unwrap_or_default(),
                 outcome,
                 error: (outcome != Outcome::Ok).then(|| text.lines().next().unwrap_or_default().to_string()),
                 duration_ms: entry.as_ref().map_or(0.0, |e| e.duration().as_secs_f64() * 1000.0),
@@ -562,6 +564,29 @@ impl Handler<ModelCalled> for Gateway {
                 entry.model = model;
             }
         }
+    }
+}
+
+impl Handler<ListAgents> for Gateway {
+    type Result = Vec<AgentInfo>;
+
+    fn handle(&mut self, _: ListAgents, _: &mut Self::Context) -> Self::Result {
+        self.agents
+            .iter()
+            .map(|agent| {
+                let models = std::iter::once(&agent.model).chain(&agent.fallbacks).chain(&agent.subagents.model);
+                let unavailable = models
+                    .filter_map(|m| self.model.check_model(m).err().map(|e| (m.clone(), e.to_string())))
+                    .collect();
+                AgentInfo {
+                    id: agent.id.clone(),
+                    description: agent.description.clone(),
+                    model: agent.model.clone(),
+                    fallbacks: agent.fallbacks.clone(),
+                    unavailable,
+                }
+            })
+            .collect()
     }
 }
 

@@ -50,6 +50,8 @@ pub const METHODS: &[&str] = &[
     "agent.wait",
     "sessions.abort",
     "chat.abort",
+    "agents.list",
+    "models.list",
 ];
 
 /// The methods that change the pairing book; they answer after the commit.
@@ -376,6 +378,8 @@ impl Handler<Call> for Hub {
             "agent.wait" => self.agent_wait(msg.params),
             "sessions.abort" => self.sessions_abort(msg.params),
             "chat.abort" => self.chat_abort(msg.params),
+            "agents.list" => self.catalog("agents.list"),
+            "models.list" => self.catalog("models.list"),
             method if MUTATIONS.contains(&method) => match self.call_mutation(msg.conn_id, method, msg.params) {
                 Ok(change) => self.finish_change(change, ctx),
                 Err(e) => Box::pin(fut::ready(Err(e))),

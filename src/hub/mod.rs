@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod invoke;
+mod live;
 mod methods;
 pub mod ratelimit;
 mod runs;
@@ -158,6 +159,8 @@ pub struct HubConfig {
     pub policy: crate::protocol::Policy,
     /// What an `agent` request runs when it names no agent.
     pub default_agent: String,
+    /// Session events, shown live to operators while any is connected (`live.rs`).
+    pub events: crate::gateway::Events,
 }
 
 pub struct Hub {
@@ -175,6 +178,11 @@ pub struct Hub {
     invokes: invoke::Invokes,
     /// Operators' runs by idempotency key (`runs.rs`).
     runs: runs::RunBook,
+    /// The live view, followed only while an operator is connected, so a gateway
+    /// nobody watches builds no events.
+    live: live::LiveView,
+    watching: Option<SpawnHandle>,
+    me: Option<Addr<Hub>>,
     started: Instant,
     boot_id: String,
 }
@@ -199,6 +207,9 @@ impl Hub {
             nodes: HashMap::new(),
             invokes: invoke::Invokes::default(),
             runs: runs::RunBook::default(),
+            live: live::LiveView::default(),
+            watching: None,
+            me: None,
             started: Instant::now(),
             boot_id: uuid::Uuid::new_v4().to_string(),
         }
@@ -290,6 +301,7 @@ impl Hub {
         if self.conns.remove(&conn_id).is_none() {
             return;
         }
+        self.operators_changed();
         for (node_conn, invoke_id) in self.invokes.fail_conn(conn_id) {
             self.cancel_on_node(node_conn, &invoke_id);
         }
@@ -426,7 +438,22 @@ impl Hub {
             self.nodes.insert(node_id.clone(), conn_id);
         }
         self.conns.insert(conn_id, conn);
+        self.operators_changed();
         self.broadcast(events);
+    }
+
+    fn operators(&self) -> usize {
+        self.conns.values().filter(|c| c.role == Role::Operator).count()
+    }
+
+    /// Follow session events while an operator is connected, and only then.
+    fn operators_changed(&self) {
+        let wanted = self.operators() > 0;
+        if wanted != self.watching.is_some() {
+            if let Some(me) = &self.me {
+                me.do_send(Watch(wanted));
+            }
+        }
     }
 
     /// A node connected: declare its command surface (a new or superseded surface
@@ -453,6 +480,62 @@ struct Declared {
 
 impl Actor for Hub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.me = Some(ctx.address());
+    }
+}
+
+/// Start (true) or stop following session events for the live view.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Watch(bool);
+
+impl Handler<Watch> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) {
+        let wanted = msg.0 && self.operators() > 0;
+        match (wanted, self.watching.take()) {
+            (true, None) => {
+                let subscription = self.config.events.subscribe_with_text();
+                let events = futures_util::stream::unfold(subscription, |mut sub| async move {
+                    loop {
+                        match sub.recv().await {
+                            Ok(event) => return Some((event, sub)),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                tracing::warn!(missed = n, "the live view fell behind; events dropped");
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                });
+                self.watching = Some(ctx.add_stream(events));
+            }
+            (false, Some(handle)) => {
+                ctx.cancel_future(handle);
+                self.live = live::LiveView::default();
+            }
+            (_, handle) => self.watching = handle,
+        }
+    }
+}
+
+impl StreamHandler<crate::gateway::SessionEvent> for Hub {
+    fn handle(&mut self, event: crate::gateway::SessionEvent, _: &mut Self::Context) {
+        for (name, payload) in self.live.translate(event, now_ms()) {
+            let frame = EventFrame { event: name.to_string(), payload: Some(payload), seq: None, state_version: None };
+            for conn in
+                self.conns.values().filter(|c| c.role == Role::Operator && c.scopes.satisfies(Scope::OperatorRead))
+            {
+                conn.outbox.do_send(Outbound::Event { frame: frame.clone(), broadcast: true });
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        self.watching = None;
+    }
 }
 
 impl Handler<Connect> for Hub {

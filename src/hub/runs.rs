@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Hub, Outbound};
-use crate::gateway::{Abort, GatewayError, Outcome, RunSummary, StartMain, WaitRun};
+use crate::gateway::{Abort, AgentInfo, GatewayError, ListAgents, Outcome, RunSummary, StartMain, WaitRun};
 use crate::keys::{RunId, SessionKey};
 use crate::protocol::{error_codes, ErrorShape};
 
@@ -328,6 +328,65 @@ impl Hub {
                 }
                 Err(e) => Err(gateway_error(e)),
             }
+        }))
+    }
+}
+
+/// `agents.list` as the CLI reads it (it checks `--agent` against `agents[].id`).
+pub fn agents_list(agents: &[AgentInfo], default_id: &str) -> Value {
+    let ownership = if agents.len() == 1 { "sole" } else { "explicit" };
+    let entries: Vec<Value> = agents
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "description": a.description,
+                "model": {"primary": a.model, "fallbacks": a.fallbacks},
+                "thinkingLevels": [{"id": "off", "label": "off"}],
+                "thinkingOptions": ["off"],
+                "thinkingDefault": "off",
+            })
+        })
+        .collect();
+    json!({"defaultId": default_id, "ownership": ownership, "selectionRequired": agents.len() > 1,
+        "mainKey": "main", "scope": "per-sender", "agents": entries})
+}
+
+/// `models.list`: every model an agent may use, once, and whether it can be called.
+pub fn models_list(agents: &[AgentInfo]) -> Value {
+    let mut seen = std::collections::BTreeMap::new();
+    for agent in agents {
+        for model in std::iter::once(&agent.model).chain(&agent.fallbacks) {
+            let unavailable = agent.unavailable.iter().find(|(m, _)| m == model).map(|(_, why)| why.clone());
+            seen.entry(model.to_string()).or_insert((model.clone(), unavailable));
+        }
+    }
+    let models: Vec<Value> = seen
+        .into_values()
+        .map(|(model, unavailable)| {
+            let mut entry = json!({"id": model.model(), "name": model.model(), "provider": model.provider(),
+                "reasoning": false, "thinkingLevels": [{"id": "off", "label": "off"}], "thinkingDefault": "off",
+                "available": unavailable.is_none()});
+            if let Some(why) = unavailable {
+                entry["unavailableReason"] = Value::from(why);
+            }
+            entry
+        })
+        .collect();
+    json!({"models": models})
+}
+
+impl Hub {
+    /// `agents.list` and `models.list`.
+    pub(super) fn catalog(&mut self, method: &'static str) -> ResponseActFuture<Self, Reply> {
+        let list = self.gateway.send(ListAgents);
+        let default_id = self.config.default_agent.clone();
+        Box::pin(fut::wrap_future(async move {
+            let agents = list.await.map_err(unavailable)?;
+            Ok(match method {
+                "agents.list" => agents_list(&agents, &default_id),
+                _ => models_list(&agents),
+            })
         }))
     }
 }

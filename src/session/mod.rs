@@ -180,7 +180,7 @@ impl Session {
             model: self.model.clone(),
             messages: self.turn.request_messages(),
             tools: self.agent.tool_specs.clone(),
-            stream_to: self.events.text_sink(&self.key),
+            stream_to: self.events.text_sink(&self.key, &self.run_id),
         };
         let call = self.models.complete(request);
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {
