@@ -2,7 +2,11 @@
 //! `../shared/tools/openclaw-client`): the headless node host pairs with `hivegate serve`,
 //! is approved with `hivegate devices approve` and `hivegate nodes approve`, answers
 //! `hivegate nodes invoke`, stays paired across a restart of the server, and the real
-//! operator CLI lists the same devices.
+//! operator CLI lists the same devices. And the seed's flow: the real `openclaw agent`
+//! runs a brain whose model spawns executors the OpenClaw way (`mode: "run"`, a model
+//! override on a second provider), gets the tree's answer, and the operator calls
+//! around runs (`agent.wait`, `sessions.list`, `sessions.abort`) work through
+//! `openclaw gateway call`.
 //!
 //! The client needs Node.js from the npm registry; `.ci/run` installs it first and sets
 //! `HIVEGATE_REQUIRE_OPENCLAW=1`, which turns a missing client into a failure. Without
@@ -14,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+mod common;
 
 const TOKEN: &str = "hivegate-openclaw-test-token";
 /// Bound on each wait for the real client (it backs off up to 30 s between reconnects).
@@ -46,7 +52,12 @@ fn hivegate() -> Command {
 /// `hivegate serve` on `port` (0: any) with its own state dir; returns the process and
 /// the port it listens on.
 fn serve(state: &Path, port: u16) -> (Running, u16) {
-    let mut child = hivegate()
+    serve_with(hivegate(), state, port)
+}
+
+/// [`serve`] from a prepared command (its working directory, its environment).
+fn serve_with(mut command: Command, state: &Path, port: u16) -> (Running, u16) {
+    let mut child = command
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env("HIVEGATE_GATEWAY_TOKEN", TOKEN)
         .env("HIVEGATE_STATE_DIR", state)
@@ -207,4 +218,152 @@ fn the_real_openclaw_node_host_pairs_is_invoked_and_survives_a_restart() {
         &["nodes", "invoke", "--node", &device_id, "--command", "system.which", "--params", r#"{"bins":["sh"]}"#],
     );
     assert_eq!(again["payload"]["bins"]["sh"].as_str(), Some(sh));
+}
+
+/// The real OpenClaw CLI (`openclaw <args>`) against the gateway at `port`, as a remote
+/// gateway with the shared token, with its own state: (exit code, stdout JSON, stderr).
+fn openclaw(client: &Path, state: &Path, port: u16, args: &[&str]) -> (Option<i32>, Value, String) {
+    let output = Command::new(client)
+        .args(args)
+        .env("HOME", state)
+        .env("OPENCLAW_HOME", state)
+        .env("OPENCLAW_STATE_DIR", state)
+        .env("OPENCLAW_CONFIG_PATH", state.join("openclaw.json"))
+        .env("OPENCLAW_GATEWAY_URL", format!("ws://127.0.0.1:{port}"))
+        .env("OPENCLAW_GATEWAY_TOKEN", TOKEN)
+        .env("OPENCLAW_DISABLE_BONJOUR", "1")
+        .env("OPENCLAW_NO_RESPAWN", "1")
+        .env("OPENCLAW_SKIP_CHANNELS", "1")
+        .env("OPENCLAW_OFFLINE", "1")
+        .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+        .current_dir(state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout.find('{').and_then(|at| serde_json::from_str(&stdout[at..]).ok()).unwrap_or(Value::Null);
+    (output.status.code(), json, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The brain answers its first call with OpenClaw-style spawns on an override model,
+/// yields until both executors reported, then gives the final answer. `HANG` never ends.
+fn seed_script(request: &hivegate::model::openai::CompletionRequest) -> common::Reply {
+    use common::{announcements, call, Reply};
+    let task = request.messages.iter().find(|m| m.role == "user").and_then(|m| m.content.clone()).unwrap_or_default();
+    match request.model.as_str() {
+        "qwen/qwen3-235b-a22b" => Reply::Text("done (child)".into()),
+        _ if task.contains("HANG") => Reply::Hang,
+        _ if !common::has_tool_call(request, "sessions_spawn") => Reply::Calls(
+            (0..2)
+                .map(|i| {
+                    let args = json!({"task": format!("bench child {i}: reply with the word done."),
+                        "label": format!("bench-{i}"), "mode": "run",
+                        "model": "cherry-nvidia/qwen/qwen3-235b-a22b"});
+                    call(&format!("call_{i}"), "sessions_spawn", args)
+                })
+                .chain([call("call_y", "sessions_yield", json!({}))])
+                .collect(),
+        ),
+        _ if announcements(request).len() < 2 => Reply::Calls(vec![call("call_y2", "sessions_yield", json!({}))]),
+        _ => Reply::Text("All children reported. Final answer: done.".into()),
+    }
+}
+
+#[actix_rt::test]
+async fn the_seed_flow_runs_through_the_real_openclaw_cli() {
+    let Some(client) = openclaw_client() else {
+        assert!(std::env::var_os("HIVEGATE_REQUIRE_OPENCLAW").is_none(), "the OpenClaw reference client is required");
+        eprintln!("SKIPPED: ../shared/tools/openclaw-client not found (set HIVEGATE_OPENCLAW_CLIENT)");
+        return;
+    };
+    let installed = tokio::task::spawn_blocking({
+        let client = client.clone();
+        move || Command::new(client).arg("--install-only").stdout(Stdio::null()).status().unwrap()
+    });
+    assert!(installed.await.unwrap().success(), "installing the OpenClaw client failed");
+    let fake = common::FakeModels::start(seed_script);
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway_dir, cli_state) = (dir.path().join("gateway"), dir.path().join("cli"));
+    std::fs::create_dir_all(gateway_dir.join("agents")).unwrap();
+    std::fs::create_dir_all(&cli_state).unwrap();
+    let providers = format!(
+        "[providers.fake]\nbase_url = \"{url}\"\napi_key_env = \"FAKE_KEY\"\n\
+         [providers.cherry-nvidia]\nbase_url = \"{url}\"\napi_key_env = \"FAKE_KEY\"\n",
+        url = fake.url
+    );
+    std::fs::write(gateway_dir.join("hivegate.toml"), providers).unwrap();
+    std::fs::write(
+        gateway_dir.join("agents/brain.toml"),
+        "id = \"brain\"\nmodel = \"fake/planner\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n\
+         [subagents]\nallow_agents = [\"executor\"]\n",
+    )
+    .unwrap();
+    std::fs::write(gateway_dir.join("agents/executor.toml"), "id = \"executor\"\nmodel = \"fake/exec\"\n").unwrap();
+    let mut command = hivegate();
+    command.current_dir(&gateway_dir).env("FAKE_KEY", "sk-fake");
+    let (server, port) = serve_with(command, &gateway_dir, 0);
+
+    let run = |args: Vec<String>| {
+        let (client, state) = (client.clone(), cli_state.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            openclaw(&client, &state, port, &args)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // 1. openclaw agent: the final answer of the whole tree, exit 0.
+    let (code, answer, stderr) =
+        run(args(&["agent", "--agent", "brain", "--message", "SPAWN_BENCH n=2", "--json"])).await.unwrap();
+    let planner = fake.requests_for("planner");
+    let first_results = planner.get(1).map(common::tool_results);
+    assert_eq!(code, Some(0), "{answer}\n{stderr}\nspawn results: {first_results:?}");
+    assert_eq!(answer["status"], "ok", "{answer}");
+    assert_eq!(answer["result"]["payloads"][0]["text"], "All children reported. Final answer: done.");
+    let run_id = answer["runId"].as_str().unwrap().to_string();
+    // Every executor ran on the override model; the agent's own model was never asked.
+    assert_eq!(fake.requests_for("qwen/qwen3-235b-a22b").len(), 2);
+    assert!(fake.requests_for("exec").is_empty());
+    let spawn_results = common::tool_results(&fake.requests_for("planner")[1]);
+    assert_eq!(spawn_results[0].1["status"], "accepted", "{spawn_results:?}");
+    assert_eq!(spawn_results[0].1["mode"], "run");
+
+    // 2. The calls around runs, through openclaw gateway call.
+    let wait = format!("{{\"runId\":\"{run_id}\",\"timeoutMs\":2000}}");
+    let (code, waited, _) = run(args(&["gateway", "call", "agent.wait", "--params", &wait, "--json"])).await.unwrap();
+    assert_eq!((code, waited["status"].clone()), (Some(0), json!("ok")), "{waited}");
+    assert_eq!(waited["terminalReply"]["text"], "All children reported. Final answer: done.");
+    let (code, sessions, _) = run(args(&["gateway", "call", "sessions.list", "--json"])).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(3), "{sessions}");
+
+    // 3. A run that hangs, started without waiting, is aborted with its tree.
+    let slow =
+        json!({"message": "HANG", "agentId": "brain", "sessionKey": "agent:brain:slow", "idempotencyKey": "k-slow"});
+    let (code, ack, _) =
+        run(args(&["gateway", "call", "agent", "--params", &slow.to_string(), "--json"])).await.unwrap();
+    assert_eq!(
+        (code, ack["status"].clone(), ack["runId"].clone()),
+        (Some(0), json!("accepted"), json!("k-slow")),
+        "{ack}"
+    );
+    let (_, repeat, _) =
+        run(args(&["gateway", "call", "agent", "--params", &slow.to_string(), "--json"])).await.unwrap();
+    assert_eq!(repeat["status"], "in_flight", "{repeat}");
+    let abort = json!({"key": "agent:brain:slow"}).to_string();
+    let (code, aborted, _) =
+        run(args(&["gateway", "call", "sessions.abort", "--params", &abort, "--json"])).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(aborted, json!({"ok": true, "abortedRunId": "k-slow", "status": "aborted"}));
+    let wait = json!({"runId": "k-slow", "timeoutMs": 5000}).to_string();
+    let (_, waited, _) = run(args(&["gateway", "call", "agent.wait", "--params", &wait, "--json"])).await.unwrap();
+    assert_eq!((waited["status"].clone(), waited["stopReason"].clone()), (json!("error"), json!("rpc")), "{waited}");
+    let (_, idle, _) = run(args(&["gateway", "call", "sessions.abort", "--params", &abort, "--json"])).await.unwrap();
+    assert_eq!(idle, json!({"ok": true, "abortedRunId": null, "status": "no-active-run"}));
+
+    // 4. No pairing happened: the CLI and the executors needed none.
+    let devices = tokio::task::spawn_blocking(move || cli(port, &["devices", "list"])).await.unwrap();
+    assert_eq!(devices["pending"].as_array().map(Vec::len), Some(0), "{devices}");
+    assert_eq!(devices["paired"].as_array().map(Vec::len), Some(0), "{devices}");
+    stop(server);
+    fake.stop().await;
 }

@@ -394,3 +394,77 @@ async fn without_a_gateway_token_a_revoked_device_is_locked_out() {
     assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISSING", "{error}");
     runtime.shutdown().await.unwrap();
 }
+
+/// An operator's `agent` request, as the OpenClaw CLI sends it: the accepted ack, the
+/// final result with the same id when the run ends, and meanwhile the run's `agent` and
+/// `chat` events on every operator connection (here a passive observer too). A repeat
+/// of the key answers the remembered result; bad params are refused by name.
+#[actix_rt::test]
+async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_the_end() {
+    let fake = FakeModels::start(|_| Reply::Text("the answer".into()));
+    let runtime = start_with_fake(&fake, &["id = \"worker\"\nmodel = \"fake/worker\"\n"]).await;
+    let addr = runtime.http_addr;
+    let mut observer = cli(addr, &["operator.read"]).await;
+    let mut caller = cli(addr, &["operator.write"]).await;
+    let params = json!({"message": "go", "agentId": "worker", "sessionKey": "agent:worker:k1",
+        "deliver": false, "timeout": 600, "idempotencyKey": "k1"});
+    caller.send_json(&json!({"type": "req", "id": "r1", "method": "agent", "params": params})).await;
+    let mut responses = Vec::new();
+    let mut seen = Vec::new();
+    while responses.len() < 2 {
+        let frame = caller.next_frame().await;
+        match frame["type"].as_str() {
+            Some("res") => {
+                assert_eq!(frame["id"], "r1");
+                responses.push(frame["payload"].clone());
+            }
+            _ => seen.push(frame),
+        }
+    }
+    let ack = &responses[0];
+    assert_eq!(
+        (&ack["status"], &ack["runId"], &ack["sessionKey"]),
+        (&json!("accepted"), &json!("k1"), &json!("agent:worker:k1"))
+    );
+    let result = &responses[1];
+    assert_eq!((&result["runId"], &result["status"]), (&json!("k1"), &json!("ok")));
+    assert_eq!(result["result"]["payloads"], json!([{"text": "the answer", "mediaUrl": null}]));
+    // The observer saw the run: lifecycle, the streamed answer, the end, with chat mirrors.
+    let mut shape = Vec::new();
+    while shape.last().map(|(e, s): &(String, String)| (e.as_str(), s.as_str())) != Some(("chat", "final")) {
+        let event = observer.next_frame().await;
+        assert!(event["seq"].is_u64(), "broadcast events carry the connection's seq: {event}");
+        let payload = &event["payload"];
+        assert_eq!((&payload["runId"], &payload["sessionKey"]), (&json!("k1"), &json!("agent:worker:k1")));
+        let kind = match event["event"].as_str().unwrap() {
+            "agent" if payload["stream"] == "lifecycle" => payload["data"]["phase"].as_str().unwrap().to_string(),
+            "agent" => payload["stream"].as_str().unwrap().to_string(),
+            _ => payload["state"].as_str().unwrap().to_string(),
+        };
+        shape.push((event["event"].as_str().unwrap().to_string(), kind));
+    }
+    let shape: Vec<(&str, &str)> = shape.iter().map(|(e, k)| (e.as_str(), k.as_str())).collect();
+    // The fake streams the answer in three pieces: three assistant events, each mirrored.
+    let streamed = [("agent", "assistant"), ("chat", "delta")].repeat(3);
+    let expected: Vec<(&str, &str)> = [("agent", "start"), ("agent", "model")]
+        .into_iter()
+        .chain(streamed)
+        .chain([("agent", "end"), ("chat", "final")])
+        .collect();
+    assert_eq!(shape, expected);
+    // A repeat after the end: the same result, once, with no new model call.
+    let calls = fake.requests_for("worker").len();
+    assert_eq!(caller.call("agent", params.clone()).await.unwrap(), *result);
+    assert_eq!(fake.requests_for("worker").len(), calls);
+    // Bad params are refused by name.
+    let no_key = caller.call("agent", json!({"message": "go"})).await.unwrap_err();
+    assert!(no_key["message"].as_str().unwrap().contains("idempotencyKey"), "{no_key}");
+    let bad_key = json!({"message": "go", "agentId": "worker", "sessionKey": "agent:other:x", "idempotencyKey": "k2"});
+    let bad = caller.call("agent", bad_key).await.unwrap_err();
+    assert_eq!(
+        bad["message"],
+        "session key 'agent:other:x' is not a main session of agent 'worker'; expected agent:worker:<name>"
+    );
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}

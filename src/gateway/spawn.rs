@@ -63,7 +63,14 @@ pub fn plan(
     })?;
     let policy = &parent_agent.subagents;
 
-    let agent_id = request.agent_id.as_deref().or(policy.default_agent.as_deref()).unwrap_or(&parent_agent.id);
+    // No agentId (OpenClaw prompts seldom name one): the policy's default, else the one
+    // agent the parent may spawn, else the parent's own agent, as OpenClaw does.
+    let only_allowed = match policy.allow_agents.as_slice() {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
+    let agent_id =
+        request.agent_id.as_deref().or(policy.default_agent.as_deref()).or(only_allowed).unwrap_or(&parent_agent.id);
     let agent = cx.agents.get(agent_id).ok_or_else(|| SpawnReply::Error {
         error: format!("unknown agent '{agent_id}'; defined agents: {}", cx.agents.ids().join(", ")),
     })?;

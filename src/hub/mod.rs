@@ -183,6 +183,8 @@ pub struct Hub {
     live: live::LiveView,
     watching: Option<SpawnHandle>,
     me: Option<Addr<Hub>>,
+    /// Operator connections among `conns`.
+    operators: usize,
     started: Instant,
     boot_id: String,
 }
@@ -210,6 +212,7 @@ impl Hub {
             live: live::LiveView::default(),
             watching: None,
             me: None,
+            operators: 0,
             started: Instant::now(),
             boot_id: uuid::Uuid::new_v4().to_string(),
         }
@@ -298,10 +301,13 @@ impl Hub {
     /// Drop a connection from the live state: its node registration, the invokes sent
     /// on it (failed) and the invokes it asked for (cancelled on their node).
     fn forget_conn(&mut self, conn_id: u64) {
-        if self.conns.remove(&conn_id).is_none() {
+        let Some(conn) = self.conns.remove(&conn_id) else {
             return;
+        };
+        if conn.role == Role::Operator {
+            self.operators = self.operators.saturating_sub(1);
+            self.operators_changed();
         }
-        self.operators_changed();
         for (node_conn, invoke_id) in self.invokes.fail_conn(conn_id) {
             self.cancel_on_node(node_conn, &invoke_id);
         }
@@ -437,18 +443,20 @@ impl Hub {
         if let (Role::Node, Some(node_id)) = (conn.role, &conn.device_id) {
             self.nodes.insert(node_id.clone(), conn_id);
         }
-        self.conns.insert(conn_id, conn);
+        if conn.role == Role::Operator {
+            self.operators += 1;
+        }
+        if let Some(replaced) = self.conns.insert(conn_id, conn) {
+            // Not expected (connection ids are unique); keep the count true anyway.
+            self.operators = self.operators.saturating_sub(usize::from(replaced.role == Role::Operator));
+        }
         self.operators_changed();
         self.broadcast(events);
     }
 
-    fn operators(&self) -> usize {
-        self.conns.values().filter(|c| c.role == Role::Operator).count()
-    }
-
     /// Follow session events while an operator is connected, and only then.
     fn operators_changed(&self) {
-        let wanted = self.operators() > 0;
+        let wanted = self.operators > 0;
         if wanted != self.watching.is_some() {
             if let Some(me) = &self.me {
                 me.do_send(Watch(wanted));
@@ -495,7 +503,7 @@ impl Handler<Watch> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) {
-        let wanted = msg.0 && self.operators() > 0;
+        let wanted = msg.0 && self.operators > 0;
         match (wanted, self.watching.take()) {
             (true, None) => {
                 let subscription = self.config.events.subscribe_with_text();
