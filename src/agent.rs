@@ -4,6 +4,13 @@
 //! allowed and denied tools, and a subagent policy (which agents it may spawn, the
 //! default child model, max depth, max children, run timeout). The shipped `brain` and
 //! `executor` are also compiled in, so the demo runs from any directory.
+//!
+//! A file in `agents/` overrides the shipped agent of the same id field by field: a file
+//! with just `model = "..."` named `executor.toml` is the shipped executor on that model.
+//! Its id is its `id` field, else its file stem. Tables (`[tools]`, `[subagents]`) merge
+//! key by key; any other value replaces the shipped one (`prompt` replaces a shipped
+//! `prompt_file` and the other way round). An agent that is not shipped needs its own
+//! `model`; its tools and subagent policy default to none.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +36,7 @@ pub enum AgentError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
+    #[serde(default)]
     id: String,
     #[serde(default)]
     description: String,
@@ -112,7 +120,8 @@ const SHIPPED: [(&str, &str, &str, &str); 2] = [
 ];
 
 impl Agents {
-    /// Every `*.toml` in `dir`.
+    /// The shipped agents, each overridden by a file of `dir` with its id, and every other
+    /// agent file of `dir` (see the module docs).
     pub fn load_dir(dir: &Path) -> Result<Agents, AgentError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path)
@@ -126,14 +135,35 @@ impl Agents {
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect();
         paths.sort();
-        let mut agents = Agents::default();
-        for path in paths {
-            let text = read(&path)?;
-            let prompt = |file: &str| read(&dir.join(file));
-            agents.insert(parse(&path.display().to_string(), &text, prompt)?);
-        }
-        if agents.0.is_empty() {
+        if paths.is_empty() {
             return Err(AgentError::Empty(dir.display().to_string()));
+        }
+        let mut agents = Agents::shipped()?;
+        for path in paths {
+            let name = path.display().to_string();
+            let invalid = |message: String| AgentError::Invalid { path: name.clone(), message };
+            let mut table: toml::Table = toml::from_str(&read(&path)?).map_err(|e| invalid(e.to_string()))?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = match table.get("id") {
+                Some(toml::Value::String(id)) => id.clone(),
+                Some(_) => return Err(invalid("id must be a string".into())),
+                None => stem,
+            };
+            table.insert("id".into(), toml::Value::String(id.clone()));
+            let merged = match shipped_table(&id) {
+                Some(base) => overlay(base, table),
+                None => table,
+            };
+            // Prompt files are looked up beside the agent file, then among the shipped ones.
+            let prompt = |file: &str| {
+                let beside = dir.join(file);
+                match SHIPPED.iter().find(|(_, _, prompt_name, _)| *prompt_name == file) {
+                    Some((_, _, _, text)) if !beside.is_file() => Ok(text.to_string()),
+                    _ => read(&beside),
+                }
+            };
+            let text = toml::to_string(&merged).map_err(|e| invalid(e.to_string()))?;
+            agents.insert(parse(&name, &text, prompt)?);
         }
         Ok(agents)
     }
@@ -218,6 +248,36 @@ impl Agents {
     }
 }
 
+/// The shipped definition of agent `id`, as a TOML table.
+fn shipped_table(id: &str) -> Option<toml::Table> {
+    SHIPPED.iter().find_map(|(_, text, _, _)| {
+        let table: toml::Table = toml::from_str(text).ok()?;
+        (table.get("id").and_then(toml::Value::as_str) == Some(id)).then_some(table)
+    })
+}
+
+/// `top` over `base`: tables merge key by key, anything else replaces.
+fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
+    // A prompt given one way replaces the shipped prompt given the other way.
+    if top.contains_key("prompt") {
+        base.remove("prompt_file");
+    }
+    if top.contains_key("prompt_file") {
+        base.remove("prompt");
+    }
+    for (key, value) in top {
+        match (base.remove(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => {
+                base.insert(key, toml::Value::Table(overlay(below, above)));
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+    base
+}
+
 /// Parse and validate one agent file; `prompt` reads a prompt file by name.
 pub fn parse(
     path: &str,
@@ -226,6 +286,9 @@ pub fn parse(
 ) -> Result<AgentDef, AgentError> {
     let invalid = |message: String| AgentError::Invalid { path: path.to_string(), message };
     let raw: RawAgent = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    if raw.id.trim().is_empty() {
+        return Err(invalid("id must be a non-empty string".into()));
+    }
     let model_ref = |s: &str| ModelRef::parse(s).map_err(|e| invalid(e.to_string()));
     let system_prompt = match (&raw.prompt, &raw.prompt_file) {
         (Some(text), None) => text.clone(),
@@ -308,5 +371,48 @@ mod tests {
         assert!(err.to_string().contains("unknown tool 'rm_rf'"), "{err}");
         let err = parse("x.toml", "id = \"x\"\nmodel = \"a/b\"\ncolour = 1", no_prompt).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod overlay_tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_file_with_just_a_model_overrides_the_shipped_agent_field_by_field() {
+        let dir = dir_with(&[
+            ("executor.toml", "model = \"cherry-nvidia/qwen/qwen3-235b-a22b\"\n"),
+            ("researcher.toml", "model = \"cheap/r1\"\n[tools]\nallow = [\"sessions_list\"]\n"),
+            ("brain.toml", "prompt = \"plan briefly\"\n[subagents]\nmax_children = 3\n"),
+        ]);
+        let agents = Agents::load_dir(dir.path()).unwrap();
+        let shipped = Agents::shipped().unwrap();
+        let executor = agents.get("executor").unwrap();
+        let original = shipped.get("executor").unwrap();
+        assert_eq!(executor.model.as_str(), "cherry-nvidia/qwen/qwen3-235b-a22b");
+        assert_eq!((&executor.tools, &executor.system_prompt), (&original.tools, &original.system_prompt));
+        let brain = agents.get("brain").unwrap();
+        assert_eq!((brain.system_prompt.as_str(), brain.subagents.max_children), ("plan briefly", Some(3)));
+        assert_eq!(brain.subagents.allow_agents, shipped.get("brain").unwrap().subagents.allow_agents);
+        assert_eq!(brain.model, shipped.get("brain").unwrap().model);
+        let researcher = agents.get("researcher").unwrap();
+        assert_eq!((researcher.tools.clone(), researcher.subagents.allow_agents.len()), (vec![Tool::SessionsList], 0));
+    }
+
+    #[test]
+    fn an_agent_that_is_not_shipped_needs_its_own_model() {
+        let dir = dir_with(&[("reviewer.toml", "description = \"reviews\"\n")]);
+        let err = Agents::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("reviewer.toml") && err.contains("missing field `model`"), "{err}");
+        let dir = dir_with(&[("x.toml", "id = 3\nmodel = \"a/b\"\n")]);
+        assert!(Agents::load_dir(dir.path()).unwrap_err().to_string().contains("id must be a string"));
     }
 }

@@ -288,8 +288,22 @@ impl Config {
             None => (String::new(), "<defaults>".into()),
         };
         let mut config = Config::from_toml(&text, &origin.display().to_string(), |var| std::env::var(var).ok())?;
-        if config.agents_dir.is_none() && Path::new("agents").is_dir() {
-            config.agents_dir = Some("agents".into());
+        // Paths in a config file are relative to the file, wherever the command runs; a
+        // config file's own `agents/` beside it is found the same way.
+        let base = origin.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+        config.agents_dir = match (config.agents_dir.take(), &base) {
+            (Some(dir), Some(base)) if dir.is_relative() => Some(base.join(dir)),
+            (Some(dir), _) => Some(dir),
+            (None, Some(base)) if base.join("agents").is_dir() => Some(base.join("agents")),
+            (None, _) if Path::new("agents").is_dir() => Some("agents".into()),
+            (None, _) => None,
+        };
+        if let Some(dir) = config.agents_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(ConfigError::Invalid(format!(
+                "gateway.agents_dir {} is not a directory (from {})",
+                dir.display(),
+                origin.display()
+            )));
         }
         Ok(config)
     }
@@ -470,6 +484,24 @@ mod tests {
         assert_eq!(provider.api_key.as_deref(), Some("sk-1"));
         assert_eq!((provider.api, provider.stream), (Api::OpenAiCompletions, true));
         assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn a_config_files_agents_dir_is_relative_to_the_file_wherever_the_command_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("my-agents")).unwrap();
+        let file = dir.path().join("hivegate.toml");
+        std::fs::write(&file, "[gateway]\nagents_dir = \"my-agents\"\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.agents_dir, Some(dir.path().join("my-agents")));
+        // With no agents_dir, the agents/ beside the file is found.
+        std::fs::create_dir(dir.path().join("agents")).unwrap();
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().agents_dir, Some(dir.path().join("agents")));
+        // A directory that is not there is said, not replaced by the shipped agents.
+        std::fs::write(&file, "[gateway]\nagents_dir = \"nowhere\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("nowhere") && err.contains("is not a directory"), "{err}");
     }
 
     #[test]
