@@ -456,6 +456,14 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
     let calls = fake.requests_for("worker").len();
     assert_eq!(caller.call("agent", params.clone()).await.unwrap(), *result);
     assert_eq!(fake.requests_for("worker").len(), calls);
+    // The session's conversation, as chat.history gives it.
+    let history = caller.call("chat.history", json!({"sessionKey": "agent:worker:k1", "limit": 2})).await.unwrap();
+    assert_eq!(
+        history["messages"],
+        json!([{"role": "user", "content": "go"}, {"role": "assistant", "content": [{"type": "text", "text": "the answer"}]}])
+    );
+    let too_many = caller.call("chat.history", json!({"sessionKey": "agent:worker:k1", "limit": 5000})).await;
+    assert!(too_many.unwrap_err()["message"].as_str().unwrap().contains("limit must be from 1 to 1000"));
     // Bad params are refused by name.
     let no_key = caller.call("agent", json!({"message": "go"})).await.unwrap_err();
     assert!(no_key["message"].as_str().unwrap().contains("idempotencyKey"), "{no_key}");

@@ -1,7 +1,8 @@
 //! `hivegate serve`: the gateway as a server until Ctrl-C, then the one shutdown path.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::Args;
 
@@ -11,15 +12,56 @@ use crate::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Listen address (default: gateway.bind from the config, 127.0.0.1:18789).
+    /// Where to listen, as OpenClaw's `gateway run --bind` takes it: `loopback`
+    /// (127.0.0.1), `lan` (0.0.0.0, needs a gateway token), an IP address, or IP:PORT.
+    /// Default: gateway.bind from the config, 127.0.0.1:18789.
     #[arg(long)]
-    bind: Option<SocketAddr>,
+    bind: Option<Bind>,
+    /// The port to listen on (overrides the port of --bind and of the config).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The shared gateway token. Prefer HIVEGATE_GATEWAY_TOKEN: a command line is visible
+    /// to every local user in the process list.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// A `--bind` value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Bind {
+    Ip(IpAddr),
+    Addr(SocketAddr),
+}
+
+impl FromStr for Bind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Bind, String> {
+        match s {
+            "loopback" => Ok(Bind::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            "lan" => Ok(Bind::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+            _ => s.parse().map(Bind::Addr).or_else(|_| s.parse().map(Bind::Ip)).map_err(|_| {
+                format!("'{s}' is not loopback, lan, an IP address or IP:PORT (for example 127.0.0.1:18789)")
+            }),
+        }
+    }
 }
 
 pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<i32> {
     let mut config = Config::load(config_path.as_deref())?;
-    if let Some(bind) = args.bind {
-        config.bind = bind;
+    match args.bind {
+        Some(Bind::Addr(addr)) => config.bind = addr,
+        Some(Bind::Ip(ip)) => config.bind.set_ip(ip),
+        None => {}
+    }
+    if let Some(port) = args.port {
+        config.bind.set_port(port);
+    }
+    if let Some(token) = args.token {
+        if token.is_empty() {
+            anyhow::bail!("--token is empty; give the shared gateway token, or leave the flag out");
+        }
+        config.gateway_token = Some(crate::config::Secret::new(token));
     }
     if config.gateway_token.is_none() && !config.bind.ip().is_loopback() {
         anyhow::bail!(
@@ -58,5 +100,19 @@ async fn stop_signal() -> std::io::Result<()> {
     #[cfg(not(unix))]
     {
         actix_rt::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_takes_openclaw_words_addresses_and_ip_port() {
+        assert_eq!("loopback".parse(), Ok(Bind::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))));
+        assert_eq!("lan".parse(), Ok(Bind::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED))));
+        assert_eq!("10.0.0.2".parse(), Ok(Bind::Ip("10.0.0.2".parse().unwrap())));
+        assert_eq!("127.0.0.1:9".parse(), Ok(Bind::Addr("127.0.0.1:9".parse().unwrap())));
+        assert!("everywhere".parse::<Bind>().unwrap_err().contains("is not loopback, lan"));
     }
 }

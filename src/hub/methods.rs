@@ -52,6 +52,7 @@ pub const METHODS: &[&str] = &[
     "chat.abort",
     "agents.list",
     "models.list",
+    "chat.history",
 ];
 
 /// The methods that change the pairing book; they answer after the commit.
@@ -379,6 +380,7 @@ impl Handler<Call> for Hub {
             "sessions.abort" => self.sessions_abort(msg.params),
             "chat.abort" => self.chat_abort(msg.params),
             "agents.list" => self.catalog("agents.list"),
+            "chat.history" => self.chat_history(msg.params),
             "models.list" => self.catalog("models.list"),
             method if MUTATIONS.contains(&method) => match self.call_mutation(msg.conn_id, method, msg.params) {
                 Ok(change) => self.finish_change(change, ctx),

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Hub, Outbound};
-use crate::gateway::{Abort, AgentInfo, GatewayError, ListAgents, Outcome, RunSummary, StartMain, WaitRun};
+use crate::gateway::{Abort, AgentInfo, GatewayError, GetHistory, ListAgents, Outcome, RunSummary, StartMain, WaitRun};
 use crate::keys::{RunId, SessionKey};
+use crate::model::Message;
 use crate::protocol::{error_codes, ErrorShape};
 
 type Reply = Result<Value, ErrorShape>;
@@ -53,6 +54,14 @@ struct WaitParams {
     run_id: String,
     #[serde(default)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryParams {
+    session_key: String,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +341,25 @@ impl Hub {
     }
 }
 
+/// A transcript message in the shape of OpenClaw's `chat.history`.
+fn history_message(message: &Message) -> Value {
+    match message {
+        Message::System { content } => json!({"role": "system", "content": content}),
+        Message::User { content } => json!({"role": "user", "content": content}),
+        Message::Assistant { content, tool_calls } => {
+            let text = content.iter().map(|t| json!({"type": "text", "text": t}));
+            let calls = tool_calls.iter().map(|c| {
+                let arguments = serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!(c.arguments));
+                json!({"type": "toolCall", "id": c.id, "name": c.name, "arguments": arguments})
+            });
+            json!({"role": "assistant", "content": text.chain(calls).collect::<Vec<_>>()})
+        }
+        Message::Tool { call_id, content } => {
+            json!({"role": "toolResult", "toolCallId": call_id, "content": [{"type": "text", "text": content}]})
+        }
+    }
+}
+
 /// `agents.list` as the CLI reads it (it checks `--agent` against `agents[].id`).
 pub fn agents_list(agents: &[AgentInfo], default_id: &str) -> Value {
     let ownership = if agents.len() == 1 { "sole" } else { "explicit" };
@@ -377,6 +405,32 @@ pub fn models_list(agents: &[AgentInfo]) -> Value {
 }
 
 impl Hub {
+    /// `chat.history {sessionKey, limit?}`: the session's conversation, the last `limit`
+    /// messages (1 to 1000; 1000 by default).
+    pub(super) fn chat_history(&mut self, params: Value) -> ResponseActFuture<Self, Reply> {
+        let p: HistoryParams = match serde_json::from_value(params) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(fut::ready(Err(invalid("chat.history", e)))),
+        };
+        let limit = match p.limit {
+            Some(limit) if !(1..=1000).contains(&limit) => {
+                return Box::pin(fut::ready(Err(invalid("chat.history", "limit must be from 1 to 1000"))))
+            }
+            limit => limit.unwrap_or(1000),
+        };
+        let target = SessionKey::from(p.session_key.as_str());
+        let history = self.gateway.send(GetHistory { caller: None, target: target.clone() });
+        Box::pin(fut::wrap_future(async move {
+            let transcript = history.await.map_err(unavailable)?.map_err(gateway_error)?;
+            // The system prompt is the agent's, not part of the conversation.
+            let conversation: Vec<&Message> =
+                transcript.iter().filter(|m| !matches!(m, Message::System { .. })).collect();
+            let skip = conversation.len().saturating_sub(limit);
+            let messages: Vec<Value> = conversation[skip..].iter().map(|m| history_message(m)).collect();
+            Ok(json!({"sessionKey": target, "sessionId": target, "messages": messages}))
+        }))
+    }
+
     /// `agents.list` and `models.list`.
     pub(super) fn catalog(&mut self, method: &'static str) -> ResponseActFuture<Self, Reply> {
         let list = self.gateway.send(ListAgents);
