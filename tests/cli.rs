@@ -258,3 +258,53 @@ fn run_prints_progress_on_stderr_and_keeps_stdout_json() {
     let quiet = hivegate().args(["run", "--json", "alpha"]).output().unwrap();
     assert!(quiet.stderr.is_empty(), "no progress when stderr is not a terminal");
 }
+
+/// `hivegate serve` with OpenClaw's flags (`--bind loopback --port 0 --token`), then
+/// `hivegate agent` against it: the final answer of the whole tree, and `--no-wait`.
+#[actix_rt::test]
+async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
+    let mut child = KillOnDrop(
+        hivegate()
+            .args(["serve", "--bind", "loopback", "--port", "0", "--token", "agent-test-token"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
+    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http://")).unwrap().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let url = format!("ws://{addr}");
+    let agent = |extra: &[&str]| {
+        let mut command = hivegate();
+        command.args(["agent", "--url", &url, "--token", "agent-test-token", "--agent", "brain"]).args(extra);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let output = agent(&["--message", "alpha; beta", "--json"]).await.unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["status"], "ok");
+    let text = result["result"]["payloads"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("summary of 2 results for 'alpha; beta'"), "{text}");
+    // Plain output is the answer itself.
+    let output = agent(&["--message", "gamma", "--session-key", "k2"]).await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("summary of 1 results for 'gamma'"));
+    // --no-wait: the run's id and session at once.
+    let output = agent(&["--message", "delta", "--session-key", "k3", "--no-wait"]).await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let ack: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(ack["sessionKey"], "agent:brain:k3");
+    assert!(ack["runId"].as_str().is_some_and(|id| !id.is_empty()), "{ack}");
+    // A bare session key needs an agent: bad input, exit 2.
+    let mut command = hivegate();
+    command.args(["agent", "--url", &url, "--token", "x", "--message", "m", "--session-key", "k"]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    drop(child);
+}

@@ -36,6 +36,11 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// Flags built by a command that names its own (`agent`, whose `--timeout` is the run's).
+    pub(super) fn new(url: Option<String>, token: Option<String>, json: bool, timeout_ms: u64) -> GatewayArgs {
+        GatewayArgs { url, token, json, timeout: timeout_ms }
+    }
+
     /// The client these flags describe; the config is read only for what the flags leave out.
     pub(super) fn client(&self, config_path: Option<&Path>) -> anyhow::Result<OperatorClient> {
         let config = match (&self.url, &self.token) {

@@ -1,5 +1,6 @@
 //! The command line: one file per command. `main.rs` parses [`Cli`] and calls [`run`].
 
+mod agent;
 mod bench;
 mod demo;
 mod devices;
@@ -40,6 +41,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Measure in-process spawn latency, a burst of sessions, and a paired node's WebSocket handshake.
     Bench(bench::BenchArgs),
+    /// Run a task on a running gateway (as `openclaw agent` does) and print its answer.
+    Agent(agent::AgentArgs),
     /// Manage device pairing on a running gateway: list, approve, reject, remove; rotate or revoke tokens.
     Devices(devices::DevicesArgs),
     /// Manage nodes on a running gateway: list, approve their commands, describe, invoke a command.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => system.block_on(run::run(cli.config, args)),
         Command::Bench(args) => system.block_on(bench::run(args)),
         Command::Devices(args) => system.block_on(devices::run(cli.config, args)),
+        Command::Agent(args) => system.block_on(agent::run(cli.config, args)),
         Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
     }
 }

@@ -177,7 +177,29 @@ impl OperatorClient {
             Ok(Ok((ws, _response))) => ws,
         };
         let mut conversation = Conversation { ws, deadline, client: self };
-        let result = conversation.run(scopes, method, params).await;
+        let result = conversation.run(scopes, method, params, None).await;
+        conversation.close().await;
+        result.map(|(first, _)| first)
+    }
+
+    /// [`call`](Self::call) for a method that answers twice (`agent`): the first answer
+    /// and, when it says `status: "accepted"`, the final one with the same id. Events
+    /// before the final answer go to `on_event`.
+    pub async fn call_final(
+        &self,
+        scopes: &[&str],
+        method: &str,
+        params: Value,
+        on_event: &mut dyn FnMut(&Value),
+    ) -> Result<(Value, Value), ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let ws = match tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(self.url.as_str())).await {
+            Err(_) => return Err(self.timed_out(Stage::Connect)),
+            Ok(Err(e)) => return Err(ClientError::Connect { url: self.url.clone(), reason: e.to_string() }),
+            Ok(Ok((ws, _response))) => ws,
+        };
+        let mut conversation = Conversation { ws, deadline, client: self };
+        let result = conversation.run(scopes, method, params, Some(on_event)).await;
         conversation.close().await;
         result
     }
@@ -284,7 +306,14 @@ struct Conversation<'a> {
 }
 
 impl Conversation<'_> {
-    async fn run(&mut self, scopes: &[&str], method: &str, params: Value) -> Result<Value, ClientError> {
+    /// The exchange; with `follow`, an `accepted` answer is followed by the final one.
+    async fn run(
+        &mut self,
+        scopes: &[&str],
+        method: &str,
+        params: Value,
+        follow: Option<&mut dyn FnMut(&Value)>,
+    ) -> Result<(Value, Value), ClientError> {
         self.await_challenge().await?;
         let connect_id = format!("1:{}", uuid::Uuid::new_v4());
         let instance_id = uuid::Uuid::new_v4().to_string();
@@ -299,12 +328,27 @@ impl Conversation<'_> {
         let request_id = format!("2:{}", uuid::Uuid::new_v4());
         let frame = encode(&Request { kind: "req", id: &request_id, method, params }, Stage::Response)?;
         self.send(frame, Stage::Response).await?;
-        let response = self.await_response(&request_id, Stage::Response).await?;
-        if response.get("ok").and_then(Value::as_bool) == Some(true) {
-            return Ok(response.get("payload").cloned().unwrap_or(Value::Null));
+        let payload = |response: &Value| match response.get("ok").and_then(Value::as_bool) {
+            Some(true) => Ok(response.get("payload").cloned().unwrap_or(Value::Null)),
+            _ => {
+                let (code, message, details) = wire_error(response);
+                Err(ClientError::Rpc { method: method.to_string(), code, message, details })
+            }
+        };
+        let first = payload(&self.await_response(&request_id, Stage::Response).await?)?;
+        let Some(on_event) = follow.filter(|_| first.get("status").and_then(Value::as_str) == Some("accepted")) else {
+            return Ok((first.clone(), first));
+        };
+        loop {
+            let frame = self.read(Stage::Response).await?;
+            match frame.get("type").and_then(Value::as_str) {
+                Some("res") if frame.get("id").and_then(Value::as_str) == Some(&request_id) => {
+                    return Ok((first, payload(&frame)?));
+                }
+                Some("event") => on_event(&frame),
+                _ => tracing::debug!("skipping an unrelated frame"),
+            }
         }
-        let (code, message, details) = wire_error(&response);
-        Err(ClientError::Rpc { method: method.to_string(), code, message, details })
     }
 
     /// The server speaks first; a challenge without a nonce is refused as OpenClaw does.
