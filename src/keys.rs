@@ -32,7 +32,12 @@ impl SessionKey {
     /// A main session: `agent:<agentId>:<name>` with no `:subagent:` in it (`main` is
     /// the default name; operators may name others, `agent:brain:k1`).
     pub fn is_main(&self) -> bool {
-        !self.0.contains(":subagent:")
+        // A child's key ends with `:subagent:<uuid>` at every depth, and a main session's
+        // name never contains `:subagent:` (see `is_main_of`): one comparison at a fixed
+        // offset, as this runs several times per spawn.
+        const CHILD_TAIL: usize = ":subagent:".len() + 36;
+        let key = self.0.as_bytes();
+        !(key.len() >= CHILD_TAIL && key[key.len() - CHILD_TAIL..].starts_with(b":subagent:"))
     }
 
     /// Whether this names a main session of `agent_id` (a sane name: at most 200
@@ -133,6 +138,9 @@ mod tests {
         let main = SessionKey::main("brain");
         assert_eq!(main.as_str(), "agent:brain:main");
         assert!(main.is_main_of("brain") && SessionKey::from("agent:brain:k1").is_main_of("brain"));
+        assert!(SessionKey::from("agent:brain:k1").is_main() && SessionKey::from("agent:brain:k1:x").is_main());
+        let named_child = SessionKey::from("agent:brain:k1").child("executor");
+        assert!(!named_child.is_main() && !named_child.child("executor").is_main());
         for bad in ["agent:brain:", "agent:other:k1", "agent:brain:subagent:x", "agent:brain:a b", "brain:k1"] {
             assert!(!SessionKey::from(bad).is_main_of("brain"), "{bad}");
         }

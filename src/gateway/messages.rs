@@ -148,11 +148,9 @@ impl SpawnRequest {
     }
 
     /// What was read but not applied, for the reply.
-    pub fn notes(&self) -> Vec<String> {
-        match &self.thinking {
-            Some(level) => vec![format!("thinking {level} is not applied: model calls carry no reasoning setting")],
-            None => Vec::new(),
-        }
+    pub fn notes(&self) -> Option<Box<Vec<String>>> {
+        let level = self.thinking.as_ref()?;
+        Some(Box::new(vec![format!("thinking {level} is not applied: model calls carry no reasoning setting")]))
     }
 }
 
@@ -165,13 +163,15 @@ pub enum SpawnReply {
         run_id: RunId,
         child_session_key: SessionKey,
         resolved_model: ModelRef,
-        /// As OpenClaw answers: `run`, `isolated`, and the parent is told at the end.
-        mode: &'static str,
-        context: &'static str,
-        expects_completion_message: bool,
-        /// Parameters read but not applied, said (none on the usual path).
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        notes: Vec<String>,
+        /// As OpenClaw answers: `run`, `isolated`, and the parent is told at the end
+        /// (constants, so they cost the reply nothing to carry).
+        mode: RunMode,
+        context: IsolatedContext,
+        expects_completion_message: Completes,
+        /// Parameters read but not applied, said (none on the usual path, and then only
+        /// a null pointer in the reply).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notes: Option<Box<Vec<String>>>,
     },
     /// Refused by policy or a limit; `limit`/`value` name the limit when one was hit.
     Forbidden {
@@ -183,6 +183,36 @@ pub enum SpawnReply {
     },
     /// The request itself was bad (empty task, unknown agent, unusable model).
     Error { error: String },
+}
+
+/// `"run"`: a child ends with its first answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunMode;
+
+/// `"isolated"`: a child starts with only its task.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IsolatedContext;
+
+/// `true`: the parent is told when the child ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Completes;
+
+impl Serialize for RunMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("run")
+    }
+}
+
+impl Serialize for IsolatedContext {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("isolated")
+    }
+}
+
+impl Serialize for Completes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(true)
+    }
 }
 
 impl SpawnReply {
@@ -413,7 +443,7 @@ mod tests {
             parse(json!({"task": "t", "label": "l", "mode": "run", "model": "cherry-nvidia/qwen/qwen3-235b-a22b",
             "context": "isolated", "expectsCompletionMessage": true, "runtime": "subagent", "thread": false,
             "sandbox": "inherit", "runTimeoutSeconds": 30, "cleanup": "keep", "taskName": "t1"}));
-        assert_eq!((seed.refusal(), seed.notes()), (None, vec![]));
+        assert_eq!((seed.refusal(), seed.notes()), (None, None));
         assert_eq!(seed.run_timeout_seconds, Some(30.0));
         for (args, why) in [
             (
@@ -435,6 +465,7 @@ mod tests {
         }
         let thinking = parse(json!({"task": "t", "thinking": "high"}));
         assert_eq!(thinking.refusal(), None);
-        assert_eq!(thinking.notes(), ["thinking \"high\" is not applied: model calls carry no reasoning setting"]);
+        let notes = thinking.notes().unwrap();
+        assert_eq!(*notes, ["thinking \"high\" is not applied: model calls carry no reasoning setting"]);
     }
 }

@@ -159,9 +159,9 @@ impl Gateway {
             run_id: plan.run_id.clone(),
             child_session_key: plan.key.clone(),
             resolved_model: plan.model.clone(),
-            mode: "run",
-            context: "isolated",
-            expects_completion_message: true,
+            mode: RunMode,
+            context: IsolatedContext,
+            expects_completion_message: Completes,
             notes: plan.notes,
         };
         let mut init =

@@ -28,7 +28,7 @@ pub struct SpawnPlan {
     pub label: Option<String>,
     pub cleanup: Cleanup,
     /// Spawn parameters read but not applied, said in the reply.
-    pub notes: Vec<String>,
+    pub notes: Option<Box<Vec<String>>>,
 }
 
 pub struct SpawnContext<'a> {
