@@ -109,21 +109,7 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
 
 #[actix_rt::test]
 async fn serve_answers_health_and_keeps_the_builtin_provider_off_its_port() {
-    let mut child = KillOnDrop(
-        hivegate()
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let (child, url) = serve(&["--bind", "127.0.0.1:0"]).await;
     let http = reqwest::Client::new();
     let health: Value = http.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["ok"], true);
@@ -149,6 +135,20 @@ async fn serve_answers_health_and_keeps_the_builtin_provider_off_its_port() {
     let health: Value = http.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["ok"], true, "still alive");
     drop(child);
+}
+
+/// `hivegate serve <args>`, once it says where it listens: the process and its http:// URL.
+async fn serve(args: &[&str]) -> (KillOnDrop, String) {
+    let mut child =
+        KillOnDrop(hivegate().arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    (child, url)
 }
 
 /// A child process that is killed and reaped however the test ends, so a failing
@@ -263,22 +263,9 @@ fn run_prints_progress_on_stderr_and_keeps_stdout_json() {
 /// `hivegate agent` against it: the final answer of the whole tree, and `--no-wait`.
 #[actix_rt::test]
 async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
-    let mut child = KillOnDrop(
-        hivegate()
-            .args(["serve", "--bind", "loopback", "--port", "0", "--token", "agent-test-token"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http://")).unwrap().to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let (child, http_url) = serve(&["--bind", "loopback", "--port", "0", "--token", "agent-test-token"]).await;
+    let addr = http_url.strip_prefix("http://").unwrap().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{http_url}");
     let url = format!("ws://{addr}");
     let agent = |extra: &[&str]| {
         let mut command = hivegate();

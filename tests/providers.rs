@@ -48,16 +48,7 @@ async fn start(fake: &FakeModels, retry: RetryPolicy, agent_files: &[&str]) -> R
 }
 
 async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
-    let start = StartMain {
-        agent_id: agent.into(),
-        task: "go".into(),
-        run_timeout: None,
-        budget_tokens: None,
-        budget_usd: None,
-        run_id: None,
-        session_key: None,
-    };
-    common::run_to_end(runtime, start).await
+    common::run_to_end(runtime, StartMain::new(agent, "go")).await
 }
 
 const BOSS: &str = "id = \"boss\"\nmodel = \"fake/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"worker\"]\n";

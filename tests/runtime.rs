@@ -17,15 +17,7 @@ use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
 
 fn start(agent: &str) -> StartMain {
-    StartMain {
-        agent_id: agent.into(),
-        task: "go".into(),
-        run_timeout: None,
-        budget_tokens: None,
-        budget_usd: None,
-        run_id: None,
-        session_key: None,
-    }
+    StartMain::new(agent, "go")
 }
 
 async fn wait_run(runtime: &Runtime, run_id: RunId) -> RunSummary {

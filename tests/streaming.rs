@@ -148,16 +148,7 @@ fn config(fake: &FakeModels, stream: bool, limits: Limits) -> Config {
 }
 
 async fn run(runtime: &Runtime, agent: &str) -> RunSummary {
-    let start = StartMain {
-        agent_id: agent.into(),
-        task: "go".into(),
-        run_timeout: None,
-        budget_tokens: None,
-        budget_usd: None,
-        run_id: None,
-        session_key: None,
-    };
-    common::run_to_end(runtime, start).await
+    common::run_to_end(runtime, StartMain::new(agent, "go")).await
 }
 
 /// The boss (on `claude/boss`) spawns one worker, waits, and reports what it heard.

@@ -170,16 +170,20 @@ impl OperatorClient {
     /// `params`, close, and return the response payload (`null` if the server sent none).
     pub async fn call(&self, scopes: &[&str], method: &str, params: Value) -> Result<Value, ClientError> {
         tracing::debug!(url = %self.url, method, ?scopes, "gateway call");
-        let deadline = Instant::now() + self.timeout;
-        let ws = match tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(self.url.as_str())).await {
-            Err(_) => return Err(self.timed_out(Stage::Connect)),
-            Ok(Err(e)) => return Err(ClientError::Connect { url: self.url.clone(), reason: e.to_string() }),
-            Ok(Ok((ws, _response))) => ws,
-        };
-        let mut conversation = Conversation { ws, deadline, client: self };
+        let mut conversation = self.open().await?;
         let result = conversation.run(scopes, method, params, None).await;
         conversation.close().await;
         result.map(|(first, _)| first)
+    }
+
+    /// A socket to the gateway, with the whole call's deadline starting now.
+    async fn open(&self) -> Result<Conversation<'_>, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        match tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(self.url.as_str())).await {
+            Err(_) => Err(self.timed_out(Stage::Connect)),
+            Ok(Err(e)) => Err(ClientError::Connect { url: self.url.clone(), reason: e.to_string() }),
+            Ok(Ok((ws, _response))) => Ok(Conversation { ws, deadline, client: self }),
+        }
     }
 
     /// [`call`](Self::call) for a method that answers twice (`agent`): the first answer
@@ -192,13 +196,7 @@ impl OperatorClient {
         params: Value,
         on_event: &mut dyn FnMut(&Value),
     ) -> Result<(Value, Value), ClientError> {
-        let deadline = Instant::now() + self.timeout;
-        let ws = match tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(self.url.as_str())).await {
-            Err(_) => return Err(self.timed_out(Stage::Connect)),
-            Ok(Err(e)) => return Err(ClientError::Connect { url: self.url.clone(), reason: e.to_string() }),
-            Ok(Ok((ws, _response))) => ws,
-        };
-        let mut conversation = Conversation { ws, deadline, client: self };
+        let mut conversation = self.open().await?;
         let result = conversation.run(scopes, method, params, Some(on_event)).await;
         conversation.close().await;
         result

@@ -270,6 +270,21 @@ pub struct AgentInfo {
     pub unavailable: Vec<(ModelRef, String)>,
 }
 
+impl StartMain {
+    /// `task` on `agent_id`'s main session, with the configured limits and no budget.
+    pub fn new(agent_id: impl Into<String>, task: impl Into<String>) -> StartMain {
+        StartMain {
+            agent_id: agent_id.into(),
+            task: task.into(),
+            run_timeout: None,
+            budget_tokens: None,
+            budget_usd: None,
+            run_id: None,
+            session_key: None,
+        }
+    }
+}
+
 /// Abort a session's running run (and so its whole tree), if it has one; `run_id`,
 /// when given, must be the run that is running. Answers the aborted run.
 #[derive(Message)]
