@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{agents, announcements, call, FakeModels, Reply, WAIT};
+use common::{agents, announcements, call, FakeModels, Reply};
 use hivegate::config::{Config, Limits};
 use hivegate::gateway::{Outcome, RunSummary, StartMain};
 use hivegate::model::pricing::Price;
@@ -244,19 +244,7 @@ async fn hivegate_run_rides_out_a_503_and_a_429_and_reports_cost() {
     std::fs::create_dir(dir.path().join("agents")).unwrap();
     std::fs::write(dir.path().join("agents/boss.toml"), BOSS).unwrap();
     std::fs::write(dir.path().join("agents/worker.toml"), WORKER).unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hivegate"));
-    command
-        .current_dir(dir.path())
-        .env_remove("HIVEGATE_CONFIG")
-        .env("FAKE_KEY", "sk-fake")
-        .args(["run", "--agent", "boss", "--json", "go"]);
-    let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = common::run_binary_json(dir.path(), &[("FAKE_KEY", "sk-fake")], &["--agent", "boss", "go"]).await;
     assert_eq!(report["outcomes"]["ok"], 2);
     let root = &report["root"];
     assert!(root["notices"][0].as_str().unwrap().starts_with("fake/boss failed with HTTP 503; retry 1 of 3"));

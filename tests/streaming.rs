@@ -340,20 +340,8 @@ async fn hivegate_run_with_an_anthropic_brain_and_openai_executors() {
     let brain = "id = \"brain\"\nmodel = \"claude/claude-opus\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"exec\"]\n";
     std::fs::write(dir.path().join("agents/brain.toml"), brain).unwrap();
     std::fs::write(dir.path().join("agents/exec.toml"), "id = \"exec\"\nmodel = \"cheap/exec\"\n").unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hivegate"));
-    command
-        .current_dir(dir.path())
-        .env_remove("HIVEGATE_CONFIG")
-        .env("CLAUDE_KEY", "sk-ant-test")
-        .env("CHEAP_KEY", "sk-cheap-test")
-        .args(["run", "--agent", "brain", "--json", "plan and delegate"]);
-    let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let env = [("CLAUDE_KEY", "sk-ant-test"), ("CHEAP_KEY", "sk-cheap-test")];
+    let report = common::run_binary_json(dir.path(), &env, &["--agent", "brain", "plan and delegate"]).await;
     assert_eq!(report["outcomes"]["ok"], 3, "{report:#}");
     assert_eq!(report["root"]["model"], "claude/claude-opus");
     let brain_calls = fake.requests_for("claude-opus").len();

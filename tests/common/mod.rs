@@ -515,3 +515,20 @@ pub async fn run_to_end(runtime: &Runtime, start: hivegate::gateway::StartMain) 
     let ended = runtime.gateway.send(hivegate::gateway::WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
     tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
 }
+
+/// `hivegate run --json <args>` (the binary) in `dir`, with `env`, bounded by [`WAIT`]:
+/// the exit code must be 0; the printed report.
+pub async fn run_binary_json(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hivegate"));
+    command.current_dir(dir).env_remove("HIVEGATE_CONFIG").args(["run", "--json"]).args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .expect("hivegate run did not finish")
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
