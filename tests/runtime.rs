@@ -360,3 +360,23 @@ async fn ended_sessions_are_retained_up_to_the_limit_and_a_reused_main_starts_cl
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// A running session cannot be forgotten; aborted, it can, with its subtree.
+#[actix_rt::test]
+async fn a_session_is_forgotten_only_once_it_is_not_running() {
+    use hivegate::gateway::{Abort, ForgetSession};
+    let fake = FakeModels::start(|_| Reply::Hang);
+    let runtime = gateway(&fake, Limits::default(), &["id = \"slow\"\nmodel = \"fake/slow\"\n"]).await;
+    let run = runtime.gateway.send(start("slow")).await.unwrap().unwrap();
+    let key = run.session_key.clone();
+    let busy = runtime.gateway.send(ForgetSession { target: key.clone() }).await.unwrap();
+    assert_eq!(busy, Err(hivegate::gateway::GatewayError::Busy(key.clone())));
+    let aborted = runtime.gateway.send(Abort { target: key.clone(), run_id: None }).await.unwrap().unwrap();
+    assert_eq!(aborted, Some(run.run_id.clone()));
+    assert_eq!(wait_run(&runtime, run.run_id).await.outcome, Outcome::Killed);
+    assert_eq!(runtime.gateway.send(ForgetSession { target: key.clone() }).await.unwrap(), Ok(true));
+    assert!(runtime.registry.get(&key).is_none());
+    assert_eq!(runtime.gateway.send(ForgetSession { target: key }).await.unwrap(), Ok(false));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}

@@ -464,6 +464,15 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
     );
     let too_many = caller.call("chat.history", json!({"sessionKey": "agent:worker:k1", "limit": 5000})).await;
     assert!(too_many.unwrap_err()["message"].as_str().unwrap().contains("limit must be from 1 to 1000"));
+    // Reset forgets the session (admin, as OpenClaw's session maintenance); the next
+    // history has nothing, and deleting it again finds nothing.
+    let admin = &["operator.admin"];
+    let reset = cli_call(addr, admin, "sessions.reset", json!({"key": "agent:worker:k1"})).await.unwrap();
+    assert_eq!(reset, json!({"ok": true, "key": "agent:worker:k1", "status": "reset"}));
+    let gone = caller.call("chat.history", json!({"sessionKey": "agent:worker:k1"})).await.unwrap_err();
+    assert_eq!(gone["message"], "no session agent:worker:k1");
+    let again = cli_call(addr, admin, "sessions.delete", json!({"key": "agent:worker:k1"})).await.unwrap();
+    assert_eq!(again["status"], "not-found");
     // Bad params are refused by name.
     let no_key = caller.call("agent", json!({"message": "go"})).await.unwrap_err();
     assert!(no_key["message"].as_str().unwrap().contains("idempotencyKey"), "{no_key}");

@@ -285,6 +285,15 @@ impl StartMain {
     }
 }
 
+/// Forget a session that is not running, with its ended subtree: an idle main session's
+/// actor stops and its transcript goes, so the next run on its key starts fresh.
+/// Answers whether there was anything to forget.
+#[derive(Message)]
+#[rtype(result = "Result<bool, GatewayError>")]
+pub struct ForgetSession {
+    pub target: SessionKey,
+}
+
 /// Abort a session's running run (and so its whole tree), if it has one; `run_id`,
 /// when given, must be the run that is running. Answers the aborted run.
 #[derive(Message)]

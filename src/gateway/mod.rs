@@ -590,6 +590,28 @@ impl Handler<ListAgents> for Gateway {
     }
 }
 
+impl Handler<ForgetSession> for Gateway {
+    type Result = Result<bool, GatewayError>;
+
+    fn handle(&mut self, msg: ForgetSession, _: &mut Self::Context) -> Self::Result {
+        let Some(status) = self.registry.get(&msg.target).map(|e| e.status) else { return Ok(false) };
+        if status == Status::Running {
+            return Err(GatewayError::Busy(msg.target));
+        }
+        self.stop_idle(&msg.target);
+        let mut forget = vec![msg.target];
+        while let Some(key) = forget.pop() {
+            if let Some(entry) = self.registry.get(&key) {
+                // A running descendant of a session that is not running cannot exist:
+                // ending a run ends its subtree.
+                forget.extend(entry.children.iter().cloned());
+            }
+            self.registry.remove(&key);
+        }
+        Ok(true)
+    }
+}
+
 impl Handler<Abort> for Gateway {
     type Result = Result<Option<RunId>, GatewayError>;
 

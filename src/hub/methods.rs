@@ -53,6 +53,8 @@ pub const METHODS: &[&str] = &[
     "agents.list",
     "models.list",
     "chat.history",
+    "sessions.reset",
+    "sessions.delete",
 ];
 
 /// The methods that change the pairing book; they answer after the commit.
@@ -381,6 +383,8 @@ impl Handler<Call> for Hub {
             "chat.abort" => self.chat_abort(msg.params),
             "agents.list" => self.catalog("agents.list"),
             "chat.history" => self.chat_history(msg.params),
+            "sessions.reset" => self.sessions_forget("sessions.reset", msg.params),
+            "sessions.delete" => self.sessions_forget("sessions.delete", msg.params),
             "models.list" => self.catalog("models.list"),
             method if MUTATIONS.contains(&method) => match self.call_mutation(msg.conn_id, method, msg.params) {
                 Ok(change) => self.finish_change(change, ctx),

@@ -20,7 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Hub, Outbound};
-use crate::gateway::{Abort, AgentInfo, GatewayError, GetHistory, ListAgents, Outcome, RunSummary, StartMain, WaitRun};
+use crate::gateway::{
+    Abort, AgentInfo, ForgetSession, GatewayError, GetHistory, ListAgents, Outcome, RunSummary, StartMain, WaitRun,
+};
 use crate::keys::{RunId, SessionKey};
 use crate::model::Message;
 use crate::protocol::{error_codes, ErrorShape};
@@ -316,6 +318,28 @@ impl Hub {
                 Ok(None) | Err(GatewayError::NoSuchSession(_)) => {
                     Ok(json!({"ok": true, "abortedRunId": null, "status": "no-active-run"}))
                 }
+                Err(e) => Err(gateway_error(e)),
+            }
+        }))
+    }
+
+    /// `sessions.reset {key}` and `sessions.delete {key}`: forget a session that is not
+    /// running (an idle main session starts its next run fresh). A running one is
+    /// refused: abort it first.
+    pub(super) fn sessions_forget(&mut self, method: &'static str, params: Value) -> ResponseActFuture<Self, Reply> {
+        let p: SessionsAbortParams = match serde_json::from_value(params) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(fut::ready(Err(invalid(method, e)))),
+        };
+        let forget = self.gateway.send(ForgetSession { target: SessionKey::from(p.key.as_str()) });
+        let done = if method == "sessions.reset" { "reset" } else { "deleted" };
+        Box::pin(fut::wrap_future(async move {
+            match forget.await.map_err(unavailable)? {
+                Ok(true) => Ok(json!({"ok": true, "key": p.key, "status": done})),
+                Ok(false) => Ok(json!({"ok": true, "key": p.key, "status": "not-found"})),
+                Err(GatewayError::Busy(key)) => Err(ErrorShape::invalid_request(format!(
+                    "session {key} is running; abort it first (sessions.abort)"
+                ))),
                 Err(e) => Err(gateway_error(e)),
             }
         }))
