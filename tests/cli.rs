@@ -288,6 +288,34 @@ async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
     let ack: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(ack["sessionKey"], "agent:brain:k3");
     assert!(ack["runId"].as_str().is_some_and(|id| !id.is_empty()), "{ack}");
+    // The run started without waiting ends ok; the sessions commands see it all.
+    let ops = |args: &[&str]| {
+        let mut command = hivegate();
+        command.args(args).args(["--url", &url, "--token", "agent-test-token", "--json"]);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let run_id = ack["runId"].as_str().unwrap().to_string();
+    let output = ops(&["runs", "wait", &run_id, "--wait", "20"]).await.unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let waited: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(waited["status"], "ok");
+    let listed: Value = serde_json::from_slice(&ops(&["sessions", "list"]).await.unwrap().stdout).unwrap();
+    let keys: Vec<&str> =
+        listed["sessions"].as_array().unwrap().iter().filter_map(|s| s["sessionKey"].as_str()).collect();
+    for main in ["agent:brain:main", "agent:brain:k2", "agent:brain:k3"] {
+        assert!(keys.contains(&main), "{main} in {keys:?}");
+    }
+    let history: Value =
+        serde_json::from_slice(&ops(&["sessions", "history", "agent:brain:k2"]).await.unwrap().stdout).unwrap();
+    assert_eq!(history["messages"][0], serde_json::json!({"role": "user", "content": "gamma"}));
+    let idle: Value =
+        serde_json::from_slice(&ops(&["sessions", "abort", "agent:brain:k3"]).await.unwrap().stdout).unwrap();
+    assert_eq!(idle["status"], "no-active-run");
+    let reset: Value =
+        serde_json::from_slice(&ops(&["sessions", "reset", "agent:brain:k3"]).await.unwrap().stdout).unwrap();
+    assert_eq!(reset["status"], "reset");
+    let output = ops(&["runs", "wait", "no-such-run", "--wait", "1"]).await.unwrap();
+    assert_eq!(output.status.code(), Some(1), "a run that is not known to have ended ok is exit 1");
     // A bare session key needs an agent: bad input, exit 2.
     let mut command = hivegate();
     command.args(["agent", "--url", &url, "--token", "x", "--message", "m", "--session-key", "k"]);

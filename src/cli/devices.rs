@@ -36,6 +36,14 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    pub(super) fn url(&self) -> Option<&String> {
+        self.url.as_ref()
+    }
+
+    pub(super) fn token(&self) -> Option<&String> {
+        self.token.as_ref()
+    }
+
     /// Flags built by a command that names its own (`agent`, whose `--timeout` is the run's).
     pub(super) fn new(url: Option<String>, token: Option<String>, json: bool, timeout_ms: u64) -> GatewayArgs {
         GatewayArgs { url, token, json, timeout: timeout_ms }

@@ -7,6 +7,7 @@ mod devices;
 mod nodes;
 mod run;
 mod serve;
+mod sessions;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a task on a running gateway (as `openclaw agent` does) and print its answer.
     Agent(agent::AgentArgs),
+    /// Sessions of a running gateway: list, history, abort, reset.
+    Sessions(sessions::SessionsArgs),
+    /// Runs of a running gateway: wait for one to end.
+    Runs(sessions::RunsArgs),
     /// Manage device pairing on a running gateway: list, approve, reject, remove; rotate or revoke tokens.
     Devices(devices::DevicesArgs),
     /// Manage nodes on a running gateway: list, approve their commands, describe, invoke a command.
@@ -59,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => system.block_on(bench::run(args)),
         Command::Devices(args) => system.block_on(devices::run(cli.config, args)),
         Command::Agent(args) => system.block_on(agent::run(cli.config, args)),
+        Command::Sessions(args) => system.block_on(sessions::run_sessions(cli.config, args)),
+        Command::Runs(args) => system.block_on(sessions::run_runs(cli.config, args)),
         Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
     }
 }
