@@ -28,7 +28,8 @@
 //! - [`config`]: raw TOML → validated [`config::Config`]; the only reader of the environment.
 //! - [`scope`]: scopes and the one authorization table.
 //! - [`capability`]: the only constructor of [`capability::Capability`]; `attenuate` narrows.
-//! - [`gateway`]: the root actor, its messages, the registry, the spawn decision, and the
+//! - [`gateway`]: the root actor, its messages, the registry, the spawn decision, what
+//!   operators ask of it (`gateway/operator.rs`), and the
 //!   broadcast of session events (`gateway/events.rs`).
 //! - [`session`]: the session actor shell, its pure turn state machine, its tools.
 //! - [`model`]: the `ModelClient` seam and domain types; wire types per API kind
@@ -38,11 +39,15 @@
 //! - [`agent`]: agent definitions (data in `agents/`).
 //! - [`protocol`]: OpenClaw-compatible wire types only (serde, no actix, no I/O).
 //! - [`pairing`]: device identity checks and the pairing book, a pure state machine.
-//! - [`hub`]: the actor owning the pairing book, live connections and node invokes.
+//! - [`hub`]: the actor owning the pairing book, live connections and node invokes, and
+//!   operators' runs as the OpenClaw CLI drives them (`hub/runs.rs`: `agent` with its two
+//!   answers, `agent.wait`, aborts; `hub/live.rs`: runs shown live as `agent`/`chat`
+//!   events; `hub/catalog.rs`: `chat.history`, `agents.list`, `models.list`).
 //! - [`ws`]: the WebSocket byte streams (frame limits, output limits) and the
 //!   connection actor; the only module that speaks WebSocket.
 //! - [`store`]: the Store actor and its SQLite schema.
-//! - [`client`]: the operator WebSocket client behind `hivegate devices` / `nodes`.
+//! - [`client`]: the operator WebSocket client behind `hivegate devices`, `nodes`, `agent`,
+//!   `sessions` and `runs`.
 //! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the spawn benchmark harness shared by `hivegate bench` and `benches/`.

@@ -10,6 +10,7 @@
 //! against their capability first like every tool.
 
 pub mod auth;
+mod catalog;
 mod invoke;
 mod live;
 mod methods;

@@ -20,11 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Hub, Outbound};
-use crate::gateway::{
-    Abort, AgentInfo, ForgetSession, GatewayError, GetHistory, ListAgents, Outcome, RunSummary, StartMain, WaitRun,
-};
+use crate::gateway::{Abort, ForgetSession, GatewayError, Outcome, RunSummary, StartMain, WaitRun};
 use crate::keys::{RunId, SessionKey};
-use crate::model::Message;
 use crate::protocol::{error_codes, ErrorShape};
 
 type Reply = Result<Value, ErrorShape>;
@@ -56,14 +53,6 @@ struct WaitParams {
     run_id: String,
     #[serde(default)]
     timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HistoryParams {
-    session_key: String,
-    #[serde(default)]
-    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -117,15 +106,15 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn invalid(method: &str, e: impl std::fmt::Display) -> ErrorShape {
+pub(super) fn invalid(method: &str, e: impl std::fmt::Display) -> ErrorShape {
     ErrorShape::invalid_request(format!("invalid {method} params: {e}"))
 }
 
-fn gateway_error(e: GatewayError) -> ErrorShape {
+pub(super) fn gateway_error(e: GatewayError) -> ErrorShape {
     ErrorShape::invalid_request(e.to_string())
 }
 
-fn unavailable(_: MailboxError) -> ErrorShape {
+pub(super) fn unavailable(_: MailboxError) -> ErrorShape {
     ErrorShape::new(error_codes::UNAVAILABLE, "the gateway is not running").with_retryable(true)
 }
 
@@ -361,110 +350,6 @@ impl Hub {
                 }
                 Err(e) => Err(gateway_error(e)),
             }
-        }))
-    }
-}
-
-/// A transcript message in the shape of OpenClaw's `chat.history`.
-fn history_message(message: &Message) -> Value {
-    match message {
-        Message::System { content } => json!({"role": "system", "content": content}),
-        Message::User { content } => json!({"role": "user", "content": content}),
-        Message::Assistant { content, tool_calls } => {
-            let text = content.iter().map(|t| json!({"type": "text", "text": t}));
-            let calls = tool_calls.iter().map(|c| {
-                let arguments = serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!(c.arguments));
-                json!({"type": "toolCall", "id": c.id, "name": c.name, "arguments": arguments})
-            });
-            json!({"role": "assistant", "content": text.chain(calls).collect::<Vec<_>>()})
-        }
-        Message::Tool { call_id, content } => {
-            json!({"role": "toolResult", "toolCallId": call_id, "content": [{"type": "text", "text": content}]})
-        }
-    }
-}
-
-/// `agents.list` as the CLI reads it (it checks `--agent` against `agents[].id`).
-pub fn agents_list(agents: &[AgentInfo], default_id: &str) -> Value {
-    let ownership = if agents.len() == 1 { "sole" } else { "explicit" };
-    let entries: Vec<Value> = agents
-        .iter()
-        .map(|a| {
-            json!({
-                "id": a.id,
-                "description": a.description,
-                "model": {"primary": a.model, "fallbacks": a.fallbacks},
-                "thinkingLevels": [{"id": "off", "label": "off"}],
-                "thinkingOptions": ["off"],
-                "thinkingDefault": "off",
-            })
-        })
-        .collect();
-    json!({"defaultId": default_id, "ownership": ownership, "selectionRequired": agents.len() > 1,
-        "mainKey": "main", "scope": "per-sender", "agents": entries})
-}
-
-/// `models.list`: every model an agent may use, once, and whether it can be called.
-pub fn models_list(agents: &[AgentInfo]) -> Value {
-    let mut seen = std::collections::BTreeMap::new();
-    for agent in agents {
-        for model in std::iter::once(&agent.model).chain(&agent.fallbacks) {
-            let unavailable = agent.unavailable.iter().find(|(m, _)| m == model).map(|(_, why)| why.clone());
-            seen.entry(model.to_string()).or_insert((model.clone(), unavailable));
-        }
-    }
-    let models: Vec<Value> = seen
-        .into_values()
-        .map(|(model, unavailable)| {
-            let mut entry = json!({"id": model.model(), "name": model.model(), "provider": model.provider(),
-                "reasoning": false, "thinkingLevels": [{"id": "off", "label": "off"}], "thinkingDefault": "off",
-                "available": unavailable.is_none()});
-            if let Some(why) = unavailable {
-                entry["unavailableReason"] = Value::from(why);
-            }
-            entry
-        })
-        .collect();
-    json!({"models": models})
-}
-
-impl Hub {
-    /// `chat.history {sessionKey, limit?}`: the session's conversation, the last `limit`
-    /// messages (1 to 1000; 1000 by default).
-    pub(super) fn chat_history(&mut self, params: Value) -> ResponseActFuture<Self, Reply> {
-        let p: HistoryParams = match serde_json::from_value(params) {
-            Ok(p) => p,
-            Err(e) => return Box::pin(fut::ready(Err(invalid("chat.history", e)))),
-        };
-        let limit = match p.limit {
-            Some(limit) if !(1..=1000).contains(&limit) => {
-                return Box::pin(fut::ready(Err(invalid("chat.history", "limit must be from 1 to 1000"))))
-            }
-            limit => limit.unwrap_or(1000),
-        };
-        let target = SessionKey::from(p.session_key.as_str());
-        let history = self.gateway.send(GetHistory { caller: None, target: target.clone() });
-        Box::pin(fut::wrap_future(async move {
-            let transcript = history.await.map_err(unavailable)?.map_err(gateway_error)?;
-            // The system prompt is the agent's, not part of the conversation.
-            let conversation: Vec<&Message> =
-                transcript.iter().filter(|m| !matches!(m, Message::System { .. })).collect();
-            let skip = conversation.len().saturating_sub(limit);
-            let messages: Vec<Value> = conversation[skip..].iter().map(|m| history_message(m)).collect();
-            Ok(json!({"sessionKey": target, "sessionId": target, "messages": messages}))
-        }))
-    }
-
-    /// `agents.list` and `models.list`.
-    pub(super) fn catalog(&mut self, method: &'static str) -> ResponseActFuture<Self, Reply> {
-        let list = self.gateway.send(ListAgents);
-        let default_id = self.config.default_agent.clone();
-        Box::pin(fut::wrap_future(async move {
-            let agents = list.await.map_err(unavailable)?;
-            Ok(match method {
-                "agents.list" => agents_list(&agents, &default_id),
-                _ => models_list(&agents),
-            })
         }))
     }
 }
