@@ -183,7 +183,9 @@ pub fn required_scope(operation: &str) -> Requirement {
         // RPC methods
         "connect" => Nothing,
         "health" | "status" | "node.list" | "node.describe" | "sessions.list" | "sessions.get" | "chat.history"
-        | "agents.list" | "models.list" | "last-heartbeat" | "system-presence" => S(Scope::OperatorRead),
+        | "agents.list" | "models.list" | "last-heartbeat" | "system-presence" | "runs.list" | "runs.show" => {
+            S(Scope::OperatorRead)
+        }
         "agent" | "agent.wait" | "node.invoke" | "sessions.send" | "sessions.steer" | "sessions.abort"
         | "sessions.create" | "chat.send" | "chat.abort" => S(Scope::OperatorWrite),
         "device.pair.list"

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn hivegate() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
@@ -299,6 +299,14 @@ async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let waited: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(waited["status"], "ok");
+    // runs list has every main session's latest run; runs show gives its tree as run --json.
+    let runs: Value = serde_json::from_slice(&ops(&["runs", "list"]).await.unwrap().stdout).unwrap();
+    assert!(runs["runs"].as_array().unwrap().iter().any(|r| r["runId"] == run_id.as_str()), "{runs}");
+    let shown: Value = serde_json::from_slice(&ops(&["runs", "show", &run_id]).await.unwrap().stdout).unwrap();
+    assert_eq!((&shown["root"]["sessionKey"], &shown["root"]["outcome"]), (&json!("agent:brain:k3"), &json!("ok")));
+    assert_eq!(shown["root"]["children"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert!(shown["finalAnswer"].as_str().unwrap().starts_with("summary of 1 results for 'delta'"));
+    assert_eq!(shown["outcomes"]["ok"], 2);
     let listed: Value = serde_json::from_slice(&ops(&["sessions", "list"]).await.unwrap().stdout).unwrap();
     let keys: Vec<&str> =
         listed["sessions"].as_array().unwrap().iter().filter_map(|s| s["sessionKey"].as_str()).collect();

@@ -46,7 +46,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Sessions of a running gateway: list, history, abort, reset.
     Sessions(sessions::SessionsArgs),
-    /// Runs of a running gateway: wait for one to end.
+    /// Runs of a running gateway: list them, show one's tree, wait for one to end.
     Runs(sessions::RunsArgs),
     /// Manage device pairing on a running gateway: list, approve, reject, remove; rotate or revoke tokens.
     Devices(devices::DevicesArgs),

@@ -47,6 +47,10 @@ pub struct RunsArgs {
 
 #[derive(Debug, Subcommand)]
 enum RunsCommand {
+    /// The latest run of each main session: run id, session, agent, status, outcome.
+    List,
+    /// A run's tree (as `hivegate run --json` prints it) and its final answer.
+    Show { run_id: String },
     /// Wait for a run to end (at most --wait seconds) and print how it ended.
     Wait {
         run_id: String,
@@ -129,6 +133,46 @@ pub async fn run_sessions(config_path: Option<PathBuf>, args: SessionsArgs) -> a
 pub async fn run_runs(config_path: Option<PathBuf>, args: RunsArgs) -> anyhow::Result<i32> {
     let json = args.gateway.json;
     match args.command {
+        RunsCommand::List => {
+            let client = args.gateway.client(config_path.as_deref())?;
+            let render = |p: &Value| {
+                let rows: Vec<Vec<String>> = rows(&p["runs"])
+                    .map(|r| {
+                        vec![
+                            text(&r["runId"]),
+                            text(&r["sessionKey"]),
+                            text(&r["agentId"]),
+                            text(&r["status"]),
+                            text(&r["outcome"]),
+                        ]
+                    })
+                    .collect();
+                table(&["RUN", "SESSION", "AGENT", "STATUS", "OUTCOME"], &rows)
+            };
+            finish(json, client.call(READ, "runs.list", json!({})).await, render, None)
+        }
+        RunsCommand::Show { run_id } => {
+            let client = args.gateway.client(config_path.as_deref())?;
+            let render = |p: &Value| {
+                let mut lines = Vec::new();
+                let mut stack = vec![(&p["root"], 0usize)];
+                while let Some((node, depth)) = stack.pop() {
+                    lines.push(format!(
+                        "{}{}  {}  {}  {}",
+                        "  ".repeat(depth),
+                        text(&node["sessionKey"]),
+                        text(&node["agentId"]),
+                        text(&node["model"]),
+                        text(&node["outcome"])
+                    ));
+                    let children: Vec<&Value> = rows(&node["children"]).collect();
+                    stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+                }
+                format!("{}\n\nfinal answer:\n{}", lines.join("\n"), text(&p["finalAnswer"]))
+            };
+            let result = client.call(READ, "runs.show", json!({ "runId": run_id })).await;
+            finish(json, result, render, Some("see `hivegate runs list` for the runs the gateway keeps".into()))
+        }
         RunsCommand::Wait { run_id, wait } => {
             if wait > 600 {
                 eprintln!("error: --wait must be at most 600 seconds");

@@ -294,6 +294,14 @@ pub struct ForgetSession {
     pub target: SessionKey,
 }
 
+/// A run's tree as `run --json` shows it, with its final answer: the current run of its
+/// session only (a main session keeps no older runs).
+#[derive(Message)]
+#[rtype(result = "Result<serde_json::Value, GatewayError>")]
+pub struct ShowRun {
+    pub run_id: RunId,
+}
+
 /// Abort a session's running run (and so its whole tree), if it has one; `run_id`,
 /// when given, must be the run that is running. Answers the aborted run.
 #[derive(Message)]

@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 
-use super::messages::{Abort, AgentInfo, ForgetSession, GatewayError, ListAgents, Outcome};
+use super::messages::{Abort, AgentInfo, ForgetSession, GatewayError, ListAgents, Outcome, ShowRun};
 use super::registry::Status;
 use super::Gateway;
 use crate::keys::RunId;
@@ -69,5 +69,30 @@ impl Handler<Abort> for Gateway {
         }
         self.end_run(&msg.target, &run_id, Outcome::Killed, "aborted by the operator".into(), Usage::default(), None);
         Ok(Some(run_id))
+    }
+}
+
+impl Handler<ShowRun> for Gateway {
+    type Result = Result<serde_json::Value, GatewayError>;
+
+    fn handle(&mut self, msg: ShowRun, _: &mut Self::Context) -> Self::Result {
+        let missing = || GatewayError::NoSuchRun(msg.run_id.clone());
+        let key = self.registry.session_of_run(&msg.run_id).ok_or_else(missing)?;
+        let (run_id, final_text) =
+            self.registry.get(&key).map(|e| (e.run_id.clone(), e.final_text.clone())).ok_or_else(missing)?;
+        if run_id != msg.run_id {
+            return Err(missing());
+        }
+        let root = self.registry.tree(&key).ok_or_else(missing)?;
+        let (cost_usd, cost_on_root_model_usd) = crate::report::costs(&root, &self.pricing);
+        Ok(serde_json::json!({
+            "runId": run_id,
+            "outcomes": crate::report::OutcomeCounts::of(&root),
+            "tokens": crate::report::tree_tokens(&root),
+            "costUsd": cost_usd,
+            "costOnRootModelUsd": cost_on_root_model_usd,
+            "finalAnswer": final_text,
+            "root": root,
+        }))
     }
 }

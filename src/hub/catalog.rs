@@ -1,6 +1,7 @@
 //! What operators read about the gateway: a session's conversation (`chat.history`) and
 //! the agent catalog (`agents.list`, `models.list`), in the shapes the OpenClaw CLI
-//! reads.
+//! reads; and hivegate's own `runs.list` (each main session's latest run) and
+//! `runs.show` (a run's tree, as `run --json` prints it).
 
 use actix::prelude::*;
 use serde::Deserialize;
@@ -8,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::runs::{gateway_error, invalid, unavailable};
 use super::Hub;
-use crate::gateway::{AgentInfo, GetHistory, ListAgents};
+use crate::gateway::{AgentInfo, GetHistory, ListAgents, ListSessions, ShowRun};
+use crate::keys::RunId;
 use crate::keys::SessionKey;
 use crate::model::Message;
 use crate::protocol::ErrorShape;
@@ -124,5 +126,40 @@ impl Hub {
                 _ => models_list(&agents),
             })
         }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunParams {
+    run_id: String,
+}
+
+impl Hub {
+    /// `runs.list`: the latest run of each main session (a root of a tree).
+    pub(super) fn runs_list(&mut self) -> ResponseActFuture<Self, Reply> {
+        let list = self.gateway.send(ListSessions { caller: None });
+        Box::pin(fut::wrap_future(async move {
+            let sessions = list.await.map_err(unavailable)?.map_err(gateway_error)?;
+            let runs: Vec<Value> = sessions
+                .into_iter()
+                .filter(|s| s.parent.is_none())
+                .map(|s| {
+                    json!({"runId": s.run_id, "sessionKey": s.session_key, "agentId": s.agent_id,
+                        "status": s.status, "outcome": s.outcome})
+                })
+                .collect();
+            Ok(json!({"runs": runs}))
+        }))
+    }
+
+    /// `runs.show {runId}`: the run's tree with its final answer.
+    pub(super) fn runs_show(&mut self, params: Value) -> ResponseActFuture<Self, Reply> {
+        let p: RunParams = match serde_json::from_value(params) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(fut::ready(Err(invalid("runs.show", e)))),
+        };
+        let show = self.gateway.send(ShowRun { run_id: RunId::from(p.run_id.as_str()) });
+        Box::pin(fut::wrap_future(async move { show.await.map_err(unavailable)?.map_err(gateway_error) }))
     }
 }

@@ -55,6 +55,8 @@ pub const METHODS: &[&str] = &[
     "chat.history",
     "sessions.reset",
     "sessions.delete",
+    "runs.list",
+    "runs.show",
 ];
 
 /// The methods that change the pairing book; they answer after the commit.
@@ -383,6 +385,8 @@ impl Handler<Call> for Hub {
             "chat.abort" => self.chat_abort(msg.params),
             "agents.list" => self.catalog("agents.list"),
             "chat.history" => self.chat_history(msg.params),
+            "runs.list" => self.runs_list(),
+            "runs.show" => self.runs_show(msg.params),
             "sessions.reset" => self.sessions_forget("sessions.reset", msg.params),
             "sessions.delete" => self.sessions_forget("sessions.delete", msg.params),
             "models.list" => self.catalog("models.list"),
