@@ -195,9 +195,14 @@ async fn streamed_calls_ask_for_usage_and_publish_their_text_as_it_arrives() {
     drop(watcher);
     while lifecycle.try_recv().is_ok() {}
     run(&runtime, "worker").await;
+    let mut seen = Vec::new();
     while let Ok(event) = lifecycle.try_recv() {
         assert!(!matches!(event, SessionEvent::Streamed { .. }), "{event:?}");
+        seen.push(event);
     }
+    // The run itself was seen (so the loop above had something to check).
+    assert!(seen.iter().any(|e| matches!(e, SessionEvent::Started { .. })), "{seen:?}");
+    assert!(seen.iter().any(|e| matches!(e, SessionEvent::Ended { .. })), "{seen:?}");
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::ws::*;
 use common::wsclient::{ConnectOptions, Identity, WsClient};
@@ -482,6 +483,17 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
         bad["message"],
         "session key 'agent:other:x' is not a main session of agent 'worker'; expected agent:worker:<name>"
     );
+    // With no operator connected the hub stops following session events, so an
+    // unwatched gateway builds none.
+    assert!(runtime.events.watched());
+    observer.close().await;
+    caller.close().await;
+    let stopped = tokio::time::timeout(WAIT, async {
+        while runtime.events.watched() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(stopped.await.is_ok(), "the hub still watches session events with no operator connected");
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
