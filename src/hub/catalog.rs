@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::runs::{gateway_error, invalid, unavailable};
 use super::Hub;
-use crate::gateway::{AgentInfo, GetHistory, ListAgents, ListSessions, ShowRun};
+use crate::gateway::{AgentInfo, GetHistory, ListAgents, ListSessions, SessionInfo, ShowRun};
 use crate::keys::RunId;
 use crate::keys::SessionKey;
 use crate::model::Message;
@@ -136,11 +136,23 @@ struct RunParams {
 }
 
 impl Hub {
+    /// Every session, as the operator (the process owner) sees them.
+    fn all_sessions(&self) -> impl std::future::Future<Output = Result<Vec<SessionInfo>, ErrorShape>> + 'static {
+        let list = self.gateway.send(ListSessions { caller: None });
+        async move { list.await.map_err(unavailable)?.map_err(gateway_error) }
+    }
+
+    /// `sessions.list`.
+    pub(super) fn sessions_list(&mut self) -> ResponseActFuture<Self, Reply> {
+        let list = self.all_sessions();
+        Box::pin(fut::wrap_future(async move { Ok(json!({"sessions": list.await?})) }))
+    }
+
     /// `runs.list`: the latest run of each main session (a root of a tree).
     pub(super) fn runs_list(&mut self) -> ResponseActFuture<Self, Reply> {
-        let list = self.gateway.send(ListSessions { caller: None });
+        let list = self.all_sessions();
         Box::pin(fut::wrap_future(async move {
-            let sessions = list.await.map_err(unavailable)?.map_err(gateway_error)?;
+            let sessions = list.await?;
             let runs: Vec<Value> = sessions
                 .into_iter()
                 .filter(|s| s.parent.is_none())

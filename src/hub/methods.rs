@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 
 use super::invoke::{Caller, Origin};
 use super::{now_ms, Call, Hub};
-use crate::gateway::ListSessions;
 use crate::pairing::PairingEvent;
 use crate::protocol::{
     error_codes, to_value, DeviceTokenParams, DeviceTokenRevokeResult, DeviceTokenRotateResult, ErrorShape,
@@ -371,14 +370,7 @@ impl Handler<Call> for Hub {
                 Ok(p) => self.invoke(p, Origin { caller, caller_conn: Some(msg.conn_id), caller_gone: None }),
                 Err(e) => Box::pin(fut::ready(Err(e))),
             },
-            "sessions.list" => {
-                let list = self.gateway.send(ListSessions { caller: None });
-                Box::pin(fut::wrap_future(async move {
-                    let sessions =
-                        list.await.map_err(unavailable)?.map_err(|e| ErrorShape::invalid_request(e.to_string()))?;
-                    Ok(json!({"sessions": sessions}))
-                }))
-            }
+            "sessions.list" => self.sessions_list(),
             "agent" => self.agent(msg.conn_id, msg.request_id, msg.params),
             "agent.wait" => self.agent_wait(msg.params),
             "sessions.abort" => self.sessions_abort(msg.params),
@@ -399,6 +391,3 @@ impl Handler<Call> for Hub {
     }
 }
 
-fn unavailable(_: MailboxError) -> ErrorShape {
-    ErrorShape::new(error_codes::UNAVAILABLE, "the gateway is not running")
-}
