@@ -390,4 +390,3 @@ impl Handler<Call> for Hub {
         }
     }
 }
-
