@@ -88,7 +88,8 @@ async fn a_model_spawning_a_builtin_executor_with_an_absurd_split_gets_an_error_
     let runtime = gateway(&fake, Limits::default(), &[&brain]).await;
     let summary = run(&runtime, "boss", "go", None).await;
     assert_eq!(summary.outcome, Outcome::Ok);
-    assert!(summary.text.starts_with("[subagent child error]"), "{}", summary.text);
+    assert!(summary.text.starts_with("[Internal task completion event]\n"), "{}", summary.text);
+    assert!(summary.text.contains("\ntask: subagent\nstatus: failed: model call failed: "), "{}", summary.text);
     assert!(
         summary.text.contains(
             "model call failed: provider builtin answered HTTP 400: the task asks for 4294967295 subtasks; at most 64 (limits.max_children_per_session)"
@@ -210,8 +211,7 @@ async fn a_session_actor_that_dies_ends_its_run_and_its_parent_is_told() {
     let summary = run(&runtime, "boss", "go", None).await;
     assert_eq!(summary.outcome, Outcome::Ok);
     assert!(
-        summary.text.contains("error] ")
-            && summary.text.contains("the session actor stopped without reporting the end of its run"),
+        summary.text.contains("status: failed: the session actor stopped without reporting the end of its run"),
         "{}",
         summary.text
     );

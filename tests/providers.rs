@@ -96,7 +96,11 @@ async fn a_503_and_a_429_with_retry_after_are_retried_and_said() {
     let runtime = start(&fake, RetryPolicy::default(), &[BOSS, WORKER]).await;
     let summary = run(&runtime, "boss").await;
     assert_eq!(summary.outcome, Outcome::Ok, "{}", summary.text);
-    assert!(summary.text.contains("ok] ") && summary.text.contains("worked"), "{}", summary.text);
+    assert!(
+        summary.text.contains("\nstatus: completed; ready for parent review\n") && summary.text.contains("worked"),
+        "{}",
+        summary.text
+    );
     let tree = runtime.registry.tree(&summary.session_key).unwrap();
     assert_eq!(tree.notices.len(), 1, "{:?}", tree.notices);
     assert!(tree.notices[0].starts_with("fake/boss failed with HTTP 503; retry 1 of 3 after "), "{:?}", tree.notices);
@@ -161,7 +165,8 @@ async fn a_model_named_by_the_spawn_is_strict_and_never_falls_back() {
     let summary = run(&runtime, "boss").await;
     assert_eq!(summary.outcome, Outcome::Ok);
     assert!(
-        summary.text.contains("error] ") && summary.text.contains("provider fake answered HTTP 503: scripted 503"),
+        summary.text.contains("\nstatus: failed: model call failed: ")
+            && summary.text.contains("provider fake answered HTTP 503: scripted 503"),
         "{}",
         summary.text
     );

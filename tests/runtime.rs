@@ -114,7 +114,16 @@ async fn a_child_whose_model_never_answers_times_out_and_the_parent_is_told() {
     let child = runtime.registry.list().into_iter().find(|s| s.parent.is_some()).unwrap();
     assert_eq!(child.outcome, Some(Outcome::Timeout));
     assert_eq!(summary.outcome, Outcome::Ok);
-    assert_eq!(summary.text, format!("saw: [subagent c0 timeout] {}\ntimed out after 0.3 s", child.session_key));
+    let seen = summary.text.strip_prefix("saw: ").unwrap();
+    assert!(seen.starts_with("[Internal task completion event]\nsource: subagent\n"), "{seen}");
+    for line in [
+        format!("session_key: {}", child.session_key),
+        "task: c0".into(),
+        "status: timed out: timed out after 0.3 s".into(),
+    ] {
+        assert!(seen.lines().any(|l| l == line), "{line} in {seen}");
+    }
+    assert!(seen.contains("<prompt-data>\n(no output)\n</prompt-data>\n\nStats: runtime "), "{seen}");
     assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
     runtime.shutdown().await.unwrap();
     fake.stop().await;
@@ -305,7 +314,15 @@ async fn session_tools_list_read_steer_and_kill_within_the_callers_subtree() {
     let summary = wait_run(&runtime, run.run_id).await;
     let child = runtime.registry.list().into_iter().find(|s| s.parent.is_some()).unwrap();
     assert_eq!(child.outcome, Some(Outcome::Killed));
-    assert_eq!(summary.text, format!("done: [subagent w1 killed] {}\nkilled by agent:root:main", child.session_key));
+    let seen = summary.text.strip_prefix("done: ").unwrap();
+    let announced = [
+        format!("session_key: {}", child.session_key),
+        "task: w1".into(),
+        "status: failed: subagent run terminated (killed by agent:root:main)".into(),
+    ];
+    for line in announced {
+        assert!(seen.lines().any(|l| l == line), "{line} in {seen}");
+    }
 
     let requests = fake.requests_for("root");
     let results: std::collections::HashMap<String, Value> = tool_results(&requests[2]).into_iter().collect();

@@ -322,7 +322,7 @@ impl Gateway {
     ) {
         // A main session that finished ok stays idle for its next run; anything else stops.
         let stop_actor = !(key.is_main() && outcome == Outcome::Ok);
-        let (parent, label, children, addr, capability, cleanup) = {
+        let (parent, label, children, addr, capability, cleanup, runtime, spent) = {
             let Some(mut entry) = self.registry.get_mut(key) else {
                 return;
             };
@@ -344,6 +344,8 @@ impl Gateway {
                 addr,
                 entry.capability.clone(),
                 entry.cleanup,
+                entry.duration(),
+                entry.usage,
             )
         };
         capability.revoke();
@@ -371,7 +373,15 @@ impl Gateway {
         if let Some(parent_key) = &parent {
             self.announce(
                 parent_key,
-                Announcement { child: key.clone(), run_id: run_id.clone(), label, outcome, text: text.clone() },
+                Announcement {
+                    child: key.clone(),
+                    run_id: run_id.clone(),
+                    label,
+                    outcome,
+                    text: text.clone(),
+                    runtime,
+                    usage: spent,
+                },
             );
             if cleanup == Cleanup::Delete {
                 self.registry.remove(key);

@@ -9,9 +9,9 @@
 //!   non-empty lines (a leading `- `, `* ` or `1. ` is dropped); a one-line task is split
 //!   at `;`. The first turn makes one `sessions_spawn` call per subtask
 //!   (`agentId: "executor"`, `label: "part N"`), all in one message. While fewer
-//!   subagent results (user messages starting with `[subagent `) have arrived than
-//!   spawns were accepted, it calls `sessions_yield`. Then it writes a summary with one
-//!   line per result.
+//!   subagent results (completion events, [`crate::session::announce`]) have arrived
+//!   than spawns were accepted, it calls `sessions_yield`. Then it writes a summary with
+//!   one line per result.
 //! - `executor` does one subtask. A task ending in `[split K xL]` (K parts, L more
 //!   levels) makes it spawn K executors with tasks `<task> / part i`, each carrying
 //!   `[split K x(L-1)]` while L > 1, then yield and report on its parts; any other task
@@ -27,13 +27,11 @@
 
 use serde_json::json;
 
+use crate::session::announce::{self, Parsed};
+
 use super::openai::{
     Choice, CompletionRequest, CompletionResponse, WireFunctionCall, WireMessage, WireToolCall, WireUsage,
 };
-
-/// The prefix of an inter-session message announcing a finished child (written by the
-/// session, read here).
-pub const ANNOUNCE_PREFIX: &str = "[subagent ";
 
 pub const MODELS: [&str; 2] = ["brain", "executor"];
 
@@ -106,7 +104,7 @@ struct Progress<'a> {
     spawn_attempted: bool,
     accepted: usize,
     refused: Vec<&'a str>,
-    results: Vec<&'a str>,
+    results: Vec<Parsed<'a>>,
 }
 
 impl<'a> Progress<'a> {
@@ -134,8 +132,8 @@ impl<'a> Progress<'a> {
                     }
                 }
                 "user" => {
-                    if let Some(text) = message.content.as_deref().filter(|c| c.starts_with(ANNOUNCE_PREFIX)) {
-                        progress.results.push(text);
+                    if let Some(result) = message.content.as_deref().and_then(announce::parse) {
+                        progress.results.push(result);
                     }
                 }
                 _ => {}
@@ -241,9 +239,10 @@ impl Split<'_> {
 fn result_lines(progress: &Progress) -> String {
     let mut out = String::new();
     for result in &progress.results {
-        let header = result.lines().next().unwrap_or_default();
-        let body = result.lines().nth(1).unwrap_or_default();
-        out.push_str(&format!("\n- {header} {body}"));
+        match result.ok {
+            true => out.push_str(&format!("\n- {}: {}", result.task, result.result.lines().next().unwrap_or_default())),
+            false => out.push_str(&format!("\n- {} {}", result.task, result.status)),
+        }
     }
     for refused in &progress.refused {
         out.push_str(&format!("\n- refused: {refused}"));
@@ -274,6 +273,7 @@ fn tokens(chars: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::Outcome;
 
     const BOUNDS: Bounds = Bounds { max_parts: 64, max_levels: 3 };
 
@@ -283,6 +283,20 @@ mod tests {
 
     fn respond(request: &CompletionRequest) -> Result<CompletionResponse, BuiltinError> {
         super::respond(request, BOUNDS)
+    }
+
+    /// A completion event as the gateway renders it.
+    fn completion(label: &str, outcome: Outcome, text: &str) -> String {
+        crate::session::Announcement {
+            child: "agent:executor:subagent:1".into(),
+            run_id: "r1".into(),
+            label: Some(label.into()),
+            outcome,
+            text: text.into(),
+            runtime: std::time::Duration::from_millis(5),
+            usage: crate::model::Usage::tokens(3, 2),
+        }
+        .render()
     }
 
     fn calls(response: &CompletionResponse) -> Vec<(String, serde_json::Value)> {
@@ -315,15 +329,15 @@ mod tests {
                 tool_calls: None,
             });
         }
-        transcript.push(WireMessage::text("user", "[subagent part 1 ok]\nreport: alpha - done."));
+        transcript.push(WireMessage::text("user", &completion("part 1", Outcome::Ok, "report: alpha - done.")));
         let waiting = respond(&request("brain", transcript.clone())).unwrap();
         assert_eq!(calls(&waiting), vec![("sessions_yield".into(), json!({}))]);
-        transcript.push(WireMessage::text("user", "[subagent part 2 ok]\nreport: beta - done."));
+        transcript.push(WireMessage::text("user", &completion("part 2", Outcome::Killed, "killed by x")));
         let done = respond(&request("brain", transcript)).unwrap();
         assert_eq!(
             done.choices[0].message.content.as_deref(),
             Some(
-                "summary of 2 results for 'alpha':\n- [subagent part 1 ok] report: alpha - done.\n- [subagent part 2 ok] report: beta - done."
+                "summary of 2 results for 'alpha':\n- part 1: report: alpha - done.\n- part 2 failed: subagent run terminated (killed by x)"
             )
         );
         let usage = done.usage.unwrap();

@@ -8,6 +8,7 @@
 //! another session directly; everything goes through the gateway, carrying this
 //! session's capability.
 
+pub mod announce;
 pub mod tools;
 pub mod turn;
 
@@ -20,9 +21,9 @@ use crate::agent::AgentDef;
 use crate::capability::{micro_usd, Capability};
 use crate::gateway::{Events, Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
-use crate::model::builtin::ANNOUNCE_PREFIX;
 use crate::model::pricing::Pricing;
 use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Usage};
+pub use announce::Announcement;
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
 
@@ -64,24 +65,6 @@ pub struct Session {
     pending_task: Option<String>,
     deadline_timer: Option<SpawnHandle>,
     finished: bool,
-}
-
-/// A child's end, as told to its parent.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Announcement {
-    pub child: SessionKey,
-    pub run_id: RunId,
-    pub label: Option<String>,
-    pub outcome: Outcome,
-    pub text: String,
-}
-
-impl Announcement {
-    /// The inter-session message the parent's model sees: a header line, then the text.
-    pub fn render(&self) -> String {
-        let label = self.label.as_deref().unwrap_or("child");
-        format!("{ANNOUNCE_PREFIX}{label} {}] {}\n{}", self.outcome.as_str(), self.child, self.text)
-    }
 }
 
 #[derive(Message)]
