@@ -280,7 +280,7 @@ fn last_call_id(request: &hivegate::model::openai::CompletionRequest) -> Option<
 }
 
 #[actix_rt::test]
-async fn session_tools_list_read_steer_and_kill_within_the_callers_subtree() {
+async fn session_tools_list_read_steer_wait_and_cancel_within_the_callers_subtree() {
     let fake = FakeModels::start(|r| {
         if r.model != "root" {
             return Reply::Hang;
@@ -293,15 +293,20 @@ async fn session_tools_list_read_steer_and_kill_within_the_callers_subtree() {
             )]),
             Some("spawn") => {
                 let child = tool_results(r)[0].1["childSessionKey"].as_str().unwrap().to_string();
+                let task = tool_results(r)[0].1["runId"].clone();
                 Reply::Calls(vec![
                     call("list", "sessions_list", json!({})),
                     call("history", "sessions_history", json!({"sessionKey": child})),
                     call("steer", "subagents", json!({"action": "steer", "target": "w1", "message": "focus"})),
                     call("sublist", "subagents", json!({"action": "list"})),
                     call("foreign", "sessions_send", json!({"sessionKey": "agent:other:main", "message": "hi"})),
+                    call("wait1", "subagents", json!({"action": "wait", "taskIds": [task, task], "timeoutSeconds": 1})),
+                    call("wait0", "subagents", json!({"action": "wait", "taskIds": ["nope"]})),
                 ])
             }
-            Some("foreign") => Reply::Calls(vec![
+            Some("wait0") => Reply::Calls(vec![
+                call("cancel", "subagents", json!({"action": "cancel", "taskId": "w1"})),
+                call("wait2", "subagents", json!({"action": "wait", "taskIds": ["w1"], "timeoutSeconds": 90})),
                 call("kill", "subagents", json!({"action": "kill", "target": "w1"})),
                 call("wait", "sessions_yield", json!({})),
             ]),
@@ -332,17 +337,38 @@ async fn session_tools_list_read_steer_and_kill_within_the_callers_subtree() {
     let history = results["history"]["messages"].as_array().unwrap();
     assert_eq!(history.last().unwrap(), &json!({"role": "user", "content": "dig"}));
     assert_eq!(results["steer"], json!({"status": "delivered"}));
-    let subagents = results["sublist"]["subagents"].as_array().unwrap();
+    let tasks = results["sublist"]["tasks"].as_array().unwrap();
     assert_eq!(
-        (subagents.len(), subagents[0]["label"].as_str(), subagents[0]["status"].as_str()),
-        (1, Some("w1"), Some("running"))
+        (tasks.len(), tasks[0]["label"].as_str(), tasks[0]["status"].as_str(), &tasks[0]["taskId"]),
+        (1, Some("w1"), Some("running"), &json!(child.run_id))
+    );
+    assert_eq!((results["sublist"]["action"].as_str(), &results["sublist"]["active"]), (Some("list"), &json!(1)));
+    // The wait expires: the task is still running, said so, and not stopped.
+    let wait1 = &results["wait1"];
+    assert_eq!((wait1["reason"].as_str(), wait1["tasks"][0]["status"].as_str()), (Some("timeout"), Some("running")));
+    assert_eq!(wait1["tasks"].as_array().unwrap().len(), 1, "a repeated id is one task");
+    assert!(wait1["notes"][0].as_str().unwrap().starts_with("still running after 1 s"), "{wait1}");
+    assert_eq!(
+        (results["wait0"]["reason"].as_str(), &results["wait0"]["unavailable"]),
+        (Some("unavailable"), &json!(["nope"]))
     );
     assert_eq!(
         results["foreign"],
         json!({"status": "error", "error": "session agent:other:main is outside the caller's tree; a session can only reach its own subtree"})
     );
     let results: std::collections::HashMap<String, Value> = tool_results(&requests[3]).into_iter().collect();
-    assert_eq!(results["kill"], json!({"status": "ok", "killed": 1}));
+    assert_eq!(
+        results["cancel"],
+        json!({"status": "cancelled", "taskId": child.run_id, "sessionKey": child.session_key, "found": true, "cancelled": true, "killed": 1})
+    );
+    let wait2 = &results["wait2"];
+    assert_eq!(
+        (wait2["reason"].as_str(), wait2["tasks"][0]["status"].as_str()),
+        (Some("completed"), Some("cancelled"))
+    );
+    assert_eq!(wait2["completed"], json!([child.run_id]));
+    assert_eq!(wait2["notes"], json!(["timeoutSeconds 90 was capped at 60"]));
+    assert_eq!(results["kill"]["reason"], "the task already ended (killed)");
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -432,7 +432,18 @@ pub struct SessionInfo {
     pub run_id: RunId,
     pub active_children: usize,
     pub usage: Usage,
+    /// The current (or last) run's start and end, in Unix milliseconds.
+    pub started_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+    /// The first line of the run's final text (its answer, or why it failed), at most
+    /// [`SUMMARY_CHARS`] characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
+
+/// The longest [`SessionInfo::summary`].
+pub const SUMMARY_CHARS: usize = 200;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {

@@ -11,7 +11,7 @@ use actix::Addr;
 use dashmap::DashMap;
 use serde::Serialize;
 
-use super::messages::{Cleanup, Outcome, SessionInfo};
+use super::messages::{Cleanup, Outcome, SessionInfo, SUMMARY_CHARS};
 use crate::capability::Capability;
 use crate::keys::{RunId, SessionKey};
 use crate::model::{Message, ModelRef, Usage};
@@ -92,6 +92,12 @@ impl SessionEntry {
             run_id: self.run_id.clone(),
             active_children: self.active_children,
             usage: self.usage,
+            started_at_ms: unix_ms(self.started_at),
+            ended_at_ms: self.ended_at.map(unix_ms),
+            summary: self
+                .final_text
+                .as_deref()
+                .map(|t| t.lines().next().unwrap_or_default().chars().take(SUMMARY_CHARS).collect()),
         }
     }
 
@@ -257,4 +263,11 @@ impl Registry {
         };
         Some(TreeNode { children: children.iter().filter_map(|c| self.tree(c)).collect(), ..node })
     }
+}
+
+/// An instant as Unix milliseconds (by its distance from now).
+fn unix_ms(at: Instant) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ago = Instant::now().saturating_duration_since(at);
+    u64::try_from(now.saturating_sub(ago).as_millis()).unwrap_or(u64::MAX)
 }

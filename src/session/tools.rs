@@ -7,7 +7,7 @@
 //! become a tool error the model can read and correct, never a crash.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, Recipient};
 use serde::Deserialize;
@@ -16,9 +16,11 @@ use serde_json::{json, Value};
 use crate::agent::AgentDef;
 use crate::capability::Capability;
 use crate::gateway::{
-    Gateway, GatewayError, GetHistory, Kill, ListSessions, SendTo, Spawn, SpawnReply, SpawnRequest, Stats,
+    Gateway, GatewayError, GetHistory, Kill, ListSessions, Outcome, SendTo, SessionInfo, Spawn, SpawnReply,
+    SpawnRequest, Stats, Status, WaitRun,
 };
 use crate::hub::InvokeNode;
+use crate::keys::RunId;
 use crate::keys::SessionKey;
 use crate::model::{ToolCall, ToolSpec};
 use crate::protocol::NodeInvokeParams;
@@ -102,10 +104,14 @@ impl Tool {
                     "sessionKey": {"type": "string"}, "message": {"type": "string"}}}),
             ),
             Tool::Subagents => (
-                "Manage your subagents: list them, kill one (and its subtree) or steer one with a message. target is a session key or label.",
-                json!({"type": "object", "additionalProperties": false, "required": ["action"], "properties": {
-                    "action": {"type": "string", "enum": ["list", "kill", "steer"]},
-                    "target": {"type": "string"}, "message": {"type": "string"}}}),
+                "Your subagents (your subtree): list them as tasks (taskId is the spawn's runId); wait for 1-32 of them (taskIds, timeoutSeconds 0-60, default 30; a wait that expires reports them still running and does not stop them); cancel (or kill) one with its subtree by taskId or target (task id, session key or label); steer one with a message.",
+                json!({"type": "object", "additionalProperties": false, "properties": {
+                    "action": {"type": "string", "enum": ["list", "wait", "cancel", "kill", "steer"], "default": "list"},
+                    "taskId": {"type": "string"}, "target": {"type": "string"},
+                    "taskIds": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_WAIT_TASKS},
+                    "timeoutSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+                    "recentMinutes": {"type": "integer", "minimum": 1},
+                    "message": {"type": "string"}}}),
             ),
             Tool::NodesInvoke => (
                 "Run an approved command on a paired node (a program on another machine) and return its answer.",
@@ -165,19 +171,30 @@ struct InvokeArgs {
     timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// `subagents` actions: OpenClaw 2026.9's `list`, `wait` and `cancel`, and the older
+/// `kill` (the same as `cancel`) and `steer` that prompts still use.
+#[derive(Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 enum Action {
+    #[default]
     List,
+    Wait,
+    Cancel,
     Kill,
     Steer,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SubagentsArgs {
+    #[serde(default)]
     action: Action,
+    /// A session key, label or task id (the spawn's `runId`).
     target: Option<String>,
+    task_id: Option<String>,
+    task_ids: Option<Vec<String>>,
+    timeout_seconds: Option<u64>,
+    recent_minutes: Option<u64>,
     message: Option<String>,
 }
 
@@ -280,35 +297,155 @@ async fn send(env: &ToolEnv, target: SessionKey, text: String) -> Result<ToolOut
     Ok(ToolOutput::Done(serde_json::to_value(outcome).map_err(error)?))
 }
 
+/// Tasks one `subagents wait` may name.
+pub const MAX_WAIT_TASKS: usize = 32;
+/// The longest `subagents wait`, and its default.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+const DEFAULT_WAIT_SECONDS: u64 = 30;
+/// How far back `subagents list` shows ended tasks by default (OpenClaw's default).
+const DEFAULT_RECENT_MINUTES: u64 = 30;
+
 async fn subagents(env: &ToolEnv, a: SubagentsArgs) -> Result<ToolOutput, ToolOutput> {
-    let me = env.capability.principal().clone();
-    let children: Vec<_> = ask(env, ListSessions { caller: Some(env.capability.clone()) })
-        .await?
-        .into_iter()
-        .filter(|s| s.session_key != me)
-        .collect();
-    let target = || {
-        let wanted = a
-            .target
-            .as_deref()
-            .ok_or_else(|| error("subagents kill and steer need a target (session key or label)"))?;
-        children
-            .iter()
-            .find(|s| s.session_key.as_str() == wanted || s.label.as_deref() == Some(wanted))
-            .map(|s| s.session_key.clone())
-            .ok_or_else(|| error(format!("no subagent '{wanted}' in your subtree")))
-    };
     match a.action {
-        Action::List => Ok(ToolOutput::Done(json!({"status": "ok", "subagents": children}))),
-        Action::Kill => {
-            let killed = ask(env, Kill { caller: Some(env.capability.clone()), target: target()? }).await?;
-            Ok(ToolOutput::Done(json!({"status": "ok", "killed": killed})))
+        Action::List => {
+            let recent = a.recent_minutes.unwrap_or(DEFAULT_RECENT_MINUTES).max(1).saturating_mul(60_000);
+            let cutoff = unix_ms_now().saturating_sub(recent);
+            let tasks: Vec<Value> = children(env)
+                .await?
+                .iter()
+                .filter(|s| s.ended_at_ms.is_none_or(|ended| ended >= cutoff))
+                .map(task)
+                .collect();
+            let active = tasks.iter().filter(|t| t["status"] == "running").count();
+            Ok(ToolOutput::Done(json!({"status": "ok", "action": "list",
+                "callerSessionKey": env.capability.principal(), "total": tasks.len(), "active": active, "tasks": tasks})))
+        }
+        Action::Wait => wait(env, a).await,
+        Action::Cancel | Action::Kill => {
+            let wanted = a.task_id.as_deref().or(a.target.as_deref());
+            let wanted = wanted.ok_or_else(|| error("subagents cancel needs a taskId (or target)"))?;
+            let listed = children(env).await?;
+            let target = find(&listed, wanted)?;
+            if target.status != Status::Running.as_str() {
+                let ended = target.outcome.map_or("ended", Outcome::as_str);
+                return Ok(ToolOutput::Done(json!({"status": "error", "taskId": target.run_id, "found": true,
+                    "cancelled": false, "reason": format!("the task already ended ({ended})")})));
+            }
+            let caller = Some(env.capability.clone());
+            let killed = ask(env, Kill { caller, target: target.session_key.clone() }).await?;
+            Ok(ToolOutput::Done(json!({"status": "cancelled", "taskId": target.run_id,
+                "sessionKey": target.session_key, "found": true, "cancelled": true, "killed": killed})))
         }
         Action::Steer => {
-            let message = a.message.clone().ok_or_else(|| error("subagents steer needs a message"))?;
-            send(env, target()?, message).await
+            let wanted = a.target.as_deref().or(a.task_id.as_deref());
+            let wanted =
+                wanted.ok_or_else(|| error("subagents steer needs a target (task id, session key or label)"))?;
+            let message = a.message.ok_or_else(|| error("subagents steer needs a message"))?;
+            let target = find(&children(env).await?, wanted)?.session_key.clone();
+            send(env, target, message).await
         }
     }
+}
+
+/// `subagents wait`: until one of the tasks ends, or the timeout. It never stops a task
+/// and never takes its result: each still arrives as a completion message.
+async fn wait(env: &ToolEnv, a: SubagentsArgs) -> Result<ToolOutput, ToolOutput> {
+    let mut ids = a.task_ids.unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() || ids.len() > MAX_WAIT_TASKS {
+        return Err(error(format!("subagents wait needs 1 to {MAX_WAIT_TASKS} taskIds; got {}", ids.len())));
+    }
+    let asked = a.timeout_seconds.unwrap_or(DEFAULT_WAIT_SECONDS);
+    let timeout = asked.min(MAX_WAIT_SECONDS);
+    let mut notes = Vec::new();
+    if asked > MAX_WAIT_SECONDS {
+        notes.push(format!("timeoutSeconds {asked} was capped at {MAX_WAIT_SECONDS}"));
+    }
+    let before = children(env).await?;
+    let unavailable: Vec<&String> = ids.iter().filter(|id| find(&before, id).is_err()).collect();
+    let running: Vec<RunId> = ids
+        .iter()
+        .filter_map(|id| find(&before, id).ok())
+        .filter(|s| s.status == Status::Running.as_str())
+        .map(|s| s.run_id.clone())
+        .collect();
+    if unavailable.is_empty() && running.len() == ids.len() {
+        // One waiter per running task; the first end (or the timeout) ends the wait.
+        let mut waits = Vec::with_capacity(running.len());
+        for run_id in running {
+            waits.push(Box::pin(ask(env, WaitRun { run_id }).await?));
+        }
+        let first = futures_util::future::select_all(waits);
+        let _ = tokio::time::timeout(Duration::from_secs(timeout), first).await;
+    }
+    let after = children(env).await?;
+    let tasks: Vec<Value> = ids.iter().filter_map(|id| find(&after, id).ok()).map(task).collect();
+    let completed: Vec<&Value> = tasks.iter().filter(|t| t["status"] != "running").map(|t| &t["taskId"]).collect();
+    let reason = match (unavailable.is_empty(), completed.is_empty()) {
+        (false, _) => "unavailable",
+        (true, false) => "completed",
+        (true, true) => "timeout",
+    };
+    if reason == "timeout" {
+        notes.push(format!(
+            "still running after {timeout} s: the wait ended, the tasks did not; their results arrive as messages"
+        ));
+    }
+    let mut out = json!({"status": "ok", "action": "wait", "reason": reason, "tasks": tasks, "completed": completed});
+    if !unavailable.is_empty() {
+        out["unavailable"] = json!(unavailable);
+    }
+    if !notes.is_empty() {
+        out["notes"] = json!(notes);
+    }
+    Ok(ToolOutput::Done(out))
+}
+
+/// The caller's subtree without the caller.
+async fn children(env: &ToolEnv) -> Result<Vec<SessionInfo>, ToolOutput> {
+    let me = env.capability.principal();
+    let all = ask(env, ListSessions { caller: Some(env.capability.clone()) }).await?;
+    Ok(all.into_iter().filter(|s| &s.session_key != me).collect())
+}
+
+/// A subagent by task id (its run), session key or label.
+fn find<'a>(children: &'a [SessionInfo], wanted: &str) -> Result<&'a SessionInfo, ToolOutput> {
+    children
+        .iter()
+        .find(|s| s.run_id.as_str() == wanted || s.session_key.as_str() == wanted || s.label.as_deref() == Some(wanted))
+        .ok_or_else(|| error(format!("no subagent task '{wanted}' in your subtree")))
+}
+
+/// A subagent as an OpenClaw task row.
+fn task(s: &SessionInfo) -> Value {
+    let status = match (s.status, s.outcome) {
+        ("running", _) => "running",
+        (_, Some(Outcome::Ok) | None) => "completed",
+        (_, Some(Outcome::Timeout)) => "timed_out",
+        (_, Some(Outcome::Killed)) => "cancelled",
+        (_, Some(Outcome::Error | Outcome::Interrupted)) => "failed",
+    };
+    let mut row = json!({"taskId": s.run_id, "sessionKey": s.session_key, "runtime": "subagent", "status": status,
+        "agentId": s.agent_id, "model": s.model, "parentSessionKey": s.parent, "startedAt": s.started_at_ms,
+        "totalTokens": s.usage.total()});
+    if let Some(label) = &s.label {
+        row["label"] = json!(label);
+    }
+    if let Some(ended) = s.ended_at_ms {
+        row["endedAt"] = json!(ended);
+    }
+    match (&s.summary, status) {
+        (Some(summary), "completed") => row["terminalSummary"] = json!(summary),
+        (Some(summary), "failed" | "timed_out" | "cancelled") => row["error"] = json!(summary),
+        _ => {}
+    }
+    row
+}
+
+fn unix_ms_now() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn ask<M, T>(env: &ToolEnv, message: M) -> Result<T, ToolOutput>
