@@ -181,8 +181,10 @@ async fn declared_scopes_are_not_granted_off_loopback_or_to_untrusted_clients() 
     let addr = runtime.http_addr;
     let mut ui = ConnectOptions::cli(TOKEN, &["operator.admin"]);
     (ui.client_id, ui.client_mode) = ("openclaw-control-ui".into(), "ui".into());
-    let cases: [(&[(&'static str, &str)], ConnectOptions); 2] =
-        [(&[FORWARDED], ConnectOptions::cli(TOKEN, &["operator.admin"])), (&[], ui)];
+    let mut probe = ConnectOptions::cli(TOKEN, &["operator.read"]);
+    probe.client_mode = "probe".into();
+    let cases: [(&[(&'static str, &str)], ConnectOptions); 3] =
+        [(&[FORWARDED], ConnectOptions::cli(TOKEN, &["operator.admin"])), (&[], ui), (&[FORWARDED], probe.clone())];
     for (headers, options) in cases {
         let mut client = WsClient::open(addr, headers).await.unwrap();
         let hello = client.connect(&options).await.unwrap();
@@ -198,6 +200,11 @@ async fn declared_scopes_are_not_granted_off_loopback_or_to_untrusted_clients() 
     // The owner's CLI on direct loopback gets what it declared.
     let mut owner = cli(addr, &["operator.admin"]).await;
     assert_eq!(owner.call("health", json!({})).await.unwrap()["ok"], true);
+    // So does `openclaw gateway probe` (client `cli` in mode `probe`).
+    let mut prober = WsClient::open(addr, &[]).await.unwrap();
+    let hello = prober.connect(&probe).await.unwrap();
+    assert_eq!(hello["auth"], json!({"method": "token", "role": "operator", "scopes": ["operator.read"]}));
+    assert_eq!(prober.call("health", json!({})).await.unwrap()["ok"], true);
     runtime.shutdown().await.unwrap();
 }
 

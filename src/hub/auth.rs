@@ -4,7 +4,8 @@
 //! Order: device identity (signature, skew, nonce) → shared token (constant time) or
 //! device token → pairing decision, each failure charged to its own budget
 //! ([`super::ratelimit`]). Scopes are default-deny: a client without a verified
-//! device gets what it declared only when it is the operator CLI or a backend client
+//! device gets what it declared only when it is the operator CLI (`cli` in mode `cli` or
+//! `probe`) or a backend client
 //! holding the shared token on a direct loopback socket without a browser Origin (the
 //! machine's owner); anyone else connects with no scopes. Every refusal carries the
 //! error to send and the close to follow.
@@ -260,9 +261,11 @@ impl Authenticator<'_> {
         }
         let trusted_client = matches!(
             (params.client.id.as_str(), params.client.mode.as_str()),
-            ("cli", "cli") | ("gateway-client", "backend")
+            ("cli", "cli") | ("cli", "probe") | ("gateway-client", "backend")
         );
-        // The machine's owner: the operator CLI or a backend client on a direct loopback
+        // The machine's owner: the operator CLI (its commands, and `gateway probe`, which
+        // connects in mode `probe`; OpenClaw's own gateway clears a probe's scopes, so
+        // the probe reports no capability there) or a backend client on a direct loopback
         // socket, holding the shared token (or, when none is configured, any such client:
         // without a token, loopback is the trust boundary).
         let owner = trusted_client && peer.is_owner() && (shared_ok || self.gateway_token.is_none());
