@@ -30,6 +30,7 @@ fn spawn(parent: &hivegate::capability::Capability, agent: &str) -> Spawn {
         parent: parent.clone(),
         request: SpawnRequest { task: "work".into(), agent_id: Some(agent.into()), ..SpawnRequest::default() },
         sent_at: Instant::now(),
+        history: None,
     }
 }
 
@@ -420,6 +421,72 @@ async fn a_session_is_forgotten_only_once_it_is_not_running() {
     assert_eq!(runtime.gateway.send(ForgetSession { target: key.clone() }).await.unwrap(), Ok(true));
     assert!(runtime.registry.get(&key).is_none());
     assert_eq!(runtime.gateway.send(ForgetSession { target: key }).await.unwrap(), Ok(false));
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_session_mode_child_forked_from_its_parent_takes_a_follow_up_and_goes_with_its_parent() {
+    let fake = FakeModels::start(|r| {
+        if r.model == "leaf" {
+            let users = r.messages.iter().filter(|m| m.role == "user").count();
+            return Reply::Text(format!("answer {users}"));
+        }
+        match last_call_id(r).as_deref() {
+            None => Reply::Calls(vec![
+                call("bad", "sessions_spawn", json!({"task": "x", "mode": "session", "cleanup": "delete"})),
+                call(
+                    "spawn",
+                    "sessions_spawn",
+                    json!({"task": "dig", "label": "s1", "mode": "session", "context": "fork"}),
+                ),
+                call("y1", "sessions_yield", json!({})),
+            ]),
+            Some("y1") => {
+                let child = tool_results(r).iter().find(|(id, _)| id == "spawn").unwrap().1["childSessionKey"].clone();
+                Reply::Calls(vec![
+                    call("more", "sessions_send", json!({"sessionKey": child, "message": "more please"})),
+                    call("y2", "sessions_yield", json!({})),
+                ])
+            }
+            _ => Reply::Text(format!("done: {}", announcements(r).join(" | "))),
+        }
+    });
+    let agents = [agent_toml("root", "root", &["leaf"]), agent_toml("leaf", "leaf", &[])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let summary = wait_run(&runtime, run.run_id).await;
+    assert_eq!(summary.outcome, Outcome::Ok, "{}", summary.text);
+
+    let requests = fake.requests_for("root");
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[1]).into_iter().collect();
+    assert_eq!(results["bad"]["error"], "cleanup \"delete\" is not supported: a mode \"session\" child is kept for follow-ups; it goes when its parent's run ends");
+    assert_eq!(
+        (results["spawn"]["mode"].as_str(), results["spawn"]["context"].as_str()),
+        (Some("session"), Some("fork"))
+    );
+    let task_id = results["spawn"]["runId"].clone();
+    // The follow-up resumes the same task, and the parent waits for it again.
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[2]).into_iter().collect();
+    assert_eq!(results["more"], json!({"status": "resumed", "runId": task_id}));
+    let seen = summary.text.strip_prefix("done: ").unwrap();
+    assert_eq!(seen.matches("[Internal task completion event]").count(), 2, "{seen}");
+    // Forked: the parent's task before the child's own, which says it is a subagent's.
+    let child = fake.requests_for("leaf");
+    assert_eq!(child.len(), 2);
+    let users: Vec<&str> =
+        child[0].messages.iter().filter(|m| m.role == "user").map(|m| m.content.as_deref().unwrap()).collect();
+    assert_eq!(users[0], "go");
+    assert!(users[1].starts_with("[Subagent Context] You are running as a subagent (depth 1)."), "{}", users[1]);
+    assert!(users[1].ends_with("[Subagent Task]\n\ndig"), "{}", users[1]);
+    assert!(seen.contains("answer 2") && seen.contains("answer 3"), "{seen}");
+    assert_eq!(child[1].messages.iter().rfind(|m| m.role == "user").unwrap().content.as_deref(), Some("more please"));
+    // The child stayed idle between its runs and went when its parent's run ended.
+    let child = runtime.registry.list().into_iter().find(|s| s.parent.is_some()).unwrap();
+    assert_eq!(
+        (child.status, child.outcome, child.run_id.as_str()),
+        ("ended", Some(Outcome::Ok), task_id.as_str().unwrap())
+    );
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

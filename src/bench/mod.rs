@@ -82,6 +82,7 @@ impl SpawnHarness {
                 ..SpawnRequest::default()
             },
             sent_at: Instant::now(),
+            history: None,
         }
     }
 

@@ -70,10 +70,12 @@ pub struct SpawnRequest {
     pub run_timeout_seconds: Option<f64>,
     #[serde(default)]
     pub cleanup: Option<Cleanup>,
-    /// `run` (the default): the child ends with its first answer.
+    /// `run` (the default): the child ends with its first answer; `session`: it stays
+    /// for follow-ups (`sessions_send`) until its parent's run ends.
     #[serde(default)]
     pub mode: Option<String>,
-    /// `isolated` (the default): the child starts with only its task.
+    /// `isolated` (the default): the child starts with only its task; `fork`: with a
+    /// copy of the parent's conversation before it.
     #[serde(default)]
     pub context: Option<String>,
     /// The parent is told when the child ends; hivegate always does, so only `false`
@@ -117,14 +119,18 @@ impl SpawnRequest {
         let refused = |param: &str, value: &str, why: &str| Some(format!("{param} {value} is not supported: {why}"));
         match self.mode.as_deref() {
             None | Some("run") => {}
-            Some("session") => {
-                return refused("mode", "\"session\"", "children end with their first answer (use mode \"run\")")
+            Some("session") if self.cleanup == Some(Cleanup::Delete) => {
+                return refused(
+                    "cleanup",
+                    "\"delete\"",
+                    "a mode \"session\" child is kept for follow-ups; it goes when its parent's run ends",
+                )
             }
+            Some("session") => {}
             Some(other) => return refused("mode", &format!("{other:?}"), "mode is \"run\" or \"session\""),
         }
         match self.context.as_deref() {
-            None | Some("isolated") => {}
-            Some("fork") => return refused("context", "\"fork\"", "children start isolated, with only their task"),
+            None | Some("isolated") | Some("fork") => {}
             Some(other) => return refused("context", &format!("{other:?}"), "context is \"isolated\" or \"fork\""),
         }
         match self.runtime.as_deref() {
@@ -147,6 +153,20 @@ impl SpawnRequest {
         })
     }
 
+    /// The spawn's mode, once [`SpawnRequest::refusal`] found nothing to refuse.
+    pub fn spawn_mode(&self) -> SpawnMode {
+        if self.mode.as_deref() == Some("session") {
+            SpawnMode::Session
+        } else {
+            SpawnMode::Run
+        }
+    }
+
+    /// Whether the child starts with a copy of the parent's conversation.
+    pub fn forks(&self) -> bool {
+        self.context.as_deref() == Some("fork")
+    }
+
     /// What was read but not applied, for the reply.
     pub fn notes(&self) -> Option<Box<Vec<String>>> {
         let level = self.thinking.as_ref()?;
@@ -163,10 +183,10 @@ pub enum SpawnReply {
         run_id: RunId,
         child_session_key: SessionKey,
         resolved_model: ModelRef,
-        /// As OpenClaw answers: `run`, `isolated`, and the parent is told at the end
-        /// (constants, so they cost the reply nothing to carry).
-        mode: RunMode,
-        context: IsolatedContext,
+        /// As OpenClaw answers: the mode and context the child runs with, and that the
+        /// parent is told at the end (a constant).
+        mode: SpawnMode,
+        context: ContextMode,
         expects_completion_message: Completes,
         /// Parameters read but not applied, said (none on the usual path, and then only
         /// a null pointer in the reply).
@@ -185,29 +205,28 @@ pub enum SpawnReply {
     Error { error: String },
 }
 
-/// `"run"`: a child ends with its first answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct RunMode;
+/// How long a child lives: `run` ends it with its first answer; a `session` child stays
+/// idle after an ok answer and takes follow-ups from its parent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpawnMode {
+    #[default]
+    Run,
+    Session,
+}
 
-/// `"isolated"`: a child starts with only its task.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct IsolatedContext;
+/// What a child starts with: only its task, or a copy of its parent's conversation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextMode {
+    #[default]
+    Isolated,
+    Fork,
+}
 
 /// `true`: the parent is told when the child ends.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Completes;
-
-impl Serialize for RunMode {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("run")
-    }
-}
-
-impl Serialize for IsolatedContext {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("isolated")
-    }
-}
 
 impl Serialize for Completes {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -234,6 +253,9 @@ pub struct Spawn {
     /// When the parent sent it; the gateway records sent → child started → ack as the
     /// spawn latency.
     pub sent_at: std::time::Instant,
+    /// The parent's conversation so far, sent only when a spawn of its batch asks for
+    /// `context: "fork"` ([`crate::session::turn::forked`]).
+    pub history: Option<std::sync::Arc<[ChatMessage]>>,
 }
 
 /// Start a task on the main session of an agent (created on first use).
@@ -389,8 +411,15 @@ pub struct SendTo {
 #[serde(tag = "status", rename_all = "camelCase")]
 pub enum SendOutcome {
     Delivered,
+    /// An idle main session started a new run with the message.
     #[serde(rename_all = "camelCase")]
     Started {
+        run_id: RunId,
+    },
+    /// An idle `mode: "session"` child took the message as a follow-up; its parent
+    /// hears of its end again.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
         run_id: RunId,
     },
 }
@@ -457,6 +486,8 @@ pub enum GatewayError {
     NotVisible { target: SessionKey },
     #[error("session {0} has ended and takes no more messages")]
     Ended(SessionKey),
+    #[error("session {target} is waiting for a follow-up that only its parent {parent} can give")]
+    NotParent { target: SessionKey, parent: SessionKey },
     #[error("session {0} is busy with a run; wait for it or send to it")]
     Busy(SessionKey),
     #[error("{0}")]
@@ -488,12 +519,19 @@ mod tests {
             "sandbox": "inherit", "runTimeoutSeconds": 30, "cleanup": "keep", "taskName": "t1"}));
         assert_eq!((seed.refusal(), seed.notes()), (None, None));
         assert_eq!(seed.run_timeout_seconds, Some(30.0));
+        assert_eq!((seed.spawn_mode(), seed.forks()), (SpawnMode::Run, false));
+        let kept = parse(json!({"task": "t", "mode": "session", "context": "fork"}));
+        assert_eq!((kept.refusal(), kept.spawn_mode(), kept.forks()), (None, SpawnMode::Session, true));
         for (args, why) in [
             (
-                json!({"task": "t", "mode": "session"}),
-                "mode \"session\" is not supported: children end with their first answer",
+                json!({"task": "t", "mode": "forever"}),
+                "mode \"forever\" is not supported: mode is \"run\" or \"session\"",
             ),
-            (json!({"task": "t", "context": "fork"}), "context \"fork\" is not supported: children start isolated"),
+            (
+                json!({"task": "t", "mode": "session", "cleanup": "delete"}),
+                "cleanup \"delete\" is not supported: a mode \"session\" child is kept",
+            ),
+            (json!({"task": "t", "context": "shared"}), "context \"shared\" is not supported"),
             (json!({"task": "t", "runtime": "acp"}), "runtime \"acp\" is not supported: hivegate runs subagents only"),
             (json!({"task": "t", "thread": true}), "thread binding is not supported"),
             (

@@ -138,6 +138,7 @@ impl Gateway {
         task: String,
         ctx: &Context<Self>,
     ) -> SessionInit {
+        let key_is_main = key.is_main();
         SessionInit {
             key,
             run_id,
@@ -152,6 +153,8 @@ impl Gateway {
             stats: self.stats.clone(),
             nodes: self.nodes.clone(),
             events: self.events.clone(),
+            stays: key_is_main,
+            history: None,
         }
     }
 
@@ -160,14 +163,17 @@ impl Gateway {
             run_id: plan.run_id.clone(),
             child_session_key: plan.key.clone(),
             resolved_model: plan.model.clone(),
-            mode: RunMode,
-            context: IsolatedContext,
+            mode: plan.mode,
+            context: plan.context(),
             expects_completion_message: Completes,
             notes: plan.notes,
         };
+        let stays = plan.mode == SpawnMode::Session;
         let mut init =
             self.init(plan.key.clone(), plan.run_id.clone(), &plan.agent, plan.capability.clone(), plan.task, ctx);
         init.model = plan.model.clone();
+        init.stays = stays;
+        init.history = plan.history;
         if plan.model_explicit {
             // Strict: a model the spawn named is used or the child fails, never replaced.
             init.may_fall_back = false;
@@ -183,6 +189,7 @@ impl Gateway {
             status: Status::Running,
             outcome: None,
             cleanup: plan.cleanup,
+            stays,
             started_at: Instant::now(),
             ended_at: None,
             usage: Usage::default(),
@@ -259,6 +266,7 @@ impl Gateway {
             status: Status::Running,
             outcome: None,
             cleanup: Cleanup::Keep,
+            stays: true,
             started_at: Instant::now(),
             ended_at: None,
             usage: Usage::default(),
@@ -320,15 +328,16 @@ impl Gateway {
         usage: Usage,
         transcript: Option<Vec<ChatMessage>>,
     ) {
-        // A main session that finished ok stays idle for its next run; anything else stops.
-        let stop_actor = !(key.is_main() && outcome == Outcome::Ok);
-        let (parent, label, children, addr, capability, cleanup, runtime, spent) = {
+        let (parent, label, children, addr, capability, cleanup, runtime, spent, stop_actor) = {
             let Some(mut entry) = self.registry.get_mut(key) else {
                 return;
             };
             if entry.status != Status::Running || &entry.run_id != run_id {
                 return;
             }
+            // A main session or a `mode: "session"` child that finished ok stays idle for
+            // its next run; anything else stops.
+            let stop_actor = !(entry.stays && outcome == Outcome::Ok);
             self.registry.set_status(&mut entry, if stop_actor { Status::Ended } else { Status::Idle });
             entry.outcome = Some(outcome);
             entry.ended_at = Some(Instant::now());
@@ -346,9 +355,14 @@ impl Gateway {
                 entry.cleanup,
                 entry.duration(),
                 entry.usage,
+                stop_actor,
             )
         };
-        capability.revoke();
+        // An idle `session` child keeps its capability for follow-ups (its parent's end
+        // revokes it with the parent's); a main session gets a fresh one per run.
+        if stop_actor || parent.is_none() {
+            capability.revoke();
+        }
         self.emit_ended(key, outcome, &text);
         // Only kept sessions count towards retention; `cleanup: delete` ones go below.
         if stop_actor && cleanup == Cleanup::Keep {
@@ -358,16 +372,22 @@ impl Gateway {
             addr.do_send(Terminate);
         }
         for child in children {
-            let running = self.registry.get(&child).filter(|c| c.status == Status::Running).map(|c| c.run_id.clone());
-            if let Some(child_run) = running {
-                self.end_run(
+            let state = self.registry.get(&child).map(|c| (c.status, c.run_id.clone()));
+            match state {
+                Some((Status::Running, child_run)) => self.end_run(
                     &child,
                     &child_run,
                     Outcome::Killed,
                     format!("killed: parent {key} ended ({})", outcome.as_str()),
                     Usage::default(),
                     None,
-                );
+                ),
+                // A `session` child waiting for follow-ups goes with its parent's run.
+                Some((Status::Idle, _)) => {
+                    self.stop_idle(&child);
+                    self.retain_ended(&child);
+                }
+                _ => {}
             }
         }
         if let Some(parent_key) = &parent {
@@ -490,6 +510,43 @@ impl Gateway {
         }
     }
 
+    /// A follow-up for an idle `mode: "session"` child: a new run with the same run id
+    /// (its task id) and capability. Only its parent may give one, so the parent is the
+    /// one waiting for its end again.
+    fn follow_up(
+        &mut self,
+        caller: &Option<Capability>,
+        target: &SessionKey,
+        addr: Addr<Session>,
+        text: String,
+    ) -> Result<SendOutcome, GatewayError> {
+        let (parent, run_id, capability) = {
+            let entry = self.registry.get(target).ok_or_else(|| GatewayError::NoSuchSession(target.clone()))?;
+            (entry.parent.clone(), entry.run_id.clone(), entry.capability.clone())
+        };
+        let parent = parent.ok_or_else(|| GatewayError::Ended(target.clone()))?;
+        if caller.as_ref().map(|c| c.principal()) != Some(&parent) {
+            return Err(GatewayError::NotParent { target: target.clone(), parent });
+        }
+        capability.check(Instant::now())?;
+        if let Some(mut entry) = self.registry.get_mut(target) {
+            self.registry.set_status(&mut entry, Status::Running);
+            entry.outcome = None;
+            entry.started_at = Instant::now();
+            entry.ended_at = None;
+            entry.final_text = None;
+            entry.transcript = None;
+            entry.children.clear();
+            entry.active_children = 0;
+        }
+        if let Some(mut entry) = self.registry.get_mut(&parent) {
+            entry.active_children += 1;
+        }
+        addr.do_send(StartRun { run_id: run_id.clone(), capability, task: text });
+        self.emit_started(target);
+        Ok(SendOutcome::Resumed { run_id })
+    }
+
     fn stop_idle(&self, key: &SessionKey) {
         if let Some(mut entry) = self.registry.get_mut(key) {
             self.registry.set_status(&mut entry, Status::Ended);
@@ -522,7 +579,7 @@ impl Handler<Spawn> for Gateway {
             limits: &self.limits,
             models: &*self.model,
         };
-        MessageResult(match spawn::plan(&cx, &msg.parent, msg.request, Instant::now()) {
+        MessageResult(match spawn::plan(&cx, &msg.parent, msg.request, msg.history, Instant::now()) {
             Ok(plan) => {
                 let reply = self.start_child(plan, ctx);
                 self.stats.record_spawn_latency(msg.sent_at.elapsed());
@@ -631,6 +688,9 @@ impl Handler<SendTo> for Gateway {
             Some((Status::Running, Some(addr), _)) => {
                 addr.do_send(Deliver { from, text: msg.text });
                 Ok(SendOutcome::Delivered)
+            }
+            Some((Status::Idle, Some(addr), _)) if addr.connected() && !msg.target.is_main() => {
+                self.follow_up(&msg.caller, &msg.target, addr, msg.text)
             }
             Some((Status::Idle, Some(addr), agent_id)) if addr.connected() => {
                 let agent = self.agents.get(&agent_id).cloned().ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;

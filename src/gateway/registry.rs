@@ -45,6 +45,9 @@ pub struct SessionEntry {
     pub status: Status,
     pub outcome: Option<Outcome>,
     pub cleanup: Cleanup,
+    /// Stays idle after an ok run, for more runs: main sessions, and `mode: "session"`
+    /// children (until their parent's run ends).
+    pub stays: bool,
     pub started_at: Instant,
     pub ended_at: Option<Instant>,
     pub usage: Usage,

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::messages::{Cleanup, SpawnReply, SpawnRequest};
+use super::messages::{Cleanup, ContextMode, SpawnMode, SpawnReply, SpawnRequest};
 use super::registry::{Registry, Status};
 use crate::agent::{AgentDef, Agents};
 use crate::capability::{AttenuateRequest, Capability, CapabilityError};
 use crate::config::Limits;
 use crate::keys::{RunId, SessionKey};
-use crate::model::{ModelClient, ModelRef};
+use crate::model::{Message, ModelClient, ModelRef};
 use crate::scope::authorize;
 
 /// Everything needed to start an accepted child.
@@ -27,8 +27,21 @@ pub struct SpawnPlan {
     pub task: String,
     pub label: Option<String>,
     pub cleanup: Cleanup,
+    pub mode: SpawnMode,
+    /// The parent's conversation the child starts with (`context: "fork"`), else `None`.
+    pub history: Option<Arc<[Message]>>,
     /// Spawn parameters read but not applied, said in the reply.
     pub notes: Option<Box<Vec<String>>>,
+}
+
+impl SpawnPlan {
+    pub fn context(&self) -> ContextMode {
+        if self.history.is_some() {
+            ContextMode::Fork
+        } else {
+            ContextMode::Isolated
+        }
+    }
 }
 
 pub struct SpawnContext<'a> {
@@ -42,6 +55,7 @@ pub fn plan(
     cx: &SpawnContext,
     parent: &Capability,
     request: SpawnRequest,
+    history: Option<Arc<[Message]>>,
     now: Instant,
 ) -> Result<SpawnPlan, SpawnReply> {
     parent.check(now).map_err(|e| SpawnReply::forbidden(e.to_string()))?;
@@ -53,6 +67,13 @@ pub fn plan(
     if task.is_empty() {
         return Err(SpawnReply::Error { error: "task must be a non-empty string".into() });
     }
+    let history = match (request.forks(), history) {
+        (false, _) => None,
+        (true, Some(history)) => Some(history),
+        (true, None) => {
+            return Err(SpawnReply::Error { error: "context \"fork\" needs the parent's conversation".into() })
+        }
+    };
     let parent_key = parent.principal();
     let (parent_agent_id, active_children) = match cx.registry.get(parent_key) {
         Some(entry) if entry.status == Status::Running => (entry.agent_id.clone(), entry.active_children),
@@ -141,6 +162,8 @@ pub fn plan(
         model_explicit: request.model.is_some(),
         capability,
         task: task.to_string(),
+        mode: request.spawn_mode(),
+        history,
         notes: request.notes(),
         label: request.label.or(request.task_name).filter(|l| !l.trim().is_empty()),
         cleanup: request.cleanup.unwrap_or_default(),

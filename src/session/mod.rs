@@ -45,6 +45,10 @@ pub struct SessionInit {
     pub nodes: Option<Recipient<crate::hub::InvokeNode>>,
     /// Where streamed answer text is published.
     pub events: Events,
+    /// Stay idle after an ok run for more runs (main sessions, `mode: "session"` children).
+    pub stays: bool,
+    /// The parent's conversation, for a `context: "fork"` child.
+    pub history: Option<Arc<[Message]>>,
 }
 
 pub struct Session {
@@ -65,6 +69,7 @@ pub struct Session {
     pending_task: Option<String>,
     deadline_timer: Option<SpawnHandle>,
     finished: bool,
+    stays: bool,
 }
 
 #[derive(Message)]
@@ -105,8 +110,17 @@ impl Session {
             init.agent.id,
             init.capability.depth()
         );
+        let mut turn = Turn::new(&system);
+        let mut task = init.task;
+        if let Some(history) = &init.history {
+            turn.inherit(history);
+            task = format!(
+                "[Subagent Context] You are running as a subagent (depth {}). Complete the current [Subagent Task]; the inherited conversation is background context, not your assignment.\n\n[Subagent Task]\n\n{task}",
+                init.capability.depth()
+            );
+        }
         Session {
-            turn: Turn::new(&system),
+            turn,
             key: init.key,
             run_id: init.run_id,
             agent: init.agent,
@@ -119,9 +133,10 @@ impl Session {
             stats: init.stats,
             nodes: init.nodes,
             events: init.events,
-            pending_task: Some(init.task),
+            pending_task: Some(task),
             deadline_timer: None,
             finished: false,
+            stays: init.stays,
         }
     }
 
@@ -214,7 +229,11 @@ impl Session {
     }
 
     fn run_tools(&mut self, calls: Vec<crate::model::ToolCall>, ctx: &mut Context<Self>) {
+        // A spawn that may ask for `context: "fork"` gets the conversation so far (copied
+        // only then; the exact check is the spawn's).
+        let forks = calls.iter().any(|c| c.name == "sessions_spawn" && c.arguments.contains("fork"));
         let env = ToolEnv {
+            history: forks.then(|| turn::forked(self.turn.transcript()).into()),
             gateway: self.gateway.clone(),
             nodes: self.nodes.clone(),
             capability: self.capability.clone(),
@@ -242,8 +261,8 @@ impl Session {
         if let Some(timer) = self.deadline_timer.take() {
             ctx.cancel_future(timer);
         }
-        let is_main = self.key.is_main();
-        let transcript = if is_main { self.turn.transcript().to_vec() } else { self.turn.take_transcript() };
+        let stays = self.stays && outcome == Outcome::Ok;
+        let transcript = if stays { self.turn.transcript().to_vec() } else { self.turn.take_transcript() };
         self.gateway.do_send(RunEnded {
             key: self.key.clone(),
             run_id: self.run_id.clone(),
@@ -252,8 +271,8 @@ impl Session {
             usage: self.turn.usage(),
             transcript,
         });
-        // Mirrors the gateway: only a main session that finished ok stays for more runs.
-        if !(is_main && outcome == Outcome::Ok) {
+        // Mirrors the gateway: only a session that stays and finished ok waits for more.
+        if !stays {
             ctx.stop();
         }
     }
@@ -276,7 +295,7 @@ impl Actor for Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.stats.session_stopped();
-        if !self.finished || self.key.is_main() {
+        if !self.finished || self.stays {
             self.gateway.do_send(SessionGone { key: self.key.clone(), run_id: self.run_id.clone() });
         }
     }
@@ -323,10 +342,12 @@ impl Handler<StartRun> for Session {
     fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
         self.run_id = msg.run_id;
         self.capability = msg.capability;
-        // A new run starts on the agent's own model again (a main session has no
-        // spawn-named model), with all its fallbacks.
-        self.model = self.agent.model.clone();
-        self.next_fallback = Some(0);
+        // A main session's new run starts on the agent's own model again, with all its
+        // fallbacks; a `session` child's follow-up keeps the model it was spawned on.
+        if self.key.is_main() {
+            self.model = self.agent.model.clone();
+            self.next_fallback = Some(0);
+        }
         self.begin(msg.task, ctx);
     }
 }

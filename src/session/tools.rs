@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use crate::agent::AgentDef;
 use crate::capability::Capability;
 use crate::gateway::{
-    Gateway, GatewayError, GetHistory, Kill, ListSessions, Outcome, SendTo, SessionInfo, Spawn, SpawnReply,
-    SpawnRequest, Stats, Status, WaitRun,
+    Gateway, GatewayError, GetHistory, Kill, ListSessions, Outcome, SendOutcome, SendTo, SessionInfo, Spawn,
+    SpawnReply, SpawnRequest, Stats, Status, WaitRun,
 };
 use crate::hub::InvokeNode;
 use crate::keys::RunId;
@@ -77,8 +77,8 @@ impl Tool {
                     "task": {"type": "string", "description": "what the subagent should do"},
                     "label": {"type": "string"},
                     "taskName": {"type": "string", "description": "a handle for the task; the label when none is given"},
-                    "mode": {"type": "string", "enum": ["run"], "description": "run: the child ends with its first answer"},
-                    "context": {"type": "string", "enum": ["isolated"]},
+                    "mode": {"type": "string", "enum": ["run", "session"], "description": "run (default): the child ends with its first answer; session: it stays for follow-ups you send it with sessions_send, until your run ends"},
+                    "context": {"type": "string", "enum": ["isolated", "fork"], "description": "isolated (default): the child gets only its task; fork: it also gets a copy of this conversation"},
                     "expectsCompletionMessage": {"type": "boolean"},
                     "agentId": {"type": "string", "description": "which agent definition to run"},
                     "model": {"type": "string", "description": "provider/model override; used strictly or the spawn fails"},
@@ -142,6 +142,8 @@ pub struct ToolEnv {
     pub capability: Capability,
     pub agent: Arc<AgentDef>,
     pub stats: Arc<Stats>,
+    /// The session's conversation, when a spawn of this batch may fork it.
+    pub history: Option<Arc<[crate::model::Message]>>,
 }
 
 #[derive(Deserialize)]
@@ -284,7 +286,7 @@ async fn invoke(env: &ToolEnv, a: InvokeArgs) -> Result<ToolOutput, ToolOutput> 
 async fn spawn(env: &ToolEnv, request: SpawnRequest) -> Result<ToolOutput, ToolOutput> {
     let reply = env
         .gateway
-        .send(Spawn { parent: env.capability.clone(), request, sent_at: Instant::now() })
+        .send(Spawn { parent: env.capability.clone(), request, sent_at: Instant::now(), history: env.history.clone() })
         .await
         .map_err(|_| error("the gateway is not running"))?;
     let accepted = matches!(reply, SpawnReply::Accepted { .. });
@@ -294,7 +296,10 @@ async fn spawn(env: &ToolEnv, request: SpawnRequest) -> Result<ToolOutput, ToolO
 
 async fn send(env: &ToolEnv, target: SessionKey, text: String) -> Result<ToolOutput, ToolOutput> {
     let outcome = ask(env, SendTo { caller: Some(env.capability.clone()), target, text }).await?;
-    Ok(ToolOutput::Done(serde_json::to_value(outcome).map_err(error)?))
+    let resumed = matches!(outcome, SendOutcome::Resumed { .. });
+    let value = serde_json::to_value(outcome).map_err(error)?;
+    // A resumed `session` child will announce its end again: this session waits for it.
+    Ok(if resumed { ToolOutput::Spawned(value) } else { ToolOutput::Done(value) })
 }
 
 /// Tasks one `subagents wait` may name.

@@ -53,6 +53,12 @@ impl Turn {
         turn
     }
 
+    /// Start from an inherited conversation (a `context: "fork"` child), after the
+    /// system prompt.
+    pub fn inherit(&mut self, history: &[Message]) {
+        self.transcript.extend_from_slice(history);
+    }
+
     /// Begin a run with a task; returns the first step.
     pub fn start(&mut self, task: String) -> Next {
         self.transcript.push(Message::User { content: task });
@@ -167,6 +173,23 @@ impl Turn {
     }
 }
 
+/// The conversation a `context: "fork"` child inherits from `transcript`: everything
+/// but the system prompt, up to the turn that spawns it. That turn's tool calls are not
+/// answered yet (a provider refuses unanswered calls), so only its text is kept.
+pub fn forked(transcript: &[Message]) -> Vec<Message> {
+    let mut history: Vec<Message> =
+        transcript.iter().filter(|m| !matches!(m, Message::System { .. })).cloned().collect();
+    if let Some(Message::Assistant { content, tool_calls }) = history.last_mut() {
+        if !tool_calls.is_empty() {
+            tool_calls.clear();
+            if content.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                history.pop();
+            }
+        }
+    }
+    history
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +248,25 @@ mod tests {
         assert_eq!(turn.on_child_ended("[subagent x ok]\nr".into()), Next::CallModel);
         assert!(turn.request_messages().contains(&Message::User { content: "[subagent x ok]\nr".into() }));
         assert_eq!(turn.on_response(answer(Some("final"), vec![])), Next::Finish(Outcome::Ok, "final".into()));
+    }
+
+    #[test]
+    fn a_fork_inherits_the_conversation_without_the_system_prompt_or_the_unanswered_calls() {
+        let mut turn = Turn::new("sys");
+        turn.start("task".into());
+        turn.on_response(answer(Some("looking"), vec![call("l", "sessions_list")]));
+        turn.on_tool_results(vec![("l".into(), ToolOutput::Done(json!({"status": "ok"})))]);
+        turn.on_response(answer(Some("splitting"), vec![call("s", "sessions_spawn")]));
+        let history = forked(turn.transcript());
+        assert_eq!(history.len(), 4, "{history:?}");
+        assert_eq!(history[0], Message::User { content: "task".into() });
+        assert!(matches!(&history[1], Message::Assistant { tool_calls, .. } if tool_calls.len() == 1));
+        assert!(matches!(&history[2], Message::Tool { call_id, .. } if call_id == "l"));
+        assert_eq!(history[3], Message::Assistant { content: Some("splitting".into()), tool_calls: vec![] });
+        turn.on_response(answer(None, vec![call("s2", "sessions_spawn")]));
+        assert!(
+            matches!(forked(turn.transcript()).last(), Some(Message::Assistant { content: Some(c), .. }) if c == "splitting")
+        );
     }
 
     #[test]
