@@ -65,6 +65,7 @@ fn request(model: &str) -> ChatRequest {
                 .map(spec),
         ),
         stream_to: None,
+        thinking: None,
     }
 }
 

@@ -426,7 +426,7 @@ async fn a_session_is_forgotten_only_once_it_is_not_running() {
 }
 
 #[actix_rt::test]
-async fn a_session_mode_child_forked_from_its_parent_takes_a_follow_up_and_goes_with_its_parent() {
+async fn a_session_mode_child_forked_from_its_parent_thinks_takes_a_follow_up_and_goes_with_its_parent() {
     let fake = FakeModels::start(|r| {
         if r.model == "leaf" {
             let users = r.messages.iter().filter(|m| m.role == "user").count();
@@ -438,7 +438,7 @@ async fn a_session_mode_child_forked_from_its_parent_takes_a_follow_up_and_goes_
                 call(
                     "spawn",
                     "sessions_spawn",
-                    json!({"task": "dig", "label": "s1", "mode": "session", "context": "fork"}),
+                    json!({"task": "dig", "label": "s1", "mode": "session", "context": "fork", "thinking": "high"}),
                 ),
                 call("y1", "sessions_yield", json!({})),
             ]),
@@ -466,6 +466,7 @@ async fn a_session_mode_child_forked_from_its_parent_takes_a_follow_up_and_goes_
         (Some("session"), Some("fork"))
     );
     let task_id = results["spawn"]["runId"].clone();
+    let results_notes = results["spawn"]["notes"].clone();
     // The follow-up resumes the same task, and the parent waits for it again.
     let results: std::collections::HashMap<String, Value> = tool_results(&requests[2]).into_iter().collect();
     assert_eq!(results["more"], json!({"status": "resumed", "runId": task_id}));
@@ -474,6 +475,9 @@ async fn a_session_mode_child_forked_from_its_parent_takes_a_follow_up_and_goes_
     // Forked: the parent's task before the child's own, which says it is a subagent's.
     let child = fake.requests_for("leaf");
     assert_eq!(child.len(), 2);
+    // The spawn's thinking level reaches the provider as its reasoning setting.
+    assert_eq!(child[0].reasoning_effort.as_deref(), Some("high"));
+    assert_eq!((requests[0].reasoning_effort.as_deref(), results_notes), (None, Value::Null));
     let users: Vec<&str> =
         child[0].messages.iter().filter(|m| m.role == "user").map(|m| m.content.as_deref().unwrap()).collect();
     assert_eq!(users[0], "go");

@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use crate::capability::Capability;
 use crate::keys::{RunId, SessionKey};
-use crate::model::{Message as ChatMessage, ModelRef, Usage};
+use crate::model::thinking::Thinking;
+use crate::model::{Api, Message as ChatMessage, ModelRef, Usage};
 
 /// How a run ended. Typed supervision: the gateway decides what follows from this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,7 +83,8 @@ pub struct SpawnRequest {
     /// changes nothing but is accepted.
     #[serde(default)]
     pub expects_completion_message: Option<bool>,
-    /// A reasoning setting; read, and said not to be applied (see the reply's `notes`).
+    /// A reasoning level (`off` … `xhigh`, [`Thinking`]), sent to providers whose API
+    /// takes one; where it is not applied the reply's `notes` say so.
     #[serde(default)]
     pub thinking: Option<serde_json::Value>,
     /// `runtime`, `thread`, `sandbox` and the other OpenClaw parameters: honoured only in
@@ -143,6 +145,9 @@ impl SpawnRequest {
             None | Some(serde_json::Value::Bool(false)) | Some(serde_json::Value::Null) => {}
             Some(_) => return refused("thread", "binding", "hivegate has no chat threads to bind a child to"),
         }
+        if let Err(why) = self.thinking() {
+            return Some(why);
+        }
         if self.sandbox.as_deref() == Some("require") {
             return refused("sandbox", "\"require\"", "hivegate has no sandbox; executors run in the gateway");
         }
@@ -167,10 +172,26 @@ impl SpawnRequest {
         self.context.as_deref() == Some("fork")
     }
 
-    /// What was read but not applied, for the reply.
-    pub fn notes(&self) -> Option<Box<Vec<String>>> {
-        let level = self.thinking.as_ref()?;
-        Some(Box::new(vec![format!("thinking {level} is not applied: model calls carry no reasoning setting")]))
+    /// The reasoning level asked for, or why it cannot be read.
+    pub fn thinking(&self) -> Result<Option<Thinking>, String> {
+        match &self.thinking {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(text)) => Thinking::parse(text)
+                .map(Some)
+                .ok_or_else(|| format!("thinking {text:?} is not a level: one of {}", crate::model::thinking::LEVELS)),
+            Some(other) => Err(format!("thinking {other} is not a level: one of {}", crate::model::thinking::LEVELS)),
+        }
+    }
+
+    /// What was read but not applied on a provider speaking `api`, for the reply.
+    pub fn notes(&self, api: Option<Api>) -> Option<Box<Vec<String>>> {
+        let level = self.thinking().ok()??;
+        (api == Some(Api::AnthropicMessages) && level != Thinking::Off).then(|| {
+            Box::new(vec![format!(
+                "thinking {:?} is not applied: hivegate does not send reasoning settings to anthropic-messages providers yet",
+                self.thinking.as_ref().and_then(|t| t.as_str()).unwrap_or_default()
+            )])
+        })
     }
 }
 
@@ -517,7 +538,7 @@ mod tests {
             parse(json!({"task": "t", "label": "l", "mode": "run", "model": "cherry-nvidia/qwen/qwen3-235b-a22b",
             "context": "isolated", "expectsCompletionMessage": true, "runtime": "subagent", "thread": false,
             "sandbox": "inherit", "runTimeoutSeconds": 30, "cleanup": "keep", "taskName": "t1"}));
-        assert_eq!((seed.refusal(), seed.notes()), (None, None));
+        assert_eq!((seed.refusal(), seed.notes(Some(Api::AnthropicMessages))), (None, None));
         assert_eq!(seed.run_timeout_seconds, Some(30.0));
         assert_eq!((seed.spawn_mode(), seed.forks()), (SpawnMode::Run, false));
         let kept = parse(json!({"task": "t", "mode": "session", "context": "fork"}));
@@ -545,8 +566,14 @@ mod tests {
             assert!(refusal.starts_with(why), "{args}: {refusal}");
         }
         let thinking = parse(json!({"task": "t", "thinking": "high"}));
-        assert_eq!(thinking.refusal(), None);
-        let notes = thinking.notes().unwrap();
-        assert_eq!(*notes, ["thinking \"high\" is not applied: model calls carry no reasoning setting"]);
+        assert_eq!((thinking.refusal(), thinking.thinking()), (None, Ok(Some(Thinking::High))));
+        assert_eq!(thinking.notes(Some(Api::OpenAiCompletions)), None);
+        let notes = thinking.notes(Some(Api::AnthropicMessages)).unwrap();
+        assert_eq!(
+            *notes,
+            ["thinking \"high\" is not applied: hivegate does not send reasoning settings to anthropic-messages providers yet"]
+        );
+        let refusal = parse(json!({"task": "t", "thinking": "big"})).refusal().unwrap();
+        assert_eq!(refusal, "thinking \"big\" is not a level: one of off, minimal, low, medium, high, xhigh");
     }
 }

@@ -155,6 +155,7 @@ impl Gateway {
             events: self.events.clone(),
             stays: key_is_main,
             history: None,
+            thinking: None,
         }
     }
 
@@ -174,6 +175,7 @@ impl Gateway {
         init.model = plan.model.clone();
         init.stays = stays;
         init.history = plan.history;
+        init.thinking = plan.thinking;
         if plan.model_explicit {
             // Strict: a model the spawn named is used or the child fails, never replaced.
             init.may_fall_back = false;

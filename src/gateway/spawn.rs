@@ -28,6 +28,7 @@ pub struct SpawnPlan {
     pub label: Option<String>,
     pub cleanup: Cleanup,
     pub mode: SpawnMode,
+    pub thinking: Option<crate::model::thinking::Thinking>,
     /// The parent's conversation the child starts with (`context: "fork"`), else `None`.
     pub history: Option<Arc<[Message]>>,
     /// Spawn parameters read but not applied, said in the reply.
@@ -138,6 +139,7 @@ pub fn plan(
         (None, None) => now + crate::config::MAX_TIMEOUT,
     };
 
+    let api = cx.models.api(&model);
     let key = parent_key.child(agent_id);
     let capability = parent
         .attenuate(AttenuateRequest {
@@ -164,7 +166,8 @@ pub fn plan(
         task: task.to_string(),
         mode: request.spawn_mode(),
         history,
-        notes: request.notes(),
+        thinking: request.thinking().ok().flatten(),
+        notes: request.notes(api),
         label: request.label.or(request.task_name).filter(|l| !l.trim().is_empty()),
         cleanup: request.cleanup.unwrap_or_default(),
     })

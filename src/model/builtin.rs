@@ -278,7 +278,14 @@ mod tests {
     const BOUNDS: Bounds = Bounds { max_parts: 64, max_levels: 3 };
 
     fn request(model: &str, messages: Vec<WireMessage>) -> CompletionRequest {
-        CompletionRequest { model: model.into(), messages, tools: vec![], stream: false, stream_options: None }
+        CompletionRequest {
+            model: model.into(),
+            messages,
+            tools: vec![],
+            stream: false,
+            stream_options: None,
+            reasoning_effort: None,
+        }
     }
 
     fn respond(request: &CompletionRequest) -> Result<CompletionResponse, BuiltinError> {

@@ -300,4 +300,8 @@ impl ModelClient for HttpModelClient {
     fn check_model(&self, model: &ModelRef) -> Result<(), ModelError> {
         self.providers.resolve(model).map(|_| ())
     }
+
+    fn api(&self, model: &ModelRef) -> Option<super::Api> {
+        self.providers.get(model.provider()).map(|p| p.api)
+    }
 }

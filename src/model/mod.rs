@@ -20,6 +20,7 @@ pub mod pricing;
 pub mod retry;
 pub mod server;
 pub mod stream;
+pub mod thinking;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -131,6 +132,8 @@ pub struct ChatRequest {
     pub tools: Arc<[ToolSpec]>,
     /// Where the answer's text goes as it streams in, if anywhere.
     pub stream_to: Option<Arc<dyn TextSink>>,
+    /// The reasoning level the spawn asked for ([`thinking`] says what each API does).
+    pub thinking: Option<thinking::Thinking>,
 }
 
 /// Receives a streamed answer's text as it arrives, piece by piece (the operator's
@@ -269,6 +272,11 @@ pub trait ModelClient: Send + Sync + 'static {
     /// Fails when a spawn names a model this client cannot serve, so an explicit model
     /// override is refused at spawn time instead of silently replaced.
     fn check_model(&self, model: &ModelRef) -> Result<(), ModelError>;
+
+    /// The wire API `model`'s provider speaks, when this client knows it.
+    fn api(&self, _model: &ModelRef) -> Option<Api> {
+        None
+    }
 }
 
 /// The wire API a provider speaks.

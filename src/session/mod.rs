@@ -22,6 +22,7 @@ use crate::capability::{micro_usd, Capability};
 use crate::gateway::{Events, Gateway, ModelCalled, Outcome, RunEnded, SessionGone, Stats};
 use crate::keys::{RunId, SessionKey};
 use crate::model::pricing::Pricing;
+use crate::model::thinking::Thinking;
 use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Usage};
 pub use announce::Announcement;
 use tools::{ToolEnv, ToolOutput};
@@ -49,6 +50,8 @@ pub struct SessionInit {
     pub stays: bool,
     /// The parent's conversation, for a `context: "fork"` child.
     pub history: Option<Arc<[Message]>>,
+    /// The reasoning level the spawn asked for.
+    pub thinking: Option<Thinking>,
 }
 
 pub struct Session {
@@ -70,6 +73,7 @@ pub struct Session {
     deadline_timer: Option<SpawnHandle>,
     finished: bool,
     stays: bool,
+    thinking: Option<Thinking>,
 }
 
 #[derive(Message)]
@@ -137,6 +141,7 @@ impl Session {
             deadline_timer: None,
             finished: false,
             stays: init.stays,
+            thinking: init.thinking,
         }
     }
 
@@ -179,6 +184,7 @@ impl Session {
             messages: self.turn.request_messages(),
             tools: self.agent.tool_specs.clone(),
             stream_to: self.events.text_sink(&self.key, &self.run_id),
+            thinking: self.thinking,
         };
         let call = self.models.complete(request);
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {

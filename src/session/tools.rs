@@ -83,6 +83,7 @@ impl Tool {
                     "agentId": {"type": "string", "description": "which agent definition to run"},
                     "model": {"type": "string", "description": "provider/model override; used strictly or the spawn fails"},
                     "runTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0},
+                    "thinking": {"type": "string", "description": "the child's reasoning level: off, minimal, low, medium, high or xhigh"},
                     "cleanup": {"type": "string", "enum": ["keep", "delete"]}}}),
             ),
             Tool::SessionsYield => (

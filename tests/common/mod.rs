@@ -287,6 +287,7 @@ fn as_completion_request(body: &Value) -> CompletionRequest {
         tools: vec![],
         stream: body["stream"].as_bool().unwrap_or(false),
         stream_options: None,
+        reasoning_effort: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn requests_lift_the_system_prompt_and_merge_tool_results_into_user_turns() {
         ],
         tools: Arc::new([spec()]),
         stream_to: None,
+        thinking: None,
     };
     let wire = serde_json::to_value(MessagesRequest::new(&request, 1024, true)).unwrap();
     assert_eq!(
@@ -105,6 +106,7 @@ fn blank_text_is_left_out_and_tool_calls_that_never_ran_are_answered() {
         ],
         tools: Arc::new([]),
         stream_to: None,
+        thinking: None,
     };
     let wire = serde_json::to_value(MessagesRequest::new(&request, 64, false)).unwrap();
     assert_eq!(

@@ -19,6 +19,8 @@ pub struct CompletionRequest {
     pub stream: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
 }
 
 /// Asks for the usage-only last chunk of a stream.
@@ -189,6 +191,7 @@ impl CompletionRequest {
             tools: request.tools.iter().map(WireTool::from).collect(),
             stream,
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
+            reasoning_effort: request.thinking.and_then(|t| t.reasoning_effort()).map(String::from),
         }
     }
 }

@@ -1,0 +1,77 @@
+//! Reasoning levels, as OpenClaw's `thinking` spawn parameter names them, and what each
+//! API makes of them.
+//!
+//! `openai-completions` has a reasoning setting: the level is sent as
+//! `reasoning_effort`. `anthropic-messages` has one too (`thinking.budget_tokens`), but
+//! an answer made with it carries signed thinking blocks that must be sent back with
+//! the next turn after a tool call, and hivegate's transcript does not keep them yet;
+//! so there the level is not applied, and the spawn's reply says so.
+
+use serde::Serialize;
+
+/// A reasoning level. `off` sends nothing (the provider's default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Thinking {
+    Off,
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Xhigh,
+}
+
+/// The levels, for error messages.
+pub const LEVELS: &str = "off, minimal, low, medium, high, xhigh";
+
+impl Thinking {
+    /// A level as OpenClaw accepts it, aliases included (`adaptive` is the usual
+    /// middle, `max`/`ultra` the top, `on` the lowest that thinks).
+    pub fn parse(text: &str) -> Option<Thinking> {
+        let level = match text.trim().to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
+            "off" | "none" | "disabled" => Thinking::Off,
+            "minimal" | "on" => Thinking::Minimal,
+            "low" => Thinking::Low,
+            "medium" | "adaptive" => Thinking::Medium,
+            "high" => Thinking::High,
+            "xhigh" | "extrahigh" | "max" | "ultra" => Thinking::Xhigh,
+            _ => return None,
+        };
+        Some(level)
+    }
+
+    /// The `reasoning_effort` of a chat-completions request, if one is sent.
+    pub fn reasoning_effort(self) -> Option<&'static str> {
+        match self {
+            Thinking::Off => None,
+            Thinking::Minimal => Some("minimal"),
+            Thinking::Low => Some("low"),
+            Thinking::Medium => Some("medium"),
+            Thinking::High => Some("high"),
+            Thinking::Xhigh => Some("xhigh"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openclaw_levels_and_aliases_are_read() {
+        let cases = [
+            ("high", Thinking::High),
+            ("x-high", Thinking::Xhigh),
+            ("Extra High", Thinking::Xhigh),
+            ("adaptive", Thinking::Medium),
+            ("off", Thinking::Off),
+            ("on", Thinking::Minimal),
+        ];
+        for (text, level) in cases {
+            assert_eq!(Thinking::parse(text), Some(level), "{text}");
+        }
+        assert_eq!(Thinking::parse("big"), None);
+        assert_eq!(Thinking::Off.reasoning_effort(), None);
+        assert_eq!(Thinking::Xhigh.reasoning_effort(), Some("xhigh"));
+    }
+}
