@@ -33,6 +33,15 @@ fn openclaw_client() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// Where the wrapper keeps the installed client. It defaults to a folder under `$HOME`,
+/// which [`openclaw`] points at the CLI's own state, so it is named explicitly: else
+/// every CLI run would install the client again.
+fn client_dir() -> PathBuf {
+    std::env::var_os("OPENCLAW_CLIENT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/hivegate-openclaw"))
+}
+
 /// A child process killed when the test ends, however it ends.
 struct Running(Child);
 
@@ -226,6 +235,7 @@ fn openclaw(client: &Path, state: &Path, port: u16, args: &[&str]) -> (Option<i3
     let output = Command::new(client)
         .args(args)
         .env("HOME", state)
+        .env("OPENCLAW_CLIENT_DIR", client_dir())
         .env("OPENCLAW_HOME", state)
         .env("OPENCLAW_STATE_DIR", state)
         .env("OPENCLAW_CONFIG_PATH", state.join("openclaw.json"))
@@ -335,6 +345,23 @@ async fn the_seed_flow_runs_through_the_real_openclaw_cli() {
     let (code, sessions, _) = run(args(&["gateway", "call", "sessions.list", "--json"])).await.unwrap();
     assert_eq!(code, Some(0));
     assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(3), "{sessions}");
+    let history = json!({"sessionKey": "agent:brain:main", "limit": 2}).to_string();
+    let (code, history, _) =
+        run(args(&["gateway", "call", "chat.history", "--params", &history, "--json"])).await.unwrap();
+    assert_eq!((code, history["hasMore"].clone()), (Some(0), json!(true)), "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{history}");
+    assert_eq!(messages[1]["role"], "assistant", "{history}");
+    assert_eq!(messages[1]["content"][0]["text"], "All children reported. Final answer: done.", "{history}");
+    // Each child's end reached the brain as OpenClaw's completion event.
+    let announced = &messages[0]["content"];
+    let announced = announced.as_str().or_else(|| announced[0]["text"].as_str()).unwrap_or_default();
+    assert!(announced.starts_with("[Internal task completion event]\nsource: subagent\n"), "{history}");
+    assert!(announced.contains("\nstatus: completed; ready for parent review\n"), "{history}");
+    // openclaw gateway probe: the token-holding owner on loopback gets the scope it asks for.
+    let (code, probe, stderr) = run(args(&["gateway", "probe", "--json", "--port", &port.to_string()])).await.unwrap();
+    assert_eq!(probe["targets"][0]["auth"]["scopes"], json!(["operator.read"]), "{code:?} {probe}\n{stderr}");
+    assert_eq!(probe["targets"][0]["auth"]["capability"], "read_only", "{probe}");
 
     // 3. A run that hangs, started without waiting, is aborted with its tree.
     let slow =

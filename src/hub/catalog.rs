@@ -111,7 +111,8 @@ impl Hub {
                 transcript.iter().filter(|m| !matches!(m, Message::System { .. })).collect();
             let skip = conversation.len().saturating_sub(limit);
             let messages: Vec<Value> = conversation[skip..].iter().map(|m| history_message(m)).collect();
-            Ok(json!({"sessionKey": target, "sessionId": target, "messages": messages}))
+            Ok(json!({"sessionKey": target, "sessionId": target, "messages": messages,
+                "totalMessages": conversation.len(), "hasMore": skip > 0}))
         }))
     }
 
