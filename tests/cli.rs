@@ -313,6 +313,14 @@ async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
     for main in ["agent:brain:main", "agent:brain:k2", "agent:brain:k3"] {
         assert!(keys.contains(&main), "{main} in {keys:?}");
     }
+    // Rows carry OpenClaw's names too (key, classification, status, modelProvider/model).
+    let k3 = listed["sessions"].as_array().unwrap().iter().find(|s| s["key"] == "agent:brain:k3").unwrap();
+    assert_eq!(
+        (&k3["classification"], &k3["status"], &k3["modelProvider"], &k3["model"], &k3["hasActiveRun"]),
+        (&json!("main"), &json!("done"), &json!("builtin"), &json!("brain"), &json!(false)),
+        "{k3}"
+    );
+    assert_eq!(listed["count"], listed["sessions"].as_array().unwrap().len(), "{listed}");
     let history: Value =
         serde_json::from_slice(&ops(&["sessions", "history", "agent:brain:k2"]).await.unwrap().stdout).unwrap();
     assert_eq!(history["messages"][0], serde_json::json!({"role": "user", "content": "gamma"}));

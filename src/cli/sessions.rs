@@ -68,7 +68,7 @@ fn render_sessions(payload: &Value) -> String {
             vec![
                 text(&s["sessionKey"]),
                 text(&s["agentId"]),
-                text(&s["model"]),
+                format!("{}/{}", text(&s["modelProvider"]), text(&s["model"])),
                 text(&s["status"]),
                 text(&s["outcome"]),
                 tokens.to_string(),

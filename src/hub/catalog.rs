@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::runs::{gateway_error, invalid, unavailable};
 use super::Hub;
-use crate::gateway::{AgentInfo, GetHistory, ListAgents, ListSessions, SessionInfo, ShowRun};
+use crate::gateway::{AgentInfo, GetHistory, ListAgents, ListSessions, Outcome, SessionInfo, ShowRun};
 use crate::keys::RunId;
 use crate::keys::SessionKey;
 use crate::model::Message;
@@ -42,6 +42,36 @@ fn history_message(message: &Message) -> Value {
             json!({"role": "toolResult", "toolCallId": call_id, "content": [{"type": "text", "text": content}]})
         }
     }
+}
+
+/// A `sessions.list` row.
+fn session_row(s: &SessionInfo) -> Value {
+    let mut row = serde_json::to_value(s).unwrap_or_default();
+    let status = match (s.status, s.outcome) {
+        ("running", _) => "running",
+        (_, Some(Outcome::Ok) | None) => "done",
+        (_, Some(Outcome::Killed | Outcome::Interrupted)) => "killed",
+        (_, Some(Outcome::Timeout)) => "timeout",
+        (_, Some(Outcome::Error)) => "failed",
+    };
+    let running = s.status == "running";
+    let extra = json!({
+        "key": s.session_key, "sessionId": s.session_key, "kind": "direct",
+        "classification": if s.parent.is_some() { "subagent" } else { "main" }, "isMain": s.parent.is_none(),
+        "isBackground": s.parent.is_some(), "status": status, "startedAt": s.started_at_ms, "endedAt": s.ended_at_ms,
+        "updatedAt": s.ended_at_ms.unwrap_or(s.started_at_ms),
+        "runtimeMs": s.ended_at_ms.map(|end| end.saturating_sub(s.started_at_ms)), "lastRunId": s.run_id,
+        "modelProvider": s.model.provider(), "model": s.model.model(), "inputTokens": s.usage.prompt_tokens,
+        "outputTokens": s.usage.completion_tokens, "totalTokens": s.usage.total(),
+        "estimatedCostUsd": s.usage.known_cost(), "hasActiveRun": running,
+        "activeRunIds": if running { vec![&s.run_id] } else { vec![] },
+        "abortedLastRun": matches!(s.outcome, Some(Outcome::Killed | Outcome::Interrupted)),
+        "spawnedBy": s.parent, "parentSessionKey": s.parent, "spawnDepth": s.depth,
+    });
+    if let (Value::Object(row), Value::Object(extra)) = (&mut row, extra) {
+        row.extend(extra);
+    }
+    row
 }
 
 /// `agents.list` as the CLI reads it (it checks `--agent` against `agents[].id`).
@@ -143,10 +173,17 @@ impl Hub {
         async move { list.await.map_err(unavailable)?.map_err(gateway_error) }
     }
 
-    /// `sessions.list`.
+    /// `sessions.list`: every session, newest first, each row with hivegate's fields and
+    /// the OpenClaw names its CLI reads (`../shared/docs/openclaw-agent-flow.md` §6.2).
     pub(super) fn sessions_list(&mut self) -> ResponseActFuture<Self, Reply> {
         let list = self.all_sessions();
-        Box::pin(fut::wrap_future(async move { Ok(json!({"sessions": list.await?})) }))
+        Box::pin(fut::wrap_future(async move {
+            let mut sessions = list.await?;
+            sessions.sort_by_key(|s| std::cmp::Reverse(s.started_at_ms));
+            let rows: Vec<Value> = sessions.iter().map(session_row).collect();
+            Ok(json!({"count": rows.len(), "totalCount": rows.len(), "hasMore": false, "nextOffset": null,
+                "sessions": rows}))
+        }))
     }
 
     /// `runs.list`: the latest run of each main session (a root of a tree).
