@@ -290,15 +290,7 @@ impl Gateway {
         let previous = self.registry.get_mut(key).map(|mut entry| {
             self.registry.set_status(&mut entry, Status::Running);
             entry.capability = capability;
-            entry.outcome = None;
-            entry.started_at = Instant::now();
-            entry.ended_at = None;
-            entry.final_text = None;
-            // The live actor holds the transcript now; the snapshot was the last run's.
-            entry.transcript = None;
-            // A run ends only after its children have, so the new run starts with none.
-            entry.children.clear();
-            entry.active_children = 0;
+            entry.clear_last_run();
             std::mem::replace(&mut entry.run_id, run_id)
         });
         if let Some(previous) = previous {
@@ -533,13 +525,7 @@ impl Gateway {
         capability.check(Instant::now())?;
         if let Some(mut entry) = self.registry.get_mut(target) {
             self.registry.set_status(&mut entry, Status::Running);
-            entry.outcome = None;
-            entry.started_at = Instant::now();
-            entry.ended_at = None;
-            entry.final_text = None;
-            entry.transcript = None;
-            entry.children.clear();
-            entry.active_children = 0;
+            entry.clear_last_run();
         }
         if let Some(mut entry) = self.registry.get_mut(&parent) {
             entry.active_children += 1;

@@ -67,6 +67,20 @@ pub struct SessionEntry {
 pub const MAX_NOTICES: usize = 16;
 
 impl SessionEntry {
+    /// Clear what belonged to the last run, for a new run of an idle session (its
+    /// status is set through [`Registry::set_status`], which keeps the count).
+    pub fn clear_last_run(&mut self) {
+        self.outcome = None;
+        self.started_at = Instant::now();
+        self.ended_at = None;
+        self.final_text = None;
+        // The live actor holds the transcript now; the snapshot was the last run's.
+        self.transcript = None;
+        // A run ends only after its children have, so the new run starts with none.
+        self.children.clear();
+        self.active_children = 0;
+    }
+
     pub fn notice(&mut self, text: String) {
         match self.notices.len() {
             n if n < MAX_NOTICES - 1 => self.notices.push(text),
