@@ -139,7 +139,8 @@ pub fn plan(
         (None, None) => now + crate::config::MAX_TIMEOUT,
     };
 
-    let api = cx.models.api(&model);
+    // Only a spawn that asks for a reasoning level needs its provider's API.
+    let api = request.thinking.as_ref().and_then(|_| cx.models.api(&model));
     let key = parent_key.child(agent_id);
     let capability = parent
         .attenuate(AttenuateRequest {
