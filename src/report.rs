@@ -171,7 +171,7 @@ pub fn short_key(key: &str) -> String {
 }
 
 /// One progress line for a session event (what `run` prints on a terminal); none for
-/// streamed text.
+/// streamed text, usage and tool calls that went well.
 pub fn progress_line(event: &crate::gateway::SessionEvent) -> Option<String> {
     use crate::gateway::SessionEvent;
     let line = match event {
@@ -190,7 +190,13 @@ pub fn progress_line(event: &crate::gateway::SessionEvent) -> Option<String> {
                 duration_ms / 1000.0
             )
         }
-        SessionEvent::Streamed { .. } => return None,
+        SessionEvent::ToolEnded { session_key, name, error: Some(error), .. } => {
+            format!("· {}  {name} failed: {error}", short_key(session_key.as_str()))
+        }
+        SessionEvent::Streamed { .. }
+        | SessionEvent::ToolStarted { .. }
+        | SessionEvent::ToolEnded { .. }
+        | SessionEvent::Used { .. } => return None,
     };
     Some(line)
 }

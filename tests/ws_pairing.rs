@@ -450,7 +450,7 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
     let expected: Vec<(&str, &str)> = [("agent", "start"), ("agent", "model")]
         .into_iter()
         .chain(streamed)
-        .chain([("agent", "end"), ("chat", "final")])
+        .chain([("agent", "usage"), ("agent", "end"), ("chat", "final")])
         .collect();
     assert_eq!(shape, expected);
     // A repeat after the end: the same result, once, with no new model call.
@@ -494,6 +494,76 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
         }
     });
     assert!(stopped.await.is_ok(), "the hub still watches session events with no operator connected");
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}
+
+/// Operators see a run's tool calls as `item` events (a spawn titled with its label, a
+/// refused call `failed` with its error), its usage after each model call, and the
+/// child's own run with `spawnedBy`.
+#[actix_rt::test]
+async fn operators_see_tool_items_usage_and_the_childs_run() {
+    let fake = FakeModels::start(|r| match (r.model.as_str(), tool_results(r).len()) {
+        ("leaf", _) => Reply::Text("leaf done".into()),
+        (_, 0) => Reply::Calls(vec![
+            call("s1", "sessions_spawn", json!({"task": "dig", "label": "c1", "agentId": "leaf"})),
+            call("bad", "nodes_invoke", json!({})),
+            call("y", "sessions_yield", json!({})),
+        ]),
+        _ => Reply::Text("all done".into()),
+    });
+    let boss = "id = \"boss\"\nmodel = \"fake/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"leaf\"]\n";
+    let runtime = start_with_fake(&fake, &[boss, "id = \"leaf\"\nmodel = \"fake/leaf\"\n"]).await;
+    let mut observer = cli(runtime.http_addr, &["operator.read"]).await;
+    let run = runtime.gateway.send(StartMain::new("boss", "go")).await.unwrap().unwrap();
+    let mut events = Vec::new();
+    loop {
+        let event = observer.next_frame().await;
+        let payload = event["payload"].clone();
+        let root_final =
+            event["event"] == "chat" && payload["state"] == "final" && payload["runId"] == json!(run.run_id);
+        if event["event"] == "agent" {
+            events.push(payload);
+        }
+        if root_final {
+            break;
+        }
+    }
+    let items: Vec<&serde_json::Value> = events.iter().filter(|e| e["stream"] == "item").map(|e| &e["data"]).collect();
+    let brief: Vec<(&str, &str, &str)> = items
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap(), d["phase"].as_str().unwrap(), d["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("sessions_spawn", "start", "running"),
+            ("sessions_spawn", "end", "completed"),
+            ("nodes_invoke", "start", "running"),
+            ("nodes_invoke", "end", "failed"),
+            ("sessions_yield", "start", "running"),
+            ("sessions_yield", "end", "completed"),
+        ]
+    );
+    assert_eq!(
+        (&items[0]["title"], &items[0]["meta"], &items[0]["itemId"]),
+        (&json!("Sub-agent c1"), &json!("c1"), &json!("tool:s1"))
+    );
+    assert!(items[3]["error"].as_str().unwrap().contains("nodes_invoke is not available"), "{}", items[3]);
+    // The child's run, attributed to the parent.
+    let child: Vec<&serde_json::Value> = events.iter().filter(|e| e["spawnedBy"] == "agent:boss:main").collect();
+    assert!(child.iter().any(|e| e["data"]["phase"] == "start") && child.iter().any(|e| e["data"]["phase"] == "end"));
+    // Usage after each of the parent's two model calls, cumulative.
+    let usage: Vec<u64> = events
+        .iter()
+        .filter(|e| e["stream"] == "usage" && e["sessionKey"] == "agent:boss:main")
+        .map(|e| e["data"]["totalTokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert!(usage[0] > 0 && usage[1] > usage[0], "{usage:?}");
+    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
+    assert_eq!(tokio::time::timeout(WAIT, ended).await.unwrap().unwrap().outcome, Outcome::Ok);
+    observer.close().await;
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

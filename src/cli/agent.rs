@@ -71,6 +71,15 @@ fn event_line(frame: &Value) -> Option<String> {
             Some(format!("- {who}  {}", data.get("stopReason").and_then(Value::as_str).unwrap_or("?")))
         }
         ("assistant", _) => Some(format!("· {who}  {}", data.get("delta")?.as_str()?.replace('\n', " "))),
+        ("item", Some("start")) => {
+            let title = data.get("title").and_then(Value::as_str).map(|t| format!("  {t}")).unwrap_or_default();
+            Some(format!("· {who}  {}{title}", data.get("name")?.as_str()?))
+        }
+        ("item", Some("end")) if data.get("status")? == "failed" => Some(format!(
+            "· {who}  {} failed: {}",
+            data.get("name")?.as_str()?,
+            data.get("error").and_then(Value::as_str).unwrap_or("?")
+        )),
         _ => None,
     }
 }

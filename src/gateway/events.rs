@@ -30,6 +30,15 @@ pub enum SessionEvent {
     },
     #[serde(rename_all = "camelCase")]
     Noticed { session_key: SessionKey, notice: String },
+    /// A tool call began (`title` names what it acts on: a spawn's label, a target).
+    #[serde(rename_all = "camelCase")]
+    ToolStarted { session_key: SessionKey, run_id: RunId, call_id: String, name: String, title: Option<String> },
+    /// A tool call answered; `error` when its result was a refusal or an error.
+    #[serde(rename_all = "camelCase")]
+    ToolEnded { session_key: SessionKey, run_id: RunId, call_id: String, name: String, error: Option<String> },
+    /// The run's usage so far, after each model call.
+    #[serde(rename_all = "camelCase")]
+    Used { session_key: SessionKey, run_id: RunId, usage: crate::model::Usage },
     /// A piece of a model's answer, as it streams in.
     #[serde(rename_all = "camelCase")]
     Streamed { session_key: SessionKey, run_id: RunId, text: String },

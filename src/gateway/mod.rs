@@ -611,6 +611,10 @@ impl Handler<ModelCalled> for Gateway {
     fn handle(&mut self, msg: ModelCalled, _: &mut Self::Context) {
         if let Some(mut entry) = self.registry.get_mut(&msg.key) {
             entry.usage.add(msg.usage);
+            if msg.usage != Usage::default() {
+                let (key, run_id, usage) = (&msg.key, &entry.run_id, entry.usage);
+                self.events.emit(|| SessionEvent::Used { session_key: key.clone(), run_id: run_id.clone(), usage });
+            }
             for notice in msg.notices {
                 let key = &msg.key;
                 self.events.emit(|| SessionEvent::Noticed { session_key: key.clone(), notice: notice.clone() });

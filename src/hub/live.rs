@@ -4,7 +4,8 @@
 //!
 //! Per run: `agent` `lifecycle` `start` and `model` when a session starts, `assistant`
 //! (cumulative `text` and its `delta`) mirrored by a `chat` `delta` as the answer streams,
-//! `lifecycle` `end` and a `chat` `final` when it ends. Every `agent` payload carries the
+//! `item` for each tool call's start and end (a spawn's `title` is its label), `usage`
+//! after each model call, `lifecycle` `end` and a `chat` `final` when it ends. Every `agent` payload carries the
 //! run's own counter `seq`; child runs carry `spawnedBy`. [`LiveView`] is pure: the hub
 //! feeds it events and sends what it returns.
 
@@ -87,6 +88,36 @@ impl LiveView {
                     .collect();
                 self.runs.remove(&run_id);
                 events
+            }
+            SessionEvent::ToolStarted { run_id, call_id, name, title, .. } => {
+                let mut data = json!({"itemId": format!("tool:{call_id}"), "toolCallId": call_id, "name": name,
+                    "kind": "tool", "phase": "start", "status": "running", "startedAt": now_ms});
+                match (title, name == "sessions_spawn") {
+                    (Some(label), true) => {
+                        data["title"] = json!(format!("Sub-agent {label}"));
+                        data["meta"] = json!(label);
+                    }
+                    (Some(title), false) => data["title"] = json!(title),
+                    (None, _) => {}
+                }
+                self.agent(&run_id, "item", data, now_ms).into_iter().collect()
+            }
+            SessionEvent::ToolEnded { run_id, call_id, name, error, .. } => {
+                let mut data = json!({"itemId": format!("tool:{call_id}"), "toolCallId": call_id, "name": name,
+                    "kind": "tool", "phase": "end", "status": if error.is_some() { "failed" } else { "completed" },
+                    "endedAt": now_ms});
+                if let Some(error) = error {
+                    data["error"] = json!(error);
+                }
+                self.agent(&run_id, "item", data, now_ms).into_iter().collect()
+            }
+            SessionEvent::Used { run_id, usage, .. } => {
+                let mut data = json!({"inputTokens": usage.prompt_tokens, "outputTokens": usage.completion_tokens,
+                    "totalTokens": usage.total()});
+                if let Some(cost) = usage.known_cost() {
+                    data["costUsd"] = json!(cost);
+                }
+                self.agent(&run_id, "usage", data, now_ms).into_iter().collect()
             }
             SessionEvent::Noticed { .. } => Vec::new(),
         }

@@ -246,10 +246,13 @@ impl Session {
             agent: self.agent.clone(),
             stats: self.stats.clone(),
         };
+        let (events, key, run_id) = (self.events.clone(), self.key.clone(), self.run_id.clone());
         let batch = async move {
             let mut results: Vec<(String, ToolOutput)> = Vec::with_capacity(calls.len());
             for call in calls {
+                events.emit(|| tools::started(&key, &run_id, &call));
                 let output = tools::execute(&env, &call).await;
+                events.emit(|| tools::ended(&key, &run_id, &call, &output));
                 results.push((call.id, output));
             }
             results

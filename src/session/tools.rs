@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use crate::agent::AgentDef;
 use crate::capability::Capability;
 use crate::gateway::{
-    Gateway, GatewayError, GetHistory, Kill, ListSessions, Outcome, SendOutcome, SendTo, SessionInfo, Spawn,
-    SpawnReply, SpawnRequest, Stats, Status, WaitRun,
+    Gateway, GatewayError, GetHistory, Kill, ListSessions, Outcome, SendOutcome, SendTo, SessionEvent, SessionInfo,
+    Spawn, SpawnReply, SpawnRequest, Stats, Status, WaitRun,
 };
 use crate::hub::InvokeNode;
 use crate::keys::RunId;
@@ -208,6 +208,39 @@ fn error(message: impl std::fmt::Display) -> ToolOutput {
 fn args<T: for<'de> Deserialize<'de>>(tool: Tool, raw: &str) -> Result<T, ToolOutput> {
     let raw = if raw.trim().is_empty() { "{}" } else { raw };
     serde_json::from_str(raw).map_err(|e| error(format!("invalid arguments for {}: {e}", tool.name())))
+}
+
+/// The event of a tool call beginning, titled by what it acts on.
+pub fn started(key: &SessionKey, run_id: &RunId, call: &ToolCall) -> SessionEvent {
+    let args: Value = serde_json::from_str(&call.arguments).unwrap_or_default();
+    let title = ["label", "taskName", "target", "taskId", "sessionKey", "command"]
+        .iter()
+        .find_map(|field| args[*field].as_str())
+        .map(String::from);
+    SessionEvent::ToolStarted {
+        session_key: key.clone(),
+        run_id: run_id.clone(),
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        title,
+    }
+}
+
+/// The event of a tool call answered; a refusal or an error carries its message.
+pub fn ended(key: &SessionKey, run_id: &RunId, call: &ToolCall, output: &ToolOutput) -> SessionEvent {
+    let error = match output {
+        ToolOutput::Done(value) if value["status"] == "error" || value["status"] == "forbidden" => {
+            Some(value["error"].as_str().unwrap_or("failed").to_string())
+        }
+        _ => None,
+    };
+    SessionEvent::ToolEnded {
+        session_key: key.clone(),
+        run_id: run_id.clone(),
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        error,
+    }
 }
 
 /// Run one tool call.
