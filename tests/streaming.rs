@@ -223,6 +223,34 @@ async fn stream_false_asks_for_one_json_answer() {
     fake.stop().await;
 }
 
+/// The notices an answer calls for reach the session's tree through the real client: a
+/// provider that reports no usage is said, once however many calls it answers.
+#[actix_rt::test]
+async fn an_answer_without_usage_is_noticed_once_per_session() {
+    for model in ["fake/boss", "claude/boss"] {
+        let boss = format!("id = \"boss\"\nmodel = \"{model}\"\n[tools]\nallow = [\"sessions_yield\"]\n");
+        let fake = FakeModels::start(|r| {
+            let reply = match common::tool_results(r).len() {
+                0 => Reply::Calls(vec![call("y", "sessions_yield", json!({}))]),
+                _ => Reply::Text("done".into()),
+            };
+            Reply::WithUsage(Box::new(reply), 0, 0)
+        });
+        let runtime = Runtime::start(&config(&fake, true, Limits::default()), agents(&[&boss])).await.unwrap();
+        let summary = run(&runtime, "boss").await;
+        assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "done"), "{model}");
+        assert_eq!(fake.requests_for("boss").len(), 2, "{model}");
+        let tree = runtime.registry.tree(&summary.session_key).unwrap();
+        assert_eq!(
+            tree.notices,
+            ["the provider reported no token usage for this call; token and cost budgets do not count it"],
+            "{model}"
+        );
+        runtime.shutdown().await.unwrap();
+        fake.stop().await;
+    }
+}
+
 /// A stream's failure, in both API kinds: retried when nothing had been received (the
 /// second attempt answers), never once text had arrived.
 #[actix_rt::test]

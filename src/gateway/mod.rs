@@ -616,6 +616,10 @@ impl Handler<ModelCalled> for Gateway {
                 self.events.emit(|| SessionEvent::Used { session_key: key.clone(), run_id: run_id.clone(), usage });
             }
             for notice in msg.notices {
+                // The same notice again (a provider that never reports usage) says nothing new.
+                if entry.notices.contains(&notice) {
+                    continue;
+                }
                 let key = &msg.key;
                 self.events.emit(|| SessionEvent::Noticed { session_key: key.clone(), notice: notice.clone() });
                 entry.notice(notice);

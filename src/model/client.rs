@@ -272,7 +272,11 @@ impl ModelClient for HttpModelClient {
             let mut notices = Vec::new();
             loop {
                 let failed = match this.attempt(&name, &provider, &prepared, &request).await {
-                    Ok(response) => return Ok(ChatResponse { notices, ..response }),
+                    Ok(mut response) => {
+                        // The retries first, then what the answer itself calls for.
+                        notices.append(&mut response.notices);
+                        return Ok(ChatResponse { notices, ..response });
+                    }
                     Err(failed) => failed,
                 };
                 match retry::decide(&provider.retry, attempt, &failed.failure, rand::random::<f64>()) {
