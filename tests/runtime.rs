@@ -494,3 +494,77 @@ async fn a_session_mode_child_forked_from_its_parent_thinks_takes_a_follow_up_an
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// A follow-up runs a `session` child again, so the children limit applies to it as to
+/// a spawn; an idle `session` child can be cancelled; and when the parent's run ends its
+/// idle children's actors stop. A `subagents wait` ends when its task does.
+#[actix_rt::test]
+async fn follow_ups_meet_the_children_limit_and_idle_session_children_can_be_cancelled() {
+    let fake = FakeModels::start(|r| {
+        if r.model == "leaf" {
+            return Reply::Text("leaf answer".into());
+        }
+        let results = tool_results(r);
+        let key = |id: &str| results.iter().find(|(c, _)| c == id).map(|(_, v)| v["childSessionKey"].clone());
+        match last_call_id(r).as_deref() {
+            None => Reply::Calls(vec![
+                call(
+                    "s1",
+                    "sessions_spawn",
+                    json!({"task": "a", "label": "one", "agentId": "leaf", "mode": "session"}),
+                ),
+                call("w", "subagents", json!({"action": "wait", "taskIds": ["one"], "timeoutSeconds": 60})),
+                call("y1", "sessions_yield", json!({})),
+            ]),
+            Some("y1") => Reply::Calls(vec![
+                call(
+                    "s2",
+                    "sessions_spawn",
+                    json!({"task": "b", "label": "two", "agentId": "leaf", "mode": "session"}),
+                ),
+                call("y2", "sessions_yield", json!({})),
+            ]),
+            Some("y2") => Reply::Calls(vec![
+                call("more1", "sessions_send", json!({"sessionKey": key("s1"), "message": "again"})),
+                call("more2", "sessions_send", json!({"sessionKey": key("s2"), "message": "again"})),
+                call("y3", "sessions_yield", json!({})),
+            ]),
+            Some("y3") => Reply::Calls(vec![call("cancel", "subagents", json!({"action": "cancel", "taskId": "two"}))]),
+            _ => Reply::Text("done".into()),
+        }
+    });
+    let root = format!("{}max_children = 1\n", agent_toml("root", "root", &["leaf"]));
+    let agents = [root, agent_toml("leaf", "leaf", &[])];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let summary = wait_run(&runtime, run.run_id).await;
+    assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "done"));
+    let requests = fake.requests_for("root");
+    // The wait ended when the child answered, not at its timeout.
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[1]).into_iter().collect();
+    assert_eq!(
+        (&results["w"]["reason"], &results["w"]["tasks"][0]["status"]),
+        (&json!("completed"), &json!("completed"))
+    );
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[3]).into_iter().collect();
+    assert_eq!(results["more1"]["status"], "resumed", "{results:?}");
+    assert_eq!(
+        results["more2"],
+        json!({"status": "error", "error": "max active children reached (maxChildrenPerSession=1); wait for a child to finish"})
+    );
+    let results: std::collections::HashMap<String, Value> = tool_results(&requests[4]).into_iter().collect();
+    assert_eq!((&results["cancel"]["status"], &results["cancel"]["cancelled"]), (&json!("cancelled"), &json!(true)));
+    assert_eq!(fake.requests_for("leaf").len(), 3, "one follow-up ran, the refused one did not");
+    // Both children ended; only the idle root's actor is left.
+    let children: Vec<_> = runtime.registry.list().into_iter().filter(|s| s.parent.is_some()).collect();
+    assert!(children.iter().all(|c| c.status == "ended"), "{children:?}");
+    for _ in 0..100 {
+        if runtime.stats.live_sessions() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(runtime.stats.live_sessions(), 1);
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}

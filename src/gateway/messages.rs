@@ -507,6 +507,9 @@ pub enum GatewayError {
     NotVisible { target: SessionKey },
     #[error("session {0} has ended and takes no more messages")]
     Ended(SessionKey),
+    /// A limit refused the work; the text names the limit.
+    #[error("{0}")]
+    Limit(String),
     #[error("session {target} is waiting for a follow-up that only its parent {parent} can give")]
     NotParent { target: SessionKey, parent: SessionKey },
     #[error("session {0} is busy with a run; wait for it or send to it")]

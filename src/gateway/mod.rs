@@ -377,10 +377,7 @@ impl Gateway {
                     None,
                 ),
                 // A `session` child waiting for follow-ups goes with its parent's run.
-                Some((Status::Idle, _)) => {
-                    self.stop_idle(&child);
-                    self.retain_ended(&child);
-                }
+                Some((Status::Idle, _)) => self.stop_idle(&child),
                 _ => {}
             }
         }
@@ -494,12 +491,7 @@ impl Gateway {
                     None,
                 );
             }
-            Some((Status::Idle, _)) => {
-                if let Some(mut entry) = self.registry.get_mut(&msg.key) {
-                    self.registry.set_status(&mut entry, Status::Ended);
-                    entry.addr = None;
-                }
-            }
+            Some((Status::Idle, _)) => self.stop_idle(&msg.key),
             _ => {}
         }
     }
@@ -522,7 +514,19 @@ impl Gateway {
         if caller.as_ref().map(|c| c.principal()) != Some(&parent) {
             return Err(GatewayError::NotParent { target: target.clone(), parent });
         }
+        if self.shutting_down {
+            return Err(GatewayError::ShuttingDown);
+        }
         capability.check(Instant::now())?;
+        // A follow-up runs the child again: the limits a spawn meets apply.
+        let (parent_agent, active) = self
+            .registry
+            .get(&parent)
+            .map(|p| (p.agent_id.clone(), p.active_children))
+            .ok_or_else(|| GatewayError::NoSuchSession(parent.clone()))?;
+        let agent = self.agents.get(&parent_agent).ok_or(GatewayError::UnknownAgent(parent_agent))?;
+        spawn::room(&self.registry, &self.limits, &agent.subagents, active)
+            .map_err(|hit| GatewayError::Limit(hit.error))?;
         if let Some(mut entry) = self.registry.get_mut(target) {
             self.registry.set_status(&mut entry, Status::Running);
             entry.clear_last_run();
@@ -535,12 +539,21 @@ impl Gateway {
         Ok(SendOutcome::Resumed { run_id })
     }
 
-    fn stop_idle(&self, key: &SessionKey) {
-        if let Some(mut entry) = self.registry.get_mut(key) {
+    /// Stop an idle session (a main session, or a `session` child waiting for
+    /// follow-ups): its actor goes, its capability is revoked (an idle child's was kept
+    /// for its follow-ups), and its record joins the retained ended ones.
+    fn stop_idle(&mut self, key: &SessionKey) {
+        let keep = {
+            let Some(mut entry) = self.registry.get_mut(key).filter(|e| e.status == Status::Idle) else { return };
             self.registry.set_status(&mut entry, Status::Ended);
+            entry.capability.revoke();
             if let Some(addr) = entry.addr.take() {
                 addr.do_send(Terminate);
             }
+            entry.cleanup == Cleanup::Keep
+        };
+        if keep {
+            self.retain_ended(key);
         }
     }
 }

@@ -108,22 +108,8 @@ pub fn plan(
         });
     }
 
-    let max_children = cx.limits.max_children_per_session.min(policy.max_children.unwrap_or(usize::MAX));
-    if active_children >= max_children {
-        return Err(SpawnReply::limit(
-            "maxChildrenPerSession",
-            max_children as u64,
-            format!("max active children reached (maxChildrenPerSession={max_children}); wait for a child to finish"),
-        ));
-    }
-    if cx.registry.running() >= cx.limits.max_sessions {
-        let max = cx.limits.max_sessions;
-        return Err(SpawnReply::limit(
-            "maxSessions",
-            max as u64,
-            format!("max running sessions reached (maxSessions={max}); wait for sessions to finish"),
-        ));
-    }
+    room(cx.registry, cx.limits, policy, active_children)
+        .map_err(|hit| SpawnReply::limit(hit.limit, hit.value, hit.error))?;
 
     let model = resolve_model(cx, &request, policy.model.as_ref(), agent)?;
     let timeout = match request.run_timeout_seconds {
@@ -172,6 +158,43 @@ pub fn plan(
         label: request.label.or(request.task_name).filter(|l| !l.trim().is_empty()),
         cleanup: request.cleanup.unwrap_or_default(),
     })
+}
+
+/// Whether a parent with `active_children` may have one more child running: within its
+/// agent's and the gateway's children limit, and the gateway's sessions limit. A spawn
+/// and a `session` child's follow-up both ask.
+pub fn room(
+    registry: &Registry,
+    limits: &Limits,
+    policy: &crate::agent::SubagentPolicy,
+    active_children: usize,
+) -> Result<(), LimitHit> {
+    let max_children = limits.max_children_per_session.min(policy.max_children.unwrap_or(usize::MAX));
+    if active_children >= max_children {
+        return Err(LimitHit {
+            limit: "maxChildrenPerSession",
+            value: max_children as u64,
+            error: format!(
+                "max active children reached (maxChildrenPerSession={max_children}); wait for a child to finish"
+            ),
+        });
+    }
+    if registry.running() >= limits.max_sessions {
+        let max = limits.max_sessions;
+        return Err(LimitHit {
+            limit: "maxSessions",
+            value: max as u64,
+            error: format!("max running sessions reached (maxSessions={max}); wait for sessions to finish"),
+        });
+    }
+    Ok(())
+}
+
+/// A limit that refused work: its name, its value, and the message that says so.
+pub struct LimitHit {
+    pub limit: &'static str,
+    pub value: u64,
+    pub error: String,
 }
 
 /// Strict: an explicit model is used or the spawn fails; never a silent substitute.

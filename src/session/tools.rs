@@ -365,7 +365,8 @@ async fn subagents(env: &ToolEnv, a: SubagentsArgs) -> Result<ToolOutput, ToolOu
             let wanted = wanted.ok_or_else(|| error("subagents cancel needs a taskId (or target)"))?;
             let listed = children(env).await?;
             let target = find(&listed, wanted)?;
-            if target.status != Status::Running.as_str() {
+            // An idle `session` child can be cancelled too; only an ended one cannot.
+            if target.status == Status::Ended.as_str() {
                 let ended = target.outcome.map_or("ended", Outcome::as_str);
                 return Ok(ToolOutput::Done(json!({"status": "error", "taskId": target.run_id, "found": true,
                     "cancelled": false, "reason": format!("the task already ended ({ended})")})));
