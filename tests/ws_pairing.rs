@@ -494,6 +494,11 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
         }
     });
     assert!(stopped.await.is_ok(), "the hub still watches session events with no operator connected");
+    // An operator that may not read runs (pairing only) does not start it again.
+    let mut approver = cli(addr, &["operator.pairing"]).await;
+    assert_eq!(approver.call("device.pair.list", json!({})).await.unwrap()["pending"], json!([]));
+    assert!(!runtime.events.watched(), "a pairing-only operator made the hub follow session events");
+    approver.close().await;
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -284,7 +284,6 @@ impl Registry {
 
 /// An instant as Unix milliseconds (by its distance from now).
 fn unix_ms(at: Instant) -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let ago = Instant::now().saturating_duration_since(at);
-    u64::try_from(now.saturating_sub(ago).as_millis()).unwrap_or(u64::MAX)
+    crate::hub::now_ms().saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))
 }

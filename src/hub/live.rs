@@ -38,6 +38,16 @@ pub struct LiveView {
 impl LiveView {
     /// The events (name, payload) `event` becomes, at time `now_ms`.
     pub fn translate(&mut self, event: SessionEvent, now_ms: u64) -> Vec<(&'static str, Value)> {
+        // A run that started while nobody watched (or before the view was reset) is
+        // picked up by its later events, so its end is still shown.
+        match &event {
+            SessionEvent::Streamed { session_key, run_id, .. }
+            | SessionEvent::ToolStarted { session_key, run_id, .. }
+            | SessionEvent::ToolEnded { session_key, run_id, .. }
+            | SessionEvent::Used { session_key, run_id, .. }
+            | SessionEvent::Ended { session_key, run_id, .. } => self.pick_up(run_id, session_key, now_ms),
+            SessionEvent::Started { .. } | SessionEvent::Noticed { .. } => {}
+        }
         match event {
             SessionEvent::Started { session_key, run_id, parent, agent_id, model, .. } => {
                 if self.runs.len() >= MAX_RUNS {
@@ -123,6 +133,23 @@ impl LiveView {
         }
     }
 
+    /// Follow `run_id` from here on if it is not followed yet (its parent unknown).
+    fn pick_up(&mut self, run_id: &RunId, session_key: &SessionKey, now_ms: u64) {
+        if self.runs.len() >= MAX_RUNS || self.runs.contains_key(run_id) {
+            return;
+        }
+        let agent_id = session_key.as_str().strip_prefix("agent:").and_then(|rest| rest.split(':').next());
+        let view = RunView {
+            session_key: session_key.clone(),
+            agent_id: agent_id.unwrap_or_default().to_string(),
+            parent: None,
+            seq: 0,
+            text: String::new(),
+            started_ms: now_ms,
+        };
+        self.runs.insert(run_id.clone(), view);
+    }
+
     /// An `agent` event of the run, with the run's next `seq`.
     fn agent(&mut self, run_id: &RunId, stream: &str, data: Value, now_ms: u64) -> Option<(&'static str, Value)> {
         let view = self.runs.get_mut(run_id)?;
@@ -204,6 +231,8 @@ mod tests {
         );
         assert_eq!(events[1].1["message"]["content"][0]["text"], "hello");
         assert!(live.runs.is_empty(), "an ended run is forgotten");
-        assert!(live.translate(streamed("late"), 104).is_empty());
+        // A run first seen mid-way (started while nobody watched) is followed from there.
+        let late = live.translate(streamed("late"), 104);
+        assert_eq!((late[0].1["data"]["text"].clone(), late[0].1["agentId"].clone()), (json!("late"), json!("exec")));
     }
 }

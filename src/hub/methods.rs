@@ -79,6 +79,8 @@ pub const EVENTS: &[&str] = &[
     "node.pair.requested",
     "node.pair.resolved",
     "node.invoke.request",
+    "agent",
+    "chat",
 ];
 
 fn params<T: DeserializeOwned>(method: &str, value: Value) -> Result<T, ErrorShape> {

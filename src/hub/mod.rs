@@ -144,6 +144,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Whether this connection gets the live view of runs (an operator with read scope).
+    fn reads_runs(&self) -> bool {
+        self.role == Role::Operator && self.scopes.satisfies(Scope::OperatorRead)
+    }
+
     /// Who this connection acts as, for per-caller state (idempotency).
     fn caller(&self) -> invoke::Caller {
         match &self.device_id {
@@ -184,7 +189,7 @@ pub struct Hub {
     live: live::LiveView,
     watching: Option<SpawnHandle>,
     me: Option<Addr<Hub>>,
-    /// Operator connections among `conns`.
+    /// Connections among `conns` that get the live view ([`Conn::reads_runs`]).
     operators: usize,
     started: Instant,
     boot_id: String,
@@ -305,7 +310,7 @@ impl Hub {
         let Some(conn) = self.conns.remove(&conn_id) else {
             return;
         };
-        if conn.role == Role::Operator {
+        if conn.reads_runs() {
             self.operators = self.operators.saturating_sub(1);
             self.operators_changed();
         }
@@ -444,18 +449,19 @@ impl Hub {
         if let (Role::Node, Some(node_id)) = (conn.role, &conn.device_id) {
             self.nodes.insert(node_id.clone(), conn_id);
         }
-        if conn.role == Role::Operator {
+        if conn.reads_runs() {
             self.operators += 1;
         }
         if let Some(replaced) = self.conns.insert(conn_id, conn) {
             // Not expected (connection ids are unique); keep the count true anyway.
-            self.operators = self.operators.saturating_sub(usize::from(replaced.role == Role::Operator));
+            self.operators = self.operators.saturating_sub(usize::from(replaced.reads_runs()));
         }
         self.operators_changed();
         self.broadcast(events);
     }
 
-    /// Follow session events while an operator is connected, and only then.
+    /// Follow session events while an operator who may read runs is connected, and only
+    /// then (a pairing-only operator does not make every session stream its text).
     fn operators_changed(&self) {
         let wanted = self.operators > 0;
         if wanted != self.watching.is_some() {
@@ -508,15 +514,16 @@ impl Handler<Watch> for Hub {
         match (wanted, self.watching.take()) {
             (true, None) => {
                 let subscription = self.config.events.subscribe_with_text();
+                // `None` when events were lost: runs whose end was among them would stay
+                // in the view for good, so it starts afresh.
                 let events = futures_util::stream::unfold(subscription, |mut sub| async move {
-                    loop {
-                        match sub.recv().await {
-                            Ok(event) => return Some((event, sub)),
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                tracing::warn!(missed = n, "the live view fell behind; events dropped");
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    match sub.recv().await {
+                        Ok(event) => Some((Some(event), sub)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "the live view fell behind; events dropped");
+                            Some((None, sub))
                         }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
                     }
                 });
                 self.watching = Some(ctx.add_stream(events));
@@ -530,13 +537,15 @@ impl Handler<Watch> for Hub {
     }
 }
 
-impl StreamHandler<crate::gateway::SessionEvent> for Hub {
-    fn handle(&mut self, event: crate::gateway::SessionEvent, _: &mut Self::Context) {
+impl StreamHandler<Option<crate::gateway::SessionEvent>> for Hub {
+    fn handle(&mut self, event: Option<crate::gateway::SessionEvent>, _: &mut Self::Context) {
+        let Some(event) = event else {
+            self.live = live::LiveView::default();
+            return;
+        };
         for (name, payload) in self.live.translate(event, now_ms()) {
             let frame = EventFrame { event: name.to_string(), payload: Some(payload), seq: None, state_version: None };
-            for conn in
-                self.conns.values().filter(|c| c.role == Role::Operator && c.scopes.satisfies(Scope::OperatorRead))
-            {
+            for conn in self.conns.values().filter(|c| c.reads_runs()) {
                 conn.outbox.do_send(Outbound::Event { frame: frame.clone(), broadcast: true });
             }
         }

@@ -13,13 +13,13 @@
 //! runs; a key older than that is refused by the gateway if it still knows the run.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Hub, Outbound};
+use super::{now_ms, Hub, Outbound};
 use crate::gateway::{Abort, ForgetSession, GatewayError, Outcome, RunSummary, StartMain, WaitRun};
 use crate::keys::{RunId, SessionKey};
 use crate::protocol::{error_codes, ErrorShape};
@@ -100,10 +100,6 @@ impl RunBook {
         self.ended.push_back(key.clone());
         self.runs.insert(key, Known::Ended(result));
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(super) fn invalid(method: &str, e: impl std::fmt::Display) -> ErrorShape {

@@ -348,7 +348,7 @@ async fn subagents(env: &ToolEnv, a: SubagentsArgs) -> Result<ToolOutput, ToolOu
     match a.action {
         Action::List => {
             let recent = a.recent_minutes.unwrap_or(DEFAULT_RECENT_MINUTES).max(1).saturating_mul(60_000);
-            let cutoff = unix_ms_now().saturating_sub(recent);
+            let cutoff = crate::hub::now_ms().saturating_sub(recent);
             let tasks: Vec<Value> = children(env)
                 .await?
                 .iter()
@@ -481,11 +481,6 @@ fn task(s: &SessionInfo) -> Value {
         _ => {}
     }
     row
-}
-
-fn unix_ms_now() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn ask<M, T>(env: &ToolEnv, message: M) -> Result<T, ToolOutput>
