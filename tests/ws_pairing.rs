@@ -483,6 +483,23 @@ async fn an_agent_request_is_acknowledged_streamed_to_operators_and_answered_at_
         bad["message"],
         "session key 'agent:other:x' is not a main session of agent 'worker'; expected agent:worker:<name>"
     );
+    // The same key twice back to back: one run, and the repeat answers in_flight. (The
+    // hub counts the run active from the moment it asks the gateway, so a repeat that
+    // arrives before the gateway answered cannot start a second one; this test does
+    // not force that interleaving.)
+    let twice = json!({"message": "go", "agentId": "worker", "sessionKey": "agent:worker:k9", "idempotencyKey": "k9"});
+    for id in ["t1", "t2"] {
+        caller.send_json(&json!({"type": "req", "id": id, "method": "agent", "params": twice})).await;
+    }
+    let mut first = std::collections::HashMap::new();
+    while first.len() < 2 {
+        let frame = caller.next_frame().await;
+        if frame["type"] == "res" {
+            first.entry(frame["id"].as_str().unwrap().to_string()).or_insert(frame);
+        }
+    }
+    let statuses: Vec<&serde_json::Value> = ["t1", "t2"].iter().map(|id| &first[*id]["payload"]["status"]).collect();
+    assert_eq!(statuses, [&json!("accepted"), &json!("in_flight")], "{first:?}");
     // With no operator connected the hub stops following session events, so an
     // unwatched gateway builds none.
     assert!(runtime.events.watched());

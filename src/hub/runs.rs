@@ -91,6 +91,13 @@ impl RunBook {
         self.runs.insert(key, Known::Active { session_key, agent_id });
     }
 
+    /// A run that did not start after all.
+    fn forget(&mut self, key: &str) {
+        if matches!(self.runs.get(key), Some(Known::Active { .. })) {
+            self.runs.remove(key);
+        }
+    }
+
     fn ended(&mut self, key: String, result: Value) {
         if self.ended.len() >= REMEMBERED {
             if let Some(oldest) = self.ended.pop_front() {
@@ -215,10 +222,20 @@ impl Hub {
             run_id: Some(RunId::from(key.as_str())),
             session_key,
         };
+        // Known as active before the gateway answers, so a repeat arriving meanwhile
+        // answers `in_flight` instead of racing this one to the gateway.
+        let provisional = start.session_key.clone().unwrap_or_else(|| SessionKey::main(&agent_id));
+        self.runs.active(key.clone(), provisional, agent_id.clone());
         let started = self.gateway.send(start);
         let accepted_at = now_ms();
         Box::pin(fut::wrap_future(started).map(move |result, act: &mut Hub, ctx| {
-            let run = result.map_err(unavailable)?.map_err(gateway_error)?;
+            let run = match result.map_err(unavailable).and_then(|r| r.map_err(gateway_error)) {
+                Ok(run) => run,
+                Err(e) => {
+                    act.runs.forget(&key);
+                    return Err(e);
+                }
+            };
             act.runs.active(key.clone(), run.session_key.clone(), agent_id.clone());
             act.finish_when_ended(conn_id, request_id, key.clone(), agent_id.clone(), ctx);
             Ok(json!({
