@@ -299,6 +299,15 @@ async fn a_stream_that_stalls_past_the_idle_timeout_fails_instead_of_hanging() {
     assert_eq!(fake.requests_for("worker").len(), 1, "text had arrived: not retried");
     assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
     runtime.shutdown().await.unwrap();
+    // The whole call's bound, when it comes first, names its own setting.
+    let limits = Limits { model_request_timeout: Duration::from_millis(400), ..Limits::default() };
+    let runtime = Runtime::start(&config(&fake, true, limits), agents(&[WORKER])).await.unwrap();
+    let summary = run(&runtime, "worker").await;
+    assert_eq!(
+        summary.text,
+        "model call failed: provider fake's stream failed: the connection failed: no complete answer within 0.4 s (limits.model_request_timeout_seconds)"
+    );
+    runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
 

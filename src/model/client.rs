@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::anthropic::{self, MessagesRequest, MessagesResponse};
@@ -46,6 +46,8 @@ pub struct HttpModelClient {
     in_flight: Arc<AtomicUsize>,
     max_response_bytes: usize,
     idle_timeout: Duration,
+    /// The whole call's bound (reqwest enforces it); kept to name it when it fires.
+    request_timeout: Duration,
 }
 
 impl HttpModelClient {
@@ -62,6 +64,7 @@ impl HttpModelClient {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_response_bytes: limits.max_model_response_bytes,
             idle_timeout: limits.model_idle_timeout,
+            request_timeout: limits.model_request_timeout,
         })
     }
 
@@ -204,15 +207,19 @@ impl HttpModelClient {
             }
             (Api::OpenAiCompletions, None) => call,
         };
+        let limit = self.request_timeout;
         let transport = |e: reqwest::Error| {
-            Failed::transport(ModelError::Transport { provider: name.to_string(), message: e.to_string() })
+            Failed::transport(ModelError::Transport {
+                provider: name.to_string(),
+                message: transport_message(&e, limit),
+            })
         };
         let response = call.send().await.map_err(transport)?;
         let status = response.status();
         if status.is_success() && is_event_stream(&response) {
             let bounds = stream::Bounds { max_bytes: self.max_response_bytes, idle: self.idle_timeout };
             let draft = Draft::new(request.stream_to.clone());
-            let body = response.bytes_stream();
+            let body = response.bytes_stream().map(|chunk| chunk.map_err(|e| transport_message(&e, limit)));
             let read = match provider.api {
                 Api::OpenAiCompletions => stream::read(body, ChunkDecoder, draft, bounds).await,
                 Api::AnthropicMessages => {
@@ -249,6 +256,15 @@ impl HttpModelClient {
             sink.text(text);
         }
         response.map_err(Failed::final_)
+    }
+}
+
+/// A transport error's message; the whole call's timeout names its setting.
+fn transport_message(e: &reqwest::Error, limit: Duration) -> String {
+    if e.is_timeout() {
+        format!("no complete answer within {:.1} s (limits.model_request_timeout_seconds)", limit.as_secs_f64())
+    } else {
+        e.to_string()
     }
 }
 
