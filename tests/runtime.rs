@@ -472,6 +472,11 @@ async fn a_session_mode_child_forked_from_its_parent_thinks_takes_a_follow_up_an
     assert_eq!(results["more"], json!({"status": "resumed", "runId": task_id}));
     let seen = summary.text.strip_prefix("done: ").unwrap();
     assert_eq!(seen.matches("[Internal task completion event]").count(), 2, "{seen}");
+    // Each announce counts its own run's tokens (the follow-up's are not added to the first's).
+    let tokens: Vec<&str> = seen.split("Stats: runtime ").skip(1).map(|s| s.split(" • ").nth(1).unwrap()).collect();
+    assert_eq!(tokens.len(), 2, "{seen}");
+    assert!(tokens[0].starts_with("tokens ") && tokens[0] != "tokens unknown", "{seen}");
+    assert_eq!(tokens[0].split(" (").next(), tokens[1].split(" (").next(), "{seen}");
     // Forked: the parent's task before the child's own, which says it is a subagent's.
     let child = fake.requests_for("leaf");
     assert_eq!(child.len(), 2);

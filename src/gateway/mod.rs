@@ -322,7 +322,7 @@ impl Gateway {
         usage: Usage,
         transcript: Option<Vec<ChatMessage>>,
     ) {
-        let (parent, label, children, addr, capability, cleanup, runtime, spent, stop_actor) = {
+        let (parent, label, children, addr, capability, cleanup, runtime, stop_actor) = {
             let Some(mut entry) = self.registry.get_mut(key) else {
                 return;
             };
@@ -348,7 +348,6 @@ impl Gateway {
                 entry.capability.clone(),
                 entry.cleanup,
                 entry.duration(),
-                entry.usage,
                 stop_actor,
             )
         };
@@ -391,7 +390,7 @@ impl Gateway {
                     outcome,
                     text: text.clone(),
                     runtime,
-                    usage: spent,
+                    usage,
                 },
             );
             if cleanup == Cleanup::Delete {
@@ -688,7 +687,7 @@ impl Handler<GetHistory> for Gateway {
 impl Handler<SendTo> for Gateway {
     type Result = Result<SendOutcome, GatewayError>;
 
-    fn handle(&mut self, msg: SendTo, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SendTo, ctx: &mut Self::Context) -> Self::Result {
         self.visible(&msg.caller, "sessions_send", &msg.target)?;
         let state = self.registry.get(&msg.target).map(|e| (e.status, e.addr.clone(), e.agent_id.clone()));
         let from = msg.caller.as_ref().map_or_else(|| "operator".to_string(), |c| c.principal().to_string());
@@ -701,22 +700,10 @@ impl Handler<SendTo> for Gateway {
             Some((Status::Idle, Some(addr), _)) if addr.connected() && !msg.target.is_main() => {
                 self.follow_up(&msg.caller, &msg.target, addr, msg.text)
             }
+            // An idle main session takes the message as its next run.
             Some((Status::Idle, Some(addr), agent_id)) if addr.connected() => {
-                let agent = self.agents.get(&agent_id).cloned().ok_or(GatewayError::UnknownAgent(agent_id.clone()))?;
-                let start = StartMain {
-                    agent_id,
-                    task: msg.text.clone(),
-                    run_timeout: None,
-                    budget_tokens: None,
-                    budget_usd: None,
-                    run_id: None,
-                    session_key: None,
-                };
-                let capability = self.mint_main_capability(&msg.target, &agent, &start);
-                let run_id = RunId::new();
-                self.restart_main(&msg.target, run_id.clone(), capability.clone());
-                addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.text });
-                Ok(SendOutcome::Started { run_id })
+                let start = StartMain { session_key: Some(msg.target), ..StartMain::new(&agent_id, &msg.text) };
+                self.start_main(start, ctx).map(|run| SendOutcome::Started { run_id: run.run_id })
             }
             Some(_) => Err(GatewayError::Ended(msg.target)),
         }

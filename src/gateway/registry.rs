@@ -20,7 +20,7 @@ use crate::session::Session;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Running,
-    /// A main session between runs.
+    /// Between runs: a main session, or a `mode: "session"` child waiting for a follow-up.
     Idle,
     Ended,
 }

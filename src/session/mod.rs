@@ -96,7 +96,8 @@ pub struct Terminate;
 #[rtype(result = "Vec<Message>")]
 pub struct GetTranscript;
 
-/// A new run for an idle main session.
+/// A new run for an idle session (a main session's next task, a `session` child's
+/// follow-up).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StartRun {
@@ -352,7 +353,8 @@ impl Handler<StartRun> for Session {
         self.run_id = msg.run_id;
         self.capability = msg.capability;
         // A main session's new run starts on the agent's own model again, with all its
-        // fallbacks; a `session` child's follow-up keeps the model it was spawned on.
+        // fallbacks; a `session` child's follow-up goes on with the model it ended on
+        // (the spawn's, or the fallback it had moved to).
         if self.key.is_main() {
             self.model = self.agent.model.clone();
             self.next_fallback = Some(0);
