@@ -332,6 +332,8 @@ async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
     assert_eq!(reset["status"], "reset");
     let output = ops(&["runs", "wait", "no-such-run", "--wait", "1"]).await.unwrap();
     assert_eq!(output.status.code(), Some(1), "a run that is not known to have ended ok is exit 1");
+    let waited: Value = serde_json::from_slice(&output.stdout).expect("the wait's answer, as JSON");
+    assert_eq!(waited, json!({"runId": "no-such-run", "status": "timeout"}));
     // A bare session key needs an agent: bad input, exit 2.
     let mut command = hivegate();
     command.args(["agent", "--url", &url, "--token", "x", "--message", "m", "--session-key", "k"]);

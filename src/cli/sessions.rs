@@ -63,15 +63,13 @@ enum RunsCommand {
 fn render_sessions(payload: &Value) -> String {
     let rows: Vec<Vec<String>> = rows(&payload["sessions"])
         .map(|s| {
-            let tokens =
-                s["usage"]["promptTokens"].as_u64().unwrap_or(0) + s["usage"]["completionTokens"].as_u64().unwrap_or(0);
             vec![
                 text(&s["sessionKey"]),
                 text(&s["agentId"]),
                 format!("{}/{}", text(&s["modelProvider"]), text(&s["model"])),
                 text(&s["status"]),
                 text(&s["outcome"]),
-                tokens.to_string(),
+                s["totalTokens"].as_u64().unwrap_or(0).to_string(),
             ]
         })
         .collect();

@@ -35,7 +35,6 @@ pub struct Draft {
     calls: Vec<DraftCall>,
     usage: Usage,
     sink: Option<Arc<dyn TextSink>>,
-    started: bool,
     stop_reason: Option<String>,
 }
 
@@ -57,7 +56,6 @@ impl Draft {
         if delta.is_empty() {
             return;
         }
-        self.started = true;
         self.content.push_str(delta);
         if let Some(sink) = &self.sink {
             sink.text(delta);
@@ -75,7 +73,6 @@ impl Draft {
         name: Option<&str>,
         arguments: Option<&str>,
     ) -> Result<(), Fault> {
-        self.started = true;
         let id = id.filter(|s| !s.is_empty());
         // Deltas come for the newest call almost always: search from the end.
         let found = self.calls.iter().rposition(|c| c.index == index);
@@ -121,7 +118,7 @@ impl Draft {
 
     /// Whether any output (text or a tool call) has arrived.
     pub fn started(&self) -> bool {
-        self.started
+        !self.content.is_empty() || !self.calls.is_empty()
     }
 
     /// The finished response; tool calls in index order.
@@ -163,9 +160,9 @@ pub enum Flow {
 
 /// One API kind's reading of its events.
 pub trait Decoder {
-    /// Apply one event (`event` is the SSE event name, `message` when the server gave
-    /// none) to the draft.
-    fn event(&mut self, draft: &mut Draft, event: &str, data: &str) -> Result<Flow, Fault>;
+    /// Apply one event's data to the draft (both APIs name an event's kind inside its
+    /// data, so the SSE event name is not needed).
+    fn event(&mut self, draft: &mut Draft, data: &str) -> Result<Flow, Fault>;
 }
 
 /// Why a stream did not give a whole answer.
@@ -234,16 +231,14 @@ where
             Some(Err(e)) => Fault::Decode(e.to_string()),
             // A block with no data (only an id, a retry or an event name) carries nothing.
             Some(Ok(sse_stream::Sse { data: None, .. })) => continue,
-            Some(Ok(sse_stream::Sse { event, data: Some(data), .. })) => {
-                match decoder.event(&mut draft, event.as_deref().unwrap_or("message"), &data) {
-                    Ok(Flow::More) => continue,
-                    Ok(Flow::Done) => {
-                        let started = draft.started();
-                        return draft.finish().map_err(|fault| Failed { fault, output_started: started });
-                    }
-                    Err(fault) => fault,
+            Some(Ok(sse_stream::Sse { data: Some(data), .. })) => match decoder.event(&mut draft, &data) {
+                Ok(Flow::More) => continue,
+                Ok(Flow::Done) => {
+                    let started = draft.started();
+                    return draft.finish().map_err(|fault| Failed { fault, output_started: started });
                 }
-            }
+                Err(fault) => fault,
+            },
         };
         return Err(Failed { fault, output_started: draft.started() });
     }

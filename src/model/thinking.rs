@@ -7,11 +7,8 @@
 //! the next turn after a tool call, and hivegate's transcript does not keep them yet;
 //! so there the level is not applied, and the spawn's reply says so.
 
-use serde::Serialize;
-
 /// A reasoning level. `off` sends nothing (the provider's default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Thinking {
     Off,
     Minimal,

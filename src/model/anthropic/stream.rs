@@ -91,7 +91,7 @@ pub struct EventDecoder {
 }
 
 impl Decoder for EventDecoder {
-    fn event(&mut self, draft: &mut Draft, _event: &str, data: &str) -> Result<Flow, Fault> {
+    fn event(&mut self, draft: &mut Draft, data: &str) -> Result<Flow, Fault> {
         let event: Event = serde_json::from_str(data).map_err(|e| Fault::Decode(e.to_string()))?;
         match event {
             Event::MessageStart { message } => self.set_usage(draft, message.usage),

@@ -62,7 +62,7 @@ pub struct FunctionDelta {
 pub struct ChunkDecoder;
 
 impl Decoder for ChunkDecoder {
-    fn event(&mut self, draft: &mut Draft, _event: &str, data: &str) -> Result<Flow, Fault> {
+    fn event(&mut self, draft: &mut Draft, data: &str) -> Result<Flow, Fault> {
         if data.trim() == "[DONE]" {
             return Ok(Flow::Done);
         }
