@@ -174,16 +174,27 @@ impl Turn {
 }
 
 /// The conversation a `context: "fork"` child inherits from `transcript`: everything
-/// but the system prompt, up to the turn that spawns it. That turn's tool calls are not
-/// answered yet (a provider refuses unanswered calls), so only its text is kept.
+/// but the system prompt, with tool calls and results as plain text. The child has its
+/// own tools (Anthropic refuses tool blocks a request does not define), and the
+/// spawning turn's calls have no results yet (both APIs refuse unanswered calls).
 pub fn forked(transcript: &[Message]) -> Vec<Message> {
-    let mut history: Vec<Message> =
-        transcript.iter().filter(|m| !matches!(m, Message::System { .. })).cloned().collect();
-    if let Some(Message::Assistant { content, tool_calls }) = history.last_mut() {
-        if !tool_calls.is_empty() {
-            tool_calls.clear();
-            if content.as_deref().is_none_or(|c| c.trim().is_empty()) {
-                history.pop();
+    let mut history = Vec::with_capacity(transcript.len());
+    for message in transcript {
+        match message {
+            Message::System { .. } => {}
+            Message::User { .. } => history.push(message.clone()),
+            Message::Assistant { content, tool_calls } => {
+                let mut text = content.clone().unwrap_or_default();
+                for call in tool_calls {
+                    let sep = if text.is_empty() { "" } else { "\n" };
+                    text.push_str(&format!("{sep}[tool call {} {}: {}]", call.name, call.id, call.arguments));
+                }
+                if !text.trim().is_empty() {
+                    history.push(Message::Assistant { content: Some(text), tool_calls: Vec::new() });
+                }
+            }
+            Message::Tool { call_id, content } => {
+                history.push(Message::User { content: format!("[tool result {call_id}] {content}") })
             }
         }
     }
@@ -251,21 +262,24 @@ mod tests {
     }
 
     #[test]
-    fn a_fork_inherits_the_conversation_without_the_system_prompt_or_the_unanswered_calls() {
+    fn a_fork_inherits_the_conversation_as_text_without_the_system_prompt() {
         let mut turn = Turn::new("sys");
         turn.start("task".into());
         turn.on_response(answer(Some("looking"), vec![call("l", "sessions_list")]));
         turn.on_tool_results(vec![("l".into(), ToolOutput::Done(json!({"status": "ok"})))]);
-        turn.on_response(answer(Some("splitting"), vec![call("s", "sessions_spawn")]));
-        let history = forked(turn.transcript());
-        assert_eq!(history.len(), 4, "{history:?}");
-        assert_eq!(history[0], Message::User { content: "task".into() });
-        assert!(matches!(&history[1], Message::Assistant { tool_calls, .. } if tool_calls.len() == 1));
-        assert!(matches!(&history[2], Message::Tool { call_id, .. } if call_id == "l"));
-        assert_eq!(history[3], Message::Assistant { content: Some("splitting".into()), tool_calls: vec![] });
-        turn.on_response(answer(None, vec![call("s2", "sessions_spawn")]));
-        assert!(
-            matches!(forked(turn.transcript()).last(), Some(Message::Assistant { content: Some(c), .. }) if c == "splitting")
+        turn.on_response(answer(None, vec![call("s", "sessions_spawn")]));
+        let text = |role: &str, t: &str| match role {
+            "user" => Message::User { content: t.into() },
+            _ => Message::Assistant { content: Some(t.into()), tool_calls: vec![] },
+        };
+        assert_eq!(
+            forked(turn.transcript()),
+            vec![
+                text("user", "task"),
+                text("assistant", "looking\n[tool call sessions_list l: {}]"),
+                text("user", "[tool result l] {\"status\":\"ok\"}"),
+                text("assistant", "[tool call sessions_spawn s: {}]"),
+            ]
         );
     }
 
