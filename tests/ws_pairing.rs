@@ -589,3 +589,53 @@ async fn operators_see_tool_items_usage_and_the_childs_run() {
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// agents.list and models.list as the CLI reads them (a subagent default model is one
+/// of the models), and chat.abort of a running child: it ends `killed` and its parent
+/// hears of it at once.
+#[actix_rt::test]
+async fn agents_and_models_are_listed_and_chat_abort_stops_a_running_child() {
+    let fake = FakeModels::start(|r| match (r.model.as_str(), tool_results(r).len()) {
+        ("cheap", _) => Reply::Hang,
+        (_, 0) => Reply::Calls(vec![
+            call("s1", "sessions_spawn", json!({"task": "dig", "label": "c1", "agentId": "leaf"})),
+            call("y", "sessions_yield", json!({})),
+        ]),
+        _ => Reply::Text("parent saw the abort".into()),
+    });
+    let boss = "id = \"boss\"\nmodel = \"fake/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"leaf\"]\nmodel = \"fake/cheap\"\n";
+    let runtime = start_with_fake(&fake, &[boss, "id = \"leaf\"\nmodel = \"fake/leaf\"\n"]).await;
+    let mut operator = cli(runtime.http_addr, &["operator.read", "operator.write"]).await;
+    let agents = operator.call("agents.list", json!({})).await.unwrap();
+    let ids: Vec<&str> = agents["agents"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"boss") && ids.contains(&"leaf"), "{agents}");
+    let models = operator.call("models.list", json!({})).await.unwrap();
+    let listed: Vec<String> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}/{}", m["provider"].as_str().unwrap(), m["id"].as_str().unwrap()))
+        .collect();
+    assert!(["fake/boss", "fake/leaf", "fake/cheap"].iter().all(|m| listed.iter().any(|l| l == m)), "{models}");
+
+    let run = runtime.gateway.send(StartMain::new("boss", "go")).await.unwrap().unwrap();
+    let child = loop {
+        let frame = operator.next_frame().await;
+        if frame["payload"]["spawnedBy"] == "agent:boss:main" {
+            break frame["payload"]["sessionKey"].as_str().unwrap().to_string();
+        }
+    };
+    let aborted = operator.call("chat.abort", json!({"sessionKey": child})).await.unwrap();
+    assert_eq!((&aborted["ok"], &aborted["aborted"]), (&json!(true), &json!(true)), "{aborted}");
+    let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
+    let summary = tokio::time::timeout(WAIT, ended).await.unwrap().unwrap();
+    assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "parent saw the abort"));
+    let child = runtime.registry.get(&child.as_str().into()).map(|e| e.outcome);
+    assert_eq!(child, Some(Some(Outcome::Killed)));
+    // Nothing left to abort.
+    let again = operator.call("chat.abort", json!({"sessionKey": "agent:boss:main"})).await.unwrap();
+    assert_eq!(again, json!({"ok": true, "aborted": false, "runIds": []}));
+    operator.close().await;
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}

@@ -309,7 +309,9 @@ pub struct AgentInfo {
     pub description: String,
     pub model: ModelRef,
     pub fallbacks: Vec<ModelRef>,
-    /// The models above (and the subagent default) that cannot be called, with why.
+    /// The model its subagents run on by default (`[subagents] model`), if set.
+    pub subagent_model: Option<ModelRef>,
+    /// The models above that cannot be called, with why.
     pub unavailable: Vec<(ModelRef, String)>,
 }
 

@@ -27,6 +27,7 @@ impl Handler<ListAgents> for Gateway {
                     description: agent.description.clone(),
                     model: agent.model.clone(),
                     fallbacks: agent.fallbacks.clone(),
+                    subagent_model: agent.subagents.model.clone(),
                     unavailable,
                 }
             })

@@ -98,7 +98,7 @@ pub fn agents_list(agents: &[AgentInfo], default_id: &str) -> Value {
 pub fn models_list(agents: &[AgentInfo]) -> Value {
     let mut seen = std::collections::BTreeMap::new();
     for agent in agents {
-        for model in std::iter::once(&agent.model).chain(&agent.fallbacks) {
+        for model in std::iter::once(&agent.model).chain(&agent.fallbacks).chain(&agent.subagent_model) {
             let unavailable = agent.unavailable.iter().find(|(m, _)| m == model).map(|(_, why)| why.clone());
             seen.entry(model.to_string()).or_insert((model.clone(), unavailable));
         }
