@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use hivegate::config::{Config, Limits};
 use hivegate::gateway::{Outcome, StartMain};
-use hivegate::model::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Usage};
+use hivegate::model::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef};
 use hivegate::runtime::Runtime;
 use serde_json::{json, Value};
 
@@ -188,7 +188,7 @@ impl ModelClient for Boom {
             };
             let last = request.messages.last().map(|m| format!("{m:?}")).unwrap_or_default();
             let content = tool_calls.is_empty().then_some(last);
-            Ok(ChatResponse { content, tool_calls, usage: Usage::default(), notices: vec![] })
+            Ok(ChatResponse { content, tool_calls, ..ChatResponse::default() })
         }
         .boxed()
     }

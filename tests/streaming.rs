@@ -44,6 +44,7 @@ fn expected(doc: &Value) -> ChatResponse {
     let usage = &doc["usage"];
     let tokens = |field: &str| usage[field].as_u64().unwrap();
     ChatResponse {
+        reasoning: vec![],
         content: doc["content"].as_str().map(str::to_string),
         tool_calls: doc["toolCalls"]
             .as_array()
@@ -409,4 +410,45 @@ async fn hivegate_run_with_an_anthropic_brain_and_openai_executors() {
     let exec_on_brain_model = (1000.0 * 15.0 + 200.0 * 75.0) / 1e6;
     assert!(close(&report["costOnRootModelUsd"], brain_cost + 2.0 * exec_on_brain_model));
     fake.stop().await;
+}
+
+/// A spawn's thinking level on an Anthropic provider: the child's requests ask for a
+/// thinking budget on top of max_tokens, and its signed thinking block goes back with
+/// the turn that called a tool (the fake refuses the request otherwise, as the API does),
+/// streamed and not.
+#[actix_rt::test]
+async fn thinking_on_anthropic_asks_a_budget_and_sends_the_signed_thought_back() {
+    for stream in [true, false] {
+        let fake = FakeModels::start(|request| match (request.model.as_str(), common::tool_results(request).len()) {
+            ("thinker", 0) => Reply::Calls(vec![call("toolu_y", "sessions_yield", json!({}))]),
+            ("thinker", _) => Reply::Text("thought it through".into()),
+            (_, 0) => Reply::Calls(vec![
+                call("toolu_s", "sessions_spawn", json!({"task": "think", "agentId": "thinker", "thinking": "high"})),
+                call("toolu_y", "sessions_yield", json!({})),
+            ]),
+            _ => Reply::Text(announcements(request).join("\n")),
+        });
+        let boss = "id = \"boss\"\nmodel = \"claude/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\n[subagents]\nallow_agents = [\"thinker\"]\n";
+        let thinker = "id = \"thinker\"\nmodel = \"claude/thinker\"\n[tools]\nallow = [\"sessions_yield\"]\n";
+        let runtime =
+            Runtime::start(&config(&fake, stream, Limits::default()), agents(&[boss, thinker])).await.unwrap();
+        let summary = run(&runtime, "boss").await;
+        assert_eq!(summary.outcome, Outcome::Ok, "{}", summary.text);
+        assert!(summary.text.contains("thought it through"), "stream {stream}: {}", summary.text);
+        let requests = fake.anthropic.lock().unwrap().clone();
+        let thinker: Vec<&Value> = requests.iter().map(|r| &r.body).filter(|b| b["model"] == "thinker").collect();
+        assert_eq!(thinker.len(), 2, "stream {stream}");
+        for body in &thinker {
+            assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 16384}));
+            assert_eq!(body["max_tokens"], json!(hivegate::model::DEFAULT_MAX_TOKENS + 16384));
+        }
+        let replayed = &thinker[1]["messages"][1]["content"][0];
+        assert_eq!(replayed["thinking"], common::FAKE_THOUGHT, "stream {stream}: {}", thinker[1]);
+        // The boss asked for no level: no thinking, and its answer shows none.
+        let boss_body = requests.iter().map(|r| &r.body).find(|b| b["model"] == "boss").unwrap();
+        assert!(boss_body.get("thinking").is_none());
+        assert!(!summary.text.contains(common::FAKE_THOUGHT));
+        runtime.shutdown().await.unwrap();
+        fake.stop().await;
+    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::capability::Capability;
 use crate::keys::{RunId, SessionKey};
 use crate::model::thinking::Thinking;
-use crate::model::{Api, Message as ChatMessage, ModelRef, Usage};
+use crate::model::{Message as ChatMessage, ModelRef, Usage};
 
 /// How a run ended. Typed supervision: the gateway decides what follows from this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,8 +83,8 @@ pub struct SpawnRequest {
     /// changes nothing but is accepted.
     #[serde(default)]
     pub expects_completion_message: Option<bool>,
-    /// A reasoning level (`off` … `xhigh`, [`Thinking`]), sent to providers whose API
-    /// takes one; where it is not applied the reply's `notes` say so.
+    /// A reasoning level (`off` … `xhigh`, [`Thinking`]): `reasoning_effort` for chat
+    /// completions, a thinking budget for Anthropic Messages.
     #[serde(default)]
     pub thinking: Option<serde_json::Value>,
     /// `runtime`, `thread`, `sandbox` and the other OpenClaw parameters: honoured only in
@@ -182,17 +182,6 @@ impl SpawnRequest {
             Some(other) => Err(format!("thinking {other} is not a level: one of {}", crate::model::thinking::LEVELS)),
         }
     }
-
-    /// What was read but not applied on a provider speaking `api`, for the reply.
-    pub fn notes(&self, api: Option<Api>) -> Option<Box<Vec<String>>> {
-        let level = self.thinking().ok()??;
-        (api == Some(Api::AnthropicMessages) && level != Thinking::Off).then(|| {
-            Box::new(vec![format!(
-                "thinking {:?} is not applied: hivegate does not send reasoning settings to anthropic-messages providers yet",
-                self.thinking.as_ref().and_then(|t| t.as_str()).unwrap_or_default()
-            )])
-        })
-    }
 }
 
 /// The immediate answer to a spawn; serialised as the `sessions_spawn` tool result.
@@ -209,10 +198,6 @@ pub enum SpawnReply {
         mode: SpawnMode,
         context: ContextMode,
         expects_completion_message: Completes,
-        /// Parameters read but not applied, said (none on the usual path, and then only
-        /// a null pointer in the reply).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        notes: Option<Box<Vec<String>>>,
     },
     /// Refused by policy or a limit; `limit`/`value` name the limit when one was hit.
     Forbidden {
@@ -543,7 +528,7 @@ mod tests {
             parse(json!({"task": "t", "label": "l", "mode": "run", "model": "cherry-nvidia/qwen/qwen3-235b-a22b",
             "context": "isolated", "expectsCompletionMessage": true, "runtime": "subagent", "thread": false,
             "sandbox": "inherit", "runTimeoutSeconds": 30, "cleanup": "keep", "taskName": "t1"}));
-        assert_eq!((seed.refusal(), seed.notes(Some(Api::AnthropicMessages))), (None, None));
+        assert_eq!((seed.refusal(), seed.thinking()), (None, Ok(None)));
         assert_eq!(seed.run_timeout_seconds, Some(30.0));
         assert_eq!((seed.spawn_mode(), seed.forks()), (SpawnMode::Run, false));
         let kept = parse(json!({"task": "t", "mode": "session", "context": "fork"}));
@@ -572,12 +557,6 @@ mod tests {
         }
         let thinking = parse(json!({"task": "t", "thinking": "high"}));
         assert_eq!((thinking.refusal(), thinking.thinking()), (None, Ok(Some(Thinking::High))));
-        assert_eq!(thinking.notes(Some(Api::OpenAiCompletions)), None);
-        let notes = thinking.notes(Some(Api::AnthropicMessages)).unwrap();
-        assert_eq!(
-            *notes,
-            ["thinking \"high\" is not applied: hivegate does not send reasoning settings to anthropic-messages providers yet"]
-        );
         let refusal = parse(json!({"task": "t", "thinking": "big"})).refusal().unwrap();
         assert_eq!(refusal, "thinking \"big\" is not a level: one of off, minimal, low, medium, high, xhigh");
     }

@@ -167,7 +167,6 @@ impl Gateway {
             mode: plan.mode,
             context: plan.context(),
             expects_completion_message: Completes,
-            notes: plan.notes,
         };
         let stays = plan.mode == SpawnMode::Session;
         let mut init =

@@ -31,8 +31,6 @@ pub struct SpawnPlan {
     pub thinking: Option<crate::model::thinking::Thinking>,
     /// The parent's conversation the child starts with (`context: "fork"`), else `None`.
     pub history: Option<Arc<[Message]>>,
-    /// Spawn parameters read but not applied, said in the reply.
-    pub notes: Option<Box<Vec<String>>>,
 }
 
 impl SpawnPlan {
@@ -125,8 +123,6 @@ pub fn plan(
         (None, None) => now + crate::config::MAX_TIMEOUT,
     };
 
-    // Only a spawn that asks for a reasoning level needs its provider's API.
-    let api = request.thinking.as_ref().and_then(|_| cx.models.api(&model));
     let key = parent_key.child(agent_id);
     let capability = parent
         .attenuate(AttenuateRequest {
@@ -154,7 +150,6 @@ pub fn plan(
         mode: request.spawn_mode(),
         history,
         thinking: request.thinking().ok().flatten(),
-        notes: request.notes(api),
         label: request.label.or(request.task_name).filter(|l| !l.trim().is_empty()),
         cleanup: request.cleanup.unwrap_or_default(),
     })

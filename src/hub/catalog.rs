@@ -30,7 +30,7 @@ fn history_message(message: &Message) -> Value {
     match message {
         Message::System { content } => json!({"role": "system", "content": content}),
         Message::User { content } => json!({"role": "user", "content": content}),
-        Message::Assistant { content, tool_calls } => {
+        Message::Assistant { content, tool_calls, .. } => {
             let text = content.iter().map(|t| json!({"type": "text", "text": t}));
             let calls = tool_calls.iter().map(|c| {
                 let arguments = serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!(c.arguments));

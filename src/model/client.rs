@@ -320,8 +320,4 @@ impl ModelClient for HttpModelClient {
     fn check_model(&self, model: &ModelRef) -> Result<(), ModelError> {
         self.providers.resolve(model).map(|_| ())
     }
-
-    fn api(&self, model: &ModelRef) -> Option<super::Api> {
-        self.providers.get(model.provider()).map(|p| p.api)
-    }
 }

@@ -101,11 +101,23 @@ pub enum Message {
         content: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<ToolCall>,
+        /// The provider's reasoning behind this turn, sent back with it and never shown.
+        #[serde(default, skip_serializing)]
+        reasoning: Vec<Reasoning>,
     },
     Tool {
         call_id: String,
         content: String,
     },
+}
+
+/// A block of a model's reasoning as the provider returned it: Anthropic's `thinking`
+/// (with the signature that lets it be sent back) or `redacted_thinking`. The API wants
+/// it back unchanged with the turn that made it when that turn called tools.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reasoning {
+    Thought { text: String, signature: String },
+    Redacted { data: String },
 }
 
 /// A tool call as the model made it; `arguments` is the raw JSON text the model wrote,
@@ -186,10 +198,12 @@ impl Usage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChatResponse {
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCall>,
+    /// The provider's reasoning blocks, kept with the turn for the next request.
+    pub reasoning: Vec<Reasoning>,
     pub usage: Usage,
     /// What happened on the way (retries taken), for the session's notices. Empty, and
     /// so free, on the usual path.
@@ -272,11 +286,6 @@ pub trait ModelClient: Send + Sync + 'static {
     /// Fails when a spawn names a model this client cannot serve, so an explicit model
     /// override is refused at spawn time instead of silently replaced.
     fn check_model(&self, model: &ModelRef) -> Result<(), ModelError>;
-
-    /// The wire API `model`'s provider speaks, when this client knows it.
-    fn api(&self, _model: &ModelRef) -> Option<Api> {
-        None
-    }
 }
 
 /// The wire API a provider speaks.

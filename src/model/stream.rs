@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sse_stream::SseByteStream;
 
-use super::{ChatResponse, TextSink, ToolCall, Usage};
+use super::{ChatResponse, Reasoning, TextSink, ToolCall, Usage};
 
 /// A domain response being assembled from deltas.
 #[derive(Debug, Default)]
@@ -34,6 +34,7 @@ pub struct Draft {
     /// Tool calls by the provider's index, in order of first appearance.
     calls: Vec<DraftCall>,
     usage: Usage,
+    reasoning: Vec<Reasoning>,
     sink: Option<Arc<dyn TextSink>>,
     stop_reason: Option<String>,
 }
@@ -112,6 +113,11 @@ impl Draft {
         self.stop_reason = Some(reason.to_string());
     }
 
+    /// A finished block of the model's reasoning (kept, never shown).
+    pub fn reasoned(&mut self, block: Reasoning) {
+        self.reasoning.push(block);
+    }
+
     pub fn usage_mut(&mut self) -> &mut Usage {
         &mut self.usage
     }
@@ -140,6 +146,7 @@ impl Draft {
         let response = ChatResponse {
             content: (!self.content.is_empty()).then_some(self.content),
             tool_calls,
+            reasoning: self.reasoning,
             usage: self.usage,
             notices: Vec::new(),
         };

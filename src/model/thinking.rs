@@ -1,11 +1,10 @@
 //! Reasoning levels, as OpenClaw's `thinking` spawn parameter names them, and what each
 //! API makes of them.
 //!
-//! `openai-completions` has a reasoning setting: the level is sent as
-//! `reasoning_effort`. `anthropic-messages` has one too (`thinking.budget_tokens`), but
-//! an answer made with it carries signed thinking blocks that must be sent back with
-//! the next turn after a tool call, and hivegate's transcript does not keep them yet;
-//! so there the level is not applied, and the spawn's reply says so.
+//! `openai-completions` takes the level as `reasoning_effort`. `anthropic-messages`
+//! takes a thinking budget ([`super::anthropic::thinking_budget`]); the signed thinking
+//! blocks of its answers are kept with the turn ([`super::Reasoning`]) and sent back
+//! with it, as the API requires after a tool call.
 
 /// A reasoning level. `off` sends nothing (the provider's default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -97,8 +97,11 @@ impl Turn {
         self.usage.add(response.usage);
         self.turns += 1;
         let has_calls = !response.tool_calls.is_empty();
-        self.transcript
-            .push(Message::Assistant { content: response.content.clone(), tool_calls: response.tool_calls.clone() });
+        self.transcript.push(Message::Assistant {
+            content: response.content.clone(),
+            tool_calls: response.tool_calls.clone(),
+            reasoning: response.reasoning,
+        });
         if has_calls {
             if self.turns >= MAX_TURNS {
                 return Next::Finish(
@@ -183,14 +186,18 @@ pub fn forked(transcript: &[Message]) -> Vec<Message> {
         match message {
             Message::System { .. } => {}
             Message::User { .. } => history.push(message.clone()),
-            Message::Assistant { content, tool_calls } => {
+            Message::Assistant { content, tool_calls, .. } => {
                 let mut text = content.clone().unwrap_or_default();
                 for call in tool_calls {
                     let sep = if text.is_empty() { "" } else { "\n" };
                     text.push_str(&format!("{sep}[tool call {} {}: {}]", call.name, call.id, call.arguments));
                 }
                 if !text.trim().is_empty() {
-                    history.push(Message::Assistant { content: Some(text), tool_calls: Vec::new() });
+                    history.push(Message::Assistant {
+                        content: Some(text),
+                        tool_calls: Vec::new(),
+                        reasoning: Vec::new(),
+                    });
                 }
             }
             Message::Tool { call_id, content } => {
@@ -211,6 +218,7 @@ mod tests {
 
     fn answer(content: Option<&str>, calls: Vec<ToolCall>) -> ChatResponse {
         ChatResponse {
+            reasoning: vec![],
             content: content.map(String::from),
             tool_calls: calls,
             usage: Usage::tokens(3, 2),
@@ -270,7 +278,7 @@ mod tests {
         turn.on_response(answer(None, vec![call("s", "sessions_spawn")]));
         let text = |role: &str, t: &str| match role {
             "user" => Message::User { content: t.into() },
-            _ => Message::Assistant { content: Some(t.into()), tool_calls: vec![] },
+            _ => Message::Assistant { content: Some(t.into()), tool_calls: vec![], reasoning: vec![] },
         };
         assert_eq!(
             forked(turn.transcript()),

@@ -263,6 +263,8 @@ fn as_completion_request(body: &Value) -> CompletionRequest {
                         arguments: block["input"].to_string(),
                     },
                 }),
+                // Reasoning is the provider's own; the scripts do not read it.
+                "thinking" | "redacted_thinking" => {}
                 "tool_result" => messages.push(WireMessage {
                     role: "tool".into(),
                     content: Some(block["content"].as_str().unwrap().into()),
@@ -291,13 +293,40 @@ fn as_completion_request(body: &Value) -> CompletionRequest {
     }
 }
 
+/// The signature the fake gives a thinking block (the real API's is opaque).
+fn fake_signature(thinking: &str) -> String {
+    format!("sig-{}", thinking.len())
+}
+
+/// What the fake thinks when a request turns thinking on.
+pub const FAKE_THOUGHT: &str = "weighing it";
+
 /// The rules the real Messages API enforces on a transcript (it answers 400 otherwise).
 fn messages_rule_broken(body: &Value) -> Option<String> {
     let messages = body["messages"].as_array()?;
     if messages.first().map(|m| &m["role"]) != Some(&Value::from("user")) {
         return Some("the first message must be a user message".into());
     }
+    let thinking = body["thinking"]["type"] == "enabled";
+    if thinking {
+        let budget = body["thinking"]["budget_tokens"].as_u64().unwrap_or(0);
+        if budget < 1024 || budget >= body["max_tokens"].as_u64().unwrap_or(0) {
+            return Some("thinking.budget_tokens must be at least 1024 and less than max_tokens".into());
+        }
+    }
     for (i, message) in messages.iter().enumerate() {
+        // With thinking on, an assistant turn that called tools must come back with the
+        // thinking block it started with, unchanged (its signature checks that).
+        let blocks = message["content"].as_array();
+        let calls = blocks.into_iter().flatten().any(|b| b["type"] == "tool_use");
+        let first = blocks.and_then(|b| b.first());
+        let signed = first.is_some_and(|b| {
+            b["type"] == "thinking"
+                && b["signature"].as_str() == Some(&fake_signature(b["thinking"].as_str().unwrap_or_default()))
+        });
+        if thinking && message["role"] == "assistant" && calls && !signed {
+            return Some("Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final `assistant` message must start with a thinking block".into());
+        }
         if i > 0 && messages[i - 1]["role"] == message["role"] {
             return Some(format!("messages {i} and {} have the same role", i - 1));
         }
@@ -346,8 +375,12 @@ async fn messages(state: web::Data<State>, http: actix_web::HttpRequest, body: w
         Reply::Calls(calls) => (String::new(), calls.clone()),
         _ => unreachable!(),
     };
+    let thinks = body["thinking"]["type"] == "enabled";
     if !request.stream {
         let mut content: Vec<Value> = Vec::new();
+        if thinks {
+            content.push(serde_json::json!({"type": "thinking", "thinking": FAKE_THOUGHT, "signature": fake_signature(FAKE_THOUGHT)}));
+        }
         if !text.is_empty() {
             content.push(serde_json::json!({"type": "text", "text": text}));
         }
@@ -369,6 +402,15 @@ async fn messages(state: web::Data<State>, http: actix_web::HttpRequest, body: w
     )];
     events.push(event("ping", serde_json::json!({"type": "ping"})));
     let mut index = 0;
+    if thinks {
+        events.push(event("content_block_start", serde_json::json!({"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": ""}})));
+        for piece in pieces(FAKE_THOUGHT) {
+            events.push(event("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": piece}})));
+        }
+        events.push(event("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": fake_signature(FAKE_THOUGHT)}})));
+        events.push(event("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": index})));
+        index += 1;
+    }
     if !text.is_empty() {
         events.push(event("content_block_start", serde_json::json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
         for piece in pieces(&text) {

@@ -13,7 +13,8 @@ pub mod stream;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChatRequest, ChatResponse, Message, ModelError, ToolCall, ToolSpec, Usage};
+use super::thinking::Thinking;
+use super::{ChatRequest, ChatResponse, Message, ModelError, Reasoning, ToolCall, ToolSpec, Usage};
 
 /// The API version every request names (`anthropic-version`).
 pub const VERSION: &str = "2023-06-01";
@@ -29,6 +30,36 @@ pub struct MessagesRequest {
     pub tools: Vec<WireTool>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Extended thinking, when the spawn asked for a reasoning level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingConfig>,
+}
+
+/// `{"type": "enabled", "budget_tokens": N}`: the tokens the model may think with,
+/// counted inside `max_tokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThinkingConfig {
+    #[serde(rename = "type")]
+    pub kind: ThinkingKind,
+    pub budget_tokens: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThinkingKind {
+    Enabled,
+}
+
+/// The thinking budget of a level (the API's minimum is 1024).
+pub fn thinking_budget(level: Thinking) -> Option<u32> {
+    match level {
+        Thinking::Off => None,
+        Thinking::Minimal => Some(1024),
+        Thinking::Low => Some(2048),
+        Thinking::Medium => Some(8192),
+        Thinking::High => Some(16_384),
+        Thinking::Xhigh => Some(32_768),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,8 +68,8 @@ pub struct WireMessage {
     pub content: Vec<Block>,
 }
 
-/// A content block. Kinds this runtime does not use (thinking, images) are read as
-/// `Other` and skipped.
+/// A content block. Kinds this runtime does not use (images, …) are read as `Other` and
+/// skipped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Block {
@@ -55,8 +86,27 @@ pub enum Block {
         tool_use_id: String,
         content: String,
     },
+    Thinking {
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
+    },
     #[serde(other)]
     Other,
+}
+
+impl Block {
+    fn reasoning(reasoning: &Reasoning) -> Block {
+        match reasoning {
+            Reasoning::Thought { text, signature } => {
+                Block::Thinking { thinking: text.clone(), signature: signature.clone() }
+            }
+            Reasoning::Redacted { data } => Block::RedactedThinking { data: data.clone() },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,8 +179,10 @@ fn blocks(message: &Message) -> (&'static str, Vec<Block>) {
     match message {
         Message::System { .. } => ("system", Vec::new()),
         Message::User { content } => ("user", text_block(content).into_iter().collect()),
-        Message::Assistant { content, tool_calls } => {
-            let text = content.iter().filter_map(|t| text_block(t));
+        Message::Assistant { content, tool_calls, reasoning } => {
+            // The reasoning goes first, as the model gave it.
+            let thought = reasoning.iter().map(Block::reasoning);
+            let text = thought.chain(content.iter().filter_map(|t| text_block(t)));
             let calls = tool_calls.iter().map(|call| Block::ToolUse {
                 id: call.id.clone(),
                 name: call.name.clone(),
@@ -145,7 +197,10 @@ fn blocks(message: &Message) -> (&'static str, Vec<Block>) {
 }
 
 impl MessagesRequest {
+    /// The request for `request`; a reasoning level adds its thinking budget on top of
+    /// `max_tokens`, so the answer keeps the room it had.
     pub fn new(request: &ChatRequest, max_tokens: u32, stream: bool) -> MessagesRequest {
+        let budget = request.thinking.and_then(thinking_budget);
         let system: Vec<&str> = request
             .messages
             .iter()
@@ -168,11 +223,12 @@ impl MessagesRequest {
         answer_every_tool_use(&mut messages);
         MessagesRequest {
             model: request.model.model().to_string(),
-            max_tokens,
+            max_tokens: max_tokens.saturating_add(budget.unwrap_or(0)),
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             messages,
             tools: request.tools.iter().map(WireTool::from).collect(),
             stream,
+            thinking: budget.map(|budget_tokens| ThinkingConfig { kind: ThinkingKind::Enabled, budget_tokens }),
         }
     }
 }
@@ -217,18 +273,24 @@ impl MessagesResponse {
     pub fn into_domain(self) -> ChatResponse {
         let mut text = String::new();
         let mut tool_calls = Vec::new();
+        let mut reasoning = Vec::new();
         for block in self.content {
             match block {
                 Block::Text { text: t } => text.push_str(&t),
                 Block::ToolUse { id, name, input } => {
                     tool_calls.push(ToolCall { id, name, arguments: input.to_string() })
                 }
+                Block::Thinking { thinking, signature } => {
+                    reasoning.push(Reasoning::Thought { text: thinking, signature })
+                }
+                Block::RedactedThinking { data } => reasoning.push(Reasoning::Redacted { data }),
                 Block::ToolResult { .. } | Block::Other => {}
             }
         }
         ChatResponse {
             content: (!text.is_empty()).then_some(text),
             tool_calls,
+            reasoning,
             usage: self.usage.into(),
             notices: Vec::new(),
         }

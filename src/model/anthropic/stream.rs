@@ -4,12 +4,15 @@
 //! `content_block_stop`; then `message_delta` (cumulative output usage, the stop
 //! reason) and `message_stop`, the end marker. `ping` keeps the connection alive; an
 //! `error` event (often `overloaded_error`) is the provider giving up mid-stream.
-//! Thinking blocks and unknown events are skipped, as the API's versioning asks.
+//! A thinking block (`thinking_delta`s, then its `signature_delta`) is kept whole as the
+//! answer's reasoning, never shown as text; unknown events are skipped, as the API's
+//! versioning asks.
 
 use serde::Deserialize;
 
 use super::{Block, WireUsage};
 use crate::model::stream::{Decoder, Draft, Fault, Flow};
+use crate::model::Reasoning;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -63,6 +66,12 @@ enum BlockDelta {
     InputJsonDelta {
         partial_json: String,
     },
+    ThinkingDelta {
+        thinking: String,
+    },
+    SignatureDelta {
+        signature: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -88,6 +97,8 @@ struct ErrorDetail {
 #[derive(Debug, Default)]
 pub struct EventDecoder {
     usage: WireUsage,
+    /// The thinking block being read, by its index.
+    thought: Option<(u32, String, String)>,
 }
 
 impl Decoder for EventDecoder {
@@ -98,16 +109,28 @@ impl Decoder for EventDecoder {
             Event::ContentBlockStart { index, content_block } => match content_block {
                 Block::Text { text } => draft.text(&text),
                 Block::ToolUse { id, name, .. } => draft.tool_call(index, Some(&id), Some(&name), None)?,
+                Block::Thinking { thinking, signature } => self.thought = Some((index, thinking, signature)),
+                Block::RedactedThinking { data } => draft.reasoned(Reasoning::Redacted { data }),
                 Block::ToolResult { .. } | Block::Other => {}
             },
-            Event::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } => draft.text(&text),
-                BlockDelta::InputJsonDelta { partial_json } => {
+            Event::ContentBlockDelta { index, delta } => match (delta, &mut self.thought) {
+                (BlockDelta::TextDelta { text }, _) => draft.text(&text),
+                (BlockDelta::InputJsonDelta { partial_json }, _) => {
                     draft.tool_call(index, None, None, Some(&partial_json))?
                 }
-                BlockDelta::Other => {}
+                (BlockDelta::ThinkingDelta { thinking }, Some((at, text, _))) if *at == index => {
+                    text.push_str(&thinking)
+                }
+                (BlockDelta::SignatureDelta { signature }, Some((at, _, sig))) if *at == index => *sig = signature,
+                _ => {}
             },
-            Event::ContentBlockStop { index } => draft.default_arguments(index, "{}"),
+            Event::ContentBlockStop { index } => match self.thought.take() {
+                Some((at, text, signature)) if at == index => draft.reasoned(Reasoning::Thought { text, signature }),
+                thought => {
+                    self.thought = thought;
+                    draft.default_arguments(index, "{}")
+                }
+            },
             Event::MessageDelta { delta, usage } => {
                 if let Some(reason) = delta.and_then(|d| d.stop_reason) {
                     draft.stopped(&reason);

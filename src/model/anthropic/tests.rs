@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::model::ModelRef;
+use crate::model::thinking::Thinking;
+use crate::model::{ModelRef, Reasoning};
 
 fn spec() -> ToolSpec {
     ToolSpec {
@@ -28,26 +29,33 @@ fn requests_lift_the_system_prompt_and_merge_tool_results_into_user_turns() {
                     ToolCall { id: "t1".into(), name: "sessions_spawn".into(), arguments: "{\"task\":\"a\"}".into() },
                     ToolCall { id: "t2".into(), name: "sessions_spawn".into(), arguments: "not json".into() },
                 ],
+                reasoning: vec![
+                    Reasoning::Thought { text: "split it".into(), signature: "sig1".into() },
+                    Reasoning::Redacted { data: "opaque".into() },
+                ],
             },
             Message::Tool { call_id: "t1".into(), content: "accepted".into() },
             Message::Tool { call_id: "t2".into(), content: "error: bad arguments".into() },
             Message::User { content: "[child ok] done".into() },
-            Message::Assistant { content: None, tool_calls: vec![] },
+            Message::Assistant { content: None, tool_calls: vec![], reasoning: vec![] },
         ],
         tools: Arc::new([spec()]),
         stream_to: None,
-        thinking: None,
+        thinking: Some(Thinking::Low),
     };
     let wire = serde_json::to_value(MessagesRequest::new(&request, 1024, true)).unwrap();
     assert_eq!(
         wire,
         json!({
             "model": "claude-sonnet-4-5",
-            "max_tokens": 1024,
+            "max_tokens": 1024 + 2048,
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
             "system": "you plan",
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "build it"}]},
                 {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "split it", "signature": "sig1"},
+                    {"type": "redacted_thinking", "data": "opaque"},
                     {"type": "text", "text": "on it"},
                     {"type": "tool_use", "id": "t1", "name": "sessions_spawn", "input": {"task": "a"}},
                     {"type": "tool_use", "id": "t2", "name": "sessions_spawn", "input": {}},
@@ -80,6 +88,7 @@ fn responses_become_domain_responses_with_cache_tokens_in_the_prompt() {
     assert_eq!(
         response,
         ChatResponse {
+            reasoning: vec![Reasoning::Thought { text: "…".into(), signature: "x".into() }],
             content: Some("Spawning.".into()),
             tool_calls: vec![ToolCall {
                 id: "toolu_1".into(),
@@ -101,7 +110,7 @@ fn blank_text_is_left_out_and_tool_calls_that_never_ran_are_answered() {
         messages: vec![
             Message::User { content: "first run".into() },
             // The run ended (a budget) before t9 ran; the next run's task follows.
-            Message::Assistant { content: Some("\n\n".into()), tool_calls: vec![call] },
+            Message::Assistant { content: Some("\n\n".into()), tool_calls: vec![call], reasoning: vec![] },
             Message::User { content: "second run".into() },
         ],
         tools: Arc::new([]),

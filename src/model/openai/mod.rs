@@ -137,7 +137,8 @@ impl From<&Message> for WireMessage {
         match message {
             Message::System { content } => WireMessage::text("system", content),
             Message::User { content } => WireMessage::text("user", content),
-            Message::Assistant { content, tool_calls } => WireMessage {
+            // Reasoning blocks are Anthropic's; chat completions has nowhere to send them.
+            Message::Assistant { content, tool_calls, .. } => WireMessage {
                 role: "assistant".into(),
                 content: content.clone(),
                 tool_calls: (!tool_calls.is_empty()).then(|| tool_calls.iter().map(WireToolCall::from).collect()),
@@ -206,6 +207,7 @@ impl CompletionResponse {
         let usage = self.usage.unwrap_or_default();
         let stop_reason = choice.finish_reason;
         Ok(ChatResponse {
+            reasoning: Vec::new(),
             content: choice.message.content.filter(|c| !c.is_empty()),
             tool_calls: choice
                 .message

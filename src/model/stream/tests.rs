@@ -46,7 +46,7 @@ async fn anthropic(body: impl Stream<Item = Result<Bytes, Infallible>> + Unpin) 
 }
 
 fn text_response(text: &str, usage: Usage) -> ChatResponse {
-    ChatResponse { content: Some(text.into()), tool_calls: vec![], usage, notices: vec![] }
+    ChatResponse { reasoning: vec![], content: Some(text.into()), tool_calls: vec![], usage, notices: vec![] }
 }
 
 const OPENAI_TEXT: &str = concat!(
@@ -93,6 +93,7 @@ async fn tool_call_deltas_merge_by_index() {
     assert_eq!(
         response,
         ChatResponse {
+            reasoning: vec![],
             content: None,
             tool_calls: vec![
                 ToolCall { id: "call_a".into(), name: "sessions_spawn".into(), arguments: "{\"task\":\"go\"}".into() },
@@ -212,6 +213,8 @@ const ANTHROPIC_TOOL_USE: &str = concat!(
     "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
     "event: content_block_delta\n",
     "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"sigA\"}}\n\n",
     "event: content_block_stop\n",
     "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
     "event: ping\n",
@@ -244,7 +247,9 @@ const ANTHROPIC_TOOL_USE: &str = concat!(
 
 #[tokio::test]
 async fn anthropic_text_tool_use_thinking_ping_and_cache_usage() {
+    // The thinking block is kept whole with its signature, and is not text.
     let expected = ChatResponse {
+        reasoning: vec![crate::model::Reasoning::Thought { text: "hmm".into(), signature: "sigA".into() }],
         content: Some("Spawning \u{e9}".into()),
         tool_calls: vec![
             ToolCall { id: "toolu_1".into(), name: "sessions_spawn".into(), arguments: "{\"task\": \"ab\"}".into() },
