@@ -391,8 +391,11 @@ async fn ended_sessions_are_retained_up_to_the_limit_and_a_reused_main_starts_cl
 
     let second = runtime.gateway.send(start("root")).await.unwrap().unwrap();
     assert_eq!(second.session_key, first.session_key, "the idle main session is reused");
-    assert_eq!(wait_run(&runtime, second.run_id.clone()).await.outcome, Outcome::Ok);
+    let summary = wait_run(&runtime, second.run_id.clone()).await;
+    assert_eq!(summary.outcome, Outcome::Ok);
     let tree = runtime.registry.tree(&second.session_key).unwrap();
+    // Its figures are this run's too, not the session's since the first run.
+    assert_eq!(tree.tokens, summary.usage.total());
     // The scripted model sees the first run's spawns in the reused transcript and spawns
     // nothing this time; the tree must not show the first run's children either.
     assert_eq!(tree.children.len(), 0, "the tree shows this run's children only");

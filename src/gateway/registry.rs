@@ -71,6 +71,8 @@ impl SessionEntry {
     /// status is set through [`Registry::set_status`], which keeps the count).
     pub fn clear_last_run(&mut self) {
         self.outcome = None;
+        // Usage is the run's (a tree's figures are its run's), as `run` reports them.
+        self.usage = Usage::default();
         self.started_at = Instant::now();
         self.ended_at = None;
         self.final_text = None;
