@@ -51,7 +51,7 @@ fn request(model: &str) -> ChatRequest {
                 name: "sessions_spawn".into(),
                 arguments: format!("{{\"task\":\"part {i} of the report\",\"label\":\"part-{i}\"}}"),
             }],
-            reasoning: vec![],
+            reasoning: None,
         });
         messages.push(Message::Tool {
             call_id: format!("call_{i}"),

@@ -101,9 +101,10 @@ pub enum Message {
         content: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<ToolCall>,
-        /// The provider's reasoning behind this turn, sent back with it and never shown.
+        /// The provider's reasoning behind this turn, sent back with it and never shown
+        /// (boxed: most turns have none, and every message is as large as this variant).
         #[serde(default, skip_serializing)]
-        reasoning: Vec<Reasoning>,
+        reasoning: Option<Box<Vec<Reasoning>>>,
     },
     Tool {
         call_id: String,

@@ -100,7 +100,7 @@ impl Turn {
         self.transcript.push(Message::Assistant {
             content: response.content.clone(),
             tool_calls: response.tool_calls.clone(),
-            reasoning: response.reasoning,
+            reasoning: (!response.reasoning.is_empty()).then(|| Box::new(response.reasoning)),
         });
         if has_calls {
             if self.turns >= MAX_TURNS {
@@ -193,11 +193,7 @@ pub fn forked(transcript: &[Message]) -> Vec<Message> {
                     text.push_str(&format!("{sep}[tool call {} {}: {}]", call.name, call.id, call.arguments));
                 }
                 if !text.trim().is_empty() {
-                    history.push(Message::Assistant {
-                        content: Some(text),
-                        tool_calls: Vec::new(),
-                        reasoning: Vec::new(),
-                    });
+                    history.push(Message::Assistant { content: Some(text), tool_calls: Vec::new(), reasoning: None });
                 }
             }
             Message::Tool { call_id, content } => {
@@ -278,7 +274,7 @@ mod tests {
         turn.on_response(answer(None, vec![call("s", "sessions_spawn")]));
         let text = |role: &str, t: &str| match role {
             "user" => Message::User { content: t.into() },
-            _ => Message::Assistant { content: Some(t.into()), tool_calls: vec![], reasoning: vec![] },
+            _ => Message::Assistant { content: Some(t.into()), tool_calls: vec![], reasoning: None },
         };
         assert_eq!(
             forked(turn.transcript()),

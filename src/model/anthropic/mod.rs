@@ -181,7 +181,7 @@ fn blocks(message: &Message) -> (&'static str, Vec<Block>) {
         Message::User { content } => ("user", text_block(content).into_iter().collect()),
         Message::Assistant { content, tool_calls, reasoning } => {
             // The reasoning goes first, as the model gave it.
-            let thought = reasoning.iter().map(Block::reasoning);
+            let thought = reasoning.iter().flat_map(|r| r.iter()).map(Block::reasoning);
             let text = thought.chain(content.iter().filter_map(|t| text_block(t)));
             let calls = tool_calls.iter().map(|call| Block::ToolUse {
                 id: call.id.clone(),

@@ -29,15 +29,15 @@ fn requests_lift_the_system_prompt_and_merge_tool_results_into_user_turns() {
                     ToolCall { id: "t1".into(), name: "sessions_spawn".into(), arguments: "{\"task\":\"a\"}".into() },
                     ToolCall { id: "t2".into(), name: "sessions_spawn".into(), arguments: "not json".into() },
                 ],
-                reasoning: vec![
+                reasoning: Some(Box::new(vec![
                     Reasoning::Thought { text: "split it".into(), signature: "sig1".into() },
                     Reasoning::Redacted { data: "opaque".into() },
-                ],
+                ])),
             },
             Message::Tool { call_id: "t1".into(), content: "accepted".into() },
             Message::Tool { call_id: "t2".into(), content: "error: bad arguments".into() },
             Message::User { content: "[child ok] done".into() },
-            Message::Assistant { content: None, tool_calls: vec![], reasoning: vec![] },
+            Message::Assistant { content: None, tool_calls: vec![], reasoning: None },
         ],
         tools: Arc::new([spec()]),
         stream_to: None,
@@ -110,7 +110,7 @@ fn blank_text_is_left_out_and_tool_calls_that_never_ran_are_answered() {
         messages: vec![
             Message::User { content: "first run".into() },
             // The run ended (a budget) before t9 ran; the next run's task follows.
-            Message::Assistant { content: Some("\n\n".into()), tool_calls: vec![call], reasoning: vec![] },
+            Message::Assistant { content: Some("\n\n".into()), tool_calls: vec![call], reasoning: None },
             Message::User { content: "second run".into() },
         ],
         tools: Arc::new([]),
