@@ -45,7 +45,7 @@ fn request(model: &str) -> ChatRequest {
     ];
     for i in 0..5 {
         messages.push(Message::Assistant {
-            content: Some(format!("Delegating part {i}.")),
+            content: Some(format!("Delegating part {i}.").into()),
             tool_calls: vec![ToolCall {
                 id: format!("call_{i}"),
                 name: "sessions_spawn".into(),

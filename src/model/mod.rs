@@ -97,8 +97,10 @@ pub enum Message {
         content: String,
     },
     Assistant {
+        /// Boxed text (16 bytes, not 24), so that with the boxed reasoning an assistant
+        /// turn is no larger than a tool result and messages keep their size.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        content: Option<String>,
+        content: Option<Box<str>>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<ToolCall>,
         /// The provider's reasoning behind this turn, sent back with it and never shown
@@ -384,6 +386,14 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every transcript message is as large as the largest variant, and a parked session
+    /// holds a few: an assistant turn's text and reasoning are boxed so that it is no
+    /// larger than a tool result (two strings and the tag).
+    #[test]
+    fn an_assistant_turn_does_not_make_messages_larger() {
+        assert_eq!(std::mem::size_of::<Message>(), 56);
+    }
 
     #[test]
     fn model_refs_split_at_the_first_slash() {

@@ -98,7 +98,7 @@ impl Turn {
         self.turns += 1;
         let has_calls = !response.tool_calls.is_empty();
         self.transcript.push(Message::Assistant {
-            content: response.content.clone(),
+            content: response.content.as_deref().map(Box::from),
             tool_calls: response.tool_calls.clone(),
             reasoning: (!response.reasoning.is_empty()).then(|| Box::new(response.reasoning)),
         });
@@ -187,13 +187,17 @@ pub fn forked(transcript: &[Message]) -> Vec<Message> {
             Message::System { .. } => {}
             Message::User { .. } => history.push(message.clone()),
             Message::Assistant { content, tool_calls, .. } => {
-                let mut text = content.clone().unwrap_or_default();
+                let mut text = content.as_deref().unwrap_or_default().to_string();
                 for call in tool_calls {
                     let sep = if text.is_empty() { "" } else { "\n" };
                     text.push_str(&format!("{sep}[tool call {} {}: {}]", call.name, call.id, call.arguments));
                 }
                 if !text.trim().is_empty() {
-                    history.push(Message::Assistant { content: Some(text), tool_calls: Vec::new(), reasoning: None });
+                    history.push(Message::Assistant {
+                        content: Some(text.into()),
+                        tool_calls: Vec::new(),
+                        reasoning: None,
+                    });
                 }
             }
             Message::Tool { call_id, content } => {

@@ -140,7 +140,7 @@ impl From<&Message> for WireMessage {
             // Reasoning blocks are Anthropic's; chat completions has nowhere to send them.
             Message::Assistant { content, tool_calls, .. } => WireMessage {
                 role: "assistant".into(),
-                content: content.clone(),
+                content: content.as_deref().map(String::from),
                 tool_calls: (!tool_calls.is_empty()).then(|| tool_calls.iter().map(WireToolCall::from).collect()),
                 tool_call_id: None,
             },
