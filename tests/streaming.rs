@@ -44,7 +44,7 @@ fn expected(doc: &Value) -> ChatResponse {
     let usage = &doc["usage"];
     let tokens = |field: &str| usage[field].as_u64().unwrap();
     ChatResponse {
-        reasoning: vec![],
+        reasoning: None,
         content: doc["content"].as_str().map(str::to_string),
         tool_calls: doc["toolCalls"]
             .as_array()

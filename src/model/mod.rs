@@ -114,6 +114,11 @@ pub enum Message {
     },
 }
 
+/// Reasoning blocks as a turn keeps them: none at all for most turns.
+pub fn boxed(reasoning: Vec<Reasoning>) -> Option<Box<Vec<Reasoning>>> {
+    (!reasoning.is_empty()).then(|| Box::new(reasoning))
+}
+
 /// A block of a model's reasoning as the provider returned it: Anthropic's `thinking`
 /// (with the signature that lets it be sent back) or `redacted_thinking`. The API wants
 /// it back unchanged with the turn that made it when that turn called tools.
@@ -205,8 +210,9 @@ impl Usage {
 pub struct ChatResponse {
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCall>,
-    /// The provider's reasoning blocks, kept with the turn for the next request.
-    pub reasoning: Vec<Reasoning>,
+    /// The provider's reasoning blocks, kept with the turn for the next request (boxed:
+    /// a call in flight holds room for its response).
+    pub reasoning: Option<Box<Vec<Reasoning>>>,
     pub usage: Usage,
     /// What happened on the way (retries taken), for the session's notices. Empty, and
     /// so free, on the usual path.

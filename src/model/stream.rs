@@ -146,7 +146,7 @@ impl Draft {
         let response = ChatResponse {
             content: (!self.content.is_empty()).then_some(self.content),
             tool_calls,
-            reasoning: self.reasoning,
+            reasoning: super::boxed(self.reasoning),
             usage: self.usage,
             notices: Vec::new(),
         };

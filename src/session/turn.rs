@@ -100,7 +100,7 @@ impl Turn {
         self.transcript.push(Message::Assistant {
             content: response.content.as_deref().map(Box::from),
             tool_calls: response.tool_calls.clone(),
-            reasoning: (!response.reasoning.is_empty()).then(|| Box::new(response.reasoning)),
+            reasoning: response.reasoning,
         });
         if has_calls {
             if self.turns >= MAX_TURNS {
@@ -218,7 +218,7 @@ mod tests {
 
     fn answer(content: Option<&str>, calls: Vec<ToolCall>) -> ChatResponse {
         ChatResponse {
-            reasoning: vec![],
+            reasoning: None,
             content: content.map(String::from),
             tool_calls: calls,
             usage: Usage::tokens(3, 2),

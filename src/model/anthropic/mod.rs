@@ -290,7 +290,7 @@ impl MessagesResponse {
         ChatResponse {
             content: (!text.is_empty()).then_some(text),
             tool_calls,
-            reasoning,
+            reasoning: super::boxed(reasoning),
             usage: self.usage.into(),
             notices: Vec::new(),
         }

@@ -88,7 +88,7 @@ fn responses_become_domain_responses_with_cache_tokens_in_the_prompt() {
     assert_eq!(
         response,
         ChatResponse {
-            reasoning: vec![Reasoning::Thought { text: "…".into(), signature: "x".into() }],
+            reasoning: Some(Box::new(vec![Reasoning::Thought { text: "…".into(), signature: "x".into() }])),
             content: Some("Spawning.".into()),
             tool_calls: vec![ToolCall {
                 id: "toolu_1".into(),

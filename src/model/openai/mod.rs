@@ -207,7 +207,7 @@ impl CompletionResponse {
         let usage = self.usage.unwrap_or_default();
         let stop_reason = choice.finish_reason;
         Ok(ChatResponse {
-            reasoning: Vec::new(),
+            reasoning: None,
             content: choice.message.content.filter(|c| !c.is_empty()),
             tool_calls: choice
                 .message

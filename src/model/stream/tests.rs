@@ -46,7 +46,7 @@ async fn anthropic(body: impl Stream<Item = Result<Bytes, Infallible>> + Unpin) 
 }
 
 fn text_response(text: &str, usage: Usage) -> ChatResponse {
-    ChatResponse { reasoning: vec![], content: Some(text.into()), tool_calls: vec![], usage, notices: vec![] }
+    ChatResponse { reasoning: None, content: Some(text.into()), tool_calls: vec![], usage, notices: vec![] }
 }
 
 const OPENAI_TEXT: &str = concat!(
@@ -93,7 +93,7 @@ async fn tool_call_deltas_merge_by_index() {
     assert_eq!(
         response,
         ChatResponse {
-            reasoning: vec![],
+            reasoning: None,
             content: None,
             tool_calls: vec![
                 ToolCall { id: "call_a".into(), name: "sessions_spawn".into(), arguments: "{\"task\":\"go\"}".into() },
@@ -249,7 +249,10 @@ const ANTHROPIC_TOOL_USE: &str = concat!(
 async fn anthropic_text_tool_use_thinking_ping_and_cache_usage() {
     // The thinking block is kept whole with its signature, and is not text.
     let expected = ChatResponse {
-        reasoning: vec![crate::model::Reasoning::Thought { text: "hmm".into(), signature: "sigA".into() }],
+        reasoning: Some(Box::new(vec![crate::model::Reasoning::Thought {
+            text: "hmm".into(),
+            signature: "sigA".into(),
+        }])),
         content: Some("Spawning \u{e9}".into()),
         tool_calls: vec![
             ToolCall { id: "toolu_1".into(), name: "sessions_spawn".into(), arguments: "{\"task\": \"ab\"}".into() },
