@@ -278,6 +278,11 @@ async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
     assert_eq!(result["status"], "ok");
     let text = result["result"]["payloads"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("summary of 2 results for 'alpha; beta'"), "{text}");
+    // The same (default) session's next run answers its own task, not the first one.
+    let output = agent(&["--message", "epsilon", "--json"]).await.unwrap();
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let text = result["result"]["payloads"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("summary of 1 results for 'epsilon'"), "{text}");
     // Plain output is the answer itself.
     let output = agent(&["--message", "gamma", "--session-key", "k2"]).await.unwrap();
     assert_eq!(output.status.code(), Some(0));

@@ -5,7 +5,8 @@
 //! stateless: everything it decides comes from the transcript in the request.
 //!
 //! Models:
-//! - `brain` plans. Its task is the first user message. Subtasks are the task's
+//! - `brain` plans. Its task is the current run's: the last user message that is not a
+//!   completion event or another session's message. Subtasks are the task's
 //!   non-empty lines (a leading `- `, `* ` or `1. ` is dropped); a one-line task is split
 //!   at `;`. The first turn makes one `sessions_spawn` call per subtask
 //!   (`agentId: "executor"`, `label: "part N"`), all in one message. While fewer
@@ -68,13 +69,21 @@ impl Bounds {
 
 /// Answer one chat-completions request.
 pub fn respond(request: &CompletionRequest, bounds: Bounds) -> Result<CompletionResponse, BuiltinError> {
-    let task = request
+    // The current run's task: the last user message that is not a child's completion
+    // event or another session's message (a main session's transcript holds its earlier
+    // runs too). What happened since it is this run's progress.
+    let start = request
         .messages
         .iter()
-        .find(|m| m.role == "user")
-        .and_then(|m| m.content.as_deref())
+        .rposition(|m| {
+            m.role == "user"
+                && m.content
+                    .as_deref()
+                    .is_some_and(|c| announce::parse(c).is_none() && !c.starts_with("[message from "))
+        })
         .ok_or(BuiltinError::NoTask)?;
-    let progress = Progress::read(&request.messages);
+    let task = request.messages[start].content.as_deref().unwrap_or_default();
+    let progress = Progress::read(&request.messages[start..]);
     let message = match request.model.as_str() {
         "brain" => plan_step(&progress, brain_subtasks(task, bounds)?, |results| brain_summary(task, results)),
         "executor" => match split_marker(task) {
@@ -314,6 +323,25 @@ mod tests {
             .flatten()
             .map(|c| (c.function.name.clone(), serde_json::from_str(&c.function.arguments).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn a_main_sessions_next_run_plans_its_own_task_not_the_first() {
+        let first = WireMessage::text("user", "alpha");
+        let mut transcript =
+            vec![first.clone(), respond(&request("brain", vec![first])).unwrap().choices[0].message.clone()];
+        transcript.push(WireMessage {
+            role: "tool".into(),
+            content: Some(r#"{"status":"accepted"}"#.into()),
+            tool_call_id: Some("call_spawn_1".into()),
+            tool_calls: None,
+        });
+        transcript.push(WireMessage::text("user", &completion("part 1", Outcome::Ok, "report: alpha - done.")));
+        transcript.push(respond(&request("brain", transcript.clone())).unwrap().choices[0].message.clone());
+        transcript.push(WireMessage::text("user", "gamma; delta"));
+        let next = respond(&request("brain", transcript)).unwrap();
+        let tasks: Vec<serde_json::Value> = calls(&next).into_iter().map(|(_, args)| args["task"].clone()).collect();
+        assert_eq!(tasks, [json!("gamma"), json!("delta")]);
     }
 
     #[test]
