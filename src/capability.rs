@@ -254,6 +254,16 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// A capability for the record of a session that ended before this process
+    /// started (restored for history): revoked from the start, it grants nothing.
+    pub fn ended(&self, principal: SessionKey) -> Capability {
+        let cap = self.mint_root(principal, ScopeSet::EMPTY, 0, None, Budgets::default());
+        cap.revoke();
+        cap
+    }
+}
+
 /// A token budget; spending is charged up the chain so a parent's limit covers its
 /// whole subtree.
 struct Budget {

@@ -16,6 +16,12 @@
 //! max_preauth_connections = 256           # unauthenticated sockets at once, in all
 //! max_preauth_connections_per_address = 32
 //! default_agent = "brain"                 # what an operator's `agent` runs when it names none
+//! shutdown_grace_seconds = 30             # SIGTERM: how long runs get to reach a step boundary
+//!
+//! [recovery]                   # runs left running by a crash or a stop resume at the next start
+//! stale_after_seconds = 86400  # a run started longer ago than this is finalized `interrupted`
+//! max_resumes = 3              # resumed this often without progress: tombstoned (`error`)
+//! max_delivery_attempts = 3    # a child's result delivered again at most this often
 //!
 //! [pairing]
 //! auto_approve_local = false   # silently pair devices on a direct loopback connection
@@ -80,7 +86,17 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    recovery: RawRecovery,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecovery {
+    stale_after_seconds: Option<f64>,
+    max_resumes: Option<u32>,
+    max_delivery_attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +113,7 @@ struct RawGateway {
     max_preauth_connections: Option<usize>,
     max_preauth_connections_per_address: Option<usize>,
     default_agent: Option<String>,
+    shutdown_grace_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +250,10 @@ pub struct Config {
     pub sockets: SocketLimits,
     /// The agent an operator's `agent` request runs when it names none.
     pub default_agent: String,
+    /// On SIGTERM or Ctrl-C, how long running sessions get to reach a step boundary.
+    pub shutdown_grace: Duration,
+    /// What recovery resumes and what it finalizes.
+    pub recovery: crate::store::recovery::Policy,
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -272,6 +293,8 @@ impl Default for Config {
             auto_approve_local: false,
             sockets: SocketLimits::default(),
             default_agent: "brain".into(),
+            shutdown_grace: Duration::from_secs(30),
+            recovery: crate::store::recovery::Policy::default(),
         }
     }
 }
@@ -319,6 +342,14 @@ impl Config {
             None => defaults.bind,
         };
         let limits = validate_limits(raw.limits)?;
+        let recovery = validate_recovery(&raw.recovery)?;
+        let shutdown_grace = match raw.gateway.shutdown_grace_seconds {
+            Some(0.0) => Duration::ZERO,
+            Some(s) => {
+                timeout_from_secs(s).map_err(|e| ConfigError::Invalid(format!("gateway.shutdown_grace_seconds {e}")))?
+            }
+            None => defaults.shutdown_grace,
+        };
         let mut providers = Providers::default();
         let mut pricing = Pricing::default();
         for (name, p) in raw.providers {
@@ -389,6 +420,8 @@ impl Config {
             default_agent: raw.gateway.default_agent.unwrap_or_else(|| "brain".into()),
             auto_approve_local: raw.pairing.auto_approve_local,
             sockets,
+            shutdown_grace,
+            recovery,
         })
     }
 }
@@ -419,6 +452,30 @@ fn validate_sockets(raw: &RawGateway) -> Result<SocketLimits, ConfigError> {
             raw.max_preauth_connections_per_address,
             1,
             d.max_preauth_connections_per_address,
+        )?,
+    })
+}
+
+fn validate_recovery(raw: &RawRecovery) -> Result<crate::store::recovery::Policy, ConfigError> {
+    let d = crate::store::recovery::Policy::default();
+    let stale_after_ms = match raw.stale_after_seconds {
+        Some(s) => timeout_from_secs(s)
+            .map_err(|e| ConfigError::Invalid(format!("recovery.stale_after_seconds {e}")))?
+            .as_millis() as u64,
+        None => d.stale_after_ms,
+    };
+    let at_least_one = |name: &str, v: Option<u32>, default: u32| match v {
+        Some(0) => Err(ConfigError::Invalid(format!("recovery.{name} must be at least 1"))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    Ok(crate::store::recovery::Policy {
+        stale_after_ms,
+        max_resumes: at_least_one("max_resumes", raw.max_resumes, d.max_resumes)?,
+        max_delivery_attempts: at_least_one(
+            "max_delivery_attempts",
+            raw.max_delivery_attempts,
+            d.max_delivery_attempts,
         )?,
     })
 }

@@ -60,6 +60,11 @@ impl SessionKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// How deep in its tree this session is: 0 for a main session, 1 for its children.
+    pub fn depth(&self) -> u32 {
+        self.0.matches(":subagent:").count() as u32
+    }
 }
 
 impl From<&str> for SessionKey {

@@ -1,8 +1,9 @@
 //! Starting a gateway: the public HTTP server (WebSocket endpoint, health), the builtin
 //! provider on its own private loopback listener, the model client with every
-//! configured provider plus `builtin` (holding that listener's secret), the Store on its own thread with the pairing book loaded from it, and the
-//! gateway and hub actors on the current arbiter. Used by every command, the tests and
-//! the benches, so they all run the same wiring.
+//! configured provider plus `builtin` (holding that listener's secret), the Store on
+//! its own thread with the pairing book loaded from it, and the gateway and hub actors
+//! on the current arbiter; then recovery resumes what the last process left running.
+//! Used by every command, the tests and the benches, so they all run the same wiring.
 //!
 //! Must be called from inside a running actix `System`.
 
@@ -17,7 +18,7 @@ use anyhow::Context as _;
 
 use crate::agent::Agents;
 use crate::config::{Config, BUILTIN_PROVIDER};
-use crate::gateway::{Gateway, Registry, Shutdown, Stats, SHUTDOWN_GRACE};
+use crate::gateway::{Gateway, Recover, Recovered, Registry, Shutdown, Stats};
 use crate::http::{routes, HttpState, HttpStateSlot};
 use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
 use crate::model::builtin::Bounds;
@@ -25,14 +26,18 @@ use crate::model::server::BuiltinServer;
 use crate::model::{Api, HttpModelClient, ModelClient, Provider};
 use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApproval};
 use crate::protocol::Policy;
-use crate::store::{self, Store};
+use crate::store::{self, Backend, Store};
 use crate::ws::gate::PreAuthGate;
 use crate::ws::WsState;
 
 pub struct Runtime {
     pub gateway: Addr<Gateway>,
     pub hub: Addr<Hub>,
-    store: Addr<Store>,
+    store: Store,
+    /// What recovery did at start-up.
+    pub recovered: Recovered,
+    /// How long a shutdown waits for sessions to reach a step boundary.
+    grace: std::time::Duration,
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
     /// Session starts, notices and ends as they happen.
@@ -46,6 +51,8 @@ pub struct Runtime {
     builtin: Option<BuiltinServer>,
     /// The ephemeral state directory, when the config asked for one; removed on drop.
     _temp_state: Option<tempfile::TempDir>,
+    /// What the store held at start-up, until recovery takes it.
+    durable: Option<store::Durable>,
 }
 
 impl Runtime {
@@ -66,6 +73,7 @@ impl Runtime {
         let in_flight = client.in_flight();
         let mut runtime = Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state)?;
         runtime.builtin = Some(builtin);
+        runtime.recover(config).await?;
         Ok(runtime)
     }
 
@@ -76,7 +84,29 @@ impl Runtime {
         model: Arc<dyn ModelClient>,
     ) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind)?;
-        Runtime::assemble(config, agents, model, Arc::new(AtomicUsize::new(0)), server, http_addr, state)
+        let mut runtime =
+            Runtime::assemble(config, agents, model, Arc::new(AtomicUsize::new(0)), server, http_addr, state)?;
+        runtime.recover(config).await?;
+        Ok(runtime)
+    }
+
+    /// Resume or finalize the runs the last process left, and bring its recent
+    /// sessions back for history.
+    async fn recover(&mut self, config: &Config) -> anyhow::Result<()> {
+        let Some(durable) = self.durable.take() else { return Ok(()) };
+        let policy = config.recovery;
+        self.recovered = self.gateway.send(Recover { durable, policy }).await.context("the gateway did not start")?;
+        let r = &self.recovered;
+        if r.resumed + r.finalized + r.redelivered + r.undeliverable > 0 {
+            tracing::info!(
+                resumed = r.resumed,
+                finalized = r.finalized,
+                redelivered = r.redelivered,
+                undeliverable = r.undeliverable,
+                "recovered the runs the last gateway left"
+            );
+        }
+        Ok(())
     }
 
     fn assemble(
@@ -90,15 +120,17 @@ impl Runtime {
     ) -> anyhow::Result<Runtime> {
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
-        let conn = store::open(state_dir)?;
-        let book = load_pairing(&conn)?;
-        let store = Store::start(conn, state_dir);
+        let db = store::open(state_dir)?;
+        let book = load_pairing(&db)?;
+        let durable = db.load(config.limits.max_retained_sessions)?;
+        let store = Store::start(db, state_dir.join(store::DB_FILE).display().to_string())?;
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
         let hub_addr = hub_ctx.address();
         let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model)
             .with_nodes(hub_addr.clone().recipient())
-            .with_pricing(Arc::new(config.pricing.clone()));
+            .with_pricing(Arc::new(config.pricing.clone()))
+            .with_store(store.clone());
         let registry = gateway.registry();
         let stats = gateway.stats();
         let events = gateway.events();
@@ -136,6 +168,9 @@ impl Runtime {
             gateway,
             hub,
             store,
+            recovered: Recovered::default(),
+            durable: Some(durable),
+            grace: config.shutdown_grace,
             registry,
             stats,
             events,
@@ -153,30 +188,43 @@ impl Runtime {
         self.builtin.as_ref().map(|b| (b.addr, &b.secret))
     }
 
-    /// The one shutdown path: tell connections (shutdown event, close 1012), end every
-    /// run, wait (bounded) for the session actors to stop, flush the store, stop the
-    /// HTTP server.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    /// The one shutdown path: refuse new runs, tell connections (shutdown event, close
+    /// 1012), and stop the sessions, waiting for them at most the grace period; then
+    /// flush the store and stop the HTTP server.
+    ///
+    /// With a state directory, sessions stop at their next step boundary and their runs
+    /// stay `running` in the store, to resume at the next start; a session still inside
+    /// a model call or a tool when the grace period ends resumes from its last step
+    /// (the call is made again). With an ephemeral one (`demo`, `run`, tests), runs end
+    /// `interrupted`. Answers how many runs will resume.
+    pub async fn shutdown(self) -> anyhow::Result<usize> {
+        let resume_later = self._temp_state.is_none();
+        let running = self.gateway.send(Shutdown { resume_later }).await.unwrap_or(0);
         let _ = self.hub.send(StopConnections).await;
-        let _ = self.gateway.send(Shutdown).await;
-        let all_stopped = self.stats.wait_all_stopped(SHUTDOWN_GRACE).await;
-        // Every pairing change queued before this point is on disk when this returns.
-        let _ = self.store.send(store::Flush).await;
+        let all_stopped = self.stats.wait_all_stopped(self.grace).await;
+        // Every record queued before this point is committed when this returns.
+        self.store.flush().await;
         self.server.stop(true).await;
         if let Some(builtin) = self.builtin {
             builtin.handle.stop(true).await;
         }
-        if !all_stopped {
+        if !all_stopped && !resume_later {
             anyhow::bail!("{} session actors still alive after the shutdown grace period", self.stats.live_sessions());
         }
-        Ok(())
+        if !all_stopped {
+            tracing::warn!(
+                sessions = self.stats.live_sessions(),
+                "sessions still inside a model call or a tool after gateway.shutdown_grace_seconds; they resume from their last step"
+            );
+        }
+        Ok(if resume_later { running } else { 0 })
     }
 }
 
 /// The pairing book from the store, or an empty one on first start.
-fn load_pairing(conn: &rusqlite::Connection) -> anyhow::Result<PairingBook> {
+fn load_pairing(db: &impl Backend) -> anyhow::Result<PairingBook> {
     let policy = NodeCommandPolicy::default();
-    let Some((_, json)) = store::load_snapshot(conn, PAIRING_SNAPSHOT)? else { return Ok(PairingBook::new(policy)) };
+    let Some((_, json)) = db.load_snapshot(PAIRING_SNAPSHOT)? else { return Ok(PairingBook::new(policy)) };
     let state: PairingState = serde_json::from_str(&json).context("the stored pairing state is unreadable")?;
     PairingBook::import(state, policy).context("the stored pairing state is inconsistent")
 }

@@ -99,6 +99,17 @@ impl ScopeSet {
         self.0 == 0
     }
 
+    /// The set as stored (the store records a session's grant).
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// A stored set read back; bits no scope has are dropped. A set grants nothing by
+    /// itself: only a capability built through `attenuate` or `mint_root` does.
+    pub fn from_bits(bits: u16) -> ScopeSet {
+        ScopeSet(bits & ScopeSet::all().0)
+    }
+
     pub fn iter(self) -> impl Iterator<Item = Scope> {
         Scope::ALL.into_iter().filter(move |s| self.contains(*s))
     }

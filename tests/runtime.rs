@@ -31,6 +31,7 @@ fn spawn(parent: &hivegate::capability::Capability, agent: &str) -> Spawn {
         request: SpawnRequest { task: "work".into(), agent_id: Some(agent.into()), ..SpawnRequest::default() },
         sent_at: Instant::now(),
         history: None,
+        call_id: None,
     }
 }
 

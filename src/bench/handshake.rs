@@ -123,6 +123,6 @@ impl HandshakeHarness {
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.runtime.shutdown().await
+        self.runtime.shutdown().await.map(drop)
     }
 }

@@ -83,6 +83,7 @@ impl SpawnHarness {
             },
             sent_at: Instant::now(),
             history: None,
+            call_id: None,
         }
     }
 
@@ -126,7 +127,7 @@ impl SpawnHarness {
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.runtime.shutdown().await
+        self.runtime.shutdown().await.map(drop)
     }
 }
 

@@ -1,4 +1,6 @@
-//! `hivegate serve`: the gateway as a server until Ctrl-C, then the one shutdown path.
+//! `hivegate serve`: the gateway as a server until Ctrl-C or SIGTERM, then the one
+//! shutdown path. Runs survive both a stop and a crash: the next `serve` on the same
+//! state directory resumes them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -81,9 +83,27 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     let runtime = Runtime::start(&config, agents).await?;
     tracing::info!(addr = %runtime.http_addr, "gateway listening");
     println!("hivegate listening on http://{} (WebSocket gateway at /, health at /health)", runtime.http_addr);
+    let r = &runtime.recovered;
+    if r.resumed + r.finalized + r.redelivered + r.undeliverable > 0 {
+        println!(
+            "recovered from the last run of this state directory ({}): {} runs resumed, {} finalized, {} results delivered again, {} undeliverable",
+            config.state_dir.display(),
+            r.resumed,
+            r.finalized,
+            r.redelivered,
+            r.undeliverable
+        );
+    }
     stop_signal().await?;
     tracing::info!("shutting down");
-    runtime.shutdown().await?;
+    eprintln!(
+        "shutting down: new runs are refused; running sessions get up to {} s to reach a step boundary",
+        config.shutdown_grace.as_secs_f64()
+    );
+    let resume = runtime.shutdown().await?;
+    if resume > 0 {
+        eprintln!("stopped; {resume} runs resume when `hivegate serve` starts again on {}", config.state_dir.display());
+    }
     Ok(0)
 }
 

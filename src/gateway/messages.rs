@@ -262,6 +262,9 @@ pub struct Spawn {
     /// The parent's conversation so far, sent only when a spawn of its batch asks for
     /// `context: "fork"` ([`crate::session::turn::forked`]).
     pub history: Option<std::sync::Arc<[ChatMessage]>>,
+    /// The parent's tool call that asked, recorded with the child so that recovery can
+    /// answer that call with the child's acceptance.
+    pub call_id: Option<Box<str>>,
 }
 
 /// Start a task on the main session of an agent (created on first use).
@@ -449,10 +452,16 @@ pub struct RunSummary {
     pub usage: Usage,
 }
 
-/// Stop everything: kill every running session, then answer.
+/// Stop everything; new runs, spawns and follow-ups are refused from now on
+/// ([`GatewayError::ShuttingDown`]). With `resume_later`, every session stops at its next
+/// step boundary with its run still `running` in the store, to resume at the next start;
+/// without (an ephemeral state directory), every run ends `interrupted`. Answers how
+/// many runs were running.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Shutdown;
+pub struct Shutdown {
+    pub resume_later: bool,
+}
 
 /// A row of `sessions_list`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -505,8 +514,10 @@ pub enum GatewayError {
     Capability(#[from] crate::capability::CapabilityError),
     #[error("{0}")]
     Denied(#[from] crate::scope::Denied),
-    #[error("the gateway is shutting down")]
+    #[error("the gateway is shutting down; try again once it has started again")]
     ShuttingDown,
+    #[error("{0}")]
+    Store(String),
     #[error("run id '{0}' is already used by an earlier run; pick another idempotency key")]
     RunIdTaken(RunId),
     #[error("session key '{key}' is not a main session of agent '{agent_id}'; expected agent:{agent_id}:<name>")]

@@ -9,17 +9,22 @@
 //! session, or a kill), [`Gateway::end_run`] records the outcome, revokes the run's
 //! capability, kills the subtree, and announces the outcome and final text to the
 //! parent. Handlers are thin: unpack, call a plain function, perform the effects.
+//!
+//! Every change of a session's life is journaled to the store as it happens (a
+//! session started, a run started or ended with its announcement, usage), without
+//! waiting for the disk; [`recover`] picks the journal up at the next start.
 
 pub mod events;
 pub mod messages;
 mod operator;
+mod recover;
 pub mod registry;
 pub mod spawn;
 pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -36,7 +41,11 @@ use crate::keys::{RunId, SessionKey};
 use crate::model::pricing::Pricing;
 use crate::model::{Message as ChatMessage, ModelClient, Usage};
 use crate::scope::authorize;
-use crate::session::{Announcement, ChildEnded, Deliver, GetTranscript, Session, SessionInit, StartRun, Terminate};
+use crate::session::{
+    Announcement, ChildEnded, Deliver, GetTranscript, Pause, Session, SessionInit, Shared, StartRun, Terminate,
+};
+use crate::store::{Announce, Grant, Journal, Record, RunEnd, RunRow, SessionRow, Spawned, Store};
+pub use recover::{Recover, Recovered};
 
 pub struct Gateway {
     agents: Arc<Agents>,
@@ -55,6 +64,13 @@ pub struct Gateway {
     pricing: Arc<Pricing>,
     /// Session starts, notices and ends, for whoever watches.
     events: Events,
+    /// Where the sessions' lives are recorded, and read back for history.
+    journal: Journal,
+    store: Option<Store>,
+    /// What every session shares, made once the gateway has an address.
+    shared: Option<Arc<Shared>>,
+    /// Stopping to resume later: sessions that stop now keep their runs `running`.
+    pausing: bool,
 }
 
 impl Gateway {
@@ -72,7 +88,35 @@ impl Gateway {
             ended: std::collections::VecDeque::new(),
             pricing: Arc::default(),
             events: Events::default(),
+            journal: Journal::discard(),
+            store: None,
+            shared: None,
+            pausing: false,
         }
+    }
+
+    /// Journal to `store`, and read ended sessions' transcripts back from it.
+    pub fn with_store(mut self, store: Store) -> Gateway {
+        self.journal = store.journal();
+        self.store = Some(store);
+        self
+    }
+
+    /// What sessions share (built on first use, when the gateway has an address).
+    fn shared(&mut self, ctx: &Context<Self>) -> Arc<Shared> {
+        self.shared
+            .get_or_insert_with(|| {
+                Arc::new(Shared {
+                    gateway: ctx.address(),
+                    models: self.model.clone(),
+                    pricing: self.pricing.clone(),
+                    stats: self.stats.clone(),
+                    nodes: self.nodes.clone(),
+                    events: self.events.clone(),
+                    journal: self.journal.clone(),
+                })
+            })
+            .clone()
     }
 
     /// Where session events are broadcast; subscribe before starting runs to see them all.
@@ -130,7 +174,7 @@ impl Gateway {
     }
 
     fn init(
-        &self,
+        &mut self,
         key: SessionKey,
         run_id: RunId,
         agent: &Arc<crate::agent::AgentDef>,
@@ -147,19 +191,15 @@ impl Gateway {
             may_fall_back: true,
             capability,
             task,
-            gateway: ctx.address(),
-            models: self.model.clone(),
-            pricing: self.pricing.clone(),
-            stats: self.stats.clone(),
-            nodes: self.nodes.clone(),
-            events: self.events.clone(),
+            shared: self.shared(ctx),
             stays: key_is_main,
             history: None,
             thinking: None,
+            restored: None,
         }
     }
 
-    fn start_child(&mut self, plan: spawn::SpawnPlan, ctx: &Context<Self>) -> SpawnReply {
+    fn start_child(&mut self, plan: spawn::SpawnPlan, call_id: Option<Box<str>>, ctx: &Context<Self>) -> SpawnReply {
         let reply = SpawnReply::Accepted {
             run_id: plan.run_id.clone(),
             child_session_key: plan.key.clone(),
@@ -169,6 +209,29 @@ impl Gateway {
             expects_completion_message: Completes,
         };
         let stays = plan.mode == SpawnMode::Session;
+        let parent_run = self.registry.get(&plan.parent).map(|p| p.run_id.clone());
+        self.journal.record(Record::SessionStarted(Box::new(SessionRow {
+            key: plan.key.clone(),
+            parent: Some(plan.parent.clone()),
+            agent_id: plan.agent.id.clone(),
+            label: plan.label.clone(),
+            spawned: Spawned {
+                model_explicit: plan.model_explicit,
+                thinking: plan.thinking,
+                cleanup: plan.cleanup,
+                stays,
+                forked: plan.history.is_some(),
+                grant: grant(&plan.capability, None, plan.agent.budget_usd.map(micro_usd)),
+                parent_run_id: parent_run,
+                call_id: call_id.map(String::from),
+            },
+            run: RunRow {
+                run_id: plan.run_id.clone(),
+                task: plan.task.clone(),
+                model: plan.model.clone(),
+                started_at_ms: crate::store::now_ms(),
+            },
+        })));
         let mut init =
             self.init(plan.key.clone(), plan.run_id.clone(), &plan.agent, plan.capability.clone(), plan.task, ctx);
         init.model = plan.model.clone();
@@ -201,6 +264,7 @@ impl Gateway {
             addr: Some(addr),
             transcript: None,
             notices: Vec::new(),
+            follow_ups: 0,
         });
         if let Some(mut parent) = self.registry.get_mut(&plan.parent) {
             parent.children.push(plan.key.clone());
@@ -243,11 +307,21 @@ impl Gateway {
             None => RunId::new(),
         };
         let capability = self.mint_main_capability(&key, &agent, &msg);
+        // Nothing is spent yet: what remains is the budget.
+        let grant = grant(&capability, msg.budget_tokens, capability.remaining_cost());
+        let run = RunRow {
+            run_id: run_id.clone(),
+            task: msg.task.clone(),
+            model: agent.model.clone(),
+            started_at_ms: crate::store::now_ms(),
+        };
         let existing = self.registry.get(&key).map(|e| (e.status, e.addr.clone()));
         match existing {
             Some((Status::Running, _)) => return Err(GatewayError::Busy(key)),
             // An idle actor that died before its SessionGone arrived is replaced below.
             Some((Status::Idle, Some(addr))) if addr.connected() => {
+                let (session, grant) = (key.clone(), Some(grant));
+                self.journal.record(Record::RunStarted { key: session, run: Box::new(run), grant, follow_up: 0 });
                 self.restart_main(&key, run_id.clone(), capability.clone());
                 addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.task });
                 self.emit_started(&key);
@@ -255,6 +329,23 @@ impl Gateway {
             }
             _ => self.registry.remove(&key),
         }
+        self.journal.record(Record::SessionStarted(Box::new(SessionRow {
+            key: key.clone(),
+            parent: None,
+            agent_id: agent.id.clone(),
+            label: None,
+            spawned: Spawned {
+                model_explicit: false,
+                thinking: None,
+                cleanup: Cleanup::Keep,
+                stays: true,
+                forked: false,
+                grant,
+                parent_run_id: None,
+                call_id: None,
+            },
+            run,
+        })));
         let addr =
             Session::new(self.init(key.clone(), run_id.clone(), &agent, capability.clone(), msg.task, ctx)).start();
         self.registry.insert(SessionEntry {
@@ -278,6 +369,7 @@ impl Gateway {
             addr: Some(addr),
             transcript: None,
             notices: Vec::new(),
+            follow_ups: 0,
         });
         self.emit_started(&key);
         Ok(RunStarted { session_key: key, run_id })
@@ -321,7 +413,7 @@ impl Gateway {
         usage: Usage,
         transcript: Option<Vec<ChatMessage>>,
     ) {
-        let (parent, label, children, addr, capability, cleanup, runtime, stop_actor) = {
+        let (parent, label, children, addr, capability, cleanup, runtime, stop_actor, announce_id) = {
             let Some(mut entry) = self.registry.get_mut(key) else {
                 return;
             };
@@ -348,12 +440,42 @@ impl Gateway {
                 entry.cleanup,
                 entry.duration(),
                 stop_actor,
+                entry.announce_id(),
             )
         };
         // An idle `session` child keeps its capability for follow-ups (its parent's end
         // revokes it with the parent's); a main session gets a fresh one per run.
         if stop_actor || parent.is_none() {
             capability.revoke();
+        }
+        // The outcome and the announcement it makes are recorded together, before the
+        // parent can hear of it: the parent's transcript is journaled after this.
+        let announcement = parent.as_ref().map(|parent| {
+            let rendered = Announcement {
+                child: key.clone(),
+                run_id: run_id.clone(),
+                label,
+                outcome,
+                text: text.clone(),
+                runtime,
+                usage,
+            }
+            .render();
+            (parent.clone(), rendered)
+        });
+        let (announce, undeliverable) = self.announce_record(&announce_id, outcome, announcement.as_ref());
+        self.journal.record(Record::RunEnded(Box::new(RunEnd {
+            key: key.clone(),
+            run_id: run_id.clone(),
+            outcome,
+            text: text.clone(),
+            usage,
+            ended_at_ms: crate::store::now_ms(),
+            idle: !stop_actor,
+            announce,
+        })));
+        if let Some(reason) = undeliverable {
+            self.journal.record(Record::Undeliverable { id: announce_id.clone(), reason });
         }
         self.emit_ended(key, outcome, &text);
         // Only kept sessions count towards retention; `cleanup: delete` ones go below.
@@ -379,24 +501,13 @@ impl Gateway {
                 _ => {}
             }
         }
-        if let Some(parent_key) = &parent {
-            self.announce(
-                parent_key,
-                Announcement {
-                    child: key.clone(),
-                    run_id: run_id.clone(),
-                    label,
-                    outcome,
-                    text: text.clone(),
-                    runtime,
-                    usage,
-                },
-            );
+        if let Some((parent_key, rendered)) = announcement {
+            self.announce(&parent_key, ChildEnded { id: announce_id, text: rendered });
             if cleanup == Cleanup::Delete {
                 self.registry.remove(key);
                 // A parent being torn down drops its whole list at once; pruning it
                 // child by child would cost O(children) per child.
-                if let Some(mut p) = self.registry.get_mut(parent_key).filter(|p| p.status == Status::Running) {
+                if let Some(mut p) = self.registry.get_mut(&parent_key).filter(|p| p.status == Status::Running) {
                     p.children.retain(|c| c != key);
                 }
             }
@@ -407,10 +518,40 @@ impl Gateway {
         }
     }
 
+    /// The outbox row for a child's end: for a running parent, what it will be told;
+    /// for a parent whose run has ended, nothing when the child was killed with it, and
+    /// otherwise the result, marked undeliverable and noted on the parent.
+    fn announce_record(
+        &self,
+        run_id: &RunId,
+        outcome: Outcome,
+        announcement: Option<&(SessionKey, String)>,
+    ) -> (Option<Announce>, Option<String>) {
+        let Some((parent, text)) = announcement else { return (None, None) };
+        let Some(mut entry) = self.registry.get_mut(parent) else { return (None, None) };
+        let record = Announce {
+            id: run_id.clone(),
+            parent: parent.clone(),
+            parent_run_id: entry.run_id.clone(),
+            text: text.clone(),
+        };
+        if entry.status == Status::Running {
+            return (Some(record), None);
+        }
+        if outcome == Outcome::Killed {
+            return (None, None);
+        }
+        let reason =
+            format!("the result of {} ({}) was not delivered: its parent's run had ended", record.id, outcome.as_str());
+        tracing::warn!(parent = %parent, "{reason}");
+        entry.notice(reason.clone());
+        (Some(record), Some(reason))
+    }
+
     /// Tell a running parent that a child ended. A parent that has itself ended had its
     /// subtree killed with it, so there is nobody left to tell; the outcome stays in the
     /// registry either way.
-    fn announce(&self, parent: &SessionKey, announcement: Announcement) {
+    fn announce(&self, parent: &SessionKey, announcement: ChildEnded) {
         let target = {
             let Some(mut entry) = self.registry.get_mut(parent) else {
                 return;
@@ -422,7 +563,7 @@ impl Gateway {
             entry.addr.clone()
         };
         if let Some(addr) = target {
-            addr.do_send(ChildEnded(announcement));
+            addr.do_send(announcement);
         }
     }
 
@@ -476,6 +617,10 @@ impl Gateway {
     /// on it forever; an idle main session that died is marked ended, so the next task
     /// starts a new one.
     fn session_gone(&mut self, msg: SessionGone) {
+        if self.pausing {
+            // Stopped for a restart: its run stays `running` in the store.
+            return;
+        }
         let state = self.registry.get(&msg.key).map(|e| (e.status, e.run_id.clone()));
         match state {
             Some((Status::Running, run_id)) if run_id == msg.run_id => {
@@ -528,6 +673,15 @@ impl Gateway {
         if let Some(mut entry) = self.registry.get_mut(target) {
             self.registry.set_status(&mut entry, Status::Running);
             entry.clear_last_run();
+            entry.follow_ups += 1;
+            let run = RunRow {
+                run_id: run_id.clone(),
+                task: text.clone(),
+                model: entry.model.clone(),
+                started_at_ms: crate::store::now_ms(),
+            };
+            let follow_up = entry.follow_ups;
+            self.journal.record(Record::RunStarted { key: target.clone(), run: Box::new(run), grant: None, follow_up });
         }
         if let Some(mut entry) = self.registry.get_mut(&parent) {
             entry.active_children += 1;
@@ -544,6 +698,7 @@ impl Gateway {
         let keep = {
             let Some(mut entry) = self.registry.get_mut(key).filter(|e| e.status == Status::Idle) else { return };
             self.registry.set_status(&mut entry, Status::Ended);
+            self.journal.record(Record::Stopped { key: key.clone() });
             entry.capability.revoke();
             if let Some(addr) = entry.addr.take() {
                 addr.do_send(Terminate);
@@ -580,7 +735,7 @@ impl Handler<Spawn> for Gateway {
         };
         MessageResult(match spawn::plan(&cx, &msg.parent, msg.request, msg.history, Instant::now()) {
             Ok(plan) => {
-                let reply = self.start_child(plan, ctx);
+                let reply = self.start_child(plan, msg.call_id, ctx);
                 self.stats.record_spawn_latency(msg.sent_at.elapsed());
                 reply
             }
@@ -635,8 +790,16 @@ impl Handler<ModelCalled> for Gateway {
                 self.events.emit(|| SessionEvent::Noticed { session_key: key.clone(), notice: notice.clone() });
                 entry.notice(notice);
             }
+            let model_changed = msg.model.is_some();
             if let Some(model) = msg.model {
                 entry.model = model;
+            }
+            if msg.usage != Usage::default() || model_changed {
+                self.journal.record(Record::Used {
+                    run_id: entry.run_id.clone(),
+                    usage: entry.usage,
+                    model: entry.model.clone(),
+                });
             }
         }
     }
@@ -673,11 +836,16 @@ impl Handler<GetHistory> for Gateway {
                 self.registry.get(&msg.target).ok_or_else(|| GatewayError::NoSuchSession(msg.target.clone()))?;
             Ok((entry.addr.clone(), entry.transcript.clone()))
         });
+        let store = self.store.clone();
         Box::pin(async move {
             match found? {
                 (_, Some(transcript)) => Ok(transcript),
                 (Some(addr), None) => addr.send(GetTranscript).await.map_err(|_| GatewayError::Ended(msg.target)),
-                (None, None) => Ok(Vec::new()),
+                // A session restored from the store (it ended before this start).
+                (None, None) => match store {
+                    Some(store) => store.transcript(msg.target).await.map_err(|e| GatewayError::Store(e.to_string())),
+                    None => Ok(Vec::new()),
+                },
             }
         })
     }
@@ -739,8 +907,18 @@ impl Handler<WaitRun> for Gateway {
 impl Handler<Shutdown> for Gateway {
     type Result = usize;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
+    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> usize {
         self.shutting_down = true;
+        if msg.resume_later {
+            self.pausing = true;
+            let running = self.registry.running();
+            for entry in self.registry.list() {
+                if let Some(addr) = self.registry.get(&entry.session_key).and_then(|e| e.addr.clone()) {
+                    addr.do_send(Pause);
+                }
+            }
+            return running;
+        }
         let roots: Vec<SessionInfo> = self.registry.list().into_iter().filter(|s| s.parent.is_none()).collect();
         let before = self.registry.running();
         for root in roots {
@@ -761,5 +939,17 @@ impl Handler<Shutdown> for Gateway {
     }
 }
 
-/// How long a shutdown waits for session actors to stop after they were told to.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A capability's authority as the store records it.
+fn grant(cap: &Capability, budget_tokens: Option<u64>, budget_micro_usd: Option<u64>) -> Grant {
+    let now = (Instant::now(), crate::store::now_ms());
+    Grant {
+        scopes: cap.scopes().bits(),
+        depth: cap.depth(),
+        max_depth: cap.max_depth(),
+        deadline_ms: cap
+            .deadline()
+            .map(|d| now.1.saturating_add(d.saturating_duration_since(now.0).as_millis() as u64)),
+        budget_tokens,
+        budget_micro_usd,
+    }
+}

@@ -45,6 +45,7 @@ impl Handler<ForgetSession> for Gateway {
         }
         self.stop_idle(&msg.target);
         let mut forget = vec![msg.target];
+        let mut forgotten = Vec::new();
         while let Some(key) = forget.pop() {
             if let Some(entry) = self.registry.get(&key) {
                 // A running descendant of a session that is not running cannot exist:
@@ -52,7 +53,9 @@ impl Handler<ForgetSession> for Gateway {
                 forget.extend(entry.children.iter().cloned());
             }
             self.registry.remove(&key);
+            forgotten.push(key);
         }
+        self.journal.record(crate::store::Record::Forgotten { keys: forgotten });
         Ok(true)
     }
 }

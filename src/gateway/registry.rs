@@ -61,6 +61,9 @@ pub struct SessionEntry {
     /// What the operator should know about this session beyond its outcome (a refused
     /// spawn, ...), at most [`MAX_NOTICES`] of them.
     pub notices: Vec<String>,
+    /// Follow-ups this `session` child has taken (each is a run under the same run id;
+    /// its end is announced under its own key, [`SessionEntry::announce_id`]).
+    pub follow_ups: u32,
 }
 
 /// Notices kept per session; later ones are counted in the last.
@@ -81,6 +84,15 @@ impl SessionEntry {
         // A run ends only after its children have, so the new run starts with none.
         self.children.clear();
         self.active_children = 0;
+    }
+
+    /// The idempotency key of this run's end: the run id, and for a follow-up its
+    /// number too.
+    pub fn announce_id(&self) -> RunId {
+        match self.follow_ups {
+            0 => self.run_id.clone(),
+            n => RunId::from(format!("{}#{n}", self.run_id).as_str()),
+        }
     }
 
     pub fn notice(&mut self, text: String) {
@@ -105,7 +117,7 @@ impl SessionEntry {
             model: self.model.clone(),
             parent: self.parent.clone(),
             label: self.label.clone(),
-            depth: self.capability.depth(),
+            depth: self.key.depth(),
             status: self.status.as_str(),
             outcome: self.outcome,
             run_id: self.run_id.clone(),

@@ -33,7 +33,7 @@ use crate::protocol::{
     Snapshot, StateVersion,
 };
 use crate::scope::{Scope, ScopeSet};
-use crate::store::{SaveSnapshot, Store};
+use crate::store::Store;
 use auth::{Authenticator, Peer};
 pub use invoke::InvokeNode;
 use ratelimit::RateLimiter;
@@ -174,7 +174,7 @@ pub struct Hub {
     book: PairingBook,
     /// The book as last committed to the store; a failed write rolls back to it.
     saved: PairingBook,
-    store: Addr<Store>,
+    store: Store,
     gateway: Addr<Gateway>,
     stats: Arc<Stats>,
     limiter: RateLimiter,
@@ -196,13 +196,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        config: HubConfig,
-        book: PairingBook,
-        store: Addr<Store>,
-        gateway: Addr<Gateway>,
-        stats: Arc<Stats>,
-    ) -> Hub {
+    pub fn new(config: HubConfig, book: PairingBook, store: Store, gateway: Addr<Gateway>, stats: Arc<Stats>) -> Hub {
         Hub {
             config,
             saved: book.clone(),
@@ -243,13 +237,9 @@ impl Hub {
                 return rx;
             }
         };
-        let save = self.store.send(SaveSnapshot { name: PAIRING_SNAPSHOT, version: STATE_VERSION, json });
+        let save = self.store.save_snapshot(PAIRING_SNAPSHOT, STATE_VERSION, json);
         ctx.wait(save.into_actor(self).map(move |result, hub, _| {
-            let result = match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the store is not running".to_string()),
-            };
+            let result = result.map_err(|e| e.to_string());
             match &result {
                 Ok(()) => hub.saved = hub.book.clone(),
                 Err(e) => {

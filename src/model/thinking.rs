@@ -36,6 +36,18 @@ impl Thinking {
         Some(level)
     }
 
+    /// The level's name, as [`Thinking::parse`] reads it back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Thinking::Off => "off",
+            Thinking::Minimal => "minimal",
+            Thinking::Low => "low",
+            Thinking::Medium => "medium",
+            Thinking::High => "high",
+            Thinking::Xhigh => "xhigh",
+        }
+    }
+
     /// The `reasoning_effort` of a chat-completions request, if one is sent.
     pub fn reasoning_effort(self) -> Option<&'static str> {
         match self {

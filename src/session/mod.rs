@@ -7,6 +7,11 @@
 //! deadline is a context timer that ends the run `timeout`. A session never reaches
 //! another session directly; everything goes through the gateway, carrying this
 //! session's capability.
+//!
+//! Durability: at every step boundary the session journals the transcript messages it
+//! has not journaled yet (before it calls the model, before it runs tools, before it
+//! reports its end), and each tool result as soon as the tool returns. A session
+//! restarted after a crash ([`Restored`]) starts from its journaled transcript.
 
 pub mod announce;
 pub mod tools;
@@ -24,9 +29,25 @@ use crate::keys::{RunId, SessionKey};
 use crate::model::pricing::Pricing;
 use crate::model::thinking::Thinking;
 use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Usage};
+use crate::store::recovery::CallAction;
+use crate::store::{Journal, Record};
 pub use announce::Announcement;
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
+
+/// What every session of a gateway shares, behind one reference count: a spawn clones
+/// one pointer, and a parked session holds one.
+pub struct Shared {
+    pub gateway: Addr<Gateway>,
+    pub models: Arc<dyn ModelClient>,
+    pub pricing: Arc<Pricing>,
+    pub stats: Arc<Stats>,
+    pub nodes: Option<Recipient<crate::hub::InvokeNode>>,
+    /// Where streamed answer text is published.
+    pub events: Events,
+    /// Where transcripts and tool results are recorded.
+    pub journal: Journal,
+}
 
 /// Everything a session starts with; the capability arrives here, inside the spawn.
 pub struct SessionInit {
@@ -39,19 +60,27 @@ pub struct SessionInit {
     pub may_fall_back: bool,
     pub capability: Capability,
     pub task: String,
-    pub gateway: Addr<Gateway>,
-    pub models: Arc<dyn ModelClient>,
-    pub pricing: Arc<Pricing>,
-    pub stats: Arc<Stats>,
-    pub nodes: Option<Recipient<crate::hub::InvokeNode>>,
-    /// Where streamed answer text is published.
-    pub events: Events,
+    pub shared: Arc<Shared>,
     /// Stay idle after an ok run for more runs (main sessions, `mode: "session"` children).
     pub stays: bool,
     /// The parent's conversation, for a `context: "fork"` child.
     pub history: Option<Arc<[Message]>>,
     /// The reasoning level the spawn asked for.
     pub thinking: Option<Thinking>,
+    /// A run resumed after a restart, instead of `task`.
+    pub restored: Option<Box<Restored>>,
+}
+
+/// A run picked up again after a restart: its journaled transcript, the announcements
+/// already in it, its children so far, its usage, and what to do about the calls of
+/// its last turn that have no result ([`crate::store::recovery::unanswered`]).
+pub struct Restored {
+    pub transcript: Vec<Message>,
+    pub delivered: Vec<(u32, RunId)>,
+    /// The current run's children: spawned, and ended as far as the transcript shows.
+    pub children: (usize, usize),
+    pub usage: Usage,
+    pub calls: Vec<CallAction>,
 }
 
 pub struct Session {
@@ -62,23 +91,37 @@ pub struct Session {
     /// The next of the agent's fallbacks to try; `None` when none may be tried.
     next_fallback: Option<u8>,
     capability: Capability,
-    gateway: Addr<Gateway>,
-    models: Arc<dyn ModelClient>,
-    pricing: Arc<Pricing>,
-    stats: Arc<Stats>,
-    nodes: Option<Recipient<crate::hub::InvokeNode>>,
-    events: Events,
+    shared: Arc<Shared>,
     turn: Turn,
     pending_task: Option<String>,
+    /// Set for a restored run until it starts.
+    restored_calls: Option<Vec<CallAction>>,
     deadline_timer: Option<SpawnHandle>,
+    /// Transcript messages already sent to the journal.
+    journaled: u32,
     finished: bool,
     stays: bool,
+    /// Stop at the next step boundary (a graceful shutdown): the run stays `running`
+    /// in the store and resumes at the next start.
+    pausing: bool,
+    /// A model call or a tool batch is under way.
+    in_flight: bool,
     thinking: Option<Thinking>,
 }
 
+/// A child's end, as its completion event, with the idempotency key (the child's run
+/// id) that keeps a second delivery out of the transcript.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ChildEnded(pub Announcement);
+pub struct ChildEnded {
+    pub id: RunId,
+    pub text: String,
+}
+
+/// Stop at the next step boundary without ending the run (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -108,23 +151,24 @@ pub struct StartRun {
 
 impl Session {
     pub fn new(init: SessionInit) -> Session {
-        let system = format!(
-            "{}\n\nYou are session {} (agent {}, depth {}).",
-            init.agent.system_prompt.trim_end(),
-            init.key,
-            init.agent.id,
-            init.capability.depth()
-        );
-        let mut turn = Turn::new(&system);
-        let mut task = init.task;
-        if let Some(history) = &init.history {
-            turn.inherit(history);
-            task = format!(
-                "[Subagent Context] You are running as a subagent (depth {}). Complete the current [Subagent Task]; the inherited conversation is background context, not your assignment.\n\n[Subagent Task]\n\n{task}",
-                init.capability.depth()
-            );
-        }
+        let mut pending_task = None;
+        let mut restored_calls = None;
+        let turn = match init.restored {
+            Some(restored) => {
+                let Restored { transcript, delivered, children, usage, calls } = *restored;
+                restored_calls = Some(calls);
+                Turn::restore(transcript, delivered, children, usage)
+            }
+            None => {
+                let (turn, task) =
+                    Session::first_turn(&init.key, &init.agent, &init.capability, init.task, init.history);
+                pending_task = Some(task);
+                turn
+            }
+        };
         Session {
+            // A restored transcript is journaled already.
+            journaled: if restored_calls.is_some() { turn.transcript().len() as u32 } else { 0 },
             turn,
             key: init.key,
             run_id: init.run_id,
@@ -132,42 +176,116 @@ impl Session {
             model: init.model,
             next_fallback: init.may_fall_back.then_some(0),
             capability: init.capability,
-            gateway: init.gateway,
-            models: init.models,
-            pricing: init.pricing,
-            stats: init.stats,
-            nodes: init.nodes,
-            events: init.events,
-            pending_task: Some(task),
+            shared: init.shared,
+            pending_task,
+            restored_calls,
             deadline_timer: None,
             finished: false,
             stays: init.stays,
+            pausing: false,
+            in_flight: false,
             thinking: init.thinking,
         }
     }
 
+    /// A new session's turn (its system prompt, a fork's inherited conversation) and
+    /// its first task.
+    fn first_turn(
+        key: &SessionKey,
+        agent: &AgentDef,
+        capability: &Capability,
+        task: String,
+        history: Option<Arc<[Message]>>,
+    ) -> (Turn, String) {
+        let system = format!(
+            "{}\n\nYou are session {} (agent {}, depth {}).",
+            agent.system_prompt.trim_end(),
+            key,
+            agent.id,
+            capability.depth()
+        );
+        let mut turn = Turn::new(&system);
+        let mut task = task;
+        if let Some(history) = &history {
+            turn.inherit(history);
+            task = format!(
+                "[Subagent Context] You are running as a subagent (depth {}). Complete the current [Subagent Task]; the inherited conversation is background context, not your assignment.\n\n[Subagent Task]\n\n{task}",
+                capability.depth()
+            );
+        }
+        (turn, task)
+    }
+
     fn begin(&mut self, task: String, ctx: &mut Context<Self>) {
         self.finished = false;
+        self.arm_deadline(ctx);
+        let next = self.turn.start(task);
+        self.step(next, ctx);
+    }
+
+    /// Pick a restored run up where its journal ends.
+    fn resume(&mut self, calls: Vec<CallAction>, ctx: &mut Context<Self>) {
+        self.arm_deadline(ctx);
+        let next = self.turn.resume(calls);
+        self.step(next, ctx);
+    }
+
+    fn arm_deadline(&mut self, ctx: &mut Context<Self>) {
         if let Some(deadline) = self.capability.deadline() {
             let after = deadline.saturating_duration_since(Instant::now());
             self.deadline_timer = Some(ctx.run_later(after, move |act, ctx| {
                 act.finish(Outcome::Timeout, format!("timed out after {:.1} s", after.as_secs_f64()), ctx)
             }));
         }
-        let next = self.turn.start(task);
-        self.step(next, ctx);
+    }
+
+    /// Send the transcript messages not journaled yet, with the announcements among them.
+    fn journal(&mut self) {
+        let transcript = self.turn.transcript();
+        let from = self.journaled as usize;
+        if from >= transcript.len() {
+            return;
+        }
+        let delivers = self.turn.delivered_from(from as u32);
+        self.shared.journal.record(Record::Messages {
+            key: self.key.clone(),
+            run_id: self.run_id.clone(),
+            first_seq: self.journaled,
+            messages: transcript[from..].to_vec(),
+            delivers,
+        });
+        self.journaled = transcript.len() as u32;
     }
 
     fn step(&mut self, next: Next, ctx: &mut Context<Self>) {
         if self.finished {
             return;
         }
+        if self.pausing && !self.in_flight {
+            match next {
+                Next::Finish(..) => {}
+                // The model's calls are not started while stopping: its answer is not
+                // journaled, and after the restart the model is asked again.
+                Next::RunTools(_) => return self.pause_now(ctx),
+                Next::CallModel | Next::Wait => {
+                    self.journal();
+                    return self.pause_now(ctx);
+                }
+            }
+        }
+        self.journal();
         match next {
             Next::CallModel => self.call_model(ctx),
             Next::RunTools(calls) => self.run_tools(calls, ctx),
             Next::Wait => {}
             Next::Finish(outcome, text) => self.finish(outcome, text, ctx),
         }
+    }
+
+    /// Stop at a step boundary with the run still `running` in the store.
+    fn pause_now(&mut self, ctx: &mut Context<Self>) {
+        self.finished = true;
+        ctx.stop();
     }
 
     fn call_model(&mut self, ctx: &mut Context<Self>) {
@@ -180,17 +298,22 @@ impl Session {
         if self.capability.remaining_cost() == Some(0) {
             return self.finish(Outcome::Error, "cost budget exhausted".into(), ctx);
         }
+        let messages = self.turn.request_messages();
+        // The announcements just taken into the transcript are delivered once journaled.
+        self.journal();
         let request = ChatRequest {
             model: self.model.clone(),
-            messages: self.turn.request_messages(),
+            messages,
             tools: self.agent.tool_specs.clone(),
-            stream_to: self.events.text_sink(&self.key, &self.run_id),
+            stream_to: self.shared.events.text_sink(&self.key, &self.run_id),
             thinking: self.thinking,
         };
-        let call = self.models.complete(request);
+        let call = self.shared.models.complete(request);
+        self.in_flight = true;
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {
             Ok(mut response) => {
-                act.pricing.charge(&act.model, &mut response.usage);
+                act.in_flight = false;
+                act.shared.pricing.charge(&act.model, &mut response.usage);
                 act.called(response.usage, std::mem::take(&mut response.notices), None);
                 let (spent, cost) = (response.usage.total(), response.usage.cost_usd);
                 let next = act.turn.on_response(response);
@@ -205,6 +328,7 @@ impl Session {
                 act.step(next, ctx);
             }
             Err(e) => {
+                act.in_flight = false;
                 let (e, notices) = e.into_parts();
                 act.called(Usage::default(), notices, None);
                 match act.take_fallback() {
@@ -231,7 +355,7 @@ impl Session {
     /// Tell the gateway what a call spent and what the operator should see of it.
     fn called(&self, usage: Usage, notices: Vec<String>, model: Option<ModelRef>) {
         if usage != Usage::default() || !notices.is_empty() || model.is_some() {
-            self.gateway.do_send(ModelCalled { key: self.key.clone(), usage, notices, model });
+            self.shared.gateway.do_send(ModelCalled { key: self.key.clone(), usage, notices, model });
         }
     }
 
@@ -241,24 +365,30 @@ impl Session {
         let forks = calls.iter().any(|c| c.name == "sessions_spawn" && c.arguments.contains("fork"));
         let env = ToolEnv {
             history: forks.then(|| turn::forked(self.turn.transcript()).into()),
-            gateway: self.gateway.clone(),
-            nodes: self.nodes.clone(),
+            gateway: self.shared.gateway.clone(),
+            nodes: self.shared.nodes.clone(),
             capability: self.capability.clone(),
             agent: self.agent.clone(),
-            stats: self.stats.clone(),
+            stats: self.shared.stats.clone(),
         };
-        let (events, key, run_id) = (self.events.clone(), self.key.clone(), self.run_id.clone());
+        let (shared, key, run_id) = (self.shared.clone(), self.key.clone(), self.run_id.clone());
         let batch = async move {
             let mut results: Vec<(String, ToolOutput)> = Vec::with_capacity(calls.len());
             for call in calls {
-                events.emit(|| tools::started(&key, &run_id, &call));
+                shared.events.emit(|| tools::started(&key, &run_id, &call));
                 let output = tools::execute(&env, &call).await;
-                events.emit(|| tools::ended(&key, &run_id, &call, &output));
+                shared.events.emit(|| tools::ended(&key, &run_id, &call, &output));
+                // Recorded at once: a restart after this point never runs the call again.
+                if let Some(content) = output.recorded() {
+                    shared.journal.record(Record::ToolResult { key: key.clone(), call_id: call.id.clone(), content });
+                }
                 results.push((call.id, output));
             }
             results
         };
+        self.in_flight = true;
         ctx.spawn(batch.into_actor(self).map(|results, act, ctx| {
+            act.in_flight = false;
             let next = act.turn.on_tool_results(results);
             act.step(next, ctx);
         }));
@@ -272,8 +402,9 @@ impl Session {
             ctx.cancel_future(timer);
         }
         let stays = self.stays && outcome == Outcome::Ok;
+        self.journal();
         let transcript = if stays { self.turn.transcript().to_vec() } else { self.turn.take_transcript() };
-        self.gateway.do_send(RunEnded {
+        self.shared.gateway.do_send(RunEnded {
             key: self.key.clone(),
             run_id: self.run_id.clone(),
             outcome,
@@ -292,9 +423,11 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.stats.session_started();
+        self.shared.stats.session_started();
         if let Some(task) = self.pending_task.take() {
             self.begin(task, ctx);
+        } else if let Some(calls) = self.restored_calls.take() {
+            self.resume(calls, ctx);
         }
     }
 }
@@ -304,9 +437,9 @@ impl Actor for Session {
 /// end and was not a main session (an idle main session may die too).
 impl Drop for Session {
     fn drop(&mut self) {
-        self.stats.session_stopped();
-        if !self.finished || self.stays {
-            self.gateway.do_send(SessionGone { key: self.key.clone(), run_id: self.run_id.clone() });
+        self.shared.stats.session_stopped();
+        if !self.finished || self.stays || self.pausing {
+            self.shared.gateway.do_send(SessionGone { key: self.key.clone(), run_id: self.run_id.clone() });
         }
     }
 }
@@ -315,7 +448,7 @@ impl Handler<ChildEnded> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: ChildEnded, ctx: &mut Self::Context) {
-        let next = self.turn.on_child_ended(msg.0.render());
+        let next = self.turn.on_child_ended(msg.id, msg.text);
         self.step(next, ctx);
     }
 }
@@ -326,6 +459,19 @@ impl Handler<Deliver> for Session {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let next = self.turn.on_message(format!("[message from {}]\n{}", msg.from, msg.text));
         self.step(next, ctx);
+    }
+}
+
+impl Handler<Pause> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Pause, ctx: &mut Self::Context) {
+        self.pausing = true;
+        // Waiting for a child or a message is a step boundary already.
+        if !self.in_flight {
+            self.journal();
+            self.pause_now(ctx);
+        }
     }
 }
 

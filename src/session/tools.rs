@@ -135,6 +135,30 @@ pub enum ToolOutput {
     Yield,
 }
 
+impl ToolOutput {
+    /// The result as the journal records it; `sessions_yield` has none (the session
+    /// answers it when a result arrives).
+    pub fn recorded(&self) -> Option<String> {
+        match self {
+            ToolOutput::Done(value) | ToolOutput::Spawned(value) => Some(value.to_string()),
+            ToolOutput::Yield => None,
+        }
+    }
+}
+
+/// Whether running `call` again changes nothing (it only reads or waits), so a call
+/// cut off by a restart is run again rather than answered as interrupted.
+pub fn idempotent(call: &ToolCall) -> bool {
+    match Tool::parse(&call.name) {
+        Some(Tool::SessionsYield | Tool::SessionsList | Tool::SessionsHistory) => true,
+        Some(Tool::Subagents) => {
+            let action = serde_json::from_str::<SubagentsArgs>(&call.arguments).map(|a| a.action);
+            matches!(action, Ok(Action::List | Action::Wait))
+        }
+        _ => false,
+    }
+}
+
 /// What a session's tools act with.
 pub struct ToolEnv {
     pub gateway: Addr<Gateway>,
@@ -246,7 +270,7 @@ pub fn ended(key: &SessionKey, run_id: &RunId, call: &ToolCall, output: &ToolOut
 /// Run one tool call.
 pub async fn execute(env: &ToolEnv, call: &ToolCall) -> ToolOutput {
     match check(env, call) {
-        Ok(tool) => dispatch(env, tool, &call.arguments).await.unwrap_or_else(|refusal| refusal),
+        Ok(tool) => dispatch(env, tool, call).await.unwrap_or_else(|refusal| refusal),
         Err(refusal) => refusal,
     }
 }
@@ -271,9 +295,10 @@ fn available(agent: &AgentDef) -> String {
     agent.tools.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
-async fn dispatch(env: &ToolEnv, tool: Tool, raw: &str) -> Result<ToolOutput, ToolOutput> {
+async fn dispatch(env: &ToolEnv, tool: Tool, call: &ToolCall) -> Result<ToolOutput, ToolOutput> {
+    let raw = call.arguments.as_str();
     match tool {
-        Tool::SessionsSpawn => spawn(env, args(tool, raw)?).await,
+        Tool::SessionsSpawn => spawn(env, args(tool, raw)?, &call.id).await,
         Tool::SessionsYield => args::<NoArgs>(tool, raw).map(|_| ToolOutput::Yield),
         Tool::SessionsList => {
             args::<NoArgs>(tool, raw)?;
@@ -317,12 +342,15 @@ async fn invoke(env: &ToolEnv, a: InvokeArgs) -> Result<ToolOutput, ToolOutput> 
     }
 }
 
-async fn spawn(env: &ToolEnv, request: SpawnRequest) -> Result<ToolOutput, ToolOutput> {
-    let reply = env
-        .gateway
-        .send(Spawn { parent: env.capability.clone(), request, sent_at: Instant::now(), history: env.history.clone() })
-        .await
-        .map_err(|_| error("the gateway is not running"))?;
+async fn spawn(env: &ToolEnv, request: SpawnRequest, call_id: &str) -> Result<ToolOutput, ToolOutput> {
+    let spawn = Spawn {
+        parent: env.capability.clone(),
+        request,
+        sent_at: Instant::now(),
+        history: env.history.clone(),
+        call_id: Some(call_id.into()),
+    };
+    let reply = env.gateway.send(spawn).await.map_err(|_| error("the gateway is not running"))?;
     let accepted = matches!(reply, SpawnReply::Accepted { .. });
     let value = serde_json::to_value(&reply).map_err(error)?;
     Ok(if accepted { ToolOutput::Spawned(value) } else { ToolOutput::Done(value) })

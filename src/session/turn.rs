@@ -10,7 +10,10 @@
 //! - `sessions_yield` is answered at once when a result is waiting or no child is
 //!   running, else parked until the next child result or message;
 //! - a final answer given while children still run is kept, and the session waits; the
-//!   next child result starts another turn, so the model always sees every result.
+//!   next child result starts another turn, so the model always sees every result;
+//! - a child's result carries its idempotency key (the child's run id): a second
+//!   delivery of the same key is dropped, and each delivered one is remembered with the
+//!   transcript position it took, for the journal.
 
 use std::collections::VecDeque;
 
@@ -18,7 +21,9 @@ use serde_json::json;
 
 use super::tools::ToolOutput;
 use crate::gateway::Outcome;
+use crate::keys::RunId;
 use crate::model::{ChatResponse, Message, ToolCall, Usage};
+use crate::store::recovery::CallAction;
 
 /// A runaway model (tool calls forever) ends with an error after this many turns.
 pub const MAX_TURNS: u32 = 200;
@@ -35,7 +40,10 @@ pub enum Next {
 #[derive(Debug, Default)]
 pub struct Turn {
     transcript: Vec<Message>,
-    inbox: VecDeque<String>,
+    /// Messages for the next turn, with the announcement each one is (if any).
+    inbox: VecDeque<(String, Option<RunId>)>,
+    /// Announcements taken into the transcript, with the position each took.
+    delivered: Vec<(u32, RunId)>,
     spawned: usize,
     ended: usize,
     parked_yield: Option<String>,
@@ -65,9 +73,57 @@ impl Turn {
         self.turns = 0;
         self.usage = Usage::default();
         self.waiting_for_children = false;
+        // A new run's children are new; earlier runs' announcements stay in order.
+        self.spawned = 0;
+        self.ended = 0;
         Next::CallModel
     }
 
+    /// A run as journaled before a restart: its transcript, the announcements in it,
+    /// how many children the current run spawned and how many of their ends it has
+    /// seen, and what it has used.
+    pub fn restore(
+        transcript: Vec<Message>,
+        delivered: Vec<(u32, RunId)>,
+        children: (usize, usize),
+        usage: Usage,
+    ) -> Turn {
+        let (spawned, ended) = children;
+        Turn { transcript, delivered, spawned, ended, usage, ..Turn::default() }
+    }
+
+    /// Go on from a restored transcript: answer or re-run the last turn's calls that
+    /// have no result, then do what the transcript's end calls for.
+    pub fn resume(&mut self, calls: Vec<CallAction>) -> Next {
+        let mut rerun = Vec::new();
+        for action in calls {
+            match action {
+                CallAction::Answer { call_id, content } => self.transcript.push(Message::Tool { call_id, content }),
+                CallAction::Rerun(call) => rerun.push(call),
+            }
+        }
+        if !rerun.is_empty() {
+            return Next::RunTools(rerun);
+        }
+        match self.transcript.last() {
+            // A final answer given while children ran: wait for them, or it was the end.
+            Some(Message::Assistant { content, tool_calls, .. }) if tool_calls.is_empty() => {
+                if self.active_children() > 0 {
+                    self.waiting_for_children = true;
+                    Next::Wait
+                } else {
+                    Next::Finish(Outcome::Ok, content.as_deref().unwrap_or_default().to_string())
+                }
+            }
+            // A model call was in flight (or about to be): ask again.
+            _ => Next::CallModel,
+        }
+    }
+
+    /// The announcements delivered at transcript positions `from` and after.
+    pub fn delivered_from(&self, from: u32) -> Vec<(u32, RunId)> {
+        self.delivered.iter().filter(|(seq, _)| *seq >= from).cloned().collect()
+    }
     pub fn transcript(&self) -> &[Message] {
         &self.transcript
     }
@@ -87,7 +143,10 @@ impl Turn {
 
     /// The messages for the next model call, with the inbox appended.
     pub fn request_messages(&mut self) -> Vec<Message> {
-        while let Some(content) = self.inbox.pop_front() {
+        while let Some((content, id)) = self.inbox.pop_front() {
+            if let Some(id) = id {
+                self.delivered.push((self.transcript.len() as u32, id));
+            }
             self.transcript.push(Message::User { content });
         }
         self.transcript.clone()
@@ -150,15 +209,25 @@ impl Turn {
         }
     }
 
-    /// A child ended; its announcement is queued for the next turn.
-    pub fn on_child_ended(&mut self, announcement: String) -> Next {
+    /// A child ended; its announcement is queued for the next turn, unless this key
+    /// was delivered already (then nothing changes).
+    pub fn on_child_ended(&mut self, id: RunId, announcement: String) -> Next {
+        let seen =
+            self.delivered.iter().any(|(_, d)| *d == id) || self.inbox.iter().any(|(_, d)| d.as_ref() == Some(&id));
+        if seen {
+            return Next::Wait;
+        }
         self.ended += 1;
-        self.on_message(announcement)
+        self.queue(announcement, Some(id))
     }
 
     /// A message from another session (or the operator) arrived.
     pub fn on_message(&mut self, text: String) -> Next {
-        self.inbox.push_back(text);
+        self.queue(text, None)
+    }
+
+    fn queue(&mut self, text: String, id: Option<RunId>) -> Next {
+        self.inbox.push_back((text, id));
         if let Some(call_id) = self.parked_yield.take() {
             self.answer_yield(call_id);
             return Next::CallModel;
@@ -237,7 +306,7 @@ mod tests {
             ("y".to_string(), ToolOutput::Yield),
         ];
         assert_eq!(turn.on_tool_results(results), Next::Wait);
-        assert_eq!(turn.on_child_ended("[subagent part 1 ok]\ndone".into()), Next::CallModel);
+        assert_eq!(turn.on_child_ended("r1".into(), "[subagent part 1 ok]\ndone".into()), Next::CallModel);
         let messages = turn.request_messages();
         let tail: Vec<_> = messages.iter().rev().take(2).collect();
         assert_eq!(tail[0], &Message::User { content: "[subagent part 1 ok]\ndone".into() });
@@ -251,7 +320,7 @@ mod tests {
         let mut turn = Turn::new("");
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
-        assert_eq!(turn.on_child_ended("[subagent early ok]\nfast".into()), Next::Wait);
+        assert_eq!(turn.on_child_ended("r1".into(), "[subagent early ok]\nfast".into()), Next::Wait);
         assert_eq!(turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]), Next::CallModel);
         assert_eq!(turn.active_children(), 0);
         assert!(turn.request_messages().contains(&Message::User { content: "[subagent early ok]\nfast".into() }));
@@ -264,7 +333,7 @@ mod tests {
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
         assert_eq!(turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]), Next::CallModel);
         assert_eq!(turn.on_response(answer(Some("premature"), vec![])), Next::Wait);
-        assert_eq!(turn.on_child_ended("[subagent x ok]\nr".into()), Next::CallModel);
+        assert_eq!(turn.on_child_ended("r1".into(), "[subagent x ok]\nr".into()), Next::CallModel);
         assert!(turn.request_messages().contains(&Message::User { content: "[subagent x ok]\nr".into() }));
         assert_eq!(turn.on_response(answer(Some("final"), vec![])), Next::Finish(Outcome::Ok, "final".into()));
     }

@@ -1,24 +1,39 @@
-//! Durable state: the Store actor, the only writer of the SQLite database in the state
-//! directory. It runs on its own `SyncArbiter` thread, so disk I/O never blocks an
-//! actor on the gateway's arbiter and never sits on the spawn path.
+//! Durable state: the Store, the only writer of the database in the state directory.
 //!
-//! Schema: `snapshots(name, version, json, updated_at_ms)`, one row per named state.
-//! The pairing book (paired devices, pending requests, node surfaces, device tokens as
-//! sha256 hashes) is small and changes only on operator action, so each change rewrites
-//! its one row in a single transaction: a crash leaves either the old or the new state,
-//! never a mix. The schema is versioned with SQLite's `user_version`.
+//! The Store is an actor in the plain sense: one thread owning the database
+//! connection, with a mailbox (a channel) of [`Command`]s. It is a thread of its own
+//! rather than an actix `SyncArbiter` actor because it commits in groups: it takes
+//! whatever is queued (up to [`MAX_BATCH`] records) and writes it in one transaction,
+//! which a `SyncArbiter` handler, seeing one message at a time, cannot do. Senders
+//! never wait for the disk: the gateway and the sessions send [`Record`]s through a
+//! [`Journal`] (a channel send), and only operator-driven changes (the pairing book)
+//! and shutdown's [`Store::flush`] wait for their commit.
+//!
+//! Backends implement [`Backend`]: [`sqlite::Sqlite`] is the embedded default; a
+//! second database is a second implementation of the same trait, driven by the same
+//! writer. [`recovery`] turns what a start finds ([`Durable`]) into what to do, as a
+//! pure function.
 
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+pub mod records;
+pub mod recovery;
+pub mod sqlite;
 
-use actix::prelude::*;
-use rusqlite::{params, Connection, OptionalExtension};
+use std::future::Future;
+use std::path::Path;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::keys::SessionKey;
+use crate::model::Message;
+pub use records::*;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "hivegate.sqlite3";
-const SCHEMA_VERSION: i64 = 1;
 /// How long a write waits for another holder of the database's write lock.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most records committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,140 +41,170 @@ pub enum StoreError {
     CreateDir { path: String, source: std::io::Error },
     #[error("cannot open the state database {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
-    #[error("the state database {path} has schema version {found}, newer than this hivegate understands ({SCHEMA_VERSION}); upgrade hivegate")]
+    #[error("the state database {path} has schema version {found}, newer than this hivegate understands ({}); upgrade hivegate", sqlite::SCHEMA_VERSION)]
     TooNew { path: String, found: i64 },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("cannot encode state: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("the state database holds something this hivegate cannot read ({0}); restore a backup or move the state directory away")]
+    Corrupt(String),
     #[error("the store is closed")]
     Closed,
 }
 
-/// Open (creating if needed) the database in `state_dir` and bring its schema up to date.
-pub fn open(state_dir: &Path) -> Result<Connection, StoreError> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|source| StoreError::CreateDir { path: state_dir.display().to_string(), source })?;
-    let path = state_dir.join(DB_FILE);
-    let display = path.display().to_string();
-    let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: display.clone(), source })?;
-    // Another process holding the write lock (a backup, a sqlite3 shell) makes a write
-    // wait this long, then fail: the change is refused and rolled back, not hung.
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew { path: display, found });
+/// What a durable state database does; the writer thread drives one.
+pub trait Backend: Send + 'static {
+    /// Write a batch of records in one transaction: all of it or none of it.
+    fn apply(&mut self, batch: &[Record]) -> Result<(), StoreError>;
+    /// Replace the named snapshot.
+    fn save_snapshot(&mut self, name: &str, version: u32, json: &str) -> Result<(), StoreError>;
+    /// A named snapshot: `(version, json)`.
+    fn load_snapshot(&self, name: &str) -> Result<Option<(u32, String)>, StoreError>;
+    /// What a start needs: running runs with their transcripts and tool results, the
+    /// undelivered announcements, and up to `recent` more sessions for history.
+    fn load(&self, recent: usize) -> Result<Durable, StoreError>;
+    /// A session's whole transcript.
+    fn transcript(&self, key: &SessionKey) -> Result<Vec<Message>, StoreError>;
+}
+
+pub use crate::hub::now_ms;
+
+enum Command {
+    Record(Record),
+    Snapshot { name: &'static str, version: u32, json: String, done: oneshot::Sender<Result<(), StoreError>> },
+    Transcript { key: SessionKey, done: oneshot::Sender<Result<Vec<Message>, StoreError>> },
+    Flush(oneshot::Sender<()>),
+}
+
+/// Where records go: a cheap clone held by the gateway and every session.
+#[derive(Clone)]
+pub struct Journal(mpsc::Sender<Command>);
+
+impl Journal {
+    /// Queue a fact; it is committed with whatever else is queued. Never blocks.
+    pub fn record(&self, record: Record) {
+        // A closed store means the process is stopping; nothing can be written then.
+        let _ = self.0.send(Command::Record(record));
     }
-    if found < 1 {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS snapshots (
-                 name TEXT PRIMARY KEY,
-                 version INTEGER NOT NULL,
-                 json TEXT NOT NULL,
-                 updated_at_ms INTEGER NOT NULL
-             );
-             PRAGMA user_version = 1;",
-        )?;
+
+    /// A journal whose records go nowhere (unit tests of actors that need one).
+    pub fn discard() -> Journal {
+        let (tx, _) = mpsc::channel();
+        Journal(tx)
     }
-    Ok(conn)
 }
 
-/// Read a named snapshot: `(version, json)`.
-pub fn load_snapshot(conn: &Connection, name: &str) -> Result<Option<(u32, String)>, StoreError> {
-    Ok(conn
-        .query_row("SELECT version, json FROM snapshots WHERE name = ?1", params![name], |row| {
-            Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?))
-        })
-        .optional()?)
-}
-
-fn save_snapshot(conn: &mut Connection, name: &str, version: u32, json: &str) -> Result<(), StoreError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT INTO snapshots (name, version, json, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(name) DO UPDATE SET version = excluded.version, json = excluded.json,
-                                         updated_at_ms = excluded.updated_at_ms",
-        params![name, version, json, now],
-    )?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// The Store actor. Built around a connection opened (and checked) before start-up, so
-/// a bad state directory fails `hivegate serve` at once with a clear message.
+/// The handle to the writer thread.
+#[derive(Clone)]
 pub struct Store {
-    conn: Option<Connection>,
-    path: PathBuf,
+    tx: mpsc::Sender<Command>,
 }
 
 impl Store {
-    pub fn new(conn: Connection, state_dir: &Path) -> Store {
-        Store { conn: Some(conn), path: state_dir.join(DB_FILE) }
+    /// Start the writer thread on `backend`.
+    pub fn start(backend: impl Backend, path: String) -> std::io::Result<Store> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new().name("hivegate-store".into()).spawn(move || write_loop(backend, rx, &path))?;
+        Ok(Store { tx })
     }
 
-    /// Start the store on its own thread.
-    pub fn start(conn: Connection, state_dir: &Path) -> Addr<Store> {
-        let slot = std::sync::Mutex::new(Some(Store::new(conn, state_dir)));
-        let path = state_dir.join(DB_FILE);
-        SyncArbiter::start(1, move || {
-            slot.lock().ok().and_then(|mut s| s.take()).unwrap_or_else(|| Store { conn: None, path: path.clone() })
-        })
+    pub fn journal(&self) -> Journal {
+        Journal(self.tx.clone())
+    }
+
+    /// Replace the snapshot `name`; resolves once it is committed.
+    pub fn save_snapshot(
+        &self,
+        name: &'static str,
+        version: u32,
+        json: String,
+    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
+        let (done, answer) = oneshot::channel();
+        let sent = self.tx.send(Command::Snapshot { name, version, json, done });
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    /// A session's transcript as committed (everything queued before is included).
+    pub fn transcript(&self, key: SessionKey) -> impl Future<Output = Result<Vec<Message>, StoreError>> + 'static {
+        let (done, answer) = oneshot::channel();
+        let sent = self.tx.send(Command::Transcript { key, done });
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    /// Resolves once everything queued before it is committed.
+    pub fn flush(&self) -> impl Future<Output = ()> + 'static {
+        let (done, answer) = oneshot::channel();
+        let sent = self.tx.send(Command::Flush(done)).is_ok();
+        async move {
+            if sent {
+                let _ = answer.await;
+            }
+        }
     }
 }
 
-impl Actor for Store {
-    type Context = SyncContext<Self>;
-}
-
-/// Replace the snapshot called `name`.
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct SaveSnapshot {
-    pub name: &'static str,
-    pub version: u32,
-    pub json: String,
-}
-
-impl Handler<SaveSnapshot> for Store {
-    type Result = Result<(), StoreError>;
-
-    fn handle(&mut self, msg: SaveSnapshot, _: &mut Self::Context) -> Self::Result {
-        let conn = self.conn.as_mut().ok_or(StoreError::Closed)?;
-        save_snapshot(conn, msg.name, msg.version, &msg.json).inspect_err(|e| {
-            tracing::error!(path = %self.path.display(), error = %e, "state write failed");
-        })
+/// The writer: take what is queued, commit records in groups, answer the rest in order.
+fn write_loop(mut backend: impl Backend, rx: mpsc::Receiver<Command>, path: &str) {
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Record(record) => batch.push(record),
+                other => {
+                    commit(&mut backend, &mut batch, path);
+                    answer(&mut backend, other, path);
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit(&mut backend, &mut batch, path);
     }
 }
 
-/// Answered once every write sent before it is done (one thread, first in first out).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Flush;
+fn commit(backend: &mut impl Backend, batch: &mut Vec<Record>, path: &str) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = backend.apply(batch) {
+        // Said loudly: these facts are not durable, and a crash now would lose them.
+        tracing::error!(path, error = %e, records = batch.len(), "state write failed; these runs are not durable");
+    }
+    batch.clear();
+}
 
-impl Handler<Flush> for Store {
-    type Result = ();
+fn answer(backend: &mut impl Backend, command: Command, path: &str) {
+    match command {
+        Command::Record(_) => {}
+        Command::Snapshot { name, version, json, done } => {
+            let result = backend.save_snapshot(name, version, &json);
+            if let Err(e) = &result {
+                tracing::error!(path, error = %e, "state write failed");
+            }
+            let _ = done.send(result);
+        }
+        Command::Transcript { key, done } => {
+            let _ = done.send(backend.transcript(&key));
+        }
+        Command::Flush(done) => {
+            let _ = done.send(());
+        }
+    }
+}
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
+/// Open the embedded database in `state_dir`.
+pub fn open(state_dir: &Path) -> Result<sqlite::Sqlite, StoreError> {
+    sqlite::Sqlite::open(state_dir)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshots_survive_reopening_and_newer_schemas_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = open(dir.path()).unwrap();
-        assert_eq!(load_snapshot(&conn, "pairing").unwrap(), None);
-        save_snapshot(&mut conn, "pairing", 1, "{\"a\":1}").unwrap();
-        save_snapshot(&mut conn, "pairing", 2, "{\"a\":2}").unwrap();
-        drop(conn);
-        let conn = open(dir.path()).unwrap();
-        assert_eq!(load_snapshot(&conn, "pairing").unwrap(), Some((2, "{\"a\":2}".to_string())));
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        let err = open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("schema version 99"), "{err}");
-    }
-}
+mod tests;

@@ -1,0 +1,284 @@
+//! Picking up after a restart: what the store found ([`Durable`]) and what the pure
+//! recovery functions ([`crate::store::recovery`]) decided, performed by the gateway.
+//!
+//! - Sessions that were not running come back as ended records, for history (`runs`,
+//!   `sessions list`, `chat.history`; transcripts are read from the store on demand).
+//! - Each run left `running` is resumed, ancestors first (a child's capability is
+//!   derived again from its parent's, through `attenuate`): a session actor starts from
+//!   its journaled transcript. Or it is finalized with its outcome, recorded and
+//!   announced like any other end.
+//! - Each announcement recorded and not delivered goes again to its resumed parent,
+//!   or is marked undeliverable and noted on the parent for the operator.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::{Gateway, Outcome, SessionEntry, SpawnReply, Status};
+use crate::capability::{micro_usd, AttenuateRequest, Budgets, Capability};
+use crate::gateway::{Completes, ContextMode, SpawnMode};
+use crate::keys::{RunId, SessionKey};
+use crate::scope::ScopeSet;
+use crate::session::{tools, ChildEnded, Restored, Session};
+use crate::store::recovery::{self, Decision, Delivery, Policy};
+use crate::store::{now_ms, Child, Durable, Record, StoredSession, StoredStatus};
+
+/// Resume or finalize what a previous run of the gateway left.
+#[derive(Message)]
+#[rtype(result = "Recovered")]
+pub struct Recover {
+    pub durable: Durable,
+    pub policy: Policy,
+}
+
+/// What recovery did, for the log and `hivegate serve`'s first lines.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Recovered {
+    pub resumed: usize,
+    pub finalized: usize,
+    pub redelivered: usize,
+    pub undeliverable: usize,
+    /// Ended sessions brought back for history.
+    pub restored: usize,
+}
+
+impl Handler<Recover> for Gateway {
+    type Result = MessageResult<Recover>;
+
+    fn handle(&mut self, msg: Recover, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.recover(msg.durable, msg.policy, ctx))
+    }
+}
+
+impl Gateway {
+    fn recover(&mut self, mut durable: Durable, policy: Policy, ctx: &Context<Self>) -> Recovered {
+        let mut report = Recovered::default();
+        let now = now_ms();
+        let decisions = recovery::decide(&durable.sessions, |id| self.agents.get(id).is_some(), now, &policy);
+        // Every session is registered first, oldest first (a parent before its
+        // children), so trees are whole; running ones get their actor below.
+        let sessions = std::mem::take(&mut durable.sessions);
+        let mut running: HashMap<SessionKey, StoredSession> = HashMap::new();
+        for session in sessions {
+            if session.status == StoredStatus::Running {
+                self.insert_stored(&session, Status::Running, now);
+                running.insert(session.row.key.clone(), session);
+            } else {
+                self.restore_ended(session, now);
+                report.restored += 1;
+            }
+        }
+        let mut resumed: HashMap<SessionKey, RunId> = HashMap::new();
+        let mut finalize = Vec::new();
+        for (key, decision) in decisions {
+            let Some(session) = running.remove(&key) else { continue };
+            let run_id = session.row.run.run_id.clone();
+            let usage = session.usage;
+            let decision = match decision {
+                Decision::Resume => match self.resume(session, &mut durable, now, ctx) {
+                    Ok(()) => {
+                        resumed.insert(key, run_id);
+                        report.resumed += 1;
+                        continue;
+                    }
+                    Err(reason) => (Outcome::Error, reason),
+                },
+                Decision::Finalize { outcome, reason } => (outcome, reason),
+            };
+            finalize.push((key, run_id, decision, usage));
+        }
+        for (key, run_id, (outcome, reason), usage) in finalize {
+            tracing::warn!(session = %key, run = %run_id, outcome = outcome.as_str(), "{reason}");
+            self.end_run(&key, &run_id, outcome, reason, usage, None);
+            report.finalized += 1;
+        }
+        for (pending, (id, delivery)) in
+            durable.outbox.iter().zip(recovery::deliveries(&durable.outbox, &resumed, &policy))
+        {
+            let parent = &pending.announce.parent;
+            match delivery {
+                Delivery::Redeliver => {
+                    self.journal.record(Record::Redelivered { id: id.clone() });
+                    self.announce(parent, ChildEnded { id, text: pending.announce.text.clone() });
+                    report.redelivered += 1;
+                }
+                Delivery::Undeliverable(reason) => {
+                    tracing::warn!(parent = %parent, announcement = %id, "{reason}");
+                    if let Some(mut entry) = self.registry.get_mut(parent) {
+                        entry.notice(format!("the result of {id} was not delivered: {reason}"));
+                    }
+                    self.journal.record(Record::Undeliverable { id, reason });
+                    report.undeliverable += 1;
+                }
+            }
+        }
+        report
+    }
+
+    /// Start a session actor again from its journal. Fails (with why) only when its
+    /// capability cannot be derived again.
+    fn resume(
+        &mut self,
+        session: StoredSession,
+        durable: &mut Durable,
+        now: u64,
+        ctx: &Context<Self>,
+    ) -> Result<(), String> {
+        let row = &session.row;
+        let agent =
+            self.agents.get(&row.agent_id).cloned().ok_or_else(|| format!("agent '{}' is gone", row.agent_id))?;
+        let capability = self.restore_capability(&session, agent.scopes, now)?;
+        // What this run has spent counts against its budgets again.
+        let _ = capability.charge(session.usage.total());
+        let _ = capability.charge_cost(micro_usd(session.usage.cost_usd));
+        let stored = durable.transcripts.remove(&row.key).unwrap_or_default();
+        let children = durable.children.remove(&row.key).unwrap_or_default();
+        let recorded = durable.tool_results.remove(&row.key).unwrap_or_default();
+        let restored = (!stored.is_empty()).then(|| {
+            let delivered: Vec<(u32, RunId)> = stored
+                .iter()
+                .enumerate()
+                .filter_map(|(seq, m)| m.delivers.clone().map(|id| (seq as u32, id)))
+                .collect();
+            let ended = stored.iter().filter(|m| m.delivers.is_some() && m.run_id == row.run.run_id).count();
+            let transcript: Vec<_> = stored.into_iter().map(|m| m.message).collect();
+            let spawn_replies: HashMap<String, String> =
+                children.iter().filter_map(|c| Some((c.call_id.clone()?, acceptance(c)))).collect();
+            let calls = recovery::unanswered(&transcript, &recorded, &spawn_replies, tools::idempotent);
+            // Each child's spawn and each follow-up it took is one end to wait for.
+            let spawned = children.iter().map(|c| 1 + c.follow_ups as usize).sum();
+            Box::new(Restored { transcript, delivered, children: (spawned, ended), usage: session.usage, calls })
+        });
+        let mut init =
+            self.init(row.key.clone(), row.run.run_id.clone(), &agent, capability.clone(), row.run.task.clone(), ctx);
+        init.model = row.run.model.clone();
+        init.may_fall_back = !row.spawned.model_explicit;
+        init.stays = row.spawned.stays;
+        init.thinking = row.spawned.thinking;
+        init.restored = restored;
+        let addr = Session::new(init).start();
+        self.journal.record(Record::Resumed { run_id: row.run.run_id.clone() });
+        if let Some(mut entry) = self.registry.get_mut(&row.key) {
+            entry.capability = capability;
+            entry.addr = Some(addr);
+        }
+        self.emit_started(&row.key);
+        tracing::info!(session = %row.key, run = %row.run.run_id, "resumed after a restart");
+        Ok(())
+    }
+
+    /// The capability a resumed session had: a main session's minted again from its
+    /// grant (narrowed to its agent's scopes today), a child's derived again from its
+    /// resumed parent's through `attenuate`, the one narrowing function.
+    fn restore_capability(
+        &self,
+        session: &StoredSession,
+        agent_scopes: ScopeSet,
+        now: u64,
+    ) -> Result<Capability, String> {
+        let grant = &session.row.spawned.grant;
+        let scopes = ScopeSet::from_bits(grant.scopes).intersect(agent_scopes);
+        let deadline = grant.deadline_ms.map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now)));
+        let Some(parent) = &session.row.parent else {
+            let budgets = Budgets { tokens: grant.budget_tokens, micro_usd: grant.budget_micro_usd };
+            return Ok(self.authority.mint_root(session.row.key.clone(), scopes, grant.max_depth, deadline, budgets));
+        };
+        let parent_cap = self
+            .registry
+            .get(parent)
+            .filter(|p| p.status == Status::Running)
+            .map(|p| p.capability.clone())
+            .ok_or_else(|| format!("killed: its parent {parent} did not resume after the restart"))?;
+        // Stored in milliseconds: never later than the parent's, as when it was made.
+        let deadline = match (deadline, parent_cap.deadline()) {
+            (Some(own), Some(limit)) => Some(own.min(limit)),
+            (own, limit) => own.or(limit),
+        };
+        parent_cap
+            .attenuate(AttenuateRequest {
+                principal: session.row.key.clone(),
+                scopes,
+                max_depth: Some(grant.max_depth.min(parent_cap.max_depth())),
+                deadline,
+                budget_tokens: None,
+                budget_micro_usd: grant
+                    .budget_micro_usd
+                    .map(|own| parent_cap.remaining_cost().map_or(own, |left| own.min(left))),
+            })
+            .map_err(|e| format!("its capability could not be derived again after the restart: {e}"))
+    }
+
+    /// An ended session, back as a record for history.
+    fn restore_ended(&mut self, session: StoredSession, now: u64) {
+        let keep = session.row.spawned.cleanup == super::Cleanup::Keep;
+        let key = session.row.key.clone();
+        self.insert_stored(&session, Status::Ended, now);
+        if keep {
+            self.ended.push_back(key);
+        }
+    }
+
+    fn insert_stored(&mut self, session: &StoredSession, status: Status, now: u64) {
+        let capability = self.authority.ended(session.row.key.clone());
+        self.insert_entry(entry_of(session, status, capability, now));
+    }
+
+    /// Register an entry under its parent, if the parent is known.
+    fn insert_entry(&mut self, entry: SessionEntry) {
+        if let Some(parent) = &entry.parent {
+            if let Some(mut p) = self.registry.get_mut(parent) {
+                p.children.push(entry.key.clone());
+                if entry.status == Status::Running {
+                    p.active_children += 1;
+                }
+            }
+        }
+        self.registry.insert(entry);
+    }
+}
+
+/// A registry entry for a stored session.
+fn entry_of(session: &StoredSession, status: Status, capability: Capability, now: u64) -> SessionEntry {
+    let at = |ms: u64| {
+        Instant::now().checked_sub(Duration::from_millis(now.saturating_sub(ms))).unwrap_or_else(Instant::now)
+    };
+    let row = &session.row;
+    SessionEntry {
+        key: row.key.clone(),
+        agent_id: row.agent_id.clone(),
+        model: row.run.model.clone(),
+        parent: row.parent.clone(),
+        label: row.label.clone(),
+        run_id: row.run.run_id.clone(),
+        status,
+        outcome: if status == Status::Running { None } else { session.outcome.or(Some(Outcome::Interrupted)) },
+        cleanup: row.spawned.cleanup,
+        stays: row.spawned.stays,
+        started_at: at(row.run.started_at_ms),
+        ended_at: session.ended_at_ms.filter(|_| status != Status::Running).map(at),
+        usage: session.usage,
+        children: Vec::new(),
+        active_children: 0,
+        final_text: if status == Status::Running { None } else { session.final_text.clone() },
+        capability,
+        addr: None,
+        transcript: None,
+        notices: Vec::new(),
+        follow_ups: session.follow_ups,
+    }
+}
+
+/// The answer a child's spawn call got, for a call whose result was not recorded.
+fn acceptance(child: &Child) -> String {
+    let reply = SpawnReply::Accepted {
+        run_id: child.run_id.clone(),
+        child_session_key: child.key.clone(),
+        resolved_model: child.model.clone(),
+        mode: if child.stays { SpawnMode::Session } else { SpawnMode::Run },
+        context: if child.forked { ContextMode::Fork } else { ContextMode::Isolated },
+        expects_completion_message: Completes,
+    };
+    serde_json::to_string(&reply).unwrap_or_default()
+}

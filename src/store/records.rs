@@ -1,0 +1,236 @@
+//! What the runtime tells the store, and what the store gives back at start-up.
+//!
+//! [`Record`]s are facts, sent fire-and-forget by the gateway and the sessions and
+//! committed in groups by the store's writer; the senders never wait for the disk. They
+//! are domain values (keys, messages, usage), serialised on the writer's thread, so a
+//! spawn pays a channel send and a few reference-count bumps, not JSON encoding.
+//! [`Durable`] is the whole state a start needs: runs that were running, their
+//! transcripts and recorded tool results, undelivered announcements, and the recent
+//! ended sessions for history.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::{Cleanup, Outcome};
+use crate::keys::{RunId, SessionKey};
+use crate::model::thinking::Thinking;
+use crate::model::{Message, ModelRef, Usage};
+
+/// The authority a session was granted, as recorded: enough to derive the same
+/// capability again at recovery, through the same narrowing function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub scopes: u16,
+    pub depth: u32,
+    pub max_depth: u32,
+    /// Unix milliseconds.
+    pub deadline_ms: Option<u64>,
+    pub budget_tokens: Option<u64>,
+    pub budget_micro_usd: Option<u64>,
+}
+
+/// How a session was made: what recovery needs to start its actor again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spawned {
+    pub model_explicit: bool,
+    pub thinking: Option<Thinking>,
+    pub cleanup: Cleanup,
+    pub stays: bool,
+    /// Started with a copy of its parent's conversation (`context: "fork"`).
+    pub forked: bool,
+    pub grant: Grant,
+    /// The parent's run this session was spawned in, and the tool call that did it.
+    pub parent_run_id: Option<RunId>,
+    pub call_id: Option<String>,
+}
+
+/// A new session with its first run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRow {
+    pub key: SessionKey,
+    pub parent: Option<SessionKey>,
+    pub agent_id: String,
+    pub label: Option<String>,
+    pub spawned: Spawned,
+    pub run: RunRow,
+}
+
+/// One run of a session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub run_id: RunId,
+    pub task: String,
+    pub model: ModelRef,
+    pub started_at_ms: u64,
+}
+
+/// A child's outcome on its way to its parent: recorded with the child's end, in the
+/// same transaction, and marked delivered by the transcript message it becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Announce {
+    /// The idempotency key: the child's run id.
+    pub id: RunId,
+    pub parent: SessionKey,
+    pub parent_run_id: RunId,
+    /// The completion event as the parent's model reads it.
+    pub text: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunEnd {
+    pub key: SessionKey,
+    pub run_id: RunId,
+    pub outcome: Outcome,
+    pub text: String,
+    pub usage: Usage,
+    pub ended_at_ms: u64,
+    /// The session stays for more runs (an idle main session or `session` child).
+    pub idle: bool,
+    pub announce: Option<Announce>,
+}
+
+/// A fact for the store. Big variants are boxed, so the queue's slots stay small.
+#[derive(Debug)]
+pub enum Record {
+    SessionStarted(Box<SessionRow>),
+    /// A new run of an existing session (a main session's next task, with its new
+    /// grant), or a `session` child's follow-up (the same run id again, numbered).
+    RunStarted {
+        key: SessionKey,
+        run: Box<RunRow>,
+        grant: Option<Grant>,
+        follow_up: u32,
+    },
+    /// Transcript messages from `first_seq` on; `delivers` names the announcements
+    /// (by idempotency key) some of them are, each with its seq.
+    Messages {
+        key: SessionKey,
+        run_id: RunId,
+        first_seq: u32,
+        messages: Vec<Message>,
+        delivers: Vec<(u32, RunId)>,
+    },
+    /// One tool call's result, recorded as soon as the tool returned (before the batch
+    /// it belongs to is done), so a resumed run never runs it again.
+    ToolResult {
+        key: SessionKey,
+        call_id: String,
+        content: String,
+    },
+    /// The run's usage so far, and the model it now runs on.
+    Used {
+        run_id: RunId,
+        usage: Usage,
+        model: ModelRef,
+    },
+    RunEnded(Box<RunEnd>),
+    /// An idle session was stopped (killed, reset, or its parent's run ended).
+    Stopped {
+        key: SessionKey,
+    },
+    /// A running run was started again after a restart.
+    Resumed {
+        run_id: RunId,
+    },
+    /// An announcement that could not be delivered, with why; the operator sees it.
+    Undeliverable {
+        id: RunId,
+        reason: String,
+    },
+    /// Recovery delivered an announcement again (bounded by the delivery attempts).
+    Redelivered {
+        id: RunId,
+    },
+    /// A session and its subtree were forgotten (`sessions.reset`/`delete`).
+    Forgotten {
+        keys: Vec<SessionKey>,
+    },
+}
+
+/// A session as stored, with its latest run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSession {
+    pub row: SessionRow,
+    /// `running`, `ended` (with its outcome) or `idle`.
+    pub status: StoredStatus,
+    pub outcome: Option<Outcome>,
+    pub final_text: Option<String>,
+    pub usage: Usage,
+    pub ended_at_ms: Option<u64>,
+    /// Starts of this run after a restart with no transcript progress since.
+    pub resumes: u32,
+    /// Follow-ups a `session` child has taken in this run.
+    pub follow_ups: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredStatus {
+    Running,
+    Idle,
+    Ended,
+}
+
+impl StoredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredStatus::Running => "running",
+            StoredStatus::Idle => "idle",
+            StoredStatus::Ended => "ended",
+        }
+    }
+
+    pub fn parse(s: &str) -> StoredStatus {
+        match s {
+            "running" => StoredStatus::Running,
+            "idle" => StoredStatus::Idle,
+            _ => StoredStatus::Ended,
+        }
+    }
+}
+
+/// A transcript message as stored: its run, and the announcement it delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    pub run_id: RunId,
+    pub message: Message,
+    pub delivers: Option<RunId>,
+}
+
+/// An announcement not yet delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    pub announce: Announce,
+    pub attempts: u32,
+}
+
+/// Everything a start needs from the store.
+#[derive(Debug, Default)]
+pub struct Durable {
+    /// Sessions whose run was running, and the most recent others (for history),
+    /// oldest first.
+    pub sessions: Vec<StoredSession>,
+    /// Transcripts of the running ones.
+    pub transcripts: HashMap<SessionKey, Vec<StoredMessage>>,
+    /// Recorded tool results of the running ones, by call id.
+    pub tool_results: HashMap<SessionKey, HashMap<String, String>>,
+    /// Announcements recorded and not delivered.
+    pub outbox: Vec<Pending>,
+    /// Every child each running session spawned in its current run, oldest first.
+    pub children: HashMap<SessionKey, Vec<Child>>,
+}
+
+/// A child as its parent's spawn call made it: what recovery answers that call with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Child {
+    pub key: SessionKey,
+    pub call_id: Option<String>,
+    pub run_id: RunId,
+    pub model: ModelRef,
+    pub stays: bool,
+    pub forked: bool,
+    /// Follow-ups it took (each one more end its parent waits for).
+    pub follow_ups: u32,
+}

@@ -1,0 +1,578 @@
+//! The SQLite backend (bundled, WAL): the embedded default.
+//!
+//! Tables (schema version 2; version 1 had only `snapshots`):
+//! - `snapshots(name, version, json, updated_at_ms)`: small named states rewritten
+//!   whole (the pairing book).
+//! - `sessions(key, parent, agent_id, label, …, current_run_id)`: one row per session,
+//!   with how it was spawned (grant, model strictness, thinking, the spawning call).
+//! - `runs(run_id, session_key, task, model, status, outcome, final_text, usage_json,
+//!   started_at_ms, ended_at_ms, resumes)`: one row per run.
+//! - `messages(session_key, seq, run_id, json, reasoning_json, announce_id)`: the
+//!   append-only transcripts, one row per message. A unique index on
+//!   `(session_key, announce_id)` drops a second delivery of the same announcement.
+//! - `tool_results(session_key, call_id, content)`: each tool result as soon as it is
+//!   known, so a resumed run never runs a recorded call again.
+//! - `outbox(id, parent_key, parent_run_id, text, …, delivered_at_ms, attempts,
+//!   undeliverable)`: announcements, written with the child's end and marked delivered
+//!   in the transaction that writes the parent's message.
+//!
+//! Every batch of records is one transaction: a crash keeps all of it or none of it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::records::*;
+use super::{now_ms, Backend, StoreError, BUSY_TIMEOUT, DB_FILE};
+use crate::gateway::{Cleanup, Outcome};
+use crate::keys::{RunId, SessionKey};
+use crate::model::thinking::Thinking;
+use crate::model::{Message, ModelRef, Reasoning, Usage};
+
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Each schema version's migration from the one before, applied in order.
+const MIGRATIONS: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS snapshots (
+         name TEXT PRIMARY KEY,
+         version INTEGER NOT NULL,
+         json TEXT NOT NULL,
+         updated_at_ms INTEGER NOT NULL
+     );",
+    "CREATE TABLE sessions (
+         key TEXT PRIMARY KEY,
+         parent TEXT,
+         agent_id TEXT NOT NULL,
+         label TEXT,
+         model_explicit INTEGER NOT NULL,
+         thinking TEXT,
+         cleanup TEXT NOT NULL,
+         stays INTEGER NOT NULL,
+         forked INTEGER NOT NULL,
+         grant_json TEXT NOT NULL,
+         parent_run_id TEXT,
+         call_id TEXT,
+         current_run_id TEXT NOT NULL
+     );
+     CREATE INDEX sessions_by_parent_run ON sessions(parent_run_id);
+     CREATE TABLE runs (
+         run_id TEXT PRIMARY KEY,
+         session_key TEXT NOT NULL,
+         task TEXT NOT NULL,
+         model TEXT NOT NULL,
+         status TEXT NOT NULL,
+         outcome TEXT,
+         final_text TEXT,
+         usage_json TEXT NOT NULL DEFAULT '{}',
+         started_at_ms INTEGER NOT NULL,
+         ended_at_ms INTEGER,
+         resumes INTEGER NOT NULL DEFAULT 0,
+         follow_ups INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX runs_by_status ON runs(status);
+     CREATE TABLE messages (
+         session_key TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         run_id TEXT NOT NULL,
+         json TEXT NOT NULL,
+         reasoning_json TEXT,
+         announce_id TEXT,
+         PRIMARY KEY (session_key, seq)
+     ) WITHOUT ROWID;
+     CREATE UNIQUE INDEX messages_announce ON messages(session_key, announce_id) WHERE announce_id IS NOT NULL;
+     CREATE TABLE tool_results (
+         session_key TEXT NOT NULL,
+         call_id TEXT NOT NULL,
+         content TEXT NOT NULL,
+         PRIMARY KEY (session_key, call_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE outbox (
+         id TEXT PRIMARY KEY,
+         parent_key TEXT NOT NULL,
+         parent_run_id TEXT NOT NULL,
+         text TEXT NOT NULL,
+         created_at_ms INTEGER NOT NULL,
+         delivered_at_ms INTEGER,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         undeliverable TEXT
+     );",
+];
+
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    /// Open (creating if needed) the database in `state_dir` and migrate it to the
+    /// current schema.
+    pub fn open(state_dir: &Path) -> Result<Sqlite, StoreError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::CreateDir { path: state_dir.display().to_string(), source })?;
+        let path = state_dir.join(DB_FILE);
+        let display = path.display().to_string();
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: display.clone(), source })?;
+        // Another process holding the write lock (a backup, a sqlite3 shell) makes a write
+        // wait this long, then fail: the batch is rolled back, not hung.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Commits survive a crash of the process (what `kill -9` does); a power cut may
+        // lose the last few, never corrupt the file.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path: display, found });
+        }
+        for (version, migration) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+            conn.execute_batch(&format!("BEGIN; {migration} PRAGMA user_version = {}; COMMIT;", version + 1))?;
+        }
+        Ok(Sqlite { conn })
+    }
+
+    #[cfg(test)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Backend for Sqlite {
+    fn apply(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let now = now_ms();
+        for record in batch {
+            apply_one(&tx, record, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, name: &str, version: u32, json: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO snapshots (name, version, json, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET version = excluded.version, json = excluded.json,
+                                             updated_at_ms = excluded.updated_at_ms",
+            params![name, version, json, now_ms() as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_snapshot(&self, name: &str) -> Result<Option<(u32, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT version, json FROM snapshots WHERE name = ?1", params![name], |row| {
+                Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?))
+            })
+            .optional()?)
+    }
+
+    fn load(&self, recent: usize) -> Result<Durable, StoreError> {
+        let mut state = Durable { sessions: self.sessions(recent)?, ..Durable::default() };
+        let running: Vec<(SessionKey, RunId)> = state
+            .sessions
+            .iter()
+            .filter(|s| s.status == StoredStatus::Running)
+            .map(|s| (s.row.key.clone(), s.row.run.run_id.clone()))
+            .collect();
+        for (key, run_id) in running {
+            state.transcripts.insert(key.clone(), self.messages(&key)?);
+            state.tool_results.insert(key.clone(), self.tool_results(&key)?);
+            state.children.insert(key, self.children(&run_id)?);
+        }
+        state.outbox = self.outbox()?;
+        Ok(state)
+    }
+
+    fn transcript(&self, key: &SessionKey) -> Result<Vec<Message>, StoreError> {
+        Ok(self.messages(key)?.into_iter().map(|m| m.message).collect())
+    }
+}
+
+fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreError> {
+    match record {
+        Record::SessionStarted(row) => {
+            let s = &row.spawned;
+            tx.execute(
+                "INSERT OR REPLACE INTO sessions (key, parent, agent_id, label, model_explicit, thinking, cleanup,
+                     stays, forked, grant_json, parent_run_id, call_id, current_run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    row.key.as_str(),
+                    row.parent.as_ref().map(|p| p.as_str()),
+                    row.agent_id,
+                    row.label,
+                    s.model_explicit,
+                    s.thinking.map(Thinking::as_str),
+                    cleanup_str(s.cleanup),
+                    s.stays,
+                    s.forked,
+                    serde_json::to_string(&s.grant)?,
+                    s.parent_run_id.as_ref().map(|r| r.as_str()),
+                    s.call_id,
+                    row.run.run_id.as_str(),
+                ],
+            )?;
+            // A new actor for a key that had one before (a main session started
+            // again after a restart or a reset) begins a new conversation.
+            tx.execute("DELETE FROM messages WHERE session_key = ?1", params![row.key.as_str()])?;
+            tx.execute("DELETE FROM tool_results WHERE session_key = ?1", params![row.key.as_str()])?;
+            insert_run(tx, &row.key, &row.run)?;
+        }
+        Record::RunStarted { key, run, grant, follow_up } => {
+            insert_run(tx, key, run)?;
+            if *follow_up > 0 {
+                tx.execute(
+                    "UPDATE runs SET follow_ups = ?2 WHERE run_id = ?1",
+                    params![run.run_id.as_str(), follow_up],
+                )?;
+            }
+            tx.execute(
+                "UPDATE sessions SET current_run_id = ?2 WHERE key = ?1",
+                params![key.as_str(), run.run_id.as_str()],
+            )?;
+            if let Some(grant) = grant {
+                tx.execute(
+                    "UPDATE sessions SET grant_json = ?2 WHERE key = ?1",
+                    params![key.as_str(), serde_json::to_string(grant)?],
+                )?;
+            }
+        }
+        Record::Messages { key, run_id, first_seq, messages, delivers } => {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages (session_key, seq, run_id, json, reasoning_json, announce_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (i, message) in messages.iter().enumerate() {
+                let seq = first_seq + i as u32;
+                let announce = delivers.iter().find(|(s, _)| *s == seq).map(|(_, id)| id.as_str());
+                let reasoning = match message {
+                    Message::Assistant { reasoning: Some(r), .. } => Some(serde_json::to_string(&**r)?),
+                    _ => None,
+                };
+                insert.execute(params![
+                    key.as_str(),
+                    seq,
+                    run_id.as_str(),
+                    serde_json::to_string(message)?,
+                    reasoning,
+                    announce
+                ])?;
+            }
+            for (_, id) in delivers {
+                tx.execute(
+                    "UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1 AND delivered_at_ms IS NULL",
+                    params![id.as_str(), now as i64],
+                )?;
+            }
+            // Progress: a resumed run that moves on is no longer suspected of crashing.
+            tx.execute("UPDATE runs SET resumes = 0 WHERE run_id = ?1 AND resumes > 0", params![run_id.as_str()])?;
+        }
+        Record::ToolResult { key, call_id, content } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO tool_results (session_key, call_id, content) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key.as_str(), call_id, content])?;
+        }
+        Record::Used { run_id, usage, model } => {
+            tx.prepare_cached("UPDATE runs SET usage_json = ?2, model = ?3 WHERE run_id = ?1")?.execute(params![
+                run_id.as_str(),
+                serde_json::to_string(usage)?,
+                model.to_string()
+            ])?;
+        }
+        Record::RunEnded(end) => {
+            let status = if end.idle { StoredStatus::Idle } else { StoredStatus::Ended };
+            tx.prepare_cached(
+                "UPDATE runs SET status = ?2, outcome = ?3, final_text = ?4, usage_json = ?5, ended_at_ms = ?6
+                 WHERE run_id = ?1",
+            )?
+            .execute(params![
+                end.run_id.as_str(),
+                status.as_str(),
+                end.outcome.as_str(),
+                end.text,
+                serde_json::to_string(&end.usage)?,
+                end.ended_at_ms as i64
+            ])?;
+            if let Some(a) = &end.announce {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (id, parent_key, parent_run_id, text, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    a.id.as_str(),
+                    a.parent.as_str(),
+                    a.parent_run_id.as_str(),
+                    a.text,
+                    now as i64
+                ])?;
+            }
+        }
+        Record::Stopped { key } => {
+            tx.execute(
+                "UPDATE runs SET status = 'ended' WHERE status = 'idle'
+                   AND run_id = (SELECT current_run_id FROM sessions WHERE key = ?1)",
+                params![key.as_str()],
+            )?;
+        }
+        Record::Resumed { run_id } => {
+            tx.execute("UPDATE runs SET resumes = resumes + 1 WHERE run_id = ?1", params![run_id.as_str()])?;
+        }
+        Record::Undeliverable { id, reason } => {
+            tx.execute("UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), reason])?;
+        }
+        Record::Redelivered { id } => {
+            tx.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1", params![id.as_str()])?;
+        }
+        Record::Forgotten { keys } => {
+            for key in keys {
+                let key = key.as_str();
+                tx.execute("DELETE FROM runs WHERE session_key = ?1", params![key])?;
+                tx.execute("DELETE FROM messages WHERE session_key = ?1", params![key])?;
+                tx.execute("DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
+                tx.execute("DELETE FROM sessions WHERE key = ?1", params![key])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn insert_run(tx: &Transaction, key: &SessionKey, run: &RunRow) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO runs (run_id, session_key, task, model, status, started_at_ms)
+         VALUES (?1, ?2, ?3, ?4, 'running', ?5)
+         ON CONFLICT(run_id) DO UPDATE SET task = excluded.task, status = 'running', outcome = NULL,
+             final_text = NULL, ended_at_ms = NULL, started_at_ms = excluded.started_at_ms",
+    )?
+    .execute(params![
+        run.run_id.as_str(),
+        key.as_str(),
+        run.task,
+        run.model.to_string(),
+        run.started_at_ms as i64
+    ])?;
+    Ok(())
+}
+
+fn cleanup_str(cleanup: Cleanup) -> &'static str {
+    match cleanup {
+        Cleanup::Keep => "keep",
+        Cleanup::Delete => "delete",
+    }
+}
+
+fn outcome_of(s: &str) -> Option<Outcome> {
+    Some(match s {
+        "ok" => Outcome::Ok,
+        "error" => Outcome::Error,
+        "timeout" => Outcome::Timeout,
+        "killed" => Outcome::Killed,
+        "interrupted" => Outcome::Interrupted,
+        _ => return None,
+    })
+}
+
+/// A stored value that does not parse: the state was written by something else.
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl Sqlite {
+    fn sessions(&self, recent: usize) -> Result<Vec<StoredSession>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.key, s.parent, s.agent_id, s.label, s.model_explicit, s.thinking, s.cleanup, s.stays,
+                    s.grant_json, s.parent_run_id, s.call_id, s.forked,
+                    r.run_id, r.task, r.model, r.status, r.outcome, r.final_text, r.usage_json,
+                    r.started_at_ms, r.ended_at_ms, r.resumes, r.follow_ups
+             FROM sessions s JOIN runs r ON r.run_id = s.current_run_id
+             WHERE r.status = 'running'
+                OR s.rowid IN (SELECT rowid FROM sessions ORDER BY rowid DESC LIMIT ?1)
+             ORDER BY s.rowid",
+        )?;
+        let rows = stmt.query_map(params![recent.min(i64::MAX as usize) as i64], |row| {
+            Ok((
+                (
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, bool>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, String>(6)?,
+                    row.get::<_, bool>(7)?,
+                    row.get::<_, String>(8)?,
+                    row.get::<_, Option<String>>(9)?,
+                    row.get::<_, Option<String>>(10)?,
+                    row.get::<_, bool>(11)?,
+                ),
+                (
+                    row.get::<_, String>(12)?,
+                    row.get::<_, String>(13)?,
+                    row.get::<_, String>(14)?,
+                    row.get::<_, String>(15)?,
+                    row.get::<_, Option<String>>(16)?,
+                    row.get::<_, Option<String>>(17)?,
+                    row.get::<_, String>(18)?,
+                    row.get::<_, i64>(19)?,
+                    row.get::<_, Option<i64>>(20)?,
+                    row.get::<_, u32>(21)?,
+                    row.get::<_, u32>(22)?,
+                ),
+            ))
+        })?;
+        let mut sessions = Vec::new();
+        for row in rows {
+            let (
+                (
+                    key,
+                    parent,
+                    agent_id,
+                    label,
+                    model_explicit,
+                    thinking,
+                    cleanup,
+                    stays,
+                    grant,
+                    parent_run,
+                    call_id,
+                    forked,
+                ),
+                run,
+            ) = row?;
+            let (run_id, task, model, status, outcome, final_text, usage, started, ended, resumes, follow_ups) = run;
+            let model = ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?;
+            sessions.push(StoredSession {
+                row: SessionRow {
+                    key: SessionKey::from(key.as_str()),
+                    parent: parent.as_deref().map(SessionKey::from),
+                    agent_id,
+                    label,
+                    spawned: Spawned {
+                        model_explicit,
+                        thinking: thinking.as_deref().and_then(Thinking::parse),
+                        cleanup: if cleanup == "delete" { Cleanup::Delete } else { Cleanup::Keep },
+                        stays,
+                        forked,
+                        grant: serde_json::from_str(&grant).map_err(|e| corrupt("a session's grant", e))?,
+                        parent_run_id: parent_run.as_deref().map(RunId::from),
+                        call_id,
+                    },
+                    run: RunRow { run_id: RunId::from(run_id.as_str()), task, model, started_at_ms: started as u64 },
+                },
+                status: StoredStatus::parse(&status),
+                outcome: outcome.as_deref().and_then(outcome_of),
+                final_text,
+                usage: serde_json::from_str::<Usage>(&usage).unwrap_or_default(),
+                ended_at_ms: ended.map(|e| e as u64),
+                resumes,
+                follow_ups,
+            });
+        }
+        Ok(sessions)
+    }
+
+    fn messages(&self, key: &SessionKey) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run_id, json, reasoning_json, announce_id FROM messages WHERE session_key = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![key.as_str()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut messages = Vec::new();
+        for row in rows {
+            let (run_id, json, reasoning, announce) = row?;
+            let mut message: Message = serde_json::from_str(&json).map_err(|e| corrupt("a transcript message", e))?;
+            if let (Message::Assistant { reasoning: slot, .. }, Some(r)) = (&mut message, reasoning) {
+                let blocks: Vec<Reasoning> = serde_json::from_str(&r).map_err(|e| corrupt("a turn's reasoning", e))?;
+                *slot = crate::model::boxed(blocks);
+            }
+            messages.push(StoredMessage {
+                run_id: RunId::from(run_id.as_str()),
+                message,
+                delivers: announce.as_deref().map(RunId::from),
+            });
+        }
+        Ok(messages)
+    }
+
+    fn children(&self, parent_run: &RunId) -> Result<Vec<Child>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.key, s.call_id, r.run_id, r.model, s.stays, s.forked, r.follow_ups
+             FROM sessions s JOIN runs r ON r.run_id = s.current_run_id
+             WHERE s.parent_run_id = ?1 ORDER BY s.rowid",
+        )?;
+        let rows = stmt.query_map(params![parent_run.as_str()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Option<String>>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, bool>(4)?,
+                row.get::<_, bool>(5)?,
+                row.get::<_, u32>(6)?,
+            ))
+        })?;
+        let mut children = Vec::new();
+        for row in rows {
+            let (key, call_id, run_id, model, stays, forked, follow_ups) = row?;
+            children.push(Child {
+                key: SessionKey::from(key.as_str()),
+                call_id,
+                run_id: RunId::from(run_id.as_str()),
+                model: ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?,
+                stays,
+                forked,
+                follow_ups,
+            });
+        }
+        Ok(children)
+    }
+
+    fn tool_results(&self, key: &SessionKey) -> Result<HashMap<String, String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT call_id, content FROM tool_results WHERE session_key = ?1")?;
+        let rows = stmt.query_map(params![key.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn outbox(&self) -> Result<Vec<Pending>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, parent_key, parent_run_id, text, attempts FROM outbox
+             WHERE delivered_at_ms IS NULL AND undeliverable IS NULL ORDER BY created_at_ms, id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(Pending {
+                announce: Announce {
+                    id: RunId::from(row.get::<_, String>(0)?.as_str()),
+                    parent: SessionKey::from(row.get::<_, String>(1)?.as_str()),
+                    parent_run_id: RunId::from(row.get::<_, String>(2)?.as_str()),
+                    text: row.get(3)?,
+                },
+                attempts: row.get(4)?,
+            })
+        })?;
+        let pending: Vec<Pending> = rows.collect::<Result<_, _>>()?;
+        // An announcement whose parent already holds it (delivered in a transaction the
+        // outbox update was part of, so this only guards a hand-edited file) is not due.
+        let mut held = HashSet::new();
+        for p in &pending {
+            let found: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT announce_id FROM messages WHERE session_key = ?1 AND announce_id = ?2",
+                    params![p.announce.parent.as_str(), p.announce.id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if found.is_some() {
+                held.insert(p.announce.id.clone());
+            }
+        }
+        Ok(pending.into_iter().filter(|p| !held.contains(&p.announce.id)).collect())
+    }
+}

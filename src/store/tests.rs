@@ -1,0 +1,236 @@
+use super::sqlite::Sqlite;
+use super::*;
+use crate::gateway::{Cleanup, Outcome};
+use crate::keys::RunId;
+use crate::model::{ModelRef, Usage};
+
+fn main_row(key: &str, run: &str) -> SessionRow {
+    SessionRow {
+        key: key.into(),
+        parent: None,
+        agent_id: "brain".into(),
+        label: None,
+        spawned: Spawned {
+            model_explicit: false,
+            thinking: None,
+            cleanup: Cleanup::Keep,
+            stays: true,
+            forked: false,
+            grant: Grant { scopes: 3, max_depth: 2, deadline_ms: Some(now_ms() + 60_000), ..Grant::default() },
+            parent_run_id: None,
+            call_id: None,
+        },
+        run: RunRow {
+            run_id: run.into(),
+            task: "plan".into(),
+            model: ModelRef::parse("fake/brain").unwrap(),
+            started_at_ms: now_ms(),
+        },
+    }
+}
+
+fn child_row(key: &str, parent: &str, parent_run: &str, run: &str, call: &str) -> SessionRow {
+    let mut row = main_row(key, run);
+    row.parent = Some(parent.into());
+    row.agent_id = "executor".into();
+    row.label = Some("part".into());
+    row.spawned.stays = false;
+    row.spawned.model_explicit = true;
+    row.spawned.parent_run_id = Some(parent_run.into());
+    row.spawned.call_id = Some(call.into());
+    row.run.task = "do part".into();
+    row
+}
+
+fn user(text: &str) -> Message {
+    Message::User { content: text.into() }
+}
+
+fn messages(key: &str, run: &str, first_seq: u32, texts: &[&str], delivers: Vec<(u32, &str)>) -> Record {
+    Record::Messages {
+        key: key.into(),
+        run_id: run.into(),
+        first_seq,
+        messages: texts.iter().map(|t| user(t)).collect(),
+        delivers: delivers.into_iter().map(|(s, id)| (s, RunId::from(id))).collect(),
+    }
+}
+
+fn ended(key: &str, run: &str, parent: Option<(&str, &str)>) -> Record {
+    Record::RunEnded(Box::new(RunEnd {
+        key: key.into(),
+        run_id: run.into(),
+        outcome: Outcome::Ok,
+        text: format!("answer of {key}"),
+        usage: Usage::tokens(10, 5),
+        ended_at_ms: now_ms(),
+        idle: false,
+        announce: parent.map(|(p, prun)| Announce {
+            id: run.into(),
+            parent: p.into(),
+            parent_run_id: prun.into(),
+            text: format!("[completion of {run}]"),
+        }),
+    }))
+}
+
+const MAIN: &str = "agent:brain:main";
+const C1: &str = "agent:executor:subagent:1";
+const C2: &str = "agent:executor:subagent:2";
+
+#[test]
+fn a_start_finds_running_runs_with_transcripts_tool_results_children_and_undelivered_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Sqlite::open(dir.path()).unwrap();
+    db.apply(&[
+        Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
+        messages(MAIN, "r0", 0, &["system", "plan"], vec![]),
+        Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))),
+        Record::ToolResult { key: MAIN.into(), call_id: "call-1".into(), content: "{\"status\":\"accepted\"}".into() },
+        Record::SessionStarted(Box::new(child_row(C2, MAIN, "r0", "r2", "call-2"))),
+        Record::Used { run_id: "r0".into(), usage: Usage::tokens(7, 3), model: ModelRef::parse("fake/other").unwrap() },
+        ended(C1, "r1", Some((MAIN, "r0"))),
+        ended(C2, "r2", Some((MAIN, "r0"))),
+    ])
+    .unwrap();
+    // The parent takes c1's result into its transcript: delivered in the same batch.
+    db.apply(&[messages(MAIN, "r0", 2, &["[completion of r1]"], vec![(2, "r1")])]).unwrap();
+    let state = db.load(100).unwrap();
+    let summary: Vec<(String, StoredStatus, Option<Outcome>)> =
+        state.sessions.iter().map(|s| (s.row.key.to_string(), s.status, s.outcome)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (MAIN.to_string(), StoredStatus::Running, None),
+            (C1.to_string(), StoredStatus::Ended, Some(Outcome::Ok)),
+            (C2.to_string(), StoredStatus::Ended, Some(Outcome::Ok)),
+        ]
+    );
+    let main = &state.sessions[0];
+    assert_eq!((main.usage, main.row.run.model.to_string()), (Usage::tokens(7, 3), "fake/other".to_string()));
+    assert_eq!(
+        main.row,
+        SessionRow {
+            run: RunRow { model: ModelRef::parse("fake/other").unwrap(), ..main.row.run.clone() },
+            ..main_row(MAIN, "r0")
+        }
+        .clone_with_started(&main.row)
+    );
+    let transcript: Vec<(Message, Option<RunId>)> =
+        state.transcripts[&SessionKey::from(MAIN)].iter().map(|m| (m.message.clone(), m.delivers.clone())).collect();
+    assert_eq!(
+        transcript,
+        vec![(user("system"), None), (user("plan"), None), (user("[completion of r1]"), Some("r1".into()))]
+    );
+    assert_eq!(state.tool_results[&SessionKey::from(MAIN)]["call-1"], "{\"status\":\"accepted\"}");
+    let children: Vec<(String, Option<String>)> =
+        state.children[&SessionKey::from(MAIN)].iter().map(|c| (c.key.to_string(), c.call_id.clone())).collect();
+    assert_eq!(children, vec![(C1.into(), Some("call-1".into())), (C2.into(), Some("call-2".into()))]);
+    // c1's result was delivered; c2's is still owed.
+    let owed: Vec<(String, String, u32)> =
+        state.outbox.iter().map(|p| (p.announce.id.to_string(), p.announce.text.clone(), p.attempts)).collect();
+    assert_eq!(owed, vec![("r2".to_string(), "[completion of r2]".to_string(), 0)]);
+}
+
+impl SessionRow {
+    /// This row with `other`'s start time (set from the clock when each was made).
+    fn clone_with_started(&self, other: &SessionRow) -> SessionRow {
+        let mut row = self.clone();
+        row.run.started_at_ms = other.run.started_at_ms;
+        row.spawned.grant.deadline_ms = other.spawned.grant.deadline_ms;
+        row
+    }
+}
+
+#[test]
+fn a_second_delivery_of_a_result_is_dropped_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Sqlite::open(dir.path()).unwrap();
+    db.apply(&[
+        Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
+        messages(MAIN, "r0", 0, &["plan"], vec![]),
+        Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))),
+        ended(C1, "r1", Some((MAIN, "r0"))),
+        messages(MAIN, "r0", 1, &["[completion of r1]"], vec![(1, "r1")]),
+    ])
+    .unwrap();
+    db.apply(&[messages(MAIN, "r0", 2, &["[completion of r1]", "next"], vec![(2, "r1")])]).unwrap();
+    let transcript = db.transcript(&MAIN.into()).unwrap();
+    assert_eq!(transcript, vec![user("plan"), user("[completion of r1]"), user("next")]);
+    assert!(db.load(10).unwrap().outbox.is_empty());
+}
+
+#[test]
+fn a_write_cut_off_mid_transaction_leaves_every_complete_message_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Sqlite::open(dir.path()).unwrap();
+    let committed: Vec<String> = (0..10).map(|i| format!("committed {i}")).collect();
+    let texts: Vec<&str> = committed.iter().map(String::as_str).collect();
+    db.apply(&[Record::SessionStarted(Box::new(main_row(MAIN, "r0"))), messages(MAIN, "r0", 0, &texts, vec![])])
+        .unwrap();
+    // A large batch in progress: a tiny page cache makes SQLite spill its pages into
+    // the WAL before the commit, as a crash mid-write would leave them.
+    let conn = db.connection();
+    conn.pragma_update(None, "cache_size", 1).unwrap();
+    conn.execute_batch("BEGIN").unwrap();
+    let big = "x".repeat(4000);
+    for seq in 10..400 {
+        conn.execute(
+            "INSERT INTO messages (session_key, seq, run_id, json, reasoning_json, announce_id) VALUES (?1, ?2, 'r0', ?3, NULL, NULL)",
+            rusqlite::params![MAIN, seq, format!("{{\"role\":\"user\",\"content\":\"{big}\"}}")],
+        )
+        .unwrap();
+    }
+    // The crash: the files as they are now, with the transaction open.
+    let crashed = tempfile::tempdir().unwrap();
+    for name in [DB_FILE.to_string(), format!("{DB_FILE}-wal")] {
+        std::fs::copy(dir.path().join(&name), crashed.path().join(&name)).unwrap();
+    }
+    let wal = std::fs::metadata(crashed.path().join(format!("{DB_FILE}-wal"))).unwrap().len();
+    assert!(wal > 400_000, "the open transaction spilled into the WAL ({wal} bytes)");
+    let reopened = Sqlite::open(crashed.path()).unwrap();
+    let transcript = reopened.transcript(&MAIN.into()).unwrap();
+    assert_eq!(transcript, committed.iter().map(|t| user(t)).collect::<Vec<_>>());
+}
+
+#[test]
+fn version_1_databases_are_migrated_keeping_their_snapshots_and_newer_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE snapshots (name TEXT PRIMARY KEY, version INTEGER NOT NULL, json TEXT NOT NULL,
+                                     updated_at_ms INTEGER NOT NULL);
+             INSERT INTO snapshots VALUES ('pairing', 1, '{\"a\":1}', 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let mut db = Sqlite::open(dir.path()).unwrap();
+    assert_eq!(db.load_snapshot("pairing").unwrap(), Some((1, "{\"a\":1}".to_string())));
+    db.save_snapshot("pairing", 2, "{\"a\":2}").unwrap();
+    db.apply(&[Record::SessionStarted(Box::new(main_row(MAIN, "r0")))]).unwrap();
+    let version: i64 = db.connection().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, sqlite::SCHEMA_VERSION);
+    db.connection().pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let err = Sqlite::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("schema version 99, newer than this hivegate understands (2)"), "{err}");
+}
+
+#[tokio::test]
+async fn the_writer_commits_what_is_queued_and_flush_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(Sqlite::open(dir.path()).unwrap(), "test".into()).unwrap();
+    let journal = store.journal();
+    journal.record(Record::SessionStarted(Box::new(main_row(MAIN, "r0"))));
+    for i in 0..1000u32 {
+        journal.record(messages(MAIN, "r0", i, &[&format!("m{i}")], vec![]));
+    }
+    store.flush().await;
+    assert_eq!(store.transcript(MAIN.into()).await.unwrap().len(), 1000);
+    store.save_snapshot("pairing", 1, "{}".into()).await.unwrap();
+    let reader = Sqlite::open(dir.path()).unwrap();
+    assert_eq!(reader.transcript(&MAIN.into()).unwrap().len(), 1000);
+    assert_eq!(reader.load_snapshot("pairing").unwrap(), Some((1, "{}".to_string())));
+}
