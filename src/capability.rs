@@ -256,11 +256,22 @@ impl Authority {
 
 impl Authority {
     /// A capability for the record of a session that ended before this process
-    /// started (restored for history): revoked from the start, it grants nothing.
+    /// started (restored for history), at its depth in its tree: revoked from the
+    /// start, it grants nothing.
     pub fn ended(&self, principal: SessionKey) -> Capability {
-        let cap = self.mint_root(principal, ScopeSet::EMPTY, 0, None, Budgets::default());
-        cap.revoke();
-        cap
+        let depth = principal.depth();
+        let revocation = RevocationNode::default();
+        revocation.revoked.store(true, Ordering::Release);
+        Capability(Arc::new(Inner {
+            principal,
+            scopes: ScopeSet::EMPTY,
+            depth,
+            max_depth: depth,
+            deadline: None,
+            budget: None,
+            cost: None,
+            revocation: Arc::new(revocation),
+        }))
     }
 }
 

@@ -15,7 +15,8 @@
 //! └── Model client: one shared reqwest::Client, provider registry    model/
 //! Hub (external side: pairing book, connections, node invokes)       hub/
 //! ├── Connection actors, one per WebSocket (operator or node)        ws/
-//! └── Store (SyncArbiter thread): the only writer of SQLite           store/
+//! └── Store (its own thread): the only writer of SQLite; commits       store/
+//!     the sessions' journal in groups, off the spawn path
 //! HTTP server (actix-web, public port): WebSocket at /, /health       http.rs
 //! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
 //! ```
@@ -45,7 +46,10 @@
 //!   events; `hub/catalog.rs`: `chat.history`, `agents.list`, `models.list`).
 //! - [`ws`]: the WebSocket byte streams (frame limits, output limits) and the
 //!   connection actor; the only module that speaks WebSocket.
-//! - [`store`]: the Store actor and its SQLite schema.
+//! - [`store`]: the Store (a writer thread behind a channel), the [`store::Backend`]
+//!   trait and its SQLite schema (`store/sqlite.rs`), the records the runtime journals,
+//!   and recovery decisions as pure functions (`store/recovery.rs`); the gateway performs
+//!   them at start (`gateway/recover.rs`).
 //! - [`client`]: the operator WebSocket client behind `hivegate devices`, `nodes`, `agent`,
 //!   `sessions` and `runs`.
 //! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.

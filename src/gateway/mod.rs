@@ -450,7 +450,10 @@ impl Gateway {
         }
         // The outcome and the announcement it makes are recorded together, before the
         // parent can hear of it: the parent's transcript is journaled after this.
-        let announcement = parent.as_ref().map(|parent| {
+        // A child killed with its parent's run has nobody to tell: nothing is rendered.
+        let parent_running = |p: &SessionKey| self.registry.get(p).is_some_and(|e| e.status == Status::Running);
+        let told = parent.as_ref().filter(|p| outcome != Outcome::Killed || parent_running(p));
+        let announcement = told.map(|parent| {
             let rendered = Announcement {
                 child: key.clone(),
                 run_id: run_id.clone(),
@@ -501,13 +504,14 @@ impl Gateway {
                 _ => {}
             }
         }
-        if let Some((parent_key, rendered)) = announcement {
-            self.announce(&parent_key, ChildEnded { id: announce_id, text: rendered });
+        if let Some(parent_key) = &parent {
+            let told = announcement.map(|(_, text)| ChildEnded { id: announce_id, text });
+            self.announce(parent_key, told);
             if cleanup == Cleanup::Delete {
                 self.registry.remove(key);
                 // A parent being torn down drops its whole list at once; pruning it
                 // child by child would cost O(children) per child.
-                if let Some(mut p) = self.registry.get_mut(&parent_key).filter(|p| p.status == Status::Running) {
+                if let Some(mut p) = self.registry.get_mut(parent_key).filter(|p| p.status == Status::Running) {
                     p.children.retain(|c| c != key);
                 }
             }
@@ -548,10 +552,10 @@ impl Gateway {
         (Some(record), Some(reason))
     }
 
-    /// Tell a running parent that a child ended. A parent that has itself ended had its
-    /// subtree killed with it, so there is nobody left to tell; the outcome stays in the
-    /// registry either way.
-    fn announce(&self, parent: &SessionKey, announcement: ChildEnded) {
+    /// Count a child's end on its parent and tell the parent if it is running. A parent
+    /// that has itself ended had its subtree killed with it, so there is nobody left to
+    /// tell (and nothing was rendered); the outcome stays in the registry either way.
+    fn announce(&self, parent: &SessionKey, announcement: Option<ChildEnded>) {
         let target = {
             let Some(mut entry) = self.registry.get_mut(parent) else {
                 return;
@@ -562,7 +566,7 @@ impl Gateway {
             }
             entry.addr.clone()
         };
-        if let Some(addr) = target {
+        if let (Some(addr), Some(announcement)) = (target, announcement) {
             addr.do_send(announcement);
         }
     }

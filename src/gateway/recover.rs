@@ -21,7 +21,7 @@ use crate::capability::{micro_usd, AttenuateRequest, Budgets, Capability};
 use crate::gateway::{Completes, ContextMode, SpawnMode};
 use crate::keys::{RunId, SessionKey};
 use crate::scope::ScopeSet;
-use crate::session::{tools, ChildEnded, Restored, Session};
+use crate::session::{opening, tools, ChildEnded, Restored, Session, OPENING};
 use crate::store::recovery::{self, Decision, Delivery, Policy};
 use crate::store::{now_ms, Child, Durable, Record, StoredSession, StoredStatus};
 
@@ -101,7 +101,7 @@ impl Gateway {
             match delivery {
                 Delivery::Redeliver => {
                     self.journal.record(Record::Redelivered { id: id.clone() });
-                    self.announce(parent, ChildEnded { id, text: pending.announce.text.clone() });
+                    self.announce(parent, Some(ChildEnded { id, text: pending.announce.text.clone() }));
                     report.redelivered += 1;
                 }
                 Delivery::Undeliverable(reason) => {
@@ -137,13 +137,15 @@ impl Gateway {
         let children = durable.children.remove(&row.key).unwrap_or_default();
         let recorded = durable.tool_results.remove(&row.key).unwrap_or_default();
         let restored = (!stored.is_empty()).then(|| {
-            let delivered: Vec<(u32, RunId)> = stored
-                .iter()
-                .enumerate()
-                .filter_map(|(seq, m)| m.delivers.clone().map(|id| (seq as u32, id)))
-                .collect();
+            let delivered: Vec<(u32, RunId)> =
+                stored.iter().filter_map(|m| m.delivers.clone().map(|id| (m.seq, id))).collect();
             let ended = stored.iter().filter(|m| m.delivers.is_some() && m.run_id == row.run.run_id).count();
-            let transcript: Vec<_> = stored.into_iter().map(|m| m.message).collect();
+            // A session that did not fork journals after its opening, made again here.
+            let mut transcript = match stored.first() {
+                Some(first) if first.seq == OPENING => opening(&row.key, &agent, &capability, row.run.task.clone()),
+                _ => Vec::new(),
+            };
+            transcript.extend(stored.into_iter().map(|m| m.message));
             let spawn_replies: HashMap<String, String> =
                 children.iter().filter_map(|c| Some((c.call_id.clone()?, acceptance(c)))).collect();
             let calls = recovery::unanswered(&transcript, &recorded, &spawn_replies, tools::idempotent);

@@ -117,7 +117,7 @@ impl SessionEntry {
             model: self.model.clone(),
             parent: self.parent.clone(),
             label: self.label.clone(),
-            depth: self.key.depth(),
+            depth: self.capability.depth(),
             status: self.status.as_str(),
             outcome: self.outcome,
             run_id: self.run_id.clone(),

@@ -109,6 +109,18 @@ pub struct Session {
     thinking: Option<Thinking>,
 }
 
+/// How many messages [`opening`] makes: the system prompt and the task.
+pub const OPENING: u32 = 2;
+
+/// The first messages of a session that did not fork, as it made them: what recovery
+/// puts back before its journaled transcript (which starts after them).
+pub fn opening(key: &SessionKey, agent: &AgentDef, capability: &Capability, task: String) -> Vec<Message> {
+    let (mut turn, task) = Session::first_turn(key, agent, capability, task, None);
+    let mut messages = turn.take_transcript();
+    messages.push(Message::User { content: task });
+    messages
+}
+
 /// A child's end, as its completion event, with the idempotency key (the child's run
 /// id) that keeps a second delivery out of the transcript.
 #[derive(Message)]
@@ -153,6 +165,7 @@ impl Session {
     pub fn new(init: SessionInit) -> Session {
         let mut pending_task = None;
         let mut restored_calls = None;
+        let forked = init.history.is_some();
         let turn = match init.restored {
             Some(restored) => {
                 let Restored { transcript, delivered, children, usage, calls } = *restored;
@@ -166,9 +179,18 @@ impl Session {
                 turn
             }
         };
-        Session {
+        let journaled = match (&restored_calls, forked) {
             // A restored transcript is journaled already.
-            journaled: if restored_calls.is_some() { turn.transcript().len() as u32 } else { 0 },
+            (Some(_), _) => turn.transcript().len() as u32,
+            // A child's system prompt and task ([`opening`]) are made again from its
+            // record, so a spawn journals nothing of its own. A fork's inherited
+            // conversation cannot be made again, and a main session's first task is
+            // not its run's once it has had more runs: those are journaled.
+            (None, false) if !init.key.is_main() => OPENING,
+            (None, _) => 0,
+        };
+        Session {
+            journaled,
             turn,
             key: init.key,
             run_id: init.run_id,
@@ -189,7 +211,7 @@ impl Session {
     }
 
     /// A new session's turn (its system prompt, a fork's inherited conversation) and
-    /// its first task.
+    /// its first task. The system prompt is never empty.
     fn first_turn(
         key: &SessionKey,
         agent: &AgentDef,

@@ -194,6 +194,8 @@ impl StoredStatus {
 /// A transcript message as stored: its run, and the announcement it delivered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredMessage {
+    /// Its position in the session's transcript.
+    pub seq: u32,
     pub run_id: RunId,
     pub message: Message,
     pub delivers: Option<RunId>,

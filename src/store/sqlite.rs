@@ -119,6 +119,8 @@ impl Sqlite {
         // Commits survive a crash of the process (what `kill -9` does); a power cut may
         // lose the last few, never corrupt the file.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Every statement the writer runs stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
         let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path: display, found });
@@ -148,7 +150,8 @@ impl Backend for Sqlite {
 
     fn save_snapshot(&mut self, name: &str, version: u32, json: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO snapshots (name, version, json, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET version = excluded.version, json = excluded.json,
                                              updated_at_ms = excluded.updated_at_ms",
@@ -193,7 +196,8 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
     match record {
         Record::SessionStarted(row) => {
             let s = &row.spawned;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR REPLACE INTO sessions (key, parent, agent_id, label, model_explicit, thinking, cleanup,
                      stays, forked, grant_json, parent_run_id, call_id, current_run_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -215,24 +219,23 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
             )?;
             // A new actor for a key that had one before (a main session started
             // again after a restart or a reset) begins a new conversation.
-            tx.execute("DELETE FROM messages WHERE session_key = ?1", params![row.key.as_str()])?;
-            tx.execute("DELETE FROM tool_results WHERE session_key = ?1", params![row.key.as_str()])?;
+            exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![row.key.as_str()])?;
+            exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![row.key.as_str()])?;
             insert_run(tx, &row.key, &row.run)?;
         }
         Record::RunStarted { key, run, grant, follow_up } => {
             insert_run(tx, key, run)?;
             if *follow_up > 0 {
-                tx.execute(
-                    "UPDATE runs SET follow_ups = ?2 WHERE run_id = ?1",
-                    params![run.run_id.as_str(), follow_up],
-                )?;
+                exec(tx, "UPDATE runs SET follow_ups = ?2 WHERE run_id = ?1", params![run.run_id.as_str(), follow_up])?;
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE sessions SET current_run_id = ?2 WHERE key = ?1",
                 params![key.as_str(), run.run_id.as_str()],
             )?;
             if let Some(grant) = grant {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE sessions SET grant_json = ?2 WHERE key = ?1",
                     params![key.as_str(), serde_json::to_string(grant)?],
                 )?;
@@ -260,13 +263,14 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 ])?;
             }
             for (_, id) in delivers {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1 AND delivered_at_ms IS NULL",
                     params![id.as_str(), now as i64],
                 )?;
             }
             // Progress: a resumed run that moves on is no longer suspected of crashing.
-            tx.execute("UPDATE runs SET resumes = 0 WHERE run_id = ?1 AND resumes > 0", params![run_id.as_str()])?;
+            exec(tx, "UPDATE runs SET resumes = 0 WHERE run_id = ?1 AND resumes > 0", params![run_id.as_str()])?;
         }
         Record::ToolResult { key, call_id, content } => {
             tx.prepare_cached(
@@ -310,39 +314,47 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
             }
         }
         Record::Stopped { key } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE runs SET status = 'ended' WHERE status = 'idle'
                    AND run_id = (SELECT current_run_id FROM sessions WHERE key = ?1)",
                 params![key.as_str()],
             )?;
         }
         Record::Resumed { run_id } => {
-            tx.execute("UPDATE runs SET resumes = resumes + 1 WHERE run_id = ?1", params![run_id.as_str()])?;
+            exec(tx, "UPDATE runs SET resumes = resumes + 1 WHERE run_id = ?1", params![run_id.as_str()])?;
         }
         Record::Undeliverable { id, reason } => {
-            tx.execute("UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), reason])?;
+            exec(tx, "UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), reason])?;
         }
         Record::Redelivered { id } => {
-            tx.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1", params![id.as_str()])?;
+            exec(tx, "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1", params![id.as_str()])?;
         }
         Record::Forgotten { keys } => {
             for key in keys {
                 let key = key.as_str();
-                tx.execute("DELETE FROM runs WHERE session_key = ?1", params![key])?;
-                tx.execute("DELETE FROM messages WHERE session_key = ?1", params![key])?;
-                tx.execute("DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
-                tx.execute("DELETE FROM sessions WHERE key = ?1", params![key])?;
+                exec(tx, "DELETE FROM runs WHERE session_key = ?1", params![key])?;
+                exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![key])?;
+                exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
+                exec(tx, "DELETE FROM sessions WHERE key = ?1", params![key])?;
             }
         }
     }
     Ok(())
 }
 
+/// Run a statement through the connection's statement cache: parsing the SQL would
+/// cost more than most of these writes.
+fn exec(tx: &Transaction, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+    Ok(tx.prepare_cached(sql)?.execute(params)?)
+}
+
 fn insert_run(tx: &Transaction, key: &SessionKey, run: &RunRow) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO runs (run_id, session_key, task, model, status, started_at_ms)
          VALUES (?1, ?2, ?3, ?4, 'running', ?5)
-         ON CONFLICT(run_id) DO UPDATE SET task = excluded.task, status = 'running', outcome = NULL,
+         -- a follow-up runs again under its spawn's run id and keeps its first task (its opening)
+         ON CONFLICT(run_id) DO UPDATE SET status = 'running', outcome = NULL,
              final_text = NULL, ended_at_ms = NULL, started_at_ms = excluded.started_at_ms",
     )?
     .execute(params![
@@ -474,7 +486,7 @@ impl Sqlite {
 
     fn messages(&self, key: &SessionKey) -> Result<Vec<StoredMessage>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT run_id, json, reasoning_json, announce_id FROM messages WHERE session_key = ?1 ORDER BY seq",
+            "SELECT run_id, json, reasoning_json, announce_id, seq FROM messages WHERE session_key = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![key.as_str()], |row| {
             Ok((
@@ -482,17 +494,19 @@ impl Sqlite {
                 row.get::<_, String>(1)?,
                 row.get::<_, Option<String>>(2)?,
                 row.get::<_, Option<String>>(3)?,
+                row.get::<_, u32>(4)?,
             ))
         })?;
         let mut messages = Vec::new();
         for row in rows {
-            let (run_id, json, reasoning, announce) = row?;
+            let (run_id, json, reasoning, announce, seq) = row?;
             let mut message: Message = serde_json::from_str(&json).map_err(|e| corrupt("a transcript message", e))?;
             if let (Message::Assistant { reasoning: slot, .. }, Some(r)) = (&mut message, reasoning) {
                 let blocks: Vec<Reasoning> = serde_json::from_str(&r).map_err(|e| corrupt("a turn's reasoning", e))?;
                 *slot = crate::model::boxed(blocks);
             }
             messages.push(StoredMessage {
+                seq,
                 run_id: RunId::from(run_id.as_str()),
                 message,
                 delivers: announce.as_deref().map(RunId::from),
