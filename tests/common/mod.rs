@@ -7,9 +7,9 @@
 //! `stream` asks. A script decides each answer from the request (stateless, like the
 //! builtin provider); Anthropic requests are shown to it translated into the OpenAI
 //! shape, so one script serves both, and recorded raw (headers and body) as well.
-//! `Reply::Hang` never answers. (actix-web does not drop a handler when its client
-//! disconnects, so aborted calls are observed on the client side, through the model
-//! client's in-flight gauge.)
+//! `Reply::Hang` never answers; `Reply::Delayed` answers after a while. (actix-web
+//! does not drop a handler when its client disconnects, so aborted calls are observed
+//! on the client side, through the model client's in-flight gauge.)
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -50,6 +50,9 @@ pub enum Reply {
     StreamCut(String),
     /// Streamed: this text, then nothing, forever.
     StreamStall(String),
+    /// Another reply, after this long (the request is recorded at once). Inside
+    /// `WithUsage`, not around it.
+    Delayed(Duration, Box<Reply>),
 }
 
 /// One Anthropic request as it arrived.
@@ -108,6 +111,15 @@ fn record(state: &State, request: &CompletionRequest) -> Scripted {
     }
 }
 
+/// The reply to send, once its delay (if any) has passed.
+async fn after_delay(mut reply: Reply) -> Reply {
+    while let Reply::Delayed(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    reply
+}
+
 /// Answers common to both APIs (or `None` to render the reply in the API's shape).
 async fn common_reply(reply: &Reply, error_body: impl Fn(u16) -> Value) -> Option<HttpResponse> {
     match reply {
@@ -152,6 +164,7 @@ fn sse(events: Vec<String>, stall: bool) -> HttpResponse {
 async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -> HttpResponse {
     let request = body.into_inner();
     let Scripted { reply, usage: (prompt, completion) } = record(&state, &request);
+    let reply = after_delay(reply).await;
     let error =
         |status: u16| serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "scripted"}});
     if let Some(response) = common_reply(&reply, error).await {
@@ -363,6 +376,7 @@ async fn messages(state: web::Data<State>, http: actix_web::HttpRequest, body: w
     state.anthropic.lock().unwrap().push(RawRequest { headers, body: body.clone() });
     let request = as_completion_request(&body);
     let Scripted { reply, usage: (prompt, completion) } = record(&state, &request);
+    let reply = after_delay(reply).await;
     let error = |status: u16| {
         let kind = if status == 529 { "overloaded_error" } else { "api_error" };
         serde_json::json!({"type": "error", "error": {"type": kind, "message": format!("scripted {status}")}})
