@@ -1,13 +1,14 @@
 //! Durable state: the Store, the only writer of the database in the state directory.
 //!
 //! The Store is an actor in the plain sense: one thread owning the database
-//! connection, with a mailbox (a channel) of [`Command`]s. It is a thread of its own
-//! rather than an actix `SyncArbiter` actor because it commits in groups: it takes
-//! whatever is queued (up to [`MAX_BATCH`] records) and writes it in one transaction,
-//! which a `SyncArbiter` handler, seeing one message at a time, cannot do. Senders
-//! never wait for the disk: the gateway and the sessions send [`Record`]s through a
-//! [`Journal`] (a channel send), and only operator-driven changes (the pairing book)
-//! and shutdown's [`Store::flush`] wait for their commit.
+//! connection, with a mailbox of commands. It is a thread of its own rather than an
+//! actix `SyncArbiter` actor because it commits in groups: it takes whatever is queued
+//! (up to [`MAX_BATCH`] records at a time) and writes it in one transaction, which a
+//! `SyncArbiter` handler, seeing one message at a time, cannot do. Senders never wait
+//! for the disk: the gateway and the sessions queue [`Record`]s through a [`Journal`]
+//! (a lock and a push; the writer is woken once per group, not per record), and only
+//! operator-driven changes (the pairing book), transcript reads and shutdown's
+//! [`Store::flush`] wait for an answer.
 //!
 //! Backends implement [`Backend`]: [`sqlite::Sqlite`] is the embedded default; a
 //! second database is a second implementation of the same trait, driven by the same
@@ -20,7 +21,8 @@ pub mod sqlite;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -77,40 +79,101 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+/// The writer's mailbox: a locked list and a condition variable, not a channel. A
+/// channel wakes its sleeping receiver on every send (a system call on the sender's
+/// thread); here only the first record after the writer went to sleep wakes it, and
+/// the writer then waits [`GROUP_WINDOW`] to gather the rest, so a spawn costs an
+/// uncontended lock and a push.
+struct Mailbox {
+    state: Mutex<Queued>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    items: Vec<Command>,
+    /// The writer waits for something to do; the next item must wake it.
+    sleeping: bool,
+    /// Something waits for an answer: no gathering.
+    urgent: bool,
+    /// Every [`Store`] handle is gone: write what is left and stop.
+    closed: bool,
+}
+
+/// The writer commits once records stop arriving for this long...
+pub const GROUP_WINDOW: Duration = Duration::from_millis(2);
+/// ... or once the oldest queued record has waited this long. A burst of spawns is
+/// written after it (or every `MAX_LAG` during a long one), not while it runs: the
+/// writer's work competes with the spawning thread for the machine.
+pub const MAX_LAG: Duration = Duration::from_millis(100);
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, command: Command, urgent: bool) {
+        let mut queued = self.lock();
+        if queued.closed {
+            // The process is stopping (or this is a journal to nowhere): nothing more
+            // is written, and a request's answer says the store is closed.
+            return;
+        }
+        queued.items.push(command);
+        queued.urgent |= urgent;
+        if std::mem::take(&mut queued.sleeping) || urgent {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// Where records go: a cheap clone held by the gateway and every session.
 #[derive(Clone)]
-pub struct Journal(mpsc::Sender<Command>);
+pub struct Journal(Arc<Mailbox>);
 
 impl Journal {
-    /// Queue a fact; it is committed with whatever else is queued. Never blocks.
+    /// Queue a fact; it is committed with whatever else is queued. Never blocks on
+    /// the disk.
     pub fn record(&self, record: Record) {
-        // A closed store means the process is stopping; nothing can be written then.
-        let _ = self.0.send(Command::Record(record));
+        self.0.push(Command::Record(record), false);
     }
 
     /// A journal whose records go nowhere (unit tests of actors that need one).
     pub fn discard() -> Journal {
-        let (tx, _) = mpsc::channel();
-        Journal(tx)
+        let mailbox = Mailbox { state: Mutex::new(Queued { closed: true, ..Queued::default() }), wake: Condvar::new() };
+        Journal(Arc::new(mailbox))
     }
 }
 
-/// The handle to the writer thread.
+/// The handle to the writer thread; when the last one goes, the writer commits what
+/// is queued and stops.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Command>,
+    mailbox: Arc<Mailbox>,
+    _open: Arc<Open>,
+}
+
+/// Dropped with the last [`Store`] handle: closes the mailbox.
+struct Open(Arc<Mailbox>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 impl Store {
     /// Start the writer thread on `backend`.
     pub fn start(backend: impl Backend, path: String) -> std::io::Result<Store> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("hivegate-store".into()).spawn(move || write_loop(backend, rx, &path))?;
-        Ok(Store { tx })
+        let mailbox = Arc::new(Mailbox { state: Mutex::default(), wake: Condvar::new() });
+        let writer = mailbox.clone();
+        std::thread::Builder::new().name("hivegate-store".into()).spawn(move || write_loop(backend, &writer, &path))?;
+        Ok(Store { _open: Arc::new(Open(mailbox.clone())), mailbox })
     }
 
     pub fn journal(&self) -> Journal {
-        Journal(self.tx.clone())
+        Journal(self.mailbox.clone())
     }
 
     /// Replace the snapshot `name`; resolves once it is committed.
@@ -121,50 +184,70 @@ impl Store {
         json: String,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let (done, answer) = oneshot::channel();
-        let sent = self.tx.send(Command::Snapshot { name, version, json, done });
-        async move {
-            sent.map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        }
+        self.mailbox.push(Command::Snapshot { name, version, json, done }, true);
+        async move { answer.await.map_err(|_| StoreError::Closed)? }
     }
 
     /// A session's transcript as committed (everything queued before is included).
     pub fn transcript(&self, key: SessionKey) -> impl Future<Output = Result<Vec<Message>, StoreError>> + 'static {
         let (done, answer) = oneshot::channel();
-        let sent = self.tx.send(Command::Transcript { key, done });
-        async move {
-            sent.map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        }
+        self.mailbox.push(Command::Transcript { key, done }, true);
+        async move { answer.await.map_err(|_| StoreError::Closed)? }
     }
 
     /// Resolves once everything queued before it is committed.
     pub fn flush(&self) -> impl Future<Output = ()> + 'static {
         let (done, answer) = oneshot::channel();
-        let sent = self.tx.send(Command::Flush(done)).is_ok();
+        self.mailbox.push(Command::Flush(done), true);
         async move {
-            if sent {
-                let _ = answer.await;
-            }
+            let _ = answer.await;
         }
     }
 }
 
-/// The writer: take what is queued, commit records in groups, answer the rest in order.
-fn write_loop(mut backend: impl Backend, rx: mpsc::Receiver<Command>, path: &str) {
-    let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
+/// The writer: sleep until something is queued, gather until records stop coming for
+/// [`GROUP_WINDOW`] or for at most [`MAX_LAG`] (not at all when something waits for an
+/// answer), then commit the records in groups of at most [`MAX_BATCH`] and answer the
+/// rest, in order.
+fn write_loop(mut backend: impl Backend, mailbox: &Mailbox, path: &str) {
+    loop {
+        let items = {
+            let mut queued = mailbox.lock();
+            while queued.items.is_empty() && !queued.closed {
+                queued.sleeping = true;
+                queued = mailbox.wake.wait(queued).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            queued.sleeping = false;
+            let first = std::time::Instant::now();
+            while !queued.urgent && !queued.closed && first.elapsed() < MAX_LAG {
+                let before = queued.items.len();
+                queued = mailbox
+                    .wake
+                    .wait_timeout(queued, GROUP_WINDOW)
+                    .map_or_else(|poisoned| poisoned.into_inner().0, |(guard, _)| guard);
+                if queued.items.len() == before {
+                    break;
+                }
+            }
+            queued.urgent = false;
+            if queued.items.is_empty() && queued.closed {
+                return;
+            }
+            std::mem::take(&mut queued.items)
+        };
+        let mut batch = Vec::new();
+        for command in items {
             match command {
-                Command::Record(record) => batch.push(record),
+                Command::Record(record) => {
+                    batch.push(record);
+                    if batch.len() >= MAX_BATCH {
+                        commit(&mut backend, &mut batch, path);
+                    }
+                }
                 other => {
                     commit(&mut backend, &mut batch, path);
                     answer(&mut backend, other, path);
                 }
-            }
-            if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
             }
         }
         commit(&mut backend, &mut batch, path);
