@@ -800,7 +800,7 @@ impl Handler<ModelCalled> for Gateway {
             }
             if msg.usage != Usage::default() || model_changed {
                 self.journal.record(Record::Used {
-                    run_id: entry.run_id.clone(),
+                    key: msg.key.clone(),
                     usage: entry.usage,
                     model: entry.model.clone(),
                 });

@@ -161,7 +161,7 @@ impl Gateway {
         init.thinking = row.spawned.thinking;
         init.restored = restored;
         let addr = Session::new(init).start();
-        self.journal.record(Record::Resumed { run_id: row.run.run_id.clone() });
+        self.journal.record(Record::Resumed { key: row.key.clone() });
         if let Some(mut entry) = self.registry.get_mut(&row.key) {
             entry.capability = capability;
             entry.addr = Some(addr);

@@ -122,7 +122,7 @@ pub enum Record {
     },
     /// The run's usage so far, and the model it now runs on.
     Used {
-        run_id: RunId,
+        key: SessionKey,
         usage: Usage,
         model: ModelRef,
     },
@@ -133,7 +133,7 @@ pub enum Record {
     },
     /// A running run was started again after a restart.
     Resumed {
-        run_id: RunId,
+        key: SessionKey,
     },
     /// An announcement that could not be delivered, with why; the operator sees it.
     Undeliverable {

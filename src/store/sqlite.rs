@@ -3,10 +3,11 @@
 //! Tables (schema version 2; version 1 had only `snapshots`):
 //! - `snapshots(name, version, json, updated_at_ms)`: small named states rewritten
 //!   whole (the pairing book).
-//! - `sessions(key, parent, agent_id, label, …, current_run_id)`: one row per session,
-//!   with how it was spawned (grant, model strictness, thinking, the spawning call).
-//! - `runs(run_id, session_key, task, model, status, outcome, final_text, usage_json,
-//!   started_at_ms, ended_at_ms, resumes)`: one row per run.
+//! - `sessions(key, parent, agent_id, parent_run_id, spawn_json, run_id, task, model,
+//!   status, outcome, final_text, usage_json, started_at_ms, ended_at_ms, resumes,
+//!   follow_ups)`: one row per session with its current run (a main session's new run
+//!   replaces the last one, as the registry does). One row and one index per spawn:
+//!   the spawn path's share of the writer's time is what keeps a burst of spawns fast.
 //! - `messages(session_key, seq, run_id, json, reasoning_json, announce_id)`: the
 //!   append-only transcripts, one row per message. A unique index on
 //!   `(session_key, announce_id)` drops a second delivery of the same announcement.
@@ -44,21 +45,9 @@ const MIGRATIONS: [&str; 2] = [
          key TEXT PRIMARY KEY,
          parent TEXT,
          agent_id TEXT NOT NULL,
-         label TEXT,
-         model_explicit INTEGER NOT NULL,
-         thinking TEXT,
-         cleanup TEXT NOT NULL,
-         stays INTEGER NOT NULL,
-         forked INTEGER NOT NULL,
-         grant_json TEXT NOT NULL,
          parent_run_id TEXT,
-         call_id TEXT,
-         current_run_id TEXT NOT NULL
-     );
-     CREATE INDEX sessions_by_parent_run ON sessions(parent_run_id);
-     CREATE TABLE runs (
-         run_id TEXT PRIMARY KEY,
-         session_key TEXT NOT NULL,
+         spawn_json TEXT NOT NULL,
+         run_id TEXT NOT NULL,
          task TEXT NOT NULL,
          model TEXT NOT NULL,
          status TEXT NOT NULL,
@@ -70,7 +59,6 @@ const MIGRATIONS: [&str; 2] = [
          resumes INTEGER NOT NULL DEFAULT 0,
          follow_ups INTEGER NOT NULL DEFAULT 0
      );
-     CREATE INDEX runs_by_status ON runs(status);
      CREATE TABLE messages (
          session_key TEXT NOT NULL,
          seq INTEGER NOT NULL,
@@ -178,10 +166,12 @@ impl Backend for Sqlite {
             .filter(|s| s.status == StoredStatus::Running)
             .map(|s| (s.row.key.clone(), s.row.run.run_id.clone()))
             .collect();
+        let runs: HashSet<RunId> = running.iter().map(|(_, run)| run.clone()).collect();
+        let mut children = self.children(&runs)?;
         for (key, run_id) in running {
             state.transcripts.insert(key.clone(), self.messages(&key)?);
             state.tool_results.insert(key.clone(), self.tool_results(&key)?);
-            state.children.insert(key, self.children(&run_id)?);
+            state.children.insert(key, children.remove(&run_id).unwrap_or_default());
         }
         state.outbox = self.outbox()?;
         Ok(state)
@@ -196,49 +186,74 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
     match record {
         Record::SessionStarted(row) => {
             let s = &row.spawned;
+            let spawn = SpawnJson {
+                label: row.label.clone(),
+                model_explicit: s.model_explicit,
+                thinking: s.thinking.map(|t| t.as_str().to_string()),
+                cleanup: s.cleanup,
+                stays: s.stays,
+                forked: s.forked,
+                grant: s.grant,
+                call_id: s.call_id.clone(),
+            };
+            // A new actor for a main session that had one before (started again after
+            // a restart or a reset) begins a new conversation. (A child's key is new.)
+            if row.parent.is_none() {
+                exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![row.key.as_str()])?;
+                exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![row.key.as_str()])?;
+            }
             exec(
                 tx,
-                "INSERT OR REPLACE INTO sessions (key, parent, agent_id, label, model_explicit, thinking, cleanup,
-                     stays, forked, grant_json, parent_run_id, call_id, current_run_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT OR REPLACE INTO sessions (key, parent, agent_id, parent_run_id, spawn_json, run_id, task,
+                     model, status, started_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9)",
                 params![
                     row.key.as_str(),
                     row.parent.as_ref().map(|p| p.as_str()),
                     row.agent_id,
-                    row.label,
-                    s.model_explicit,
-                    s.thinking.map(Thinking::as_str),
-                    cleanup_str(s.cleanup),
-                    s.stays,
-                    s.forked,
-                    serde_json::to_string(&s.grant)?,
                     s.parent_run_id.as_ref().map(|r| r.as_str()),
-                    s.call_id,
+                    serde_json::to_string(&spawn)?,
                     row.run.run_id.as_str(),
+                    row.run.task,
+                    row.run.model.to_string(),
+                    row.run.started_at_ms as i64,
                 ],
             )?;
-            // A new actor for a key that had one before (a main session started
-            // again after a restart or a reset) begins a new conversation.
-            exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![row.key.as_str()])?;
-            exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![row.key.as_str()])?;
-            insert_run(tx, &row.key, &row.run)?;
         }
         Record::RunStarted { key, run, grant, follow_up } => {
-            insert_run(tx, key, run)?;
-            if *follow_up > 0 {
-                exec(tx, "UPDATE runs SET follow_ups = ?2 WHERE run_id = ?1", params![run.run_id.as_str(), follow_up])?;
-            }
+            // A follow-up runs again under its spawn's run id and keeps its first task
+            // (a child's opening is made again from it).
             exec(
                 tx,
-                "UPDATE sessions SET current_run_id = ?2 WHERE key = ?1",
-                params![key.as_str(), run.run_id.as_str()],
+                "UPDATE sessions SET task = CASE WHEN run_id = ?2 THEN task ELSE ?3 END, run_id = ?2, model = ?4,
+                     status = 'running', outcome = NULL, final_text = NULL, ended_at_ms = NULL,
+                     started_at_ms = ?5, resumes = 0, follow_ups = ?6,
+                     usage_json = CASE WHEN run_id = ?2 THEN usage_json ELSE '{}' END
+                 WHERE key = ?1",
+                params![
+                    key.as_str(),
+                    run.run_id.as_str(),
+                    run.task,
+                    run.model.to_string(),
+                    run.started_at_ms as i64,
+                    follow_up
+                ],
             )?;
             if let Some(grant) = grant {
-                exec(
-                    tx,
-                    "UPDATE sessions SET grant_json = ?2 WHERE key = ?1",
-                    params![key.as_str(), serde_json::to_string(grant)?],
-                )?;
+                let spawn_json: Option<String> = tx
+                    .prepare_cached("SELECT spawn_json FROM sessions WHERE key = ?1")?
+                    .query_row(params![key.as_str()], |r| r.get(0))
+                    .optional()?;
+                if let Some(json) = spawn_json {
+                    let mut spawn: SpawnJson =
+                        serde_json::from_str(&json).map_err(|e| corrupt("a session's spawn record", e))?;
+                    spawn.grant = *grant;
+                    exec(
+                        tx,
+                        "UPDATE sessions SET spawn_json = ?2 WHERE key = ?1",
+                        params![key.as_str(), serde_json::to_string(&spawn)?],
+                    )?;
+                }
             }
         }
         Record::Messages { key, run_id, first_seq, messages, delivers } => {
@@ -270,59 +285,52 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 )?;
             }
             // Progress: a resumed run that moves on is no longer suspected of crashing.
-            exec(tx, "UPDATE runs SET resumes = 0 WHERE run_id = ?1 AND resumes > 0", params![run_id.as_str()])?;
+            exec(tx, "UPDATE sessions SET resumes = 0 WHERE key = ?1 AND resumes > 0", params![key.as_str()])?;
         }
         Record::ToolResult { key, call_id, content } => {
-            tx.prepare_cached(
+            exec(
+                tx,
                 "INSERT OR IGNORE INTO tool_results (session_key, call_id, content) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![key.as_str(), call_id, content])?;
+                params![key.as_str(), call_id, content],
+            )?;
         }
-        Record::Used { run_id, usage, model } => {
-            tx.prepare_cached("UPDATE runs SET usage_json = ?2, model = ?3 WHERE run_id = ?1")?.execute(params![
-                run_id.as_str(),
-                serde_json::to_string(usage)?,
-                model.to_string()
-            ])?;
+        Record::Used { key, usage, model } => {
+            exec(
+                tx,
+                "UPDATE sessions SET usage_json = ?2, model = ?3 WHERE key = ?1",
+                params![key.as_str(), serde_json::to_string(usage)?, model.to_string()],
+            )?;
         }
         Record::RunEnded(end) => {
             let status = if end.idle { StoredStatus::Idle } else { StoredStatus::Ended };
-            tx.prepare_cached(
-                "UPDATE runs SET status = ?2, outcome = ?3, final_text = ?4, usage_json = ?5, ended_at_ms = ?6
-                 WHERE run_id = ?1",
-            )?
-            .execute(params![
-                end.run_id.as_str(),
-                status.as_str(),
-                end.outcome.as_str(),
-                end.text,
-                serde_json::to_string(&end.usage)?,
-                end.ended_at_ms as i64
-            ])?;
+            exec(
+                tx,
+                "UPDATE sessions SET status = ?3, outcome = ?4, final_text = ?5, usage_json = ?6, ended_at_ms = ?7
+                 WHERE key = ?1 AND run_id = ?2",
+                params![
+                    end.key.as_str(),
+                    end.run_id.as_str(),
+                    status.as_str(),
+                    end.outcome.as_str(),
+                    end.text,
+                    serde_json::to_string(&end.usage)?,
+                    end.ended_at_ms as i64
+                ],
+            )?;
             if let Some(a) = &end.announce {
-                tx.prepare_cached(
+                exec(
+                    tx,
                     "INSERT OR IGNORE INTO outbox (id, parent_key, parent_run_id, text, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    a.id.as_str(),
-                    a.parent.as_str(),
-                    a.parent_run_id.as_str(),
-                    a.text,
-                    now as i64
-                ])?;
+                    params![a.id.as_str(), a.parent.as_str(), a.parent_run_id.as_str(), a.text, now as i64],
+                )?;
             }
         }
         Record::Stopped { key } => {
-            exec(
-                tx,
-                "UPDATE runs SET status = 'ended' WHERE status = 'idle'
-                   AND run_id = (SELECT current_run_id FROM sessions WHERE key = ?1)",
-                params![key.as_str()],
-            )?;
+            exec(tx, "UPDATE sessions SET status = 'ended' WHERE key = ?1 AND status = 'idle'", params![key.as_str()])?;
         }
-        Record::Resumed { run_id } => {
-            exec(tx, "UPDATE runs SET resumes = resumes + 1 WHERE run_id = ?1", params![run_id.as_str()])?;
+        Record::Resumed { key } => {
+            exec(tx, "UPDATE sessions SET resumes = resumes + 1 WHERE key = ?1", params![key.as_str()])?;
         }
         Record::Undeliverable { id, reason } => {
             exec(tx, "UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), reason])?;
@@ -333,7 +341,6 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
         Record::Forgotten { keys } => {
             for key in keys {
                 let key = key.as_str();
-                exec(tx, "DELETE FROM runs WHERE session_key = ?1", params![key])?;
                 exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![key])?;
                 exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
                 exec(tx, "DELETE FROM sessions WHERE key = ?1", params![key])?;
@@ -343,35 +350,23 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
     Ok(())
 }
 
+/// How a session was spawned, as one column: read back only at a start.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpawnJson {
+    label: Option<String>,
+    model_explicit: bool,
+    thinking: Option<String>,
+    cleanup: Cleanup,
+    stays: bool,
+    forked: bool,
+    grant: Grant,
+    call_id: Option<String>,
+}
+
 /// Run a statement through the connection's statement cache: parsing the SQL would
 /// cost more than most of these writes.
 fn exec(tx: &Transaction, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
     Ok(tx.prepare_cached(sql)?.execute(params)?)
-}
-
-fn insert_run(tx: &Transaction, key: &SessionKey, run: &RunRow) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO runs (run_id, session_key, task, model, status, started_at_ms)
-         VALUES (?1, ?2, ?3, ?4, 'running', ?5)
-         -- a follow-up runs again under its spawn's run id and keeps its first task (its opening)
-         ON CONFLICT(run_id) DO UPDATE SET status = 'running', outcome = NULL,
-             final_text = NULL, ended_at_ms = NULL, started_at_ms = excluded.started_at_ms",
-    )?
-    .execute(params![
-        run.run_id.as_str(),
-        key.as_str(),
-        run.task,
-        run.model.to_string(),
-        run.started_at_ms as i64
-    ])?;
-    Ok(())
-}
-
-fn cleanup_str(cleanup: Cleanup) -> &'static str {
-    match cleanup {
-        Cleanup::Keep => "keep",
-        Cleanup::Delete => "delete",
-    }
 }
 
 fn outcome_of(s: &str) -> Option<Outcome> {
@@ -393,14 +388,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl Sqlite {
     fn sessions(&self, recent: usize) -> Result<Vec<StoredSession>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT s.key, s.parent, s.agent_id, s.label, s.model_explicit, s.thinking, s.cleanup, s.stays,
-                    s.grant_json, s.parent_run_id, s.call_id, s.forked,
-                    r.run_id, r.task, r.model, r.status, r.outcome, r.final_text, r.usage_json,
-                    r.started_at_ms, r.ended_at_ms, r.resumes, r.follow_ups
-             FROM sessions s JOIN runs r ON r.run_id = s.current_run_id
-             WHERE r.status = 'running'
-                OR s.rowid IN (SELECT rowid FROM sessions ORDER BY rowid DESC LIMIT ?1)
-             ORDER BY s.rowid",
+            "SELECT key, parent, agent_id, parent_run_id, spawn_json, run_id, task, model, status, outcome,
+                    final_text, usage_json, started_at_ms, ended_at_ms, resumes, follow_ups
+             FROM sessions
+             WHERE status = 'running' OR rowid IN (SELECT rowid FROM sessions ORDER BY rowid DESC LIMIT ?1)
+             ORDER BY rowid",
         )?;
         let rows = stmt.query_map(params![recent.min(i64::MAX as usize) as i64], |row| {
             Ok((
@@ -409,66 +401,44 @@ impl Sqlite {
                     row.get::<_, Option<String>>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, Option<String>>(3)?,
-                    row.get::<_, bool>(4)?,
-                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, String>(4)?,
+                ),
+                (
+                    row.get::<_, String>(5)?,
                     row.get::<_, String>(6)?,
-                    row.get::<_, bool>(7)?,
+                    row.get::<_, String>(7)?,
                     row.get::<_, String>(8)?,
                     row.get::<_, Option<String>>(9)?,
                     row.get::<_, Option<String>>(10)?,
-                    row.get::<_, bool>(11)?,
-                ),
-                (
-                    row.get::<_, String>(12)?,
-                    row.get::<_, String>(13)?,
-                    row.get::<_, String>(14)?,
-                    row.get::<_, String>(15)?,
-                    row.get::<_, Option<String>>(16)?,
-                    row.get::<_, Option<String>>(17)?,
-                    row.get::<_, String>(18)?,
-                    row.get::<_, i64>(19)?,
-                    row.get::<_, Option<i64>>(20)?,
-                    row.get::<_, u32>(21)?,
-                    row.get::<_, u32>(22)?,
+                    row.get::<_, String>(11)?,
+                    row.get::<_, i64>(12)?,
+                    row.get::<_, Option<i64>>(13)?,
+                    row.get::<_, u32>(14)?,
+                    row.get::<_, u32>(15)?,
                 ),
             ))
         })?;
         let mut sessions = Vec::new();
         for row in rows {
-            let (
-                (
-                    key,
-                    parent,
-                    agent_id,
-                    label,
-                    model_explicit,
-                    thinking,
-                    cleanup,
-                    stays,
-                    grant,
-                    parent_run,
-                    call_id,
-                    forked,
-                ),
-                run,
-            ) = row?;
+            let ((key, parent, agent_id, parent_run, spawn), run) = row?;
             let (run_id, task, model, status, outcome, final_text, usage, started, ended, resumes, follow_ups) = run;
             let model = ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?;
+            let spawn: SpawnJson = serde_json::from_str(&spawn).map_err(|e| corrupt("a session's spawn record", e))?;
             sessions.push(StoredSession {
                 row: SessionRow {
                     key: SessionKey::from(key.as_str()),
                     parent: parent.as_deref().map(SessionKey::from),
                     agent_id,
-                    label,
+                    label: spawn.label,
                     spawned: Spawned {
-                        model_explicit,
-                        thinking: thinking.as_deref().and_then(Thinking::parse),
-                        cleanup: if cleanup == "delete" { Cleanup::Delete } else { Cleanup::Keep },
-                        stays,
-                        forked,
-                        grant: serde_json::from_str(&grant).map_err(|e| corrupt("a session's grant", e))?,
+                        model_explicit: spawn.model_explicit,
+                        thinking: spawn.thinking.as_deref().and_then(Thinking::parse),
+                        cleanup: spawn.cleanup,
+                        stays: spawn.stays,
+                        forked: spawn.forked,
+                        grant: spawn.grant,
                         parent_run_id: parent_run.as_deref().map(RunId::from),
-                        call_id,
+                        call_id: spawn.call_id,
                     },
                     run: RunRow { run_id: RunId::from(run_id.as_str()), task, model, started_at_ms: started as u64 },
                 },
@@ -515,33 +485,41 @@ impl Sqlite {
         Ok(messages)
     }
 
-    fn children(&self, parent_run: &RunId) -> Result<Vec<Child>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.key, s.call_id, r.run_id, r.model, s.stays, s.forked, r.follow_ups
-             FROM sessions s JOIN runs r ON r.run_id = s.current_run_id
-             WHERE s.parent_run_id = ?1 ORDER BY s.rowid",
+    /// The children spawned in each of `runs`, oldest first, by parent run: one scan
+    /// at a start (no index on the spawn path).
+    fn children(&self, runs: &HashSet<RunId>) -> Result<HashMap<RunId, Vec<Child>>, StoreError> {
+        let mut children: HashMap<RunId, Vec<Child>> = HashMap::new();
+        if runs.is_empty() {
+            return Ok(children);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT parent_run_id, key, spawn_json, run_id, model, follow_ups FROM sessions
+             WHERE parent_run_id IS NOT NULL ORDER BY rowid",
         )?;
-        let rows = stmt.query_map(params![parent_run.as_str()], |row| {
+        let rows = stmt.query_map([], |row| {
             Ok((
                 row.get::<_, String>(0)?,
-                row.get::<_, Option<String>>(1)?,
+                row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
-                row.get::<_, bool>(4)?,
-                row.get::<_, bool>(5)?,
-                row.get::<_, u32>(6)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, u32>(5)?,
             ))
         })?;
-        let mut children = Vec::new();
         for row in rows {
-            let (key, call_id, run_id, model, stays, forked, follow_ups) = row?;
-            children.push(Child {
+            let (parent_run, key, spawn, run_id, model, follow_ups) = row?;
+            let parent_run = RunId::from(parent_run.as_str());
+            if !runs.contains(&parent_run) {
+                continue;
+            }
+            let spawn: SpawnJson = serde_json::from_str(&spawn).map_err(|e| corrupt("a session's spawn record", e))?;
+            children.entry(parent_run).or_default().push(Child {
                 key: SessionKey::from(key.as_str()),
-                call_id,
+                call_id: spawn.call_id,
                 run_id: RunId::from(run_id.as_str()),
                 model: ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?,
-                stays,
-                forked,
+                stays: spawn.stays,
+                forked: spawn.forked,
                 follow_ups,
             });
         }

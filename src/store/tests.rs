@@ -88,7 +88,7 @@ fn a_start_finds_running_runs_with_transcripts_tool_results_children_and_undeliv
         Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))),
         Record::ToolResult { key: MAIN.into(), call_id: "call-1".into(), content: "{\"status\":\"accepted\"}".into() },
         Record::SessionStarted(Box::new(child_row(C2, MAIN, "r0", "r2", "call-2"))),
-        Record::Used { run_id: "r0".into(), usage: Usage::tokens(7, 3), model: ModelRef::parse("fake/other").unwrap() },
+        Record::Used { key: MAIN.into(), usage: Usage::tokens(7, 3), model: ModelRef::parse("fake/other").unwrap() },
         ended(C1, "r1", Some((MAIN, "r0"))),
         ended(C2, "r2", Some((MAIN, "r0"))),
     ])
