@@ -129,12 +129,8 @@ impl Runtime {
         let hub_addr = hub_ctx.address();
         let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model)
             .with_nodes(hub_addr.clone().recipient())
-            .with_pricing(Arc::new(config.pricing.clone()));
-        let gateway = if std::env::var_os("HG_EXPERIMENT_NOJOURNAL").is_some() {
-            gateway
-        } else {
-            gateway.with_store(store.clone())
-        };
+            .with_pricing(Arc::new(config.pricing.clone()))
+            .with_store(store.clone());
         let registry = gateway.registry();
         let stats = gateway.stats();
         let events = gateway.events();
