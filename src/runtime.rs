@@ -120,9 +120,12 @@ impl Runtime {
     ) -> anyhow::Result<Runtime> {
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
-        let db = store::open(state_dir)?;
+        let mut db = store::open(state_dir)?;
         let book = load_pairing(&db)?;
+        db.prune(config.limits.max_retained_sessions)?;
         let durable = db.load(config.limits.max_retained_sessions)?;
+        // Counted on disk before anything resumes: a start that crashes counts.
+        db.count_start()?;
         let store = Store::start(db, state_dir.join(store::DB_FILE).display().to_string())?;
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
@@ -202,8 +205,15 @@ impl Runtime {
         let running = self.gateway.send(Shutdown { resume_later }).await.unwrap_or(0);
         let _ = self.hub.send(StopConnections).await;
         let all_stopped = self.stats.wait_all_stopped(self.grace).await;
-        // Every record queued before this point is committed when this returns.
-        self.store.flush().await;
+        if resume_later {
+            // Not a crash: the runs left running have not failed to resume.
+            self.store.journal().record(store::Record::StoppedCleanly);
+        }
+        // Every record queued before this point is committed when this returns (a
+        // store stuck on a full disk does not hold the process forever).
+        if tokio::time::timeout(self.grace + std::time::Duration::from_secs(10), self.store.flush()).await.is_err() {
+            tracing::error!("the store did not commit what was queued in time; the last records may be lost");
+        }
         self.server.stop(true).await;
         if let Some(builtin) = self.builtin {
             builtin.handle.stop(true).await;

@@ -577,3 +577,91 @@ async fn follow_ups_meet_the_children_limit_and_idle_session_children_can_be_can
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// A main session's second run whose task message was not journaled before a crash
+/// (the journal holds only the first run) begins with its task after the restart; it
+/// does not end at once with the first run's answer.
+#[actix_rt::test]
+async fn a_run_whose_first_message_was_lost_begins_with_its_task_after_a_restart() {
+    use hivegate::gateway::Recover;
+    use hivegate::keys::RunId;
+    use hivegate::model::{Message, ModelRef, Usage};
+    use hivegate::store::{
+        recovery::Policy, Durable, Grant, RunRow, SessionRow, Spawned, StoredMessage, StoredSession, StoredStatus,
+    };
+    let fake = FakeModels::start(|r| {
+        let last = r.messages.iter().rev().find(|m| m.role == "user").and_then(|m| m.content.clone());
+        Reply::Text(format!("answer to {}", last.unwrap_or_default()))
+    });
+    let runtime = gateway(&fake, Limits::default(), &[&agent_toml("root", "root", &[])]).await;
+    let key = SessionKey::from("agent:root:main");
+    let message = |seq: u32, run: &str, message: Message| StoredMessage {
+        seq,
+        run_id: RunId::from(run),
+        message,
+        delivers: None,
+    };
+    let session = StoredSession {
+        row: SessionRow {
+            key: key.clone(),
+            parent: None,
+            agent_id: "root".into(),
+            label: None,
+            spawned: Spawned {
+                model_explicit: false,
+                thinking: None,
+                cleanup: Default::default(),
+                stays: true,
+                forked: false,
+                grant: Grant { scopes: hivegate::scope::ScopeSet::all().bits(), max_depth: 2, ..Grant::default() },
+                parent_run_id: None,
+                call_id: None,
+            },
+            run: RunRow {
+                run_id: RunId::from("second"),
+                task: "second task".into(),
+                model: ModelRef::parse("fake/root").unwrap(),
+                started_at_ms: hivegate::store::now_ms(),
+            },
+        },
+        status: StoredStatus::Running,
+        outcome: None,
+        final_text: None,
+        usage: Usage::default(),
+        ended_at_ms: None,
+        resumes: 0,
+        follow_ups: 0,
+        follow_up_task: None,
+    };
+    let durable = Durable {
+        sessions: vec![session],
+        transcripts: [(
+            key.clone(),
+            vec![
+                message(0, "first", Message::System { content: "system".into() }),
+                message(1, "first", Message::User { content: "first task".into() }),
+                message(
+                    2,
+                    "first",
+                    Message::Assistant {
+                        content: Some("answer to first task".into()),
+                        tool_calls: vec![],
+                        reasoning: None,
+                    },
+                ),
+            ],
+        )]
+        .into(),
+        ..Durable::default()
+    };
+    let recovered = runtime.gateway.send(Recover { durable, policy: Policy::default() }).await.unwrap();
+    assert_eq!(recovered.resumed, 1);
+    let summary = wait_run(&runtime, RunId::from("second")).await;
+    assert_eq!((summary.outcome, summary.text.as_str()), (Outcome::Ok, "answer to second task"));
+    let request = fake.requests_for("root").pop().unwrap();
+    let users: Vec<String> =
+        request.messages.iter().filter(|m| m.role == "user").filter_map(|m| m.content.clone()).collect();
+    assert_eq!(users, vec!["first task".to_string(), "second task".to_string()]);
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}

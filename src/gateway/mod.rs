@@ -413,7 +413,7 @@ impl Gateway {
         usage: Usage,
         transcript: Option<Vec<ChatMessage>>,
     ) {
-        let (parent, label, children, addr, capability, cleanup, runtime, stop_actor, announce_id) = {
+        let (parent, label, children, addr, capability, cleanup, runtime, stop_actor, announce_id, spent) = {
             let Some(mut entry) = self.registry.get_mut(key) else {
                 return;
             };
@@ -441,6 +441,9 @@ impl Gateway {
                 entry.duration(),
                 stop_actor,
                 entry.announce_id(),
+                // What its model calls cost, as counted when each answered (a killed
+                // run reports none of its own).
+                entry.usage,
             )
         };
         // An idle `session` child keeps its capability for follow-ups (its parent's end
@@ -472,9 +475,10 @@ impl Gateway {
             run_id: run_id.clone(),
             outcome,
             text: text.clone(),
-            usage,
+            usage: spent,
             ended_at_ms: crate::store::now_ms(),
             idle: !stop_actor,
+            forget: stop_actor && cleanup == Cleanup::Delete && parent.is_some(),
             announce,
         })));
         if let Some(reason) = undeliverable {
@@ -556,11 +560,19 @@ impl Gateway {
     /// that has itself ended had its subtree killed with it, so there is nobody left to
     /// tell (and nothing was rendered); the outcome stays in the registry either way.
     fn announce(&self, parent: &SessionKey, announcement: Option<ChildEnded>) {
+        self.tell(parent, announcement, true);
+    }
+
+    /// Deliver to a running parent; `counted`: the child was counted among its active
+    /// children (a result delivered again after a restart was not).
+    fn tell(&self, parent: &SessionKey, announcement: Option<ChildEnded>, counted: bool) {
         let target = {
             let Some(mut entry) = self.registry.get_mut(parent) else {
                 return;
             };
-            entry.active_children = entry.active_children.saturating_sub(1);
+            if counted {
+                entry.active_children = entry.active_children.saturating_sub(1);
+            }
             if entry.status != Status::Running {
                 return;
             }
@@ -752,10 +764,20 @@ impl Handler<Spawn> for Gateway {
 }
 
 impl Handler<StartMain> for Gateway {
-    type Result = Result<RunStarted, GatewayError>;
+    type Result = ResponseFuture<Result<RunStarted, GatewayError>>;
 
+    /// Answered once the run's start is on disk: an operator told a run id can always
+    /// wait for it, even across a crash (a spawn does not wait: its parent's journal
+    /// covers it).
     fn handle(&mut self, msg: StartMain, ctx: &mut Self::Context) -> Self::Result {
-        self.start_main(msg, ctx)
+        let started = self.start_main(msg, ctx);
+        let flush = started.is_ok().then(|| self.store.as_ref().map(Store::flush)).flatten();
+        Box::pin(async move {
+            if let Some(flush) = flush {
+                flush.await;
+            }
+            started
+        })
     }
 }
 
@@ -860,6 +882,10 @@ impl Handler<SendTo> for Gateway {
 
     fn handle(&mut self, msg: SendTo, ctx: &mut Self::Context) -> Self::Result {
         self.visible(&msg.caller, "sessions_send", &msg.target)?;
+        if self.shutting_down {
+            // A stopping session would drop the message with its inbox.
+            return Err(GatewayError::ShuttingDown);
+        }
         let state = self.registry.get(&msg.target).map(|e| (e.status, e.addr.clone(), e.agent_id.clone()));
         let from = msg.caller.as_ref().map_or_else(|| "operator".to_string(), |c| c.principal().to_string());
         match state {

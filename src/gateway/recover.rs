@@ -61,11 +61,16 @@ impl Gateway {
         // children), so trees are whole; running ones get their actor below.
         let sessions = std::mem::take(&mut durable.sessions);
         let mut running: HashMap<SessionKey, StoredSession> = HashMap::new();
+        // What ended children spent, to charge to their resumed parent's budgets.
+        let mut spent = Vec::new();
         for session in sessions {
             if session.status == StoredStatus::Running {
                 self.insert_stored(&session, Status::Running, now);
                 running.insert(session.row.key.clone(), session);
             } else {
+                if let (Some(parent), Some(run)) = (&session.row.parent, &session.row.spawned.parent_run_id) {
+                    spent.push((parent.clone(), run.clone(), session.usage));
+                }
                 self.restore_ended(session, now);
                 report.restored += 1;
             }
@@ -89,6 +94,17 @@ impl Gateway {
             };
             finalize.push((key, run_id, decision, usage));
         }
+        for (parent, run, usage) in spent {
+            let cap = self
+                .registry
+                .get(&parent)
+                .filter(|p| p.run_id == run && p.addr.is_some())
+                .map(|p| p.capability.clone());
+            if let Some(cap) = cap {
+                let _ = cap.charge(usage.total());
+                let _ = cap.charge_cost(micro_usd(usage.cost_usd));
+            }
+        }
         for (key, run_id, (outcome, reason), usage) in finalize {
             tracing::warn!(session = %key, run = %run_id, outcome = outcome.as_str(), "{reason}");
             self.end_run(&key, &run_id, outcome, reason, usage, None);
@@ -100,9 +116,18 @@ impl Gateway {
             let parent = &pending.announce.parent;
             match delivery {
                 Delivery::Redeliver => {
-                    self.journal.record(Record::Redelivered { id: id.clone() });
-                    self.announce(parent, Some(ChildEnded { id, text: pending.announce.text.clone() }));
+                    self.tell(parent, Some(ChildEnded { id, text: pending.announce.text.clone() }), false);
                     report.redelivered += 1;
+                }
+                Delivery::GiveUp(reason) => {
+                    tracing::warn!(parent = %parent, announcement = %id, "{reason}");
+                    if let Some(mut entry) = self.registry.get_mut(parent) {
+                        entry.notice(format!("the result of {id} was not delivered: {reason}"));
+                    }
+                    let text = format!("[the result of subagent run {id} could not be delivered: {reason}]");
+                    self.journal.record(Record::Undeliverable { id: id.clone(), reason });
+                    self.tell(parent, Some(ChildEnded { id, text }), false);
+                    report.undeliverable += 1;
                 }
                 Delivery::Undeliverable(reason) => {
                     tracing::warn!(parent = %parent, announcement = %id, "{reason}");
@@ -136,22 +161,35 @@ impl Gateway {
         let stored = durable.transcripts.remove(&row.key).unwrap_or_default();
         let children = durable.children.remove(&row.key).unwrap_or_default();
         let recorded = durable.tool_results.remove(&row.key).unwrap_or_default();
-        let restored = (!stored.is_empty()).then(|| {
-            let delivered: Vec<(u32, RunId)> =
-                stored.iter().filter_map(|m| m.delivers.clone().map(|id| (m.seq, id))).collect();
+        // A main session's later run, or a follow-up, whose first message was not
+        // journaled before the crash: it begins with its task on top of its transcript.
+        let task = session.follow_up_task.clone().unwrap_or_else(|| row.run.task.clone());
+        let begun = (row.parent.is_some() && session.follow_ups == 0)
+            || stored.iter().any(|m| {
+                m.run_id == row.run.run_id
+                    && matches!(&m.message, crate::model::Message::User { content } if *content == task)
+            });
+        let begin = (!begun).then_some(task);
+        let restored = stored.last().map(|last| last.seq + 1).map(|next_seq| {
             let ended = stored.iter().filter(|m| m.delivers.is_some() && m.run_id == row.run.run_id).count();
             // A session that did not fork journals after its opening, made again here.
             let mut transcript = match stored.first() {
                 Some(first) if first.seq == OPENING => opening(&row.key, &agent, &capability, row.run.task.clone()),
                 _ => Vec::new(),
             };
+            // A lost write leaves a gap in the journal: positions go on after the last.
+            let offset = next_seq.saturating_sub((transcript.len() + stored.len()) as u32);
+            let delivered: Vec<(u32, RunId)> =
+                stored.iter().filter_map(|m| m.delivers.clone().map(|id| (m.seq.saturating_sub(offset), id))).collect();
             transcript.extend(stored.into_iter().map(|m| m.message));
             let spawn_replies: HashMap<String, String> =
                 children.iter().filter_map(|c| Some((c.call_id.clone()?, acceptance(c)))).collect();
-            let calls = recovery::unanswered(&transcript, &recorded, &spawn_replies, tools::idempotent);
+            let calls = recovery::unanswered(&transcript, offset, &recorded, &spawn_replies, tools::idempotent);
             // Each child's spawn and each follow-up it took is one end to wait for.
             let spawned = children.iter().map(|c| 1 + c.follow_ups as usize).sum();
-            Box::new(Restored { transcript, delivered, children: (spawned, ended), usage: session.usage, calls })
+            let children = (spawned, ended);
+            let usage = session.usage;
+            Box::new(Restored { transcript, delivered, children, seq_offset: offset, usage, calls, begin })
         });
         let mut init =
             self.init(row.key.clone(), row.run.run_id.clone(), &agent, capability.clone(), row.run.task.clone(), ctx);
@@ -161,7 +199,6 @@ impl Gateway {
         init.thinking = row.spawned.thinking;
         init.restored = restored;
         let addr = Session::new(init).start();
-        self.journal.record(Record::Resumed { key: row.key.clone() });
         if let Some(mut entry) = self.registry.get_mut(&row.key) {
             entry.capability = capability;
             entry.addr = Some(addr);

@@ -79,8 +79,14 @@ pub struct Restored {
     pub delivered: Vec<(u32, RunId)>,
     /// The current run's children: spawned, and ended as far as the transcript shows.
     pub children: (usize, usize),
+    /// The journal position of the transcript's first message minus its index (the
+    /// journal may have gaps where a write was lost).
+    pub seq_offset: u32,
     pub usage: Usage,
     pub calls: Vec<CallAction>,
+    /// The run's task when the journal does not show the run begun (its first
+    /// message was not written before the crash): the run begins with it.
+    pub begin: Option<String>,
 }
 
 pub struct Session {
@@ -99,6 +105,8 @@ pub struct Session {
     deadline_timer: Option<SpawnHandle>,
     /// Transcript messages already sent to the journal.
     journaled: u32,
+    /// A message's journal position is its transcript index plus this.
+    seq_offset: u32,
     finished: bool,
     stays: bool,
     /// Stop at the next step boundary (a graceful shutdown): the run stays `running`
@@ -163,13 +171,16 @@ pub struct StartRun {
 
 impl Session {
     pub fn new(init: SessionInit) -> Session {
-        let mut pending_task = None;
+        let pending_task;
         let mut restored_calls = None;
+        let mut seq_offset = 0;
         let forked = init.history.is_some();
         let turn = match init.restored {
             Some(restored) => {
-                let Restored { transcript, delivered, children, usage, calls } = *restored;
+                let Restored { transcript, delivered, children, usage, calls, seq_offset: offset, begin } = *restored;
                 restored_calls = Some(calls);
+                seq_offset = offset;
+                pending_task = begin;
                 Turn::restore(transcript, delivered, children, usage)
             }
             None => {
@@ -191,6 +202,7 @@ impl Session {
         };
         Session {
             journaled,
+            seq_offset,
             turn,
             key: init.key,
             run_id: init.run_id,
@@ -268,11 +280,12 @@ impl Session {
         if from >= transcript.len() {
             return;
         }
-        let delivers = self.turn.delivered_from(from as u32);
+        let offset = self.seq_offset;
+        let delivers = self.turn.delivered_from(from as u32).into_iter().map(|(i, id)| (i + offset, id)).collect();
         self.shared.journal.record(Record::Messages {
             key: self.key.clone(),
             run_id: self.run_id.clone(),
-            first_seq: self.journaled,
+            first_seq: self.journaled + offset,
             messages: transcript[from..].to_vec(),
             delivers,
         });
@@ -385,7 +398,12 @@ impl Session {
         // A spawn that may ask for `context: "fork"` gets the conversation so far (copied
         // only then; the exact check is the spawn's).
         let forks = calls.iter().any(|c| c.name == "sessions_spawn" && c.arguments.contains("fork"));
+        // The journal position of the turn that made these calls: with the call id, what
+        // the journal records each result under (call ids repeat across turns).
+        let transcript = self.turn.transcript();
+        let at = transcript.iter().rposition(|m| matches!(m, Message::Assistant { .. })).unwrap_or(0);
         let env = ToolEnv {
+            turn: at as u32 + self.seq_offset,
             history: forks.then(|| turn::forked(self.turn.transcript()).into()),
             gateway: self.shared.gateway.clone(),
             nodes: self.shared.nodes.clone(),
@@ -402,7 +420,8 @@ impl Session {
                 shared.events.emit(|| tools::ended(&key, &run_id, &call, &output));
                 // Recorded at once: a restart after this point never runs the call again.
                 if let Some(content) = output.recorded() {
-                    shared.journal.record(Record::ToolResult { key: key.clone(), call_id: call.id.clone(), content });
+                    let call_id = tools::journal_id(env.turn, &call.id);
+                    shared.journal.record(Record::ToolResult { key: key.clone(), call_id, content });
                 }
                 results.push((call.id, output));
             }
@@ -434,8 +453,9 @@ impl Session {
             usage: self.turn.usage(),
             transcript,
         });
-        // Mirrors the gateway: only a session that stays and finished ok waits for more.
-        if !stays {
+        // Mirrors the gateway: only a session that stays and finished ok waits for more
+        // (and not while the gateway is stopping).
+        if !stays || self.pausing {
             ctx.stop();
         }
     }
@@ -451,6 +471,7 @@ impl Actor for Session {
         } else if let Some(calls) = self.restored_calls.take() {
             self.resume(calls, ctx);
         }
+        self.restored_calls = None;
     }
 }
 

@@ -146,6 +146,12 @@ impl ToolOutput {
     }
 }
 
+/// How the journal names a call: its turn's position and its id (providers reuse ids
+/// like `call_0` in every turn).
+pub fn journal_id(turn: u32, call_id: &str) -> String {
+    format!("{turn}:{call_id}")
+}
+
 /// Whether running `call` again changes nothing (it only reads or waits), so a call
 /// cut off by a restart is run again rather than answered as interrupted.
 pub fn idempotent(call: &ToolCall) -> bool {
@@ -161,6 +167,8 @@ pub fn idempotent(call: &ToolCall) -> bool {
 
 /// What a session's tools act with.
 pub struct ToolEnv {
+    /// The journal position of the model turn that made the calls.
+    pub turn: u32,
     pub gateway: Addr<Gateway>,
     /// The hub, when this process serves external nodes.
     pub nodes: Option<Recipient<InvokeNode>>,
@@ -348,7 +356,7 @@ async fn spawn(env: &ToolEnv, request: SpawnRequest, call_id: &str) -> Result<To
         request,
         sent_at: Instant::now(),
         history: env.history.clone(),
-        call_id: Some(call_id.into()),
+        call_id: Some(journal_id(env.turn, call_id).into()),
     };
     let reply = env.gateway.send(spawn).await.map_err(|_| error("the gateway is not running"))?;
     let accepted = matches!(reply, SpawnReply::Accepted { .. });

@@ -361,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn a_second_delivery_of_a_childs_end_is_dropped_by_its_key() {
+        let mut turn = Turn::new("");
+        turn.start("task".into());
+        turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
+        turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]);
+        assert_eq!(turn.on_response(answer(Some("waiting"), vec![])), Next::Wait);
+        assert_eq!(turn.on_child_ended("r1".into(), "[r1 ended]".into()), Next::CallModel);
+        // Again while queued, and again once in the transcript: nothing changes.
+        assert_eq!(turn.on_child_ended("r1".into(), "[r1 ended]".into()), Next::Wait);
+        let messages = turn.request_messages();
+        assert_eq!(turn.on_child_ended("r1".into(), "[r1 ended]".into()), Next::Wait);
+        assert_eq!(turn.request_messages(), messages);
+        assert_eq!(messages.iter().filter(|m| **m == Message::User { content: "[r1 ended]".into() }).count(), 1);
+        assert_eq!(turn.delivered_from(0), vec![(4, RunId::from("r1"))]);
+        assert_eq!(turn.active_children(), 0);
+    }
+
+    #[test]
     fn yield_without_children_answers_at_once() {
         let mut turn = Turn::new("");
         turn.start("task".into());

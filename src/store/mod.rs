@@ -55,6 +55,16 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// A failure that may pass: the database is busy or locked by another process, the
+    /// disk is full, or an I/O error.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        matches!(self, StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen))
+    }
+}
+
 /// What a durable state database does; the writer thread drives one.
 pub trait Backend: Send + 'static {
     /// Write a batch of records in one transaction: all of it or none of it.
@@ -68,6 +78,12 @@ pub trait Backend: Send + 'static {
     fn load(&self, recent: usize) -> Result<Durable, StoreError>;
     /// A session's whole transcript.
     fn transcript(&self, key: &SessionKey) -> Result<Vec<Message>, StoreError>;
+    /// Count this start against every run left running and every result not yet
+    /// delivered, before any of them is touched: a start that crashes is counted too.
+    fn count_start(&mut self) -> Result<(), StoreError>;
+    /// Forget ended sessions beyond the newest `keep` (with their transcripts) and
+    /// delivered results older than them.
+    fn prune(&mut self, keep: usize) -> Result<(), StoreError>;
 }
 
 pub use crate::hub::now_ms;
@@ -210,6 +226,17 @@ impl Store {
 /// answer), then commit the records in groups of at most [`MAX_BATCH`] and answer the
 /// rest, in order.
 fn write_loop(mut backend: impl Backend, mailbox: &Mailbox, path: &str) {
+    // However the writer ends (a panic in the database code included), the mailbox
+    // closes and whatever waits for an answer is told the store is closed.
+    struct CloseOnExit<'a>(&'a Mailbox);
+    impl Drop for CloseOnExit<'_> {
+        fn drop(&mut self) {
+            let mut queued = self.0.lock();
+            queued.closed = true;
+            queued.items.clear();
+        }
+    }
+    let _close = CloseOnExit(mailbox);
     loop {
         let items = {
             let mut queued = mailbox.lock();
@@ -254,13 +281,35 @@ fn write_loop(mut backend: impl Backend, mailbox: &Mailbox, path: &str) {
     }
 }
 
+/// Write a batch. A failure the database may get over (busy, full, an I/O error) is
+/// retried, with growing pauses, until it succeeds: nothing queued is dropped, and
+/// later records wait behind it, so what is on disk is always a prefix of what was
+/// sent. A batch the database refuses outright is written record by record, and only
+/// a record it refuses is dropped, said in the log.
 fn commit(backend: &mut impl Backend, batch: &mut Vec<Record>, path: &str) {
     if batch.is_empty() {
         return;
     }
-    if let Err(e) = backend.apply(batch) {
-        // Said loudly: these facts are not durable, and a crash now would lose them.
-        tracing::error!(path, error = %e, records = batch.len(), "state write failed; these runs are not durable");
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match backend.apply(batch) {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                tracing::error!(path, error = %e, records = batch.len(), retry_in_ms = pause.as_millis() as u64,
+                    "state write failed; retrying (the records wait in memory)");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(path, error = %e, records = batch.len(), "state write refused; writing record by record");
+                for record in batch.iter() {
+                    if let Err(e) = backend.apply(std::slice::from_ref(record)) {
+                        tracing::error!(path, error = %e, record = record.kind(), "a record was refused and is not durable");
+                    }
+                }
+                break;
+            }
+        }
     }
     batch.clear();
 }

@@ -3,7 +3,7 @@
 //! [`Record`]s are facts, sent fire-and-forget by the gateway and the sessions and
 //! committed in groups by the store's writer; the senders never wait for the disk. They
 //! are domain values (keys, messages, usage), serialised on the writer's thread, so a
-//! spawn pays a channel send and a few reference-count bumps, not JSON encoding.
+//! spawn pays a lock, a push and a few reference-count bumps, not JSON encoding.
 //! [`Durable`] is the whole state a start needs: runs that were running, their
 //! transcripts and recorded tool results, undelivered announcements, and the recent
 //! ended sessions for history.
@@ -89,6 +89,9 @@ pub struct RunEnd {
     pub ended_at_ms: u64,
     /// The session stays for more runs (an idle main session or `session` child).
     pub idle: bool,
+    /// `cleanup: delete`: the session's rows go (its result stays in the outbox until
+    /// delivered).
+    pub forget: bool,
     pub announce: Option<Announce>,
 }
 
@@ -131,23 +134,36 @@ pub enum Record {
     Stopped {
         key: SessionKey,
     },
-    /// A running run was started again after a restart.
-    Resumed {
-        key: SessionKey,
-    },
     /// An announcement that could not be delivered, with why; the operator sees it.
     Undeliverable {
         id: RunId,
         reason: String,
     },
-    /// Recovery delivered an announcement again (bounded by the delivery attempts).
-    Redelivered {
-        id: RunId,
-    },
     /// A session and its subtree were forgotten (`sessions.reset`/`delete`).
     Forgotten {
         keys: Vec<SessionKey>,
     },
+    /// The gateway stopped cleanly: what it left running was not a crash, so the
+    /// counts of starts without progress begin again.
+    StoppedCleanly,
+}
+
+impl Record {
+    /// The record's name, for the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::SessionStarted(_) => "session started",
+            Record::RunStarted { .. } => "run started",
+            Record::Messages { .. } => "messages",
+            Record::ToolResult { .. } => "tool result",
+            Record::Used { .. } => "usage",
+            Record::RunEnded(_) => "run ended",
+            Record::Stopped { .. } => "session stopped",
+            Record::Undeliverable { .. } => "undeliverable result",
+            Record::Forgotten { .. } => "sessions forgotten",
+            Record::StoppedCleanly => "clean stop",
+        }
+    }
 }
 
 /// A session as stored, with its latest run.
@@ -164,6 +180,8 @@ pub struct StoredSession {
     pub resumes: u32,
     /// Follow-ups a `session` child has taken in this run.
     pub follow_ups: u32,
+    /// The message of its latest follow-up (its run's task is the spawn's).
+    pub follow_up_task: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,8 +8,9 @@
 //!   spawn whose child was recorded gets its acceptance, an idempotent (read-only) call
 //!   runs again, and any other call is answered as interrupted.
 //! - [`deliveries`]: each announcement not yet delivered goes again to its resumed
-//!   parent, or, when it cannot (no parent running, too many attempts), is marked
-//!   undeliverable for the operator to see.
+//!   parent; after too many attempts the parent gets only a note that it could not be
+//!   delivered; with no parent running that run it is marked undeliverable. Either
+//!   way the operator sees it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -141,10 +142,12 @@ pub fn interrupted_result(name: &str) -> String {
 }
 
 /// The calls of the transcript's last model turn that have no result after it.
-/// `recorded`: tool results recorded by call id; `spawned`: the acceptance of each
-/// recorded child, by the call id that spawned it.
+/// `recorded`: tool results recorded by journal id (`journal_id(turn, call id)`, the
+/// turn being that model turn's journal position, `seq_offset` plus its index);
+/// `spawned`: the acceptance of each recorded child, by the same id.
 pub fn unanswered(
     transcript: &[Message],
+    seq_offset: u32,
     recorded: &HashMap<String, String>,
     spawned: &HashMap<String, String>,
     idempotent: impl Fn(&ToolCall) -> bool,
@@ -163,7 +166,8 @@ pub fn unanswered(
         .filter(|call| !answered.contains(call.id.as_str()))
         .map(|call| {
             let answer = |content: &String| CallAction::Answer { call_id: call.id.clone(), content: content.clone() };
-            match (recorded.get(&call.id), spawned.get(&call.id)) {
+            let id = crate::session::tools::journal_id(at as u32 + seq_offset, &call.id);
+            match (recorded.get(&id), spawned.get(&id)) {
                 (Some(content), _) | (None, Some(content)) => answer(content),
                 (None, None) if idempotent(call) => CallAction::Rerun(call.clone()),
                 (None, None) => answer(&interrupted_result(&call.name)),
@@ -175,6 +179,9 @@ pub fn unanswered(
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delivery {
     Redeliver,
+    /// Delivery was tried too often: the parent is told only that the result could
+    /// not be delivered (so it does not wait for it forever), and the operator is told.
+    GiveUp(String),
     Undeliverable(String),
 }
 
@@ -189,7 +196,7 @@ pub fn deliveries(outbox: &[Pending], resumed: &HashMap<SessionKey, RunId>, poli
                 Some(run) if *run == a.parent_run_id && p.attempts < policy.max_delivery_attempts => {
                     Delivery::Redeliver
                 }
-                Some(run) if *run == a.parent_run_id => Delivery::Undeliverable(format!(
+                Some(run) if *run == a.parent_run_id => Delivery::GiveUp(format!(
                     "not delivered to {} after {} attempts (recovery.max_delivery_attempts)",
                     a.parent, p.attempts
                 )),

@@ -57,7 +57,8 @@ const MIGRATIONS: [&str; 2] = [
          started_at_ms INTEGER NOT NULL,
          ended_at_ms INTEGER,
          resumes INTEGER NOT NULL DEFAULT 0,
-         follow_ups INTEGER NOT NULL DEFAULT 0
+         follow_ups INTEGER NOT NULL DEFAULT 0,
+         follow_up_task TEXT
      );
      CREATE TABLE messages (
          session_key TEXT NOT NULL,
@@ -68,7 +69,6 @@ const MIGRATIONS: [&str; 2] = [
          announce_id TEXT,
          PRIMARY KEY (session_key, seq)
      ) WITHOUT ROWID;
-     CREATE UNIQUE INDEX messages_announce ON messages(session_key, announce_id) WHERE announce_id IS NOT NULL;
      CREATE TABLE tool_results (
          session_key TEXT NOT NULL,
          call_id TEXT NOT NULL,
@@ -178,7 +178,67 @@ impl Backend for Sqlite {
     }
 
     fn transcript(&self, key: &SessionKey) -> Result<Vec<Message>, StoreError> {
-        Ok(self.messages(key)?.into_iter().map(|m| m.message).collect())
+        let stored = self.messages(key)?;
+        let mut transcript = Vec::with_capacity(stored.len() + 1);
+        // A child's opening is not journaled (it is made again from its record): its
+        // task is, to a reader, the first message.
+        if stored.first().is_none_or(|m| m.seq > 0) {
+            let task: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT task FROM sessions WHERE key = ?1 AND parent IS NOT NULL",
+                    params![key.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            transcript.extend(task.map(|content| Message::User { content }));
+        }
+        transcript.extend(stored.into_iter().map(|m| m.message));
+        Ok(transcript)
+    }
+
+    fn count_start(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        exec(&tx, "UPDATE sessions SET resumes = resumes + 1 WHERE status = 'running'", [])?;
+        exec(
+            &tx,
+            "UPDATE outbox SET attempts = attempts + 1 WHERE delivered_at_ms IS NULL AND undeliverable IS NULL",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn prune(&mut self, keep: usize) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let oldest_kept: Option<i64> = tx
+            .query_row(
+                "SELECT MIN(rowid) FROM (SELECT rowid FROM sessions ORDER BY rowid DESC LIMIT ?1)",
+                params![keep.min(i64::MAX as usize) as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        if let Some(oldest) = oldest_kept {
+            for sql in [
+                "DELETE FROM messages WHERE session_key IN
+                   (SELECT key FROM sessions WHERE rowid < ?1 AND status != 'running')",
+                "DELETE FROM tool_results WHERE session_key IN
+                   (SELECT key FROM sessions WHERE rowid < ?1 AND status != 'running')",
+                "DELETE FROM sessions WHERE rowid < ?1 AND status != 'running'",
+            ] {
+                exec(&tx, sql, params![oldest])?;
+            }
+        }
+        // Results that arrived, or were given up on, for sessions no longer kept.
+        exec(
+            &tx,
+            "DELETE FROM outbox WHERE (delivered_at_ms IS NOT NULL OR undeliverable IS NOT NULL)
+               AND parent_key NOT IN (SELECT key FROM sessions)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -228,6 +288,7 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 "UPDATE sessions SET task = CASE WHEN run_id = ?2 THEN task ELSE ?3 END, run_id = ?2, model = ?4,
                      status = 'running', outcome = NULL, final_text = NULL, ended_at_ms = NULL,
                      started_at_ms = ?5, resumes = 0, follow_ups = ?6,
+                     follow_up_task = CASE WHEN run_id = ?2 THEN ?3 ELSE NULL END,
                      usage_json = CASE WHEN run_id = ?2 THEN usage_json ELSE '{}' END
                  WHERE key = ?1",
                 params![
@@ -261,9 +322,10 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 "INSERT OR IGNORE INTO messages (session_key, seq, run_id, json, reasoning_json, announce_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let delivered: HashMap<u32, &str> = delivers.iter().map(|(s, id)| (*s, id.as_str())).collect();
             for (i, message) in messages.iter().enumerate() {
                 let seq = first_seq + i as u32;
-                let announce = delivers.iter().find(|(s, _)| *s == seq).map(|(_, id)| id.as_str());
+                let announce = delivered.get(&seq).copied();
                 let reasoning = match message {
                     Message::Assistant { reasoning: Some(r), .. } => Some(serde_json::to_string(&**r)?),
                     _ => None,
@@ -277,11 +339,14 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                     announce
                 ])?;
             }
-            for (_, id) in delivers {
+            // Delivered only if the message that carries it is in the transcript (a
+            // message already at its position is never replaced).
+            for (seq, id) in delivers {
                 exec(
                     tx,
-                    "UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1 AND delivered_at_ms IS NULL",
-                    params![id.as_str(), now as i64],
+                    "UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1 AND delivered_at_ms IS NULL
+                       AND EXISTS (SELECT 1 FROM messages WHERE session_key = ?3 AND seq = ?4 AND announce_id = ?1)",
+                    params![id.as_str(), now as i64, key.as_str(), seq],
                 )?;
             }
             // Progress: a resumed run that moves on is no longer suspected of crashing.
@@ -325,18 +390,22 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                     params![a.id.as_str(), a.parent.as_str(), a.parent_run_id.as_str(), a.text, now as i64],
                 )?;
             }
+            if end.forget {
+                let key = end.key.as_str();
+                exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![key])?;
+                exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
+                exec(tx, "DELETE FROM sessions WHERE key = ?1", params![key])?;
+            }
         }
         Record::Stopped { key } => {
             exec(tx, "UPDATE sessions SET status = 'ended' WHERE key = ?1 AND status = 'idle'", params![key.as_str()])?;
         }
-        Record::Resumed { key } => {
-            exec(tx, "UPDATE sessions SET resumes = resumes + 1 WHERE key = ?1", params![key.as_str()])?;
-        }
         Record::Undeliverable { id, reason } => {
             exec(tx, "UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), reason])?;
         }
-        Record::Redelivered { id } => {
-            exec(tx, "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1", params![id.as_str()])?;
+        Record::StoppedCleanly => {
+            exec(tx, "UPDATE sessions SET resumes = 0 WHERE status = 'running'", [])?;
+            exec(tx, "UPDATE outbox SET attempts = 0 WHERE delivered_at_ms IS NULL", [])?;
         }
         Record::Forgotten { keys } => {
             for key in keys {
@@ -344,6 +413,7 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![key])?;
                 exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
                 exec(tx, "DELETE FROM sessions WHERE key = ?1", params![key])?;
+                exec(tx, "DELETE FROM outbox WHERE parent_key = ?1", params![key])?;
             }
         }
     }
@@ -389,7 +459,7 @@ impl Sqlite {
     fn sessions(&self, recent: usize) -> Result<Vec<StoredSession>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT key, parent, agent_id, parent_run_id, spawn_json, run_id, task, model, status, outcome,
-                    final_text, usage_json, started_at_ms, ended_at_ms, resumes, follow_ups
+                    final_text, usage_json, started_at_ms, ended_at_ms, resumes, follow_ups, follow_up_task
              FROM sessions
              WHERE status = 'running' OR rowid IN (SELECT rowid FROM sessions ORDER BY rowid DESC LIMIT ?1)
              ORDER BY rowid",
@@ -415,13 +485,27 @@ impl Sqlite {
                     row.get::<_, Option<i64>>(13)?,
                     row.get::<_, u32>(14)?,
                     row.get::<_, u32>(15)?,
+                    row.get::<_, Option<String>>(16)?,
                 ),
             ))
         })?;
         let mut sessions = Vec::new();
         for row in rows {
             let ((key, parent, agent_id, parent_run, spawn), run) = row?;
-            let (run_id, task, model, status, outcome, final_text, usage, started, ended, resumes, follow_ups) = run;
+            let (
+                run_id,
+                task,
+                model,
+                status,
+                outcome,
+                final_text,
+                usage,
+                started,
+                ended,
+                resumes,
+                follow_ups,
+                follow_up,
+            ) = run;
             let model = ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?;
             let spawn: SpawnJson = serde_json::from_str(&spawn).map_err(|e| corrupt("a session's spawn record", e))?;
             sessions.push(StoredSession {
@@ -449,6 +533,7 @@ impl Sqlite {
                 ended_at_ms: ended.map(|e| e as u64),
                 resumes,
                 follow_ups,
+                follow_up_task: follow_up,
             });
         }
         Ok(sessions)

@@ -65,6 +65,7 @@ fn ended(key: &str, run: &str, parent: Option<(&str, &str)>) -> Record {
         usage: Usage::tokens(10, 5),
         ended_at_ms: now_ms(),
         idle: false,
+        forget: false,
         announce: parent.map(|(p, prun)| Announce {
             id: run.into(),
             parent: p.into(),
@@ -143,21 +144,25 @@ impl SessionRow {
 }
 
 #[test]
-fn a_second_delivery_of_a_result_is_dropped_by_its_key() {
+fn a_result_counts_as_delivered_only_with_the_message_that_carries_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Sqlite::open(dir.path()).unwrap();
     db.apply(&[
         Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
         messages(MAIN, "r0", 0, &["plan"], vec![]),
         Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))),
+        Record::SessionStarted(Box::new(child_row(C2, MAIN, "r0", "r2", "call-2"))),
         ended(C1, "r1", Some((MAIN, "r0"))),
+        ended(C2, "r2", Some((MAIN, "r0"))),
         messages(MAIN, "r0", 1, &["[completion of r1]"], vec![(1, "r1")]),
     ])
     .unwrap();
-    db.apply(&[messages(MAIN, "r0", 2, &["[completion of r1]", "next"], vec![(2, "r1")])]).unwrap();
-    let transcript = db.transcript(&MAIN.into()).unwrap();
-    assert_eq!(transcript, vec![user("plan"), user("[completion of r1]"), user("next")]);
-    assert!(db.load(10).unwrap().outbox.is_empty());
+    // A message journaled again at a taken position (a bug, or a replay) is not
+    // written, so the result it claims to carry is still owed.
+    db.apply(&[messages(MAIN, "r0", 1, &["[completion of r2]"], vec![(1, "r2")])]).unwrap();
+    assert_eq!(db.transcript(&MAIN.into()).unwrap(), vec![user("plan"), user("[completion of r1]")]);
+    let owed: Vec<String> = db.load(10).unwrap().outbox.iter().map(|p| p.announce.id.to_string()).collect();
+    assert_eq!(owed, vec!["r2".to_string()]);
 }
 
 #[test]
@@ -233,4 +238,35 @@ async fn the_writer_commits_what_is_queued_and_flush_waits_for_it() {
     let reader = Sqlite::open(dir.path()).unwrap();
     assert_eq!(reader.transcript(&MAIN.into()).unwrap().len(), 1000);
     assert_eq!(reader.load_snapshot("pairing").unwrap(), Some((1, "{}".to_string())));
+}
+
+#[test]
+fn a_start_is_counted_before_anything_runs_a_clean_stop_resets_it_and_old_history_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Sqlite::open(dir.path()).unwrap();
+    let mut records = vec![Record::SessionStarted(Box::new(main_row(MAIN, "r0")))];
+    for i in 0..5 {
+        let key = format!("agent:executor:subagent:old{i}");
+        records.push(Record::SessionStarted(Box::new(child_row(&key, MAIN, "r0", &format!("o{i}"), "c"))));
+        records.push(ended(&key, &format!("o{i}"), None));
+        records.push(messages(&key, &format!("o{i}"), 2, &["work"], vec![]));
+    }
+    records.push(Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))));
+    records.push(ended(C1, "r1", Some((MAIN, "r0"))));
+    db.apply(&records).unwrap();
+    db.count_start().unwrap();
+    db.count_start().unwrap();
+    let state = db.load(100).unwrap();
+    assert_eq!(state.sessions[0].resumes, 2);
+    assert_eq!(state.outbox[0].attempts, 2);
+    db.apply(&[Record::StoppedCleanly]).unwrap();
+    let state = db.load(100).unwrap();
+    assert_eq!((state.sessions[0].resumes, state.outbox[0].attempts), (0, 0));
+    // Keep the newest two: c1 and the newest old one; the running main session stays.
+    db.prune(2).unwrap();
+    let kept: Vec<String> = db.load(100).unwrap().sessions.iter().map(|s| s.row.key.to_string()).collect();
+    assert_eq!(kept, vec![MAIN.to_string(), "agent:executor:subagent:old4".to_string(), C1.to_string()]);
+    assert_eq!(db.transcript(&"agent:executor:subagent:old0".into()).unwrap(), vec![]);
+    // An ended child's history starts with its task (its opening is not journaled).
+    assert_eq!(db.transcript(&"agent:executor:subagent:old4".into()).unwrap(), vec![user("do part"), user("work")]);
 }

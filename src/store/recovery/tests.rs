@@ -36,6 +36,7 @@ fn session(key: &str, parent: Option<(&str, &str)>, run: &str, status: StoredSta
         ended_at_ms: None,
         resumes: 0,
         follow_ups: 0,
+        follow_up_task: None,
     }
 }
 
@@ -106,9 +107,14 @@ fn a_cut_off_turn_uses_what_was_recorded_reruns_only_what_only_reads_and_says_th
         Message::Assistant { content: None, tool_calls: calls.clone(), reasoning: None },
         Message::Tool { call_id: "done".into(), content: "{\"status\":\"ok\"}".into() },
     ];
-    let recorded = HashMap::from([("rec".to_string(), "{\"answer\":1}".to_string())]);
-    let spawned = HashMap::from([("spawned".to_string(), "{\"status\":\"accepted\"}".to_string())]);
-    let actions = unanswered(&transcript, &recorded, &spawned, |c| c.name == "sessions_list");
+    // The turn is at index 1, journal position 1 + 5; an earlier turn's `list` (same
+    // call id, another position) is not this one's.
+    let recorded = HashMap::from([
+        ("6:rec".to_string(), "{\"answer\":1}".to_string()),
+        ("2:list".to_string(), "{\"old\":1}".to_string()),
+    ]);
+    let spawned = HashMap::from([("6:spawned".to_string(), "{\"status\":\"accepted\"}".to_string())]);
+    let actions = unanswered(&transcript, 5, &recorded, &spawned, |c| c.name == "sessions_list");
     assert_eq!(
         actions,
         vec![
@@ -125,7 +131,7 @@ fn a_cut_off_turn_uses_what_was_recorded_reruns_only_what_only_reads_and_says_th
     // leaves nothing to do.
     let mut answered = transcript.clone();
     answered.truncate(1);
-    assert_eq!(unanswered(&answered, &recorded, &spawned, |_| true), vec![]);
+    assert_eq!(unanswered(&answered, 5, &recorded, &spawned, |_| true), vec![]);
 }
 
 #[test]
@@ -148,7 +154,7 @@ fn undelivered_results_go_to_their_resumed_parent_a_bounded_number_of_times() {
             ("a".into(), Delivery::Redeliver),
             (
                 "b".into(),
-                Delivery::Undeliverable(
+                Delivery::GiveUp(
                     "not delivered to agent:brain:main after 3 attempts (recovery.max_delivery_attempts)".into()
                 )
             ),
