@@ -44,7 +44,7 @@ use crate::scope::authorize;
 use crate::session::{
     Announcement, ChildEnded, Deliver, GetTranscript, Pause, Session, SessionInit, Shared, StartRun, Terminate,
 };
-use crate::store::{Announce, Grant, Journal, Record, RunEnd, RunRow, SessionRow, Spawned, Store};
+use crate::store::{Announce, Grant, Journal, Record, RunEnd, RunRow, RunStart, SessionRow, Spawned, Store, UsedRow};
 pub use recover::{Recover, Recovered};
 
 pub struct Gateway {
@@ -321,7 +321,7 @@ impl Gateway {
             // An idle actor that died before its SessionGone arrived is replaced below.
             Some((Status::Idle, Some(addr))) if addr.connected() => {
                 let (session, grant) = (key.clone(), Some(grant));
-                self.journal.record(Record::RunStarted { key: session, run: Box::new(run), grant, follow_up: 0 });
+                self.journal.record(Record::RunStarted(Box::new(RunStart { key: session, run, grant, follow_up: 0 })));
                 self.restart_main(&key, run_id.clone(), capability.clone());
                 addr.do_send(StartRun { run_id: run_id.clone(), capability, task: msg.task });
                 self.emit_started(&key);
@@ -482,7 +482,7 @@ impl Gateway {
             announce,
         })));
         if let Some(reason) = undeliverable {
-            self.journal.record(Record::Undeliverable { id: announce_id.clone(), reason });
+            self.journal.record(Record::Undeliverable { id: announce_id.clone(), reason: reason.into() });
         }
         self.emit_ended(key, outcome, &text);
         // Only kept sessions count towards retention; `cleanup: delete` ones go below.
@@ -697,7 +697,8 @@ impl Gateway {
                 started_at_ms: crate::store::now_ms(),
             };
             let follow_up = entry.follow_ups;
-            self.journal.record(Record::RunStarted { key: target.clone(), run: Box::new(run), grant: None, follow_up });
+            let start = RunStart { key: target.clone(), run, grant: None, follow_up };
+            self.journal.record(Record::RunStarted(Box::new(start)));
         }
         if let Some(mut entry) = self.registry.get_mut(&parent) {
             entry.active_children += 1;
@@ -821,11 +822,11 @@ impl Handler<ModelCalled> for Gateway {
                 entry.model = model;
             }
             if msg.usage != Usage::default() || model_changed {
-                self.journal.record(Record::Used {
+                self.journal.record(Record::Used(Box::new(UsedRow {
                     key: msg.key.clone(),
                     usage: entry.usage,
                     model: entry.model.clone(),
-                });
+                })));
             }
         }
     }

@@ -55,7 +55,7 @@ impl Handler<ForgetSession> for Gateway {
             self.registry.remove(&key);
             forgotten.push(key);
         }
-        self.journal.record(crate::store::Record::Forgotten { keys: forgotten });
+        self.journal.record(crate::store::Record::Forgotten { keys: forgotten.into() });
         Ok(true)
     }
 }

@@ -125,7 +125,7 @@ impl Gateway {
                         entry.notice(format!("the result of {id} was not delivered: {reason}"));
                     }
                     let text = format!("[the result of subagent run {id} could not be delivered: {reason}]");
-                    self.journal.record(Record::Undeliverable { id: id.clone(), reason });
+                    self.journal.record(Record::Undeliverable { id: id.clone(), reason: reason.into() });
                     self.tell(parent, Some(ChildEnded { id, text }), false);
                     report.undeliverable += 1;
                 }
@@ -134,7 +134,7 @@ impl Gateway {
                     if let Some(mut entry) = self.registry.get_mut(parent) {
                         entry.notice(format!("the result of {id} was not delivered: {reason}"));
                     }
-                    self.journal.record(Record::Undeliverable { id, reason });
+                    self.journal.record(Record::Undeliverable { id, reason: reason.into() });
                     report.undeliverable += 1;
                 }
             }

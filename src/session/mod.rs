@@ -30,7 +30,7 @@ use crate::model::pricing::Pricing;
 use crate::model::thinking::Thinking;
 use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Usage};
 use crate::store::recovery::CallAction;
-use crate::store::{Journal, Record};
+use crate::store::{Journal, Journaled, Record, ToolResultRow};
 pub use announce::Announcement;
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
@@ -282,13 +282,13 @@ impl Session {
         }
         let offset = self.seq_offset;
         let delivers = self.turn.delivered_from(from as u32).into_iter().map(|(i, id)| (i + offset, id)).collect();
-        self.shared.journal.record(Record::Messages {
+        self.shared.journal.record(Record::Messages(Box::new(Journaled {
             key: self.key.clone(),
             run_id: self.run_id.clone(),
             first_seq: self.journaled + offset,
             messages: transcript[from..].to_vec(),
             delivers,
-        });
+        })));
         self.journaled = transcript.len() as u32;
     }
 
@@ -421,7 +421,8 @@ impl Session {
                 // Recorded at once: a restart after this point never runs the call again.
                 if let Some(content) = output.recorded() {
                     let call_id = tools::journal_id(env.turn, &call.id);
-                    shared.journal.record(Record::ToolResult { key: key.clone(), call_id, content });
+                    let row = ToolResultRow { key: key.clone(), call_id, content };
+                    shared.journal.record(Record::ToolResult(Box::new(row)));
                 }
                 results.push((call.id, output));
             }

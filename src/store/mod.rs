@@ -90,8 +90,12 @@ pub use crate::hub::now_ms;
 
 enum Command {
     Record(Record),
-    Snapshot { name: &'static str, version: u32, json: String, done: oneshot::Sender<Result<(), StoreError>> },
-    Transcript { key: SessionKey, done: oneshot::Sender<Result<Vec<Message>, StoreError>> },
+    /// Boxed: a queue slot is as large as the largest command.
+    Snapshot(Box<(&'static str, u32, String)>, oneshot::Sender<Result<(), StoreError>>),
+    Transcript {
+        key: SessionKey,
+        done: oneshot::Sender<Result<Vec<Message>, StoreError>>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -200,7 +204,7 @@ impl Store {
         json: String,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let (done, answer) = oneshot::channel();
-        self.mailbox.push(Command::Snapshot { name, version, json, done }, true);
+        self.mailbox.push(Command::Snapshot(Box::new((name, version, json)), done), true);
         async move { answer.await.map_err(|_| StoreError::Closed)? }
     }
 
@@ -317,7 +321,8 @@ fn commit(backend: &mut impl Backend, batch: &mut Vec<Record>, path: &str) {
 fn answer(backend: &mut impl Backend, command: Command, path: &str) {
     match command {
         Command::Record(_) => {}
-        Command::Snapshot { name, version, json, done } => {
+        Command::Snapshot(snapshot, done) => {
+            let (name, version, json) = *snapshot;
             let result = backend.save_snapshot(name, version, &json);
             if let Err(e) = &result {
                 tracing::error!(path, error = %e, "state write failed");

@@ -95,40 +95,21 @@ pub struct RunEnd {
     pub announce: Option<Announce>,
 }
 
-/// A fact for the store. Big variants are boxed, so the queue's slots stay small.
+/// A fact for the store. Every variant is at most a pointer or two keys, so a queued
+/// record takes a small slot (a burst of spawns queues thousands of them).
 #[derive(Debug)]
 pub enum Record {
     SessionStarted(Box<SessionRow>),
     /// A new run of an existing session (a main session's next task, with its new
     /// grant), or a `session` child's follow-up (the same run id again, numbered).
-    RunStarted {
-        key: SessionKey,
-        run: Box<RunRow>,
-        grant: Option<Grant>,
-        follow_up: u32,
-    },
-    /// Transcript messages from `first_seq` on; `delivers` names the announcements
-    /// (by idempotency key) some of them are, each with its seq.
-    Messages {
-        key: SessionKey,
-        run_id: RunId,
-        first_seq: u32,
-        messages: Vec<Message>,
-        delivers: Vec<(u32, RunId)>,
-    },
+    RunStarted(Box<RunStart>),
+    /// Transcript messages, with the announcements among them.
+    Messages(Box<Journaled>),
     /// One tool call's result, recorded as soon as the tool returned (before the batch
     /// it belongs to is done), so a resumed run never runs it again.
-    ToolResult {
-        key: SessionKey,
-        call_id: String,
-        content: String,
-    },
+    ToolResult(Box<ToolResultRow>),
     /// The run's usage so far, and the model it now runs on.
-    Used {
-        key: SessionKey,
-        usage: Usage,
-        model: ModelRef,
-    },
+    Used(Box<UsedRow>),
     RunEnded(Box<RunEnd>),
     /// An idle session was stopped (killed, reset, or its parent's run ended).
     Stopped {
@@ -137,15 +118,49 @@ pub enum Record {
     /// An announcement that could not be delivered, with why; the operator sees it.
     Undeliverable {
         id: RunId,
-        reason: String,
+        reason: Box<str>,
     },
     /// A session and its subtree were forgotten (`sessions.reset`/`delete`).
     Forgotten {
-        keys: Vec<SessionKey>,
+        keys: Box<[SessionKey]>,
     },
     /// The gateway stopped cleanly: what it left running was not a crash, so the
     /// counts of starts without progress begin again.
     StoppedCleanly,
+}
+
+#[derive(Debug)]
+pub struct RunStart {
+    pub key: SessionKey,
+    pub run: RunRow,
+    pub grant: Option<Grant>,
+    pub follow_up: u32,
+}
+
+/// Transcript messages from `first_seq` on; `delivers` names the announcements (by
+/// idempotency key) some of them are, each with its position.
+#[derive(Debug)]
+pub struct Journaled {
+    pub key: SessionKey,
+    pub run_id: RunId,
+    pub first_seq: u32,
+    pub messages: Vec<Message>,
+    pub delivers: Vec<(u32, RunId)>,
+}
+
+#[derive(Debug)]
+pub struct ToolResultRow {
+    pub key: SessionKey,
+    /// [`crate::session::tools::journal_id`]: the turn's position and the call id.
+    pub call_id: String,
+    pub content: String,
+}
+
+#[derive(Debug)]
+pub struct UsedRow {
+    pub key: SessionKey,
+    pub usage: Usage,
+    pub model: ModelRef,
 }
 
 impl Record {
@@ -153,10 +168,10 @@ impl Record {
     pub fn kind(&self) -> &'static str {
         match self {
             Record::SessionStarted(_) => "session started",
-            Record::RunStarted { .. } => "run started",
-            Record::Messages { .. } => "messages",
-            Record::ToolResult { .. } => "tool result",
-            Record::Used { .. } => "usage",
+            Record::RunStarted(_) => "run started",
+            Record::Messages(_) => "messages",
+            Record::ToolResult(_) => "tool result",
+            Record::Used(_) => "usage",
             Record::RunEnded(_) => "run ended",
             Record::Stopped { .. } => "session stopped",
             Record::Undeliverable { .. } => "undeliverable result",

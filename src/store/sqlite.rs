@@ -280,7 +280,8 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 ],
             )?;
         }
-        Record::RunStarted { key, run, grant, follow_up } => {
+        Record::RunStarted(start) => {
+            let RunStart { key, run, grant, follow_up } = &**start;
             // A follow-up runs again under its spawn's run id and keeps its first task
             // (a child's opening is made again from it).
             exec(
@@ -317,7 +318,8 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 }
             }
         }
-        Record::Messages { key, run_id, first_seq, messages, delivers } => {
+        Record::Messages(journaled) => {
+            let Journaled { key, run_id, first_seq, messages, delivers } = &**journaled;
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO messages (session_key, seq, run_id, json, reasoning_json, announce_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -352,14 +354,16 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
             // Progress: a resumed run that moves on is no longer suspected of crashing.
             exec(tx, "UPDATE sessions SET resumes = 0 WHERE key = ?1 AND resumes > 0", params![key.as_str()])?;
         }
-        Record::ToolResult { key, call_id, content } => {
+        Record::ToolResult(row) => {
+            let ToolResultRow { key, call_id, content } = &**row;
             exec(
                 tx,
                 "INSERT OR IGNORE INTO tool_results (session_key, call_id, content) VALUES (?1, ?2, ?3)",
                 params![key.as_str(), call_id, content],
             )?;
         }
-        Record::Used { key, usage, model } => {
+        Record::Used(row) => {
+            let UsedRow { key, usage, model } = &**row;
             exec(
                 tx,
                 "UPDATE sessions SET usage_json = ?2, model = ?3 WHERE key = ?1",
@@ -401,14 +405,14 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
             exec(tx, "UPDATE sessions SET status = 'ended' WHERE key = ?1 AND status = 'idle'", params![key.as_str()])?;
         }
         Record::Undeliverable { id, reason } => {
-            exec(tx, "UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), reason])?;
+            exec(tx, "UPDATE outbox SET undeliverable = ?2 WHERE id = ?1", params![id.as_str(), &**reason])?;
         }
         Record::StoppedCleanly => {
             exec(tx, "UPDATE sessions SET resumes = 0 WHERE status = 'running'", [])?;
             exec(tx, "UPDATE outbox SET attempts = 0 WHERE delivered_at_ms IS NULL", [])?;
         }
         Record::Forgotten { keys } => {
-            for key in keys {
+            for key in keys.iter() {
                 let key = key.as_str();
                 exec(tx, "DELETE FROM messages WHERE session_key = ?1", params![key])?;
                 exec(tx, "DELETE FROM tool_results WHERE session_key = ?1", params![key])?;

@@ -47,13 +47,13 @@ fn user(text: &str) -> Message {
 }
 
 fn messages(key: &str, run: &str, first_seq: u32, texts: &[&str], delivers: Vec<(u32, &str)>) -> Record {
-    Record::Messages {
+    Record::Messages(Box::new(Journaled {
         key: key.into(),
         run_id: run.into(),
         first_seq,
         messages: texts.iter().map(|t| user(t)).collect(),
         delivers: delivers.into_iter().map(|(s, id)| (s, RunId::from(id))).collect(),
-    }
+    }))
 }
 
 fn ended(key: &str, run: &str, parent: Option<(&str, &str)>) -> Record {
@@ -87,9 +87,17 @@ fn a_start_finds_running_runs_with_transcripts_tool_results_children_and_undeliv
         Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
         messages(MAIN, "r0", 0, &["system", "plan"], vec![]),
         Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))),
-        Record::ToolResult { key: MAIN.into(), call_id: "call-1".into(), content: "{\"status\":\"accepted\"}".into() },
+        Record::ToolResult(Box::new(ToolResultRow {
+            key: MAIN.into(),
+            call_id: "call-1".into(),
+            content: "{\"status\":\"accepted\"}".into(),
+        })),
         Record::SessionStarted(Box::new(child_row(C2, MAIN, "r0", "r2", "call-2"))),
-        Record::Used { key: MAIN.into(), usage: Usage::tokens(7, 3), model: ModelRef::parse("fake/other").unwrap() },
+        Record::Used(Box::new(UsedRow {
+            key: MAIN.into(),
+            usage: Usage::tokens(7, 3),
+            model: ModelRef::parse("fake/other").unwrap(),
+        })),
         ended(C1, "r1", Some((MAIN, "r0"))),
         ended(C2, "r2", Some((MAIN, "r0"))),
     ])
@@ -269,4 +277,10 @@ fn a_start_is_counted_before_anything_runs_a_clean_stop_resets_it_and_old_histor
     assert_eq!(db.transcript(&"agent:executor:subagent:old0".into()).unwrap(), vec![]);
     // An ended child's history starts with its task (its opening is not journaled).
     assert_eq!(db.transcript(&"agent:executor:subagent:old4".into()).unwrap(), vec![user("do part"), user("work")]);
+}
+
+#[test]
+fn a_queued_record_takes_a_small_slot() {
+    // A burst of spawns queues one record each until the writer takes them.
+    assert_eq!((std::mem::size_of::<Record>(), std::mem::size_of::<Command>()), (40, 40));
 }
