@@ -209,7 +209,6 @@ impl Gateway {
             expects_completion_message: Completes,
         };
         let stays = plan.mode == SpawnMode::Session;
-        let parent_run = self.registry.get(&plan.parent).map(|p| p.run_id.clone());
         self.journal.record(Record::SessionStarted(Box::new(SessionRow {
             key: plan.key.clone(),
             parent: Some(plan.parent.clone()),
@@ -222,7 +221,7 @@ impl Gateway {
                 stays,
                 forked: plan.history.is_some(),
                 grant: grant(&plan.capability, None, plan.agent.budget_usd.map(micro_usd)),
-                parent_run_id: parent_run,
+                parent_run_id: Some(plan.parent_run_id.clone()),
                 call_id: call_id.map(String::from),
             },
             run: RunRow {

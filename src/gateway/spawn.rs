@@ -19,6 +19,8 @@ pub struct SpawnPlan {
     pub key: SessionKey,
     pub run_id: RunId,
     pub parent: SessionKey,
+    /// The parent's run the child belongs to (recorded with the child).
+    pub parent_run_id: RunId,
     pub agent: Arc<AgentDef>,
     pub model: ModelRef,
     /// The spawn named the model: it is used strictly, with no fallback.
@@ -74,8 +76,10 @@ pub fn plan(
         }
     };
     let parent_key = parent.principal();
-    let (parent_agent_id, active_children) = match cx.registry.get(parent_key) {
-        Some(entry) if entry.status == Status::Running => (entry.agent_id.clone(), entry.active_children),
+    let (parent_agent_id, active_children, parent_run_id) = match cx.registry.get(parent_key) {
+        Some(entry) if entry.status == Status::Running => {
+            (entry.agent_id.clone(), entry.active_children, entry.run_id.clone())
+        }
         _ => return Err(SpawnReply::Error { error: format!("parent session {parent_key} is not running") }),
     };
     let parent_agent = cx.agents.get(&parent_agent_id).ok_or_else(|| SpawnReply::Error {
@@ -142,6 +146,7 @@ pub fn plan(
         key,
         run_id: RunId::new(),
         parent: parent_key.clone(),
+        parent_run_id,
         agent: agent.clone(),
         model,
         model_explicit: request.model.is_some(),
