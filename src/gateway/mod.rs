@@ -452,11 +452,18 @@ impl Gateway {
         }
         // The outcome and the announcement it makes are recorded together, before the
         // parent can hear of it: the parent's transcript is journaled after this.
-        // A child killed with its parent's run has nobody to tell: nothing is rendered.
-        let parent_running = |p: &SessionKey| self.registry.get(p).is_some_and(|e| e.status == Status::Running);
-        let told = parent.as_ref().filter(|p| outcome != Outcome::Killed || parent_running(p));
-        let announcement = told.map(|parent| {
-            let rendered = Announcement {
+        // Where the parent stands. A child killed with its parent's run has nobody to
+        // tell: nothing is rendered or kept. A result for a parent whose run has ended
+        // is kept, marked undeliverable and noted on the parent.
+        let parent_state = parent.as_ref().and_then(|p| self.registry.get(p).map(|e| (e.run_id.clone(), e.status)));
+        let told = match (&parent, parent_state) {
+            (Some(p), Some((run, status))) if status == Status::Running || outcome != Outcome::Killed => {
+                Some((p, run, status == Status::Running))
+            }
+            _ => None,
+        };
+        let rendered = told.as_ref().map(|_| {
+            Announcement {
                 child: key.clone(),
                 run_id: run_id.clone(),
                 label,
@@ -465,10 +472,25 @@ impl Gateway {
                 runtime,
                 usage,
             }
-            .render();
-            (parent.clone(), rendered)
+            .render()
         });
-        let (announce, undeliverable) = self.announce_record(&announce_id, outcome, announcement.as_ref());
+        let announce = told.as_ref().zip(rendered.as_ref()).map(|((p, run, _), text)| Announce {
+            id: announce_id.clone(),
+            parent: (*p).clone(),
+            parent_run_id: run.clone(),
+            text: text.clone(),
+        });
+        let undeliverable = told.filter(|(_, _, running)| !running).map(|(p, _, _)| {
+            let reason = format!(
+                "the result of {announce_id} ({}) was not delivered: its parent's run had ended",
+                outcome.as_str()
+            );
+            tracing::warn!(parent = %p, "{reason}");
+            if let Some(mut entry) = self.registry.get_mut(p) {
+                entry.notice(reason.clone());
+            }
+            reason
+        });
         self.journal.record(Record::RunEnded(Box::new(RunEnd {
             key: key.clone(),
             run_id: run_id.clone(),
@@ -508,8 +530,7 @@ impl Gateway {
             }
         }
         if let Some(parent_key) = &parent {
-            let told = announcement.map(|(_, text)| ChildEnded { id: announce_id, text });
-            self.announce(parent_key, told);
+            self.announce(parent_key, rendered.map(|text| ChildEnded { id: announce_id, text }));
             if cleanup == Cleanup::Delete {
                 self.registry.remove(key);
                 // A parent being torn down drops its whole list at once; pruning it
@@ -523,36 +544,6 @@ impl Gateway {
         for waiter in self.waiters.remove(run_id).unwrap_or_default() {
             let _ = waiter.send(summary.clone());
         }
-    }
-
-    /// The outbox row for a child's end: for a running parent, what it will be told;
-    /// for a parent whose run has ended, nothing when the child was killed with it, and
-    /// otherwise the result, marked undeliverable and noted on the parent.
-    fn announce_record(
-        &self,
-        run_id: &RunId,
-        outcome: Outcome,
-        announcement: Option<&(SessionKey, String)>,
-    ) -> (Option<Announce>, Option<String>) {
-        let Some((parent, text)) = announcement else { return (None, None) };
-        let Some(mut entry) = self.registry.get_mut(parent) else { return (None, None) };
-        let record = Announce {
-            id: run_id.clone(),
-            parent: parent.clone(),
-            parent_run_id: entry.run_id.clone(),
-            text: text.clone(),
-        };
-        if entry.status == Status::Running {
-            return (Some(record), None);
-        }
-        if outcome == Outcome::Killed {
-            return (None, None);
-        }
-        let reason =
-            format!("the result of {} ({}) was not delivered: its parent's run had ended", record.id, outcome.as_str());
-        tracing::warn!(parent = %parent, "{reason}");
-        entry.notice(reason.clone());
-        (Some(record), Some(reason))
     }
 
     /// Count a child's end on its parent and tell the parent if it is running. A parent
