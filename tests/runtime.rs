@@ -587,7 +587,7 @@ async fn a_run_whose_first_message_was_lost_begins_with_its_task_after_a_restart
     use hivegate::keys::RunId;
     use hivegate::model::{Message, ModelRef, Usage};
     use hivegate::store::{
-        recovery::Policy, Durable, Grant, RunRow, SessionRow, Spawned, StoredMessage, StoredSession, StoredStatus,
+        recovery::Policy, Durable, Grant, RunRow, SessionRow, StoredMessage, StoredSession, StoredStatus,
     };
     let fake = FakeModels::start(|r| {
         let last = r.messages.iter().rev().find(|m| m.role == "user").and_then(|m| m.content.clone());
@@ -602,28 +602,17 @@ async fn a_run_whose_first_message_was_lost_begins_with_its_task_after_a_restart
         delivers: None,
     };
     let session = StoredSession {
-        row: SessionRow {
-            key: key.clone(),
-            parent: None,
-            agent_id: "root".into(),
-            label: None,
-            spawned: Spawned {
-                model_explicit: false,
-                thinking: None,
-                cleanup: Default::default(),
-                stays: true,
-                forked: false,
-                grant: Grant { scopes: hivegate::scope::ScopeSet::all().bits(), max_depth: 2, ..Grant::default() },
-                parent_run_id: None,
-                call_id: None,
-            },
-            run: RunRow {
+        row: SessionRow::main(
+            key.clone(),
+            "root".into(),
+            Grant { scopes: hivegate::scope::ScopeSet::all().bits(), max_depth: 2, ..Grant::default() },
+            RunRow {
                 run_id: RunId::from("second"),
                 task: "second task".into(),
                 model: ModelRef::parse("fake/root").unwrap(),
                 started_at_ms: hivegate::store::now_ms(),
             },
-        },
+        ),
         status: StoredStatus::Running,
         outcome: None,
         final_text: None,

@@ -328,23 +328,8 @@ impl Gateway {
             }
             _ => self.registry.remove(&key),
         }
-        self.journal.record(Record::SessionStarted(Box::new(SessionRow {
-            key: key.clone(),
-            parent: None,
-            agent_id: agent.id.clone(),
-            label: None,
-            spawned: Spawned {
-                model_explicit: false,
-                thinking: None,
-                cleanup: Cleanup::Keep,
-                stays: true,
-                forked: false,
-                grant,
-                parent_run_id: None,
-                call_id: None,
-            },
-            run,
-        })));
+        let row = SessionRow::main(key.clone(), agent.id.clone(), grant, run);
+        self.journal.record(Record::SessionStarted(Box::new(row)));
         let addr =
             Session::new(self.init(key.clone(), run_id.clone(), &agent, capability.clone(), msg.task, ctx)).start();
         self.registry.insert(SessionEntry {

@@ -57,6 +57,29 @@ pub struct SessionRow {
     pub run: RunRow,
 }
 
+impl SessionRow {
+    /// A main session's row: no parent, no spawn options, it stays for more runs.
+    pub fn main(key: SessionKey, agent_id: String, grant: Grant, run: RunRow) -> SessionRow {
+        SessionRow {
+            key,
+            parent: None,
+            agent_id,
+            label: None,
+            spawned: Spawned {
+                model_explicit: false,
+                thinking: None,
+                cleanup: Cleanup::Keep,
+                stays: true,
+                forked: false,
+                grant,
+                parent_run_id: None,
+                call_id: None,
+            },
+            run,
+        }
+    }
+}
+
 /// One run of a session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRow {

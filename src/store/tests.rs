@@ -1,32 +1,18 @@
 use super::sqlite::Sqlite;
 use super::*;
-use crate::gateway::{Cleanup, Outcome};
+use crate::gateway::Outcome;
 use crate::keys::RunId;
 use crate::model::{ModelRef, Usage};
 
 fn main_row(key: &str, run: &str) -> SessionRow {
-    SessionRow {
-        key: key.into(),
-        parent: None,
-        agent_id: "brain".into(),
-        label: None,
-        spawned: Spawned {
-            model_explicit: false,
-            thinking: None,
-            cleanup: Cleanup::Keep,
-            stays: true,
-            forked: false,
-            grant: Grant { scopes: 3, max_depth: 2, deadline_ms: Some(now_ms() + 60_000), ..Grant::default() },
-            parent_run_id: None,
-            call_id: None,
-        },
-        run: RunRow {
-            run_id: run.into(),
-            task: "plan".into(),
-            model: ModelRef::parse("fake/brain").unwrap(),
-            started_at_ms: now_ms(),
-        },
-    }
+    let grant = Grant { scopes: 3, max_depth: 2, deadline_ms: Some(now_ms() + 60_000), ..Grant::default() };
+    let run = RunRow {
+        run_id: run.into(),
+        task: "plan".into(),
+        model: ModelRef::parse("fake/brain").unwrap(),
+        started_at_ms: now_ms(),
+    };
+    SessionRow::main(key.into(), "brain".into(), grant, run)
 }
 
 fn child_row(key: &str, parent: &str, parent_run: &str, run: &str, call: &str) -> SessionRow {
