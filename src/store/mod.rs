@@ -241,8 +241,13 @@ fn write_loop(mut backend: impl Backend, mailbox: &Mailbox, path: &str) {
         }
     }
     let _close = CloseOnExit(mailbox);
+    // Two lists trade places: the writer drains one while senders fill the other, so
+    // after the first burst the queue has its capacity and a push never reallocates
+    // (a burst of 10,000 spawns otherwise regrows it from nothing, leaving every
+    // smaller copy behind in the heap).
+    let mut items: Vec<Command> = Vec::new();
     loop {
-        let items = {
+        {
             let mut queued = mailbox.lock();
             while queued.items.is_empty() && !queued.closed {
                 queued.sleeping = true;
@@ -264,10 +269,10 @@ fn write_loop(mut backend: impl Backend, mailbox: &Mailbox, path: &str) {
             if queued.items.is_empty() && queued.closed {
                 return;
             }
-            std::mem::take(&mut queued.items)
-        };
+            std::mem::swap(&mut queued.items, &mut items);
+        }
         let mut batch = Vec::new();
-        for command in items {
+        for command in items.drain(..) {
             match command {
                 Command::Record(record) => {
                     batch.push(record);
