@@ -139,7 +139,9 @@ impl SessionEntry {
 
 #[derive(Default)]
 pub struct Registry {
-    sessions: DashMap<SessionKey, SessionEntry>,
+    /// Entries are boxed: a map keeps up to twice its length in slots, and a slot
+    /// holding the whole entry (over 300 bytes) would cost each session twice that.
+    sessions: DashMap<SessionKey, Box<SessionEntry>>,
     runs: DashMap<RunId, SessionKey>,
     running: AtomicUsize,
 }
@@ -174,7 +176,7 @@ impl Registry {
         if entry.status == Status::Running {
             self.running.fetch_add(1, Ordering::AcqRel);
         }
-        self.sessions.insert(entry.key.clone(), entry);
+        self.sessions.insert(entry.key.clone(), Box::new(entry));
     }
 
     /// Sessions with a run in progress.
@@ -190,11 +192,11 @@ impl Registry {
         self.sessions.is_empty()
     }
 
-    pub fn get(&self, key: &SessionKey) -> Option<dashmap::mapref::one::Ref<'_, SessionKey, SessionEntry>> {
+    pub fn get(&self, key: &SessionKey) -> Option<dashmap::mapref::one::Ref<'_, SessionKey, Box<SessionEntry>>> {
         self.sessions.get(key)
     }
 
-    pub fn get_mut(&self, key: &SessionKey) -> Option<dashmap::mapref::one::RefMut<'_, SessionKey, SessionEntry>> {
+    pub fn get_mut(&self, key: &SessionKey) -> Option<dashmap::mapref::one::RefMut<'_, SessionKey, Box<SessionEntry>>> {
         self.sessions.get_mut(key)
     }
 
