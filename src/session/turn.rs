@@ -54,7 +54,10 @@ pub struct Turn {
 
 impl Turn {
     pub fn new(system_prompt: &str) -> Turn {
-        let mut turn = Turn::default();
+        // Room for exactly the system prompt and the task: most sessions of a burst
+        // are parked on their first model call with nothing more, and a grown list
+        // (room for four) would double what a parked session's transcript costs.
+        let mut turn = Turn { transcript: Vec::with_capacity(2), ..Turn::default() };
         if !system_prompt.trim().is_empty() {
             turn.transcript.push(Message::System { content: system_prompt.to_string() });
         }
