@@ -79,7 +79,7 @@ struct RawSubagents {
 /// A validated agent definition.
 #[derive(Clone, Debug)]
 pub struct AgentDef {
-    pub id: String,
+    pub id: Arc<str>,
     pub description: String,
     pub model: ModelRef,
     pub fallbacks: Vec<ModelRef>,
@@ -185,7 +185,7 @@ impl Agents {
     }
 
     pub fn insert(&mut self, agent: AgentDef) {
-        self.0.insert(agent.id.clone(), Arc::new(agent));
+        self.0.insert(agent.id.to_string(), Arc::new(agent));
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<AgentDef>> {
@@ -217,9 +217,9 @@ impl Agents {
     pub fn models_of_tree(&self, root: &str) -> Vec<(&str, &ModelRef)> {
         let mut models = Vec::new();
         for agent in self.reachable(root) {
-            models.push((agent.id.as_str(), &agent.model));
-            models.extend(agent.fallbacks.iter().map(|m| (agent.id.as_str(), m)));
-            models.extend(agent.subagents.model.iter().map(|m| (agent.id.as_str(), m)));
+            models.push((&*agent.id, &agent.model));
+            models.extend(agent.fallbacks.iter().map(|m| (&*agent.id, m)));
+            models.extend(agent.subagents.model.iter().map(|m| (&*agent.id, m)));
         }
         models
     }
@@ -322,7 +322,7 @@ pub fn parse(
         .map_err(|e| invalid(format!("subagents.run_timeout_seconds {e}")))?;
     Ok(AgentDef {
         tool_specs: tools.iter().map(|t| t.spec()).collect(),
-        id: raw.id,
+        id: raw.id.into(),
         description: raw.description,
         model: model_ref(&raw.model)?,
         fallbacks: raw.fallbacks.iter().map(|f| model_ref(f)).collect::<Result<_, _>>()?,

@@ -130,7 +130,7 @@ impl Gateway {
                 session_key: key.clone(),
                 run_id: e.run_id.clone(),
                 parent: e.parent.clone(),
-                agent_id: e.agent_id.clone(),
+                agent_id: e.agent_id.to_string(),
                 model: e.model.clone(),
                 label: e.label.clone(),
             },
@@ -295,7 +295,7 @@ impl Gateway {
             self.agents.get(&msg.agent_id).cloned().ok_or_else(|| GatewayError::UnknownAgent(msg.agent_id.clone()))?;
         let key = match &msg.session_key {
             Some(key) if !key.is_main_of(&agent.id) => {
-                return Err(GatewayError::BadSessionKey { key: key.to_string(), agent_id: agent.id.clone() })
+                return Err(GatewayError::BadSessionKey { key: key.to_string(), agent_id: agent.id.to_string() })
             }
             Some(key) => key.clone(),
             None => SessionKey::main(&agent.id),
@@ -658,7 +658,7 @@ impl Gateway {
             .get(&parent)
             .map(|p| (p.agent_id.clone(), p.active_children))
             .ok_or_else(|| GatewayError::NoSuchSession(parent.clone()))?;
-        let agent = self.agents.get(&parent_agent).ok_or(GatewayError::UnknownAgent(parent_agent))?;
+        let agent = self.agents.get(&parent_agent).ok_or(GatewayError::UnknownAgent(parent_agent.to_string()))?;
         spawn::room(&self.registry, &self.limits, &agent.subagents, active)
             .map_err(|hit| GatewayError::Limit(hit.error))?;
         if let Some(mut entry) = self.registry.get_mut(target) {
@@ -875,7 +875,7 @@ impl Handler<SendTo> for Gateway {
             }
             // An idle main session takes the message as its next run.
             Some((Status::Idle, Some(addr), agent_id)) if addr.connected() => {
-                let start = StartMain { session_key: Some(msg.target), ..StartMain::new(&agent_id, &msg.text) };
+                let start = StartMain { session_key: Some(msg.target), ..StartMain::new(&*agent_id, &msg.text) };
                 self.start_main(start, ctx).map(|run| SendOutcome::Started { run_id: run.run_id })
             }
             Some(_) => Err(GatewayError::Ended(msg.target)),

@@ -23,7 +23,7 @@ impl Handler<ListAgents> for Gateway {
                     .filter_map(|m| self.model.check_model(m).err().map(|e| (m.clone(), e.to_string())))
                     .collect();
                 AgentInfo {
-                    id: agent.id.clone(),
+                    id: agent.id.to_string(),
                     description: agent.description.clone(),
                     model: agent.model.clone(),
                     fallbacks: agent.fallbacks.clone(),

@@ -5,6 +5,7 @@
 //! asked for `cleanup: delete`), so trees, histories and outcomes remain inspectable.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -37,7 +38,7 @@ impl Status {
 
 pub struct SessionEntry {
     pub key: SessionKey,
-    pub agent_id: String,
+    pub agent_id: Arc<str>,
     pub model: ModelRef,
     pub parent: Option<SessionKey>,
     pub label: Option<String>,
@@ -113,7 +114,7 @@ impl SessionEntry {
     pub fn info(&self) -> SessionInfo {
         SessionInfo {
             session_key: self.key.clone(),
-            agent_id: self.agent_id.clone(),
+            agent_id: self.agent_id.to_string(),
             model: self.model.clone(),
             parent: self.parent.clone(),
             label: self.label.clone(),
@@ -274,7 +275,7 @@ impl Registry {
             let entry = self.sessions.get(root)?;
             let node = TreeNode {
                 session_key: entry.key.clone(),
-                agent_id: entry.agent_id.clone(),
+                agent_id: entry.agent_id.to_string(),
                 model: entry.model.clone(),
                 label: entry.label.clone(),
                 outcome: entry.outcome,

@@ -287,8 +287,13 @@ fn write_loop(mut backend: impl Backend, mailbox: &Mailbox, path: &str) {
             }
         }
         commit(&mut backend, &mut batch, path);
+        // What a burst far beyond the usual grew is not kept for ever.
+        items.shrink_to(KEPT_QUEUE);
     }
 }
+
+/// The most queue slots kept between groups (about 650 KB each list).
+const KEPT_QUEUE: usize = 16 * 1024;
 
 /// Write a batch. A failure the database may get over (busy, full, an I/O error) is
 /// retried, with growing pauses, until it succeeds: nothing queued is dropped, and

@@ -9,6 +9,7 @@
 //! ended sessions for history.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +52,7 @@ pub struct Spawned {
 pub struct SessionRow {
     pub key: SessionKey,
     pub parent: Option<SessionKey>,
-    pub agent_id: String,
+    pub agent_id: Arc<str>,
     pub label: Option<String>,
     pub spawned: Spawned,
     pub run: RunRow,
@@ -59,7 +60,7 @@ pub struct SessionRow {
 
 impl SessionRow {
     /// A main session's row: no parent, no spawn options, it stays for more runs.
-    pub fn main(key: SessionKey, agent_id: String, grant: Grant, run: RunRow) -> SessionRow {
+    pub fn main(key: SessionKey, agent_id: Arc<str>, grant: Grant, run: RunRow) -> SessionRow {
         SessionRow {
             key,
             parent: None,

@@ -516,7 +516,7 @@ impl Sqlite {
                 row: SessionRow {
                     key: SessionKey::from(key.as_str()),
                     parent: parent.as_deref().map(SessionKey::from),
-                    agent_id,
+                    agent_id: agent_id.into(),
                     label: spawn.label,
                     spawned: Spawned {
                         model_explicit: spawn.model_explicit,
