@@ -74,4 +74,5 @@ pub mod runtime;
 pub mod scope;
 pub mod session;
 pub mod store;
+pub mod tools;
 pub mod ws;
