@@ -62,6 +62,11 @@ struct RawTools {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
+    /// Tools this agent does not call itself but whose authority its subagents may
+    /// get from it (a brain that lets its executors run `exec`): their scopes are in
+    /// this agent's capability, their tools are not offered to its model.
+    #[serde(default)]
+    delegate: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,8 +312,15 @@ pub fn parse(
     if let Some(bad) = raw.tools.deny.iter().find(|d| Tool::parse(d).is_none()) {
         return Err(invalid(format!("unknown tool '{bad}' in tools.deny; known: {}", tools::names())));
     }
+    let mut delegated = Vec::new();
+    for name in &raw.tools.delegate {
+        let tool = Tool::parse(name)
+            .ok_or_else(|| invalid(format!("unknown tool '{name}' in tools.delegate; known: {}", tools::names())))?;
+        delegated.push(tool);
+    }
     let scopes = tools
         .iter()
+        .chain(&delegated)
         .filter_map(|t| match required_scope(t.name()) {
             Requirement::Scope(scope) => Some(scope),
             _ => None,

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use crate::keys::SessionKey;
 use crate::scope::{Scope, ScopeSet};
+use crate::tools::workspace::Workspace;
 
 /// Why a capability could not be used or narrowed. Messages name the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +48,8 @@ pub enum CapabilityError {
     BudgetOverrun { used: u64, limit: u64 },
     #[error("cost budget exceeded: ${:.6} spent of ${:.6}", *.used as f64 / 1e6, *.limit as f64 / 1e6)]
     CostOverrun { used: u64, limit: u64 },
+    #[error("workspace escalation refused: {requested} is not inside the parent's workspace{}", .parent.as_deref().map(|p| format!(" {p}")).unwrap_or_else(|| " (the parent has none)".into()))]
+    WorkspaceEscalation { requested: String, parent: Option<String> },
 }
 
 /// What a child asks for. Fields left `None` inherit the parent's value.
@@ -59,6 +62,8 @@ pub struct AttenuateRequest {
     pub budget_tokens: Option<u64>,
     /// A cost budget in micro-USD; `None` inherits what the parent has left.
     pub budget_micro_usd: Option<u64>,
+    /// The child's workspace: the parent's or a directory inside it. `None` inherits.
+    pub workspace: Option<Workspace>,
 }
 
 /// What a root may spend: tokens and cost (micro-USD), each optional.
@@ -90,6 +95,9 @@ struct Inner {
     budget: Option<Arc<Budget>>,
     /// The cost budget, in micro-USD.
     cost: Option<Arc<Budget>>,
+    /// The directory the work tools are confined to; none, no work tool has a place
+    /// to act.
+    workspace: Option<Workspace>,
     revocation: Arc<RevocationNode>,
 }
 
@@ -119,6 +127,16 @@ impl Capability {
         };
         let budget = Budget::derive(parent.budget.as_ref(), request.budget_tokens)?;
         let cost = Budget::derive(parent.cost.as_ref(), request.budget_micro_usd)?;
+        let workspace = match (request.workspace, &parent.workspace) {
+            (None, inherited) => inherited.clone(),
+            (Some(child), Some(limit)) if limit.contains(&child) => Some(child),
+            (Some(child), limit) => {
+                return Err(CapabilityError::WorkspaceEscalation {
+                    requested: child.root().display().to_string(),
+                    parent: limit.as_ref().map(|l| l.root().display().to_string()),
+                })
+            }
+        };
         let revocation = parent.revocation.child().ok_or_else(|| CapabilityError::Revoked(parent.principal.clone()))?;
         Ok(Capability(Arc::new(Inner {
             principal: request.principal,
@@ -128,6 +146,7 @@ impl Capability {
             deadline,
             budget,
             cost,
+            workspace,
             revocation,
         })))
     }
@@ -166,6 +185,10 @@ impl Capability {
 
     pub fn depth(&self) -> u32 {
         self.0.depth
+    }
+
+    pub fn workspace(&self) -> Option<&Workspace> {
+        self.0.workspace.as_ref()
     }
 
     pub fn max_depth(&self) -> u32 {
@@ -239,6 +262,7 @@ impl Authority {
         max_depth: u32,
         deadline: Option<Instant>,
         budgets: Budgets,
+        workspace: Option<Workspace>,
     ) -> Capability {
         let root = |limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None });
         Capability(Arc::new(Inner {
@@ -249,6 +273,7 @@ impl Authority {
             deadline,
             budget: budgets.tokens.map(root),
             cost: budgets.micro_usd.map(root),
+            workspace,
             revocation: Arc::new(RevocationNode::default()),
         }))
     }
@@ -265,6 +290,7 @@ impl Authority {
         Capability(Arc::new(Inner {
             principal,
             scopes: ScopeSet::EMPTY,
+            workspace: None,
             depth,
             max_depth: depth,
             deadline: None,
@@ -384,6 +410,7 @@ mod tests {
             max_depth,
             None,
             Budgets { tokens: budget, micro_usd: None },
+            None,
         )
     }
 
@@ -395,10 +422,11 @@ mod tests {
             deadline: None,
             budget_tokens: None,
             budget_micro_usd: None,
+            workspace: None,
         }
     }
 
-    fn scope_set(bits: u8) -> ScopeSet {
+    fn scope_set(bits: u16) -> ScopeSet {
         Scope::ALL.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, s)| s).collect()
     }
 
@@ -463,6 +491,7 @@ mod tests {
             3,
             None,
             Budgets { tokens: None, micro_usd: Some(micro_usd(0.01)) },
+            None,
         );
         let child = parent.attenuate(request("c", ScopeSet::all())).unwrap();
         assert_eq!(child.remaining_cost(), Some(10_000));
@@ -483,6 +512,7 @@ mod tests {
             1,
             Some(now + Duration::from_secs(1)),
             Budgets::default(),
+            None,
         );
         assert!(cap.check(now).is_ok());
         assert_eq!(cap.check(now + Duration::from_secs(2)), Err(CapabilityError::Expired("k".into())));
@@ -493,7 +523,7 @@ mod tests {
         /// wider than its parent on any axis.
         #[test]
         fn attenuation_cannot_escalate(
-            parent_bits in 0u8..64, child_bits in 0u8..64,
+            parent_bits in 0u16..512, child_bits in 0u16..512,
             parent_depth_chain in 0u32..4, parent_max in 0u32..6, child_max in proptest::option::of(0u32..8),
             parent_deadline_ms in proptest::option::of(1u64..10_000), child_deadline_ms in proptest::option::of(1u64..20_000),
             parent_budget in proptest::option::of(0u64..1000), spent in 0u64..1000, child_budget in proptest::option::of(0u64..2000),
@@ -502,7 +532,7 @@ mod tests {
             let mut parent = Authority::new().mint_root(
                 "root".into(), scope_set(parent_bits), parent_max,
                 parent_deadline_ms.map(|ms| base + Duration::from_millis(ms)),
-                Budgets { tokens: parent_budget, micro_usd: parent_budget });
+                Budgets { tokens: parent_budget, micro_usd: parent_budget }, None);
             for i in 0..parent_depth_chain {
                 match parent.attenuate(request(&format!("p{i}"), parent.scopes())) {
                     Ok(next) => parent = next,
@@ -518,6 +548,7 @@ mod tests {
                 deadline: child_deadline_ms.map(|ms| base + Duration::from_millis(ms)),
                 budget_tokens: child_budget,
                 budget_micro_usd: child_budget,
+                workspace: None,
             };
             let cost_before = parent.remaining_cost();
             if let Ok(child) = parent.attenuate(asked) {

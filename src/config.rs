@@ -23,6 +23,10 @@
 //! max_resumes = 3              # resumed this often without progress: tombstoned (`error`)
 //! max_delivery_attempts = 3    # a child's result delivered again at most this often
 //!
+//! [workspace]
+//! root = "/srv/project"        # where work tools act; default: `run`/`demo` the current
+//!                              # directory, `serve` the `workspace` directory in state_dir
+//!
 //! [pairing]
 //! auto_approve_local = false   # silently pair devices on a direct loopback connection
 //!
@@ -88,7 +92,15 @@ struct RawConfig {
     #[serde(default)]
     recovery: RawRecovery,
     #[serde(default)]
+    workspace: RawWorkspace,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    root: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +266,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// What recovery resumes and what it finalizes.
     pub recovery: crate::store::recovery::Policy,
+    /// The directory main sessions' work tools act in (`[workspace] root`); `None`: the
+    /// command's default (`run` and `demo`: the current directory; `serve`: `workspace`
+    /// in the state directory). Without one, no session has a workspace.
+    pub workspace: Option<PathBuf>,
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -295,6 +311,7 @@ impl Default for Config {
             default_agent: "brain".into(),
             shutdown_grace: Duration::from_secs(30),
             recovery: crate::store::recovery::Policy::default(),
+            workspace: None,
         }
     }
 }
@@ -422,6 +439,7 @@ impl Config {
             sockets,
             shutdown_grace,
             recovery,
+            workspace: raw.workspace.root,
         })
     }
 }

@@ -27,6 +27,7 @@ use crate::model::{Api, HttpModelClient, ModelClient, Provider};
 use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApproval};
 use crate::protocol::Policy;
 use crate::store::{self, Backend, Store};
+use crate::tools::workspace::Workspace;
 use crate::ws::gate::PreAuthGate;
 use crate::ws::WsState;
 
@@ -44,6 +45,8 @@ pub struct Runtime {
     pub events: crate::gateway::Events,
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
+    /// Main sessions' workspace, when there is one.
+    pub workspace: Option<Workspace>,
     /// Model calls in flight through the HTTP model client.
     pub model_calls_in_flight: Arc<AtomicUsize>,
     server: actix_web::dev::ServerHandle,
@@ -130,7 +133,15 @@ impl Runtime {
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
         let hub_addr = hub_ctx.address();
+        let workspace = config
+            .workspace
+            .as_deref()
+            .map(|dir| {
+                Workspace::open(dir).map_err(|e| anyhow::anyhow!("the workspace {} cannot be used: {e}", dir.display()))
+            })
+            .transpose()?;
         let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model)
+            .with_workspace(workspace.clone())
             .with_nodes(hub_addr.clone().recipient())
             .with_pricing(Arc::new(config.pricing.clone()))
             .with_store(store.clone());
@@ -173,6 +184,7 @@ impl Runtime {
             store,
             recovered: Recovered::default(),
             durable: Some(durable),
+            workspace,
             grace: config.shutdown_grace,
             registry,
             stats,

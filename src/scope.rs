@@ -11,8 +11,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One permission. Operator scopes are OpenClaw's; `agent.spawn` is hivegate's tool
-/// permission for creating subagents.
+/// One permission. Operator scopes are OpenClaw's; `agent.spawn` (creating subagents)
+/// and the `workspace.*` scopes (reading, changing and running commands in a
+/// workspace) are hivegate's tool permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     OperatorRead,
@@ -21,16 +22,22 @@ pub enum Scope {
     OperatorApprovals,
     OperatorPairing,
     AgentSpawn,
+    WorkspaceRead,
+    WorkspaceWrite,
+    WorkspaceExec,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 9] = [
         Scope::OperatorRead,
         Scope::OperatorWrite,
         Scope::OperatorAdmin,
         Scope::OperatorApprovals,
         Scope::OperatorPairing,
         Scope::AgentSpawn,
+        Scope::WorkspaceRead,
+        Scope::WorkspaceWrite,
+        Scope::WorkspaceExec,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +48,9 @@ impl Scope {
             Scope::OperatorApprovals => "operator.approvals",
             Scope::OperatorPairing => "operator.pairing",
             Scope::AgentSpawn => "agent.spawn",
+            Scope::WorkspaceRead => "workspace.read",
+            Scope::WorkspaceWrite => "workspace.write",
+            Scope::WorkspaceExec => "workspace.exec",
         }
     }
 
@@ -191,6 +201,9 @@ pub fn required_scope(operation: &str) -> Requirement {
         "sessions_list" | "sessions_history" => S(Scope::OperatorRead),
         "sessions_send" | "subagents" | "nodes_invoke" => S(Scope::OperatorWrite),
         "sessions_yield" => Nothing,
+        "read" | "ls" | "glob" | "grep" => S(Scope::WorkspaceRead),
+        "write" | "edit" => S(Scope::WorkspaceWrite),
+        "exec" => S(Scope::WorkspaceExec),
         // RPC methods
         "connect" => Nothing,
         "health" | "status" | "node.list" | "node.describe" | "sessions.list" | "sessions.get" | "chat.history"

@@ -34,6 +34,10 @@ pub struct DemoArgs {
     /// Print one JSON object instead of the tree.
     #[arg(long)]
     json: bool,
+    /// The directory the agents' work tools (read, write, edit, ls, glob, grep, exec) act
+    /// in; nothing outside it is reachable. Default: [workspace] root, else the current directory.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
 }
 
 /// The brain's task: one line per subtask, each carrying the split marker the builtin
@@ -83,6 +87,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     config.bind = ([127, 0, 0, 1], 0).into();
     // Ephemeral: this command pairs nothing and must not touch the durable state.
     config.state_dir = PathBuf::new();
+    super::choose_workspace(args.workspace.clone(), &mut config, std::env::current_dir()?, false)?;
     let mut agents = load_agents(&config)?;
     let limits_raised = fit_limits(&args, &mut config, &mut agents);
     let runtime = Runtime::start(&config, agents).await?;
@@ -146,7 +151,7 @@ mod tests {
     use super::*;
 
     fn args(executors: u32, depth: u32, fanout: u32) -> DemoArgs {
-        DemoArgs { task: "t".into(), executors, depth, fanout, timeout: 1.0, json: false }
+        DemoArgs { task: "t".into(), executors, depth, fanout, timeout: 1.0, json: false, workspace: None }
     }
 
     #[test]

@@ -70,6 +70,23 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Where main sessions' work tools act: `--workspace`, else `[workspace] root`, else
+/// `default` (created when missing, for `serve`'s directory in the state directory).
+fn choose_workspace(flag: Option<PathBuf>, config: &mut Config, default: PathBuf, create: bool) -> anyhow::Result<()> {
+    let root = match flag.or_else(|| config.workspace.take()) {
+        Some(dir) => dir,
+        None => {
+            if create {
+                std::fs::create_dir_all(&default)
+                    .map_err(|e| anyhow::anyhow!("cannot create the workspace {}: {e}", default.display()))?;
+            }
+            default
+        }
+    };
+    config.workspace = Some(root);
+    Ok(())
+}
+
 /// The agents from the configured directory, else the ones compiled in.
 fn load_agents(config: &Config) -> anyhow::Result<Agents> {
     Ok(match &config.agents_dir {

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Print no progress lines.
     #[arg(long)]
     no_progress: bool,
+    /// The directory the agents' work tools (read, write, edit, ls, glob, grep, exec) act
+    /// in; nothing outside it is reachable. Default: [workspace] root, else the current directory.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
     /// The task.
     task: String,
 }
@@ -56,6 +60,7 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     config.bind = ([127, 0, 0, 1], 0).into();
     // Ephemeral: this command pairs nothing and must not touch the durable state.
     config.state_dir = PathBuf::new();
+    super::choose_workspace(args.workspace.clone(), &mut config, std::env::current_dir()?, false)?;
     let agents = load_agents(&config)?;
     if agents.get(&args.agent).is_none() {
         anyhow::bail!("unknown agent '{}'; defined agents: {}", args.agent, agents.ids().join(", "));

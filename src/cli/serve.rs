@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// to every local user in the process list.
     #[arg(long)]
     token: Option<String>,
+    /// The directory the agents' work tools (read, write, edit, ls, glob, grep, exec) act
+    /// in; nothing outside it is reachable. Default: [workspace] root, else the workspace directory in the state directory.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
 }
 
 /// A `--bind` value.
@@ -79,10 +83,15 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
              and remote devices can only ask to be paired"
         );
     }
+    let default_workspace = config.state_dir.join("workspace");
+    super::choose_workspace(args.workspace, &mut config, default_workspace, true)?;
     let agents = load_agents(&config)?;
     let runtime = Runtime::start(&config, agents).await?;
     tracing::info!(addr = %runtime.http_addr, "gateway listening");
     println!("hivegate listening on http://{} (WebSocket gateway at /, health at /health)", runtime.http_addr);
+    if let Some(workspace) = &runtime.workspace {
+        println!("workspace: {} (work tools act only inside it)", workspace.root().display());
+    }
     let r = &runtime.recovered;
     if r.resumed + r.finalized + r.redelivered + r.undeliverable > 0 {
         println!(

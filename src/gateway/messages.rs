@@ -95,14 +95,17 @@ pub struct SpawnRequest {
     pub thread: Option<serde_json::Value>,
     #[serde(default)]
     pub sandbox: Option<String>,
+    /// The child's workspace: a directory inside the parent's (relative to it, or
+    /// absolute inside it); the parent's when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
-/// OpenClaw parameters that need what hivegate does not have (a working directory, a
-/// project checkout, a chat thread, session resumption, visibility groups).
+/// OpenClaw parameters that need what hivegate does not have (a project checkout, a
+/// chat thread, session resumption, visibility groups).
 const NOT_SUPPORTED: &[(&str, &str)] = &[
-    ("cwd", "executors have no working directory in hivegate"),
     ("resumeSessionId", "hivegate does not resume ended sessions"),
     ("streamTo", "streamed output goes to the gateway's event stream, not to a chosen target"),
     ("projectId", "hivegate has no projects"),
@@ -560,7 +563,6 @@ mod tests {
                 json!({"task": "t", "sandbox": "require"}),
                 "sandbox \"require\" is not supported: hivegate has no sandbox",
             ),
-            (json!({"task": "t", "cwd": "/srv"}), "cwd is not supported: executors have no working directory"),
             (json!({"task": "t", "colour": "red"}), "colour is not a sessions_spawn parameter"),
         ] {
             let refusal = parse(args.clone()).refusal().unwrap_or_default();

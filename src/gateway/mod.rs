@@ -45,6 +45,7 @@ use crate::session::{
     Announcement, ChildEnded, Deliver, GetTranscript, Pause, Session, SessionInit, Shared, StartRun, Terminate,
 };
 use crate::store::{Announce, Grant, Journal, Record, RunEnd, RunRow, RunStart, SessionRow, Spawned, Store, UsedRow};
+use crate::tools::workspace::Workspace;
 pub use recover::{Recover, Recovered};
 
 pub struct Gateway {
@@ -71,6 +72,8 @@ pub struct Gateway {
     shared: Option<Arc<Shared>>,
     /// Stopping to resume later: sessions that stop now keep their runs `running`.
     pausing: bool,
+    /// Main sessions' workspace; their children's are it or directories inside it.
+    workspace: Option<Workspace>,
 }
 
 impl Gateway {
@@ -92,7 +95,14 @@ impl Gateway {
             store: None,
             shared: None,
             pausing: false,
+            workspace: None,
         }
+    }
+
+    /// Give main sessions `workspace` for their work tools.
+    pub fn with_workspace(mut self, workspace: Option<Workspace>) -> Gateway {
+        self.workspace = workspace;
+        self
     }
 
     /// Journal to `store`, and read ended sessions' transcripts back from it.
@@ -114,6 +124,7 @@ impl Gateway {
                     nodes: self.nodes.clone(),
                     events: self.events.clone(),
                     journal: self.journal.clone(),
+                    exec_limits: Arc::default(),
                 })
             })
             .clone()
@@ -223,6 +234,7 @@ impl Gateway {
                 grant: grant(&plan.capability, None, plan.agent.budget_usd.map(micro_usd)),
                 parent_run_id: Some(plan.parent_run_id.clone()),
                 call_id: call_id.map(String::from),
+                workspace: plan.workspace.clone(),
             },
             run: RunRow {
                 run_id: plan.run_id.clone(),
@@ -284,7 +296,7 @@ impl Gateway {
             (a, b) => a.or(b),
         };
         let budgets = Budgets { tokens: msg.budget_tokens, micro_usd: usd.map(micro_usd) };
-        self.authority.mint_root(key.clone(), agent.scopes, max_depth, Some(deadline), budgets)
+        self.authority.mint_root(key.clone(), agent.scopes, max_depth, Some(deadline), budgets, self.workspace.clone())
     }
 
     fn start_main(&mut self, msg: StartMain, ctx: &Context<Self>) -> Result<RunStarted, GatewayError> {

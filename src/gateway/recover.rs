@@ -222,7 +222,15 @@ impl Gateway {
         let deadline = grant.deadline_ms.map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now)));
         let Some(parent) = &session.row.parent else {
             let budgets = Budgets { tokens: grant.budget_tokens, micro_usd: grant.budget_micro_usd };
-            return Ok(self.authority.mint_root(session.row.key.clone(), scopes, grant.max_depth, deadline, budgets));
+            let workspace = self.workspace.clone();
+            return Ok(self.authority.mint_root(
+                session.row.key.clone(),
+                scopes,
+                grant.max_depth,
+                deadline,
+                budgets,
+                workspace,
+            ));
         };
         let parent_cap = self
             .registry
@@ -230,6 +238,16 @@ impl Gateway {
             .filter(|p| p.status == Status::Running)
             .map(|p| p.capability.clone())
             .ok_or_else(|| format!("killed: its parent {parent} did not resume after the restart"))?;
+        // Its own workspace, checked again against its parent's as it stands now.
+        let workspace = match (&session.row.spawned.workspace, parent_cap.workspace()) {
+            (None, _) => None,
+            (Some(dir), Some(parent_ws)) => Some(
+                parent_ws
+                    .narrow(dir)
+                    .map_err(|e| format!("its workspace is no longer usable after the restart: {e}"))?,
+            ),
+            (Some(dir), None) => return Err(format!("its workspace {dir} is outside any workspace after the restart")),
+        };
         // Stored in milliseconds: never later than the parent's, as when it was made.
         let deadline = match (deadline, parent_cap.deadline()) {
             (Some(own), Some(limit)) => Some(own.min(limit)),
@@ -245,6 +263,7 @@ impl Gateway {
                 budget_micro_usd: grant
                     .budget_micro_usd
                     .map(|own| parent_cap.remaining_cost().map_or(own, |left| own.min(left))),
+                workspace,
             })
             .map_err(|e| format!("its capability could not be derived again after the restart: {e}"))
     }

@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::keys::{RunId, SessionKey};
 use crate::model::{Message, ModelClient, ModelRef};
 use crate::scope::authorize;
+use crate::tools::workspace::Workspace;
 
 /// Everything needed to start an accepted child.
 pub struct SpawnPlan {
@@ -33,6 +34,8 @@ pub struct SpawnPlan {
     pub thinking: Option<crate::model::thinking::Thinking>,
     /// The parent's conversation the child starts with (`context: "fork"`), else `None`.
     pub history: Option<Arc<[Message]>>,
+    /// The child's own workspace when `cwd` narrowed its parent's (recorded with it).
+    pub workspace: Option<Box<str>>,
 }
 
 impl SpawnPlan {
@@ -127,6 +130,10 @@ pub fn plan(
         (None, None) => now + crate::config::MAX_TIMEOUT,
     };
 
+    let workspace = match request.cwd.as_deref() {
+        None => None,
+        Some(cwd) => Some(child_workspace(parent, cwd)?),
+    };
     let key = parent_key.child(agent_id);
     let capability = parent
         .attenuate(AttenuateRequest {
@@ -140,6 +147,7 @@ pub fn plan(
                 .budget_usd
                 .map(crate::capability::micro_usd)
                 .map(|own| parent.remaining_cost().map_or(own, |left| own.min(left))),
+            workspace: workspace.clone(),
         })
         .map_err(refusal)?;
     Ok(SpawnPlan {
@@ -157,6 +165,7 @@ pub fn plan(
         thinking: request.thinking().ok().flatten(),
         label: request.label.or(request.task_name).filter(|l| !l.trim().is_empty()),
         cleanup: request.cleanup.unwrap_or_default(),
+        workspace: workspace.map(|w| w.root().display().to_string().into_boxed_str()),
     })
 }
 
@@ -224,4 +233,15 @@ fn refusal(error: CapabilityError) -> SpawnReply {
         ),
         other => SpawnReply::forbidden(other.to_string()),
     }
+}
+
+/// The workspace a spawn's `cwd` asks for: a directory inside the parent's, refused
+/// (forbidden, with the reason) when it leaves it, is not a directory, or the parent
+/// has no workspace.
+fn child_workspace(parent: &Capability, cwd: &str) -> Result<Workspace, SpawnReply> {
+    let forbidden = |error: String| SpawnReply::Forbidden { error, limit: Some("cwd"), value: None };
+    let Some(workspace) = parent.workspace() else {
+        return Err(forbidden(format!("cwd {cwd:?} refused: the parent session has no workspace")));
+    };
+    workspace.narrow(cwd).map_err(|e| forbidden(format!("cwd {cwd:?} refused: {e}")))
 }

@@ -10,8 +10,9 @@ use super::*;
 use crate::protocol::Role;
 use crate::scope::{Scope, ScopeSet};
 
+/// The scopes whose bits are set, of the first eight.
 fn scope_set(bits: u8) -> ScopeSet {
-    Scope::ALL.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, s)| *s).collect()
+    Scope::ALL.iter().take(8).enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, s)| *s).collect()
 }
 
 fn names(set: ScopeSet) -> Vec<&'static str> {

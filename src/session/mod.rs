@@ -47,6 +47,8 @@ pub struct Shared {
     pub events: Events,
     /// Where transcripts and tool results are recorded.
     pub journal: Journal,
+    /// `exec`'s timeouts and output cap.
+    pub exec_limits: Arc<crate::tools::exec::ExecLimits>,
 }
 
 /// Everything a session starts with; the capability arrives here, inside the spawn.
@@ -410,6 +412,7 @@ impl Session {
             capability: self.capability.clone(),
             agent: self.agent.clone(),
             stats: self.shared.stats.clone(),
+            exec_limits: self.shared.exec_limits.clone(),
         };
         let (shared, key, run_id) = (self.shared.clone(), self.key.clone(), self.run_id.clone());
         let batch = async move {

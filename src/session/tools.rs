@@ -25,6 +25,8 @@ use crate::keys::SessionKey;
 use crate::model::{ToolCall, ToolSpec};
 use crate::protocol::NodeInvokeParams;
 use crate::scope::authorize;
+use crate::tools::exec::ExecLimits;
+use crate::tools::WorkTool;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
@@ -35,8 +37,11 @@ pub enum Tool {
     SessionsSend,
     Subagents,
     NodesInvoke,
+    /// A work tool (`read`, `write`, `edit`, `ls`, `glob`, `grep`, `exec`): [`crate::tools`].
+    Work(WorkTool),
 }
 
+/// The session tools; the work tools are [`WorkTool::ALL`].
 const ALL: [Tool; 7] = [
     Tool::SessionsSpawn,
     Tool::SessionsYield,
@@ -49,7 +54,8 @@ const ALL: [Tool; 7] = [
 
 /// The known tool names, for error messages.
 pub fn names() -> String {
-    ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+    let work = WorkTool::ALL.into_iter().map(Tool::Work);
+    ALL.into_iter().chain(work).map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
 impl Tool {
@@ -62,15 +68,17 @@ impl Tool {
             Tool::SessionsSend => "sessions_send",
             Tool::Subagents => "subagents",
             Tool::NodesInvoke => "nodes_invoke",
+            Tool::Work(tool) => tool.name(),
         }
     }
 
     pub fn parse(name: &str) -> Option<Tool> {
-        ALL.into_iter().find(|t| t.name() == name)
+        ALL.into_iter().find(|t| t.name() == name).or_else(|| WorkTool::parse(name).map(Tool::Work))
     }
 
     pub fn spec(self) -> ToolSpec {
         let (description, parameters) = match self {
+            Tool::Work(tool) => return tool.spec(),
             Tool::SessionsSpawn => (
                 "Start a subagent on a task. Returns at once with {status:\"accepted\", runId, childSessionKey, resolvedModel} or {status:\"forbidden\"|\"error\", error}; the child's result arrives later as a message. Use sessions_yield to wait.",
                 json!({"type": "object", "required": ["task"], "properties": {
@@ -157,6 +165,7 @@ pub fn journal_id(turn: u32, call_id: &str) -> String {
 pub fn idempotent(call: &ToolCall) -> bool {
     match Tool::parse(&call.name) {
         Some(Tool::SessionsYield | Tool::SessionsList | Tool::SessionsHistory) => true,
+        Some(Tool::Work(tool)) => tool.idempotent(),
         Some(Tool::Subagents) => {
             let action = serde_json::from_str::<SubagentsArgs>(&call.arguments).map(|a| a.action);
             matches!(action, Ok(Action::List | Action::Wait))
@@ -177,6 +186,8 @@ pub struct ToolEnv {
     pub stats: Arc<Stats>,
     /// The session's conversation, when a spawn of this batch may fork it.
     pub history: Option<Arc<[crate::model::Message]>>,
+    /// `exec`'s timeouts and output cap.
+    pub exec_limits: Arc<ExecLimits>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +339,14 @@ async fn dispatch(env: &ToolEnv, tool: Tool, call: &ToolCall) -> Result<ToolOutp
         }
         Tool::Subagents => subagents(env, args(tool, raw)?).await,
         Tool::NodesInvoke => invoke(env, args(tool, raw)?).await,
+        Tool::Work(work) => {
+            let workspace = env
+                .capability
+                .workspace()
+                .ok_or_else(|| error(format!("{} needs a workspace and this session has none", work.name())))?;
+            let value = crate::tools::run(work, workspace, raw, &env.exec_limits).await.map_err(error)?;
+            Ok(ToolOutput::Done(value))
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Spawned {
     /// The parent's run this session was spawned in, and the tool call that did it.
     pub parent_run_id: Option<RunId>,
     pub call_id: Option<String>,
+    /// Its own workspace (a directory inside its parent's, as `cwd` asked), when it
+    /// has one apart from its parent's.
+    pub workspace: Option<Box<str>>,
 }
 
 /// A new session with its first run.
@@ -75,6 +78,7 @@ impl SessionRow {
                 grant,
                 parent_run_id: None,
                 call_id: None,
+                workspace: None,
             },
             run,
         }

@@ -255,6 +255,7 @@ fn apply_one(tx: &Transaction, record: &Record, now: u64) -> Result<(), StoreErr
                 forked: s.forked,
                 grant: s.grant,
                 call_id: s.call_id.clone(),
+                workspace: s.workspace.as_deref().map(str::to_string),
             };
             // A new actor for a main session that had one before (started again after
             // a restart or a reset) begins a new conversation. (A child's key is new.)
@@ -435,6 +436,8 @@ struct SpawnJson {
     forked: bool,
     grant: Grant,
     call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workspace: Option<String>,
 }
 
 /// Run a statement through the connection's statement cache: parsing the SQL would
@@ -527,6 +530,7 @@ impl Sqlite {
                         grant: spawn.grant,
                         parent_run_id: parent_run.as_deref().map(RunId::from),
                         call_id: spawn.call_id,
+                        workspace: spawn.workspace.map(String::into_boxed_str),
                     },
                     run: RunRow { run_id: RunId::from(run_id.as_str()), task, model, started_at_ms: started as u64 },
                 },

@@ -21,6 +21,7 @@ fn session(key: &str, parent: Option<(&str, &str)>, run: &str, status: StoredSta
                 grant: Grant { deadline_ms: Some(NOW + 60_000), ..Grant::default() },
                 parent_run_id: parent.map(|(_, r)| r.into()),
                 call_id: None,
+                workspace: None,
             },
             run: RunRow {
                 run_id: run.into(),
