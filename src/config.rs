@@ -338,6 +338,10 @@ impl Config {
             (None, _) if Path::new("agents").is_dir() => Some("agents".into()),
             (None, _) => None,
         };
+        config.workspace = match (config.workspace.take(), &base) {
+            (Some(dir), Some(base)) if dir.is_relative() => Some(base.join(dir)),
+            (workspace, _) => workspace,
+        };
         if let Some(dir) = config.agents_dir.as_ref().filter(|d| !d.is_dir()) {
             return Err(ConfigError::Invalid(format!(
                 "gateway.agents_dir {} is not a directory (from {})",

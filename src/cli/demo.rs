@@ -1,6 +1,8 @@
 //! `hivegate demo`: the main job. Starts a gateway in-process with the builtin offline
 //! provider, gives the brain a task of N subtasks (each executor splits again while the
-//! tree is shallower than D), waits for the whole tree and reports it.
+//! tree is shallower than D), waits for the whole tree and reports it. Without `--task`,
+//! subtask i is a report on the workspace's i-th file (the builtin executor reads it
+//! with `read` and reports its line count and first line).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,9 +18,11 @@ use crate::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// The task for the brain; it is split into --executors subtasks.
-    #[arg(long, default_value = "survey the hivegate runtime and report what each part does")]
-    task: String,
+    /// The task for the brain; it is split into --executors subtasks. Default: a report
+    /// on one file of the workspace per subtask (its first files by name, up to 32, each
+    /// at most 256 KiB), then a survey of the runtime for subtasks beyond them.
+    #[arg(long)]
+    task: Option<String>,
     /// Executors the brain spawns (one per subtask).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     executors: u32,
@@ -40,14 +44,47 @@ pub struct DemoArgs {
     workspace: Option<PathBuf>,
 }
 
+/// What a subtask beyond the workspace's files asks, without `--task`.
+const SURVEY: &str = "survey the hivegate runtime and report what each part does";
+/// Files of the workspace the default task names, and the largest one named.
+const MAX_FILES: usize = 32;
+const MAX_FILE_BYTES: u64 = 256 * 1024;
+
 /// The brain's task: one line per subtask, each carrying the split marker the builtin
-/// executor understands (see `model::builtin`).
-fn brain_task(args: &DemoArgs) -> String {
+/// executor understands (see `model::builtin`). Without `--task`, subtask i names the
+/// i-th of `files` in backticks.
+fn brain_task(args: &DemoArgs, files: &[String]) -> String {
     let marker = match args.depth {
         1 => String::new(),
         d => format!(" [split {} x{}]", args.fanout, d - 1),
     };
-    (1..=args.executors).map(|i| format!("{} (part {i} of {}){marker}\n", args.task.trim(), args.executors)).collect()
+    let n = args.executors;
+    (1..=n)
+        .map(|i| {
+            let what = match (&args.task, files.get(i as usize - 1)) {
+                (Some(task), _) => task.trim().to_string(),
+                (None, Some(file)) => format!("report on `{file}`"),
+                (None, None) => SURVEY.to_string(),
+            };
+            format!("{what} (part {i} of {n}){marker}\n")
+        })
+        .collect()
+}
+
+/// The workspace's first regular, visible files by name (at most [`MAX_FILES`], each at
+/// most [`MAX_FILE_BYTES`]): what the default task reports on.
+fn workspace_files(root: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut files: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() <= MAX_FILE_BYTES))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.') && !name.contains('`') && !name.contains(char::is_whitespace))
+        .collect();
+    files.sort();
+    files.truncate(MAX_FILES);
+    files
 }
 
 /// Sessions in the full tree: 1 + N + N·F + … + N·F^(D-1).
@@ -91,6 +128,10 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     let mut agents = load_agents(&config)?;
     let limits_raised = fit_limits(&args, &mut config, &mut agents);
     let runtime = Runtime::start(&config, agents).await?;
+    let files = match (&args.task, &runtime.workspace) {
+        (None, Some(workspace)) => workspace_files(workspace.root()),
+        _ => Vec::new(),
+    };
     if !args.json {
         eprintln!(
             "hivegate demo: brain + {} executors, depth {}, builtin provider at http://{}",
@@ -99,13 +140,26 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
         if !limits_raised.is_empty() {
             eprintln!("limits raised to fit this tree: {}", limits_raised.join(", "));
         }
+        if let Some(workspace) = runtime.workspace.as_ref().filter(|_| args.task.is_none()) {
+            match files.len() {
+                0 => eprintln!(
+                    "workspace {}: no files to report on; the executors survey the runtime",
+                    workspace.root().display()
+                ),
+                n => eprintln!(
+                    "workspace {}: the executors report on {} of its files",
+                    workspace.root().display(),
+                    n.min(args.executors as usize)
+                ),
+            }
+        }
     }
     let started = Instant::now();
     let run = runtime
         .gateway
         .send(StartMain {
             agent_id: "brain".into(),
-            task: brain_task(&args),
+            task: brain_task(&args, &files),
             run_timeout: Some(timeout),
             budget_tokens: None,
             budget_usd: None,
@@ -151,7 +205,7 @@ mod tests {
     use super::*;
 
     fn args(executors: u32, depth: u32, fanout: u32) -> DemoArgs {
-        DemoArgs { task: "t".into(), executors, depth, fanout, timeout: 1.0, json: false, workspace: None }
+        DemoArgs { task: Some("t".into()), executors, depth, fanout, timeout: 1.0, json: false, workspace: None }
     }
 
     #[test]
@@ -174,6 +228,11 @@ mod tests {
     fn tree_sizes_and_tasks() {
         assert_eq!(expected_sessions(&args(4, 1, 2)), 5);
         assert_eq!(expected_sessions(&args(50, 2, 2)), 151);
-        assert_eq!(brain_task(&args(2, 2, 3)), "t (part 1 of 2) [split 3 x1]\nt (part 2 of 2) [split 3 x1]\n");
+        assert_eq!(brain_task(&args(2, 2, 3), &[]), "t (part 1 of 2) [split 3 x1]\nt (part 2 of 2) [split 3 x1]\n");
+        let default = DemoArgs { task: None, ..args(3, 1, 2) };
+        assert_eq!(
+            brain_task(&default, &["a.txt".into(), "b.md".into()]),
+            format!("report on `a.txt` (part 1 of 3)\nreport on `b.md` (part 2 of 3)\n{SURVEY} (part 3 of 3)\n")
+        );
     }
 }

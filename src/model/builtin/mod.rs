@@ -15,8 +15,9 @@
 //!   one line per result.
 //! - `executor` does one subtask. A task ending in `[split K xL]` (K parts, L more
 //!   levels) makes it spawn K executors with tasks `<task> / part i`, each carrying
-//!   `[split K x(L-1)]` while L > 1, then yield and report on its parts; any other task
-//!   gets a one-line report at once.
+//!   `[split K x(L-1)]` while L > 1, then yield and report on its parts. A task naming a
+//!   file in backticks, when the agent may `read`, is reported on from the file itself
+//!   ([`files`]). Any other task gets a one-line report at once.
 //!
 //! Usage is reported like a real provider's: a token is four characters, rounded up,
 //! of the request's messages (prompt) and of the answer (completion).
@@ -25,6 +26,8 @@
 //! subtasks than a session may have children, or a `[split K xL]` beyond the children or
 //! depth limits, is refused with [`BuiltinError::TooWide`] / [`BuiltinError::TooDeep`]
 //! (HTTP 400) before anything is allocated for it.
+
+mod files;
 
 use serde_json::json;
 
@@ -86,9 +89,10 @@ pub fn respond(request: &CompletionRequest, bounds: Bounds) -> Result<Completion
     let progress = Progress::read(&request.messages[start..]);
     let message = match request.model.as_str() {
         "brain" => plan_step(&progress, brain_subtasks(task, bounds)?, |results| brain_summary(task, results)),
-        "executor" => match split_marker(task) {
-            Some(split) => plan_step(&progress, split.parts(bounds)?, |results| executor_report(task, results)),
-            None => final_message(format!("report: {} - done.", task.trim())),
+        "executor" => match (split_marker(task), files::named_file(task)) {
+            (Some(split), _) => plan_step(&progress, split.parts(bounds)?, |results| executor_report(task, results)),
+            (None, Some(path)) if files::can_read(request) => files::step(task, path, &request.messages[start..]),
+            (None, _) => final_message(format!("report: {} - done.", task.trim())),
         },
         other => return Err(BuiltinError::UnknownModel(other.to_string())),
     };
