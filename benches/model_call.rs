@@ -35,8 +35,8 @@ const BOUNDS: Bounds = Bounds { max_bytes: 8 << 20, idle: Duration::from_secs(60
 
 fn request(model: &str) -> ChatRequest {
     let spec = |name: &'static str| ToolSpec {
-        name,
-        description: "a tool the model may call, described in a sentence or two as real tools are",
+        name: name.into(),
+        description: "a tool the model may call, described in a sentence or two as real tools are".into(),
         parameters: serde_json::json!({"type": "object", "properties": {"task": {"type": "string"}, "label": {"type": "string"}}, "required": ["task"]}),
     };
     let mut messages = vec![

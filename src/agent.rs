@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::model::{ModelRef, ToolSpec};
 use crate::scope::{required_scope, Requirement, ScopeSet};
 use crate::session::tools::{self, Tool};
+use crate::tools::mcp::Allowed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -96,6 +97,8 @@ pub struct AgentDef {
     pub tool_specs: Arc<[ToolSpec]>,
     /// The scopes this agent's tools need; a session of it gets no more.
     pub scopes: ScopeSet,
+    /// The MCP servers' tools it may call (`mcp:NAME`, `NAME__tool` in `[tools] allow`).
+    pub mcp: crate::tools::mcp::Allowed,
     pub subagents: SubagentPolicy,
 }
 
@@ -302,18 +305,30 @@ pub fn parse(
         (Some(_), Some(_)) => return Err(invalid("set prompt or prompt_file, not both".into())),
     };
     let mut tools = Vec::new();
+    let mut mcp = Allowed::default();
+    let mut mcp_delegated = false;
     for name in &raw.tools.allow {
+        if let Some(entry) = Allowed::entry(name) {
+            if !raw.tools.deny.iter().any(|d| d == name) {
+                mcp.push(entry);
+            }
+            continue;
+        }
         let tool = Tool::parse(name)
             .ok_or_else(|| invalid(format!("unknown tool '{name}' in tools.allow; known: {}", tools::names())))?;
         if !raw.tools.deny.iter().any(|d| d == name) && !tools.contains(&tool) {
             tools.push(tool);
         }
     }
-    if let Some(bad) = raw.tools.deny.iter().find(|d| Tool::parse(d).is_none()) {
+    if let Some(bad) = raw.tools.deny.iter().find(|d| Tool::parse(d).is_none() && Allowed::entry(d).is_none()) {
         return Err(invalid(format!("unknown tool '{bad}' in tools.deny; known: {}", tools::names())));
     }
     let mut delegated = Vec::new();
     for name in &raw.tools.delegate {
+        if Allowed::entry(name).is_some() {
+            mcp_delegated = true;
+            continue;
+        }
         let tool = Tool::parse(name)
             .ok_or_else(|| invalid(format!("unknown tool '{name}' in tools.delegate; known: {}", tools::names())))?;
         delegated.push(tool);
@@ -325,6 +340,7 @@ pub fn parse(
             Requirement::Scope(scope) => Some(scope),
             _ => None,
         })
+        .chain((!mcp.is_empty() || mcp_delegated).then_some(crate::scope::Scope::McpCall))
         .collect();
     let run_timeout = raw
         .subagents
@@ -334,6 +350,7 @@ pub fn parse(
         .map_err(|e| invalid(format!("subagents.run_timeout_seconds {e}")))?;
     Ok(AgentDef {
         tool_specs: tools.iter().map(|t| t.spec()).collect(),
+        mcp,
         id: raw.id.into(),
         description: raw.description,
         model: model_ref(&raw.model)?,

@@ -27,6 +27,12 @@
 //! root = "/srv/project"        # where work tools act; default: `run`/`demo` the current
 //!                              # directory, `serve` the `workspace` directory in state_dir
 //!
+//! [mcp_servers.fs]            # an MCP server shared by every session (started on first use)
+//! command = "npx"              # stdio; or url = "http://host/mcp" (streamable HTTP)
+//! args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/project"]
+//! env = { }                    # added to the reduced environment exec gets
+//! timeout_seconds = 60         # one call's limit
+//!
 //! [pairing]
 //! auto_approve_local = false   # silently pair devices on a direct loopback connection
 //!
@@ -94,7 +100,21 @@ struct RawConfig {
     #[serde(default)]
     workspace: RawWorkspace,
     #[serde(default)]
+    mcp_servers: BTreeMap<String, RawMcpServer>,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcpServer {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    url: Option<String>,
+    timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +290,8 @@ pub struct Config {
     /// command's default (`run` and `demo`: the current directory; `serve`: `workspace`
     /// in the state directory). Without one, no session has a workspace.
     pub workspace: Option<PathBuf>,
+    /// `[mcp_servers.NAME]`: tool servers shared by every session.
+    pub mcp_servers: Vec<crate::tools::mcp::ServerConfig>,
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -312,6 +334,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             recovery: crate::store::recovery::Policy::default(),
             workspace: None,
+            mcp_servers: Vec::new(),
         }
     }
 }
@@ -444,6 +467,7 @@ impl Config {
             shutdown_grace,
             recovery,
             workspace: raw.workspace.root,
+            mcp_servers: validate_mcp(raw.mcp_servers)?,
         })
     }
 }
@@ -476,6 +500,41 @@ fn validate_sockets(raw: &RawGateway) -> Result<SocketLimits, ConfigError> {
             d.max_preauth_connections_per_address,
         )?,
     })
+}
+
+fn validate_mcp(raw: BTreeMap<String, RawMcpServer>) -> Result<Vec<crate::tools::mcp::ServerConfig>, ConfigError> {
+    use crate::tools::mcp::{ServerConfig, Transport, DEFAULT_CALL_TIMEOUT, SEPARATOR};
+    let mut servers = Vec::new();
+    for (name, server) in raw {
+        let invalid = |what: String| ConfigError::Invalid(format!("mcp_servers.{name}: {what}"));
+        if name.is_empty()
+            || name.contains(SEPARATOR)
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(format!(
+                "a server name is letters, digits, '-' and '_', without '{SEPARATOR}' (its tools are named NAME{SEPARATOR}TOOL)"
+            )));
+        }
+        let transport = match (server.command, server.url) {
+            (Some(command), None) if !command.trim().is_empty() => {
+                Transport::Stdio { command, args: server.args, env: server.env }
+            }
+            (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+                if !server.args.is_empty() || !server.env.is_empty() {
+                    return Err(invalid("args and env are for a command; a url server takes neither".into()));
+                }
+                Transport::Http { url }
+            }
+            (None, Some(url)) => return Err(invalid(format!("url must be http:// or https://, got {url:?}"))),
+            _ => return Err(invalid("give exactly one of command (stdio) or url (streamable HTTP)".into())),
+        };
+        let call_timeout = match server.timeout_seconds {
+            Some(seconds) => timeout_from_secs(seconds).map_err(|e| invalid(format!("timeout_seconds {e}")))?,
+            None => DEFAULT_CALL_TIMEOUT,
+        };
+        servers.push(ServerConfig { name, transport, call_timeout });
+    }
+    Ok(servers)
 }
 
 fn validate_recovery(raw: &RawRecovery) -> Result<crate::store::recovery::Policy, ConfigError> {
@@ -591,6 +650,28 @@ mod tests {
         let provider = config.providers.get("claude").unwrap();
         assert_eq!((provider.api, provider.stream, provider.max_tokens), (Api::AnthropicMessages, false, 1024));
         assert_eq!(config.limits.model_idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn mcp_servers_are_read_and_a_bad_one_is_named() {
+        let config = Config::from_toml(
+            "[mcp_servers.fs]\ncommand = \"npx\"\nargs = [\"-y\", \"server\"]\ntimeout_seconds = 5\n[mcp_servers.web]\nurl = \"http://127.0.0.1:9/mcp\"\n",
+            "t",
+            |_| None,
+        )
+        .unwrap();
+        let names: Vec<&str> = config.mcp_servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fs", "web"]);
+        assert_eq!(config.mcp_servers[0].call_timeout, Duration::from_secs(5));
+        for (toml, why) in [
+            ("[mcp_servers.a__b]\ncommand = \"x\"", "mcp_servers.a__b: a server name is"),
+            ("[mcp_servers.x]\n", "mcp_servers.x: give exactly one of command"),
+            ("[mcp_servers.x]\ncommand = \"a\"\nurl = \"http://h\"", "mcp_servers.x: give exactly one of command"),
+            ("[mcp_servers.x]\nurl = \"ftp://h\"", "mcp_servers.x: url must be http"),
+        ] {
+            let err = Config::from_toml(toml, "t", |_| None).unwrap_err().to_string();
+            assert!(err.contains(why), "{toml}: {err}");
+        }
     }
 
     #[test]

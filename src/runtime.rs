@@ -142,6 +142,7 @@ impl Runtime {
             .transpose()?;
         let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model)
             .with_workspace(workspace.clone())
+            .with_mcp(Arc::new(crate::tools::mcp::McpServers::new(config.mcp_servers.clone())))
             .with_nodes(hub_addr.clone().recipient())
             .with_pricing(Arc::new(config.pricing.clone()))
             .with_store(store.clone());

@@ -25,10 +25,12 @@ pub enum Scope {
     WorkspaceRead,
     WorkspaceWrite,
     WorkspaceExec,
+    /// Calling the tools of the gateway's MCP servers.
+    McpCall,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 10] = [
         Scope::OperatorRead,
         Scope::OperatorWrite,
         Scope::OperatorAdmin,
@@ -38,6 +40,7 @@ impl Scope {
         Scope::WorkspaceRead,
         Scope::WorkspaceWrite,
         Scope::WorkspaceExec,
+        Scope::McpCall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Scope {
             Scope::WorkspaceRead => "workspace.read",
             Scope::WorkspaceWrite => "workspace.write",
             Scope::WorkspaceExec => "workspace.exec",
+            Scope::McpCall => "mcp.call",
         }
     }
 
@@ -204,6 +208,8 @@ pub fn required_scope(operation: &str) -> Requirement {
         "read" | "ls" | "glob" | "grep" => S(Scope::WorkspaceRead),
         "write" | "edit" => S(Scope::WorkspaceWrite),
         "exec" => S(Scope::WorkspaceExec),
+        // any tool of an MCP server (`server__tool`)
+        "mcp" => S(Scope::McpCall),
         // RPC methods
         "connect" => Nothing,
         "health" | "status" | "node.list" | "node.describe" | "sessions.list" | "sessions.get" | "chat.history"

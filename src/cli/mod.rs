@@ -89,10 +89,24 @@ fn choose_workspace(flag: Option<PathBuf>, config: &mut Config, default: PathBuf
 
 /// The agents from the configured directory, else the ones compiled in.
 fn load_agents(config: &Config) -> anyhow::Result<Agents> {
-    Ok(match &config.agents_dir {
+    let agents = match &config.agents_dir {
         Some(dir) => Agents::load_dir(dir)?,
         None => Agents::shipped()?,
-    })
+    };
+    // An agent's `mcp:NAME` must name a configured server: said now, not at its first call.
+    for agent in agents.iter() {
+        for server in agent.mcp.servers() {
+            if !config.mcp_servers.iter().any(|s| s.name == server) {
+                let configured: Vec<&str> = config.mcp_servers.iter().map(|s| s.name.as_str()).collect();
+                anyhow::bail!(
+                    "agent '{}' allows tools of MCP server '{server}', which is not configured (configured: [{}]); add [mcp_servers.{server}] to the config",
+                    agent.id,
+                    configured.join(", ")
+                );
+            }
+        }
+    }
+    Ok(agents)
 }
 
 /// Print as pretty JSON.

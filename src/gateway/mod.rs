@@ -74,6 +74,8 @@ pub struct Gateway {
     pausing: bool,
     /// Main sessions' workspace; their children's are it or directories inside it.
     workspace: Option<Workspace>,
+    /// The MCP servers every session shares.
+    mcp: Arc<crate::tools::mcp::McpServers>,
 }
 
 impl Gateway {
@@ -96,7 +98,14 @@ impl Gateway {
             shared: None,
             pausing: false,
             workspace: None,
+            mcp: Arc::default(),
         }
+    }
+
+    /// Give sessions the gateway's MCP servers.
+    pub fn with_mcp(mut self, mcp: Arc<crate::tools::mcp::McpServers>) -> Gateway {
+        self.mcp = mcp;
+        self
     }
 
     /// Give main sessions `workspace` for their work tools.
@@ -125,6 +134,7 @@ impl Gateway {
                     events: self.events.clone(),
                     journal: self.journal.clone(),
                     exec_limits: Arc::default(),
+                    mcp: self.mcp.clone(),
                 })
             })
             .clone()

@@ -140,8 +140,9 @@ pub struct ToolCall {
 /// A tool offered to the model: name, description, JSON schema of its arguments.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
+    /// Static for the built-in tools; an MCP server's tools are named at run time.
+    pub name: std::borrow::Cow<'static, str>,
+    pub description: std::borrow::Cow<'static, str>,
     pub parameters: serde_json::Value,
 }
 

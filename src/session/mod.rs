@@ -49,6 +49,8 @@ pub struct Shared {
     pub journal: Journal,
     /// `exec`'s timeouts and output cap.
     pub exec_limits: Arc<crate::tools::exec::ExecLimits>,
+    /// The gateway's MCP servers.
+    pub mcp: Arc<crate::tools::mcp::McpServers>,
 }
 
 /// Everything a session starts with; the capability arrives here, inside the spawn.
@@ -335,13 +337,20 @@ impl Session {
         if self.capability.remaining_cost() == Some(0) {
             return self.finish(Outcome::Error, "cost budget exhausted".into(), ctx);
         }
+        let tools = match self.agent.mcp.is_empty() {
+            true => self.agent.tool_specs.clone(),
+            false => match self.shared.mcp.specs(&self.agent.id) {
+                Some(tools) => tools,
+                None => return self.load_mcp_tools(ctx),
+            },
+        };
         let messages = self.turn.request_messages();
         // The announcements just taken into the transcript are delivered once journaled.
         self.journal();
         let request = ChatRequest {
             model: self.model.clone(),
             messages,
-            tools: self.agent.tool_specs.clone(),
+            tools,
             stream_to: self.shared.events.text_sink(&self.key, &self.run_id),
             thinking: self.thinking,
         };
@@ -381,6 +390,22 @@ impl Session {
         }));
     }
 
+    /// The first model call of an agent with MCP servers waits for them to start and
+    /// list their tools (once per agent and gateway), then is made; a server that
+    /// cannot start ends the run with the reason.
+    fn load_mcp_tools(&mut self, ctx: &mut Context<Self>) {
+        let (mcp, agent) = (self.shared.mcp.clone(), self.agent.clone());
+        self.in_flight = true;
+        let load = async move { mcp.load_specs(&agent).await };
+        ctx.spawn(load.into_actor(self).map(|result, act, ctx| {
+            act.in_flight = false;
+            match result {
+                Ok(_) => act.call_model(ctx),
+                Err(e) => act.finish(Outcome::Error, e.to_string(), ctx),
+            }
+        }));
+    }
+
     /// The next fallback model of the agent, if one may still be tried.
     fn take_fallback(&mut self) -> Option<ModelRef> {
         let at = self.next_fallback?;
@@ -413,6 +438,7 @@ impl Session {
             agent: self.agent.clone(),
             stats: self.shared.stats.clone(),
             exec_limits: self.shared.exec_limits.clone(),
+            mcp: self.shared.mcp.clone(),
         };
         let (shared, key, run_id) = (self.shared.clone(), self.key.clone(), self.run_id.clone());
         let batch = async move {

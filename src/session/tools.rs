@@ -129,7 +129,7 @@ impl Tool {
                     "params": {"type": "object"}, "timeoutMs": {"type": "integer", "minimum": 1}}}),
             ),
         };
-        ToolSpec { name: self.name(), description, parameters }
+        ToolSpec { name: self.name().into(), description: description.into(), parameters }
     }
 }
 
@@ -188,6 +188,8 @@ pub struct ToolEnv {
     pub history: Option<Arc<[crate::model::Message]>>,
     /// `exec`'s timeouts and output cap.
     pub exec_limits: Arc<ExecLimits>,
+    /// The gateway's MCP servers (`server__tool` calls).
+    pub mcp: Arc<crate::tools::mcp::McpServers>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +290,11 @@ pub fn ended(key: &SessionKey, run_id: &RunId, call: &ToolCall, output: &ToolOut
 
 /// Run one tool call.
 pub async fn execute(env: &ToolEnv, call: &ToolCall) -> ToolOutput {
+    if Tool::parse(&call.name).is_none() {
+        if let Some((server, tool)) = crate::tools::mcp::split_name(&call.name) {
+            return mcp(env, server, tool, call).await.unwrap_or_else(|refusal| refusal);
+        }
+    }
     match check(env, call) {
         Ok(tool) => dispatch(env, tool, call).await.unwrap_or_else(|refusal| refusal),
         Err(refusal) => refusal,
@@ -308,6 +315,25 @@ fn check(env: &ToolEnv, call: &ToolCall) -> Result<Tool, ToolOutput> {
     env.capability.check(Instant::now()).map_err(error)?;
     authorize(env.capability.scopes(), false, tool.name()).map_err(error)?;
     Ok(tool)
+}
+
+/// A call of an MCP server's tool: allowed by the agent's definition (`mcp:server` or
+/// the tool by name), with the `mcp.call` scope, then made.
+async fn mcp(env: &ToolEnv, server: &str, tool: &str, call: &ToolCall) -> Result<ToolOutput, ToolOutput> {
+    if !env.agent.mcp.allows(server, tool) {
+        return Err(error(format!(
+            "tool {} is not available to agent '{}'; available: {}",
+            call.name,
+            env.agent.id,
+            available(&env.agent)
+        )));
+    }
+    env.capability.check(Instant::now()).map_err(error)?;
+    authorize(env.capability.scopes(), false, "mcp").map_err(error)?;
+    let raw = if call.arguments.trim().is_empty() { "{}" } else { call.arguments.as_str() };
+    let arguments: Value =
+        serde_json::from_str(raw).map_err(|e| error(format!("invalid arguments for {}: {e}", call.name)))?;
+    env.mcp.call(server, tool, arguments).await.map(ToolOutput::Done).map_err(error)
 }
 
 fn available(agent: &AgentDef) -> String {

@@ -16,6 +16,7 @@
 
 pub mod exec;
 pub mod fs;
+pub mod mcp;
 pub mod workspace;
 
 use serde::de::DeserializeOwned;
@@ -121,7 +122,7 @@ impl WorkTool {
                 exec::parameters(&ExecLimits::default()),
             ),
         };
-        ToolSpec { name: self.name(), description, parameters }
+        ToolSpec { name: self.name().into(), description: description.into(), parameters }
     }
 }
 

@@ -153,7 +153,11 @@ impl From<WireUsage> for Usage {
 
 impl From<&ToolSpec> for WireTool {
     fn from(spec: &ToolSpec) -> Self {
-        WireTool { name: spec.name.into(), description: spec.description.into(), input_schema: spec.parameters.clone() }
+        WireTool {
+            name: spec.name.to_string(),
+            description: spec.description.to_string(),
+            input_schema: spec.parameters.clone(),
+        }
     }
 }
 

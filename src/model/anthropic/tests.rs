@@ -10,8 +10,8 @@ use crate::model::{ModelRef, Reasoning};
 
 fn spec() -> ToolSpec {
     ToolSpec {
-        name: "sessions_spawn",
-        description: "spawn",
+        name: "sessions_spawn".into(),
+        description: "spawn".into(),
         parameters: json!({"type": "object", "properties": {"task": {"type": "string"}}}),
     }
 }

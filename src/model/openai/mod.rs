@@ -175,8 +175,8 @@ impl From<&ToolSpec> for WireTool {
         WireTool {
             kind: function_kind(),
             function: WireFunction {
-                name: spec.name.into(),
-                description: spec.description.into(),
+                name: spec.name.to_string(),
+                description: spec.description.to_string(),
                 parameters: spec.parameters.clone(),
             },
         }
