@@ -128,32 +128,13 @@ impl WorkTool {
 
 /// Run one call of `tool` with its raw JSON arguments in `workspace`.
 pub async fn run(tool: WorkTool, workspace: &Workspace, raw: &str, limits: &ExecLimits) -> Result<Value, ToolError> {
-    let ws = workspace.clone();
     match tool {
-        WorkTool::Read => {
-            let a = args(tool, raw)?;
-            blocking(move || fs::read(&ws, a)).await
-        }
-        WorkTool::Write => {
-            let a = args(tool, raw)?;
-            blocking(move || fs::write(&ws, a)).await
-        }
-        WorkTool::Edit => {
-            let a = args(tool, raw)?;
-            blocking(move || fs::edit(&ws, a)).await
-        }
-        WorkTool::Ls => {
-            let a = args(tool, raw)?;
-            blocking(move || fs::ls(&ws, a)).await
-        }
-        WorkTool::Glob => {
-            let a = args(tool, raw)?;
-            blocking(move || fs::glob(&ws, a)).await
-        }
-        WorkTool::Grep => {
-            let a = args(tool, raw)?;
-            blocking(move || fs::grep(&ws, a)).await
-        }
+        WorkTool::Read => file_tool(tool, workspace, raw, fs::read).await,
+        WorkTool::Write => file_tool(tool, workspace, raw, fs::write).await,
+        WorkTool::Edit => file_tool(tool, workspace, raw, fs::edit).await,
+        WorkTool::Ls => file_tool(tool, workspace, raw, fs::ls).await,
+        WorkTool::Glob => file_tool(tool, workspace, raw, fs::glob).await,
+        WorkTool::Grep => file_tool(tool, workspace, raw, fs::grep).await,
         WorkTool::Exec => {
             let a: exec::ExecArgs = args(tool, raw)?;
             let cwd = match a.workdir.as_deref() {
@@ -170,9 +151,16 @@ fn args<T: DeserializeOwned>(tool: WorkTool, raw: &str) -> Result<T, ToolError> 
     serde_json::from_str(raw).map_err(|e| ToolError::Invalid(format!("invalid arguments for {}: {e}", tool.name())))
 }
 
-/// A file tool on the blocking pool: the disk never stalls a session's thread.
-async fn blocking(work: impl FnOnce() -> Result<Value, ToolError> + Send + 'static) -> Result<Value, ToolError> {
-    tokio::task::spawn_blocking(work)
+/// A file tool on the blocking pool, its arguments parsed first: the disk never stalls
+/// a session's thread.
+async fn file_tool<A: DeserializeOwned + Send + 'static>(
+    tool: WorkTool,
+    workspace: &Workspace,
+    raw: &str,
+    run: fn(&Workspace, A) -> Result<Value, ToolError>,
+) -> Result<Value, ToolError> {
+    let (a, ws) = (args(tool, raw)?, workspace.clone());
+    tokio::task::spawn_blocking(move || run(&ws, a))
         .await
         .map_err(|e| ToolError::Invalid(format!("the tool stopped unexpectedly: {e}")))?
 }
