@@ -346,3 +346,27 @@ async fn hivegate_agent_runs_a_task_on_a_running_gateway() {
     assert_eq!(output.status.code(), Some(2));
     drop(child);
 }
+
+/// `demo` does real work: each executor reports on a file of its workspace, and what it
+/// says (line count, first line) is what the file holds; beyond the files, it surveys.
+#[test]
+fn demo_reports_true_facts_about_the_files_of_its_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "first of a\nsecond\nthird\n").unwrap();
+    std::fs::write(dir.path().join("b.md"), "# title of b\n").unwrap();
+    std::fs::write(dir.path().join(".hidden"), "not reported\n").unwrap();
+    let output = hivegate().current_dir(dir.path()).args(["demo", "--executors", "3", "--json"]).output().unwrap();
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let answer = report["finalAnswer"].as_str().unwrap();
+    let mut lines: Vec<&str> = answer.lines().skip(1).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "- part 1: report: report on `a.txt` (part 1 of 3) - `a.txt` has 3 lines; the first is \"first of a\".",
+            "- part 2: report: report on `b.md` (part 2 of 3) - `b.md` has 1 line: \"# title of b\".",
+            "- part 3: report: survey the hivegate runtime and report what each part does (part 3 of 3) - done.",
+        ]
+    );
+}

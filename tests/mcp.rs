@@ -187,3 +187,72 @@ fn kill_children_named(name: &str) -> usize {
     }
     killed
 }
+
+/// The issue's whole case, through the binary and a `hivegate.toml`: a brain spawns two
+/// executors; one reads a workspace file with `read`, the other reads the same file
+/// through the filesystem MCP server the config declares; a read outside the workspace
+/// is refused; nothing from outside reaches the model.
+#[actix_rt::test]
+async fn hivegate_run_reads_one_file_by_read_and_by_the_configured_mcp_server() {
+    let Some((filesystem, _)) = servers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let (ws, outside) = (base.join("ws"), base.join("outside"));
+    std::fs::create_dir_all(ws.join("agents")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(ws.join("notes.txt"), "alpha line\nbeta line\n").unwrap();
+    std::fs::write(outside.join("secret.txt"), "OUTSIDE-MARKER-93f1\n").unwrap();
+    let notes = ws.join("notes.txt").display().to_string();
+    let fake = FakeModels::start(move |r| {
+        let task = r.messages.iter().find(|m| m.role == "user").and_then(|m| m.content.clone()).unwrap_or_default();
+        let results = tool_results(r);
+        match r.model.as_str() {
+            "boss" if results.is_empty() => Reply::Calls(vec![
+                call("s1", "sessions_spawn", json!({"task": "by read", "agentId": "worker"})),
+                call("s2", "sessions_spawn", json!({"task": "by mcp", "agentId": "worker"})),
+            ]),
+            "boss" if common::announcements(r).len() < 2 => {
+                Reply::Calls(vec![call(&format!("y{}", r.messages.len()), "sessions_yield", json!({}))])
+            }
+            "boss" => Reply::Text(common::announcements(r).join("\n---\n")),
+            _ if task.starts_with("by read") => match results.len() {
+                0 => Reply::Calls(vec![
+                    call("r1", "read", json!({"path": "notes.txt"})),
+                    call("r2", "read", json!({"path": "../outside/secret.txt"})),
+                ]),
+                _ => Reply::Text(results.iter().map(|(_, v)| v.to_string()).collect::<Vec<_>>().join("\n")),
+            },
+            _ => match results.len() {
+                0 => Reply::Calls(vec![call("m1", "fs__read_text_file", json!({"path": notes}))]),
+                _ => Reply::Text(results[0].1.to_string()),
+            },
+        }
+    });
+    let config = format!(
+        "[providers.fake]\nbase_url = \"{}\"\napi_key_env = \"FAKE_KEY\"\n\
+         [mcp_servers.fs]\ncommand = \"{}\"\nargs = [\"{}\"]\n",
+        fake.url,
+        filesystem.display(),
+        ws.display()
+    );
+    std::fs::write(ws.join("hivegate.toml"), config).unwrap();
+    std::fs::write(
+        ws.join("agents/boss.toml"),
+        "model = \"fake/boss\"\n[tools]\nallow = [\"sessions_spawn\", \"sessions_yield\"]\ndelegate = [\"read\", \"mcp:fs\"]\n[subagents]\nallow_agents = [\"worker\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("agents/worker.toml"), "model = \"fake/worker\"\n[tools]\nallow = [\"read\", \"mcp:fs\"]\n")
+        .unwrap();
+    let report = common::run_binary_json(&ws, &[("FAKE_KEY", "sk-fake")], &["--agent", "boss", "go"]).await;
+    assert_eq!(report["outcomes"]["ok"], 3, "{report}");
+    let answer = report["finalAnswer"].as_str().unwrap();
+    // By read: the numbered lines; by the MCP server: the text itself.
+    assert!(answer.contains("1\\talpha line\\n") && answer.contains("2\\tbeta line"), "{answer}");
+    assert!(answer.contains("alpha line\\nbeta line\\n\",\"status\":\"ok\""), "{answer}");
+    assert!(answer.contains("path '../outside/secret.txt' is outside the workspace"), "{answer}");
+    let every_request =
+        fake.requests.lock().unwrap().iter().map(|r| serde_json::to_string(r).unwrap()).collect::<String>();
+    assert!(!every_request.contains("OUTSIDE-MARKER-93f1"), "something from outside the workspace reached the model");
+    assert!(every_request.contains("fs__read_text_file"));
+    fake.stop().await;
+}
