@@ -306,12 +306,9 @@ pub fn parse(
     };
     let mut tools = Vec::new();
     let mut mcp = Allowed::default();
-    let mut mcp_delegated = false;
     for name in &raw.tools.allow {
         if let Some(entry) = Allowed::entry(name) {
-            if !raw.tools.deny.iter().any(|d| d == name) {
-                mcp.push(entry);
-            }
+            mcp.push(entry);
             continue;
         }
         let tool = Tool::parse(name)
@@ -324,9 +321,14 @@ pub fn parse(
         return Err(invalid(format!("unknown tool '{bad}' in tools.deny; known: {}", tools::names())));
     }
     let mut delegated = Vec::new();
+    for name in &raw.tools.deny {
+        if let Some(entry) = Allowed::entry(name) {
+            mcp.deny(entry);
+        }
+    }
     for name in &raw.tools.delegate {
-        if Allowed::entry(name).is_some() {
-            mcp_delegated = true;
+        if let Some((server, _)) = Allowed::entry(name) {
+            mcp.delegate(server);
             continue;
         }
         let tool = Tool::parse(name)
@@ -340,7 +342,7 @@ pub fn parse(
             Requirement::Scope(scope) => Some(scope),
             _ => None,
         })
-        .chain((!mcp.is_empty() || mcp_delegated).then_some(crate::scope::Scope::McpCall))
+        .chain((!mcp.is_empty()).then_some(crate::scope::Scope::McpCall))
         .collect();
     let run_timeout = raw
         .subagents

@@ -509,10 +509,12 @@ fn validate_mcp(raw: BTreeMap<String, RawMcpServer>) -> Result<Vec<crate::tools:
         let invalid = |what: String| ConfigError::Invalid(format!("mcp_servers.{name}: {what}"));
         if name.is_empty()
             || name.contains(SEPARATOR)
+            || name.starts_with('_')
+            || name.ends_with('_')
             || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(invalid(format!(
-                "a server name is letters, digits, '-' and '_', without '{SEPARATOR}' (its tools are named NAME{SEPARATOR}TOOL)"
+                "a server name is letters, digits, '-' and '_', without '{SEPARATOR}' and not starting or ending with '_' (its tools are named NAME{SEPARATOR}TOOL)"
             )));
         }
         let transport = match (server.command, server.url) {

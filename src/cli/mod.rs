@@ -95,7 +95,7 @@ fn load_agents(config: &Config) -> anyhow::Result<Agents> {
     };
     // An agent's `mcp:NAME` must name a configured server: said now, not at its first call.
     for agent in agents.iter() {
-        for server in agent.mcp.servers() {
+        for server in agent.mcp.named() {
             if !config.mcp_servers.iter().any(|s| s.name == server) {
                 let configured: Vec<&str> = config.mcp_servers.iter().map(|s| s.name.as_str()).collect();
                 anyhow::bail!(

@@ -74,6 +74,9 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     }
     let runtime = Runtime::start(&config, agents).await?;
     let progress = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
+    if let Some(workspace) = runtime.workspace.as_ref().filter(|_| progress) {
+        eprintln!("workspace: {} (the agents' work tools act only inside it)", workspace.root().display());
+    }
     let printer = progress.then(|| actix_rt::spawn(print_progress(runtime.events.subscribe())));
     let started = Instant::now();
     let start = StartMain {

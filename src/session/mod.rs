@@ -400,7 +400,10 @@ impl Session {
         ctx.spawn(load.into_actor(self).map(|result, act, ctx| {
             act.in_flight = false;
             match result {
-                Ok(_) => act.call_model(ctx),
+                // Through `step`, so a pause that came meanwhile is honoured.
+                Ok(_) => act.step(Next::CallModel, ctx),
+                // Stopping: the run resumes at the next start, which tries again.
+                Err(_) if act.pausing => act.step(Next::CallModel, ctx),
                 Err(e) => act.finish(Outcome::Error, e.to_string(), ctx),
             }
         }));

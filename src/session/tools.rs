@@ -337,7 +337,8 @@ async fn mcp(env: &ToolEnv, server: &str, tool: &str, call: &ToolCall) -> Result
 }
 
 fn available(agent: &AgentDef) -> String {
-    agent.tools.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+    let tools = agent.tools.iter().map(|t| t.name().to_string());
+    tools.chain(agent.mcp.describe()).collect::<Vec<_>>().join(", ")
 }
 
 async fn dispatch(env: &ToolEnv, tool: Tool, call: &ToolCall) -> Result<ToolOutput, ToolOutput> {

@@ -31,6 +31,13 @@ pub const SEPARATOR: &str = "__";
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 /// How long a server may take to start and list its tools.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// An error's text from a server, at most this long.
+pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+/// The most tools of one server offered to the model, and the longest description and
+/// schema of one: a server's list goes into every request of the agents that use it.
+pub const MAX_TOOLS: usize = 128;
+pub const MAX_DESCRIPTION_BYTES: usize = 2 * 1024;
+pub const MAX_SCHEMA_BYTES: usize = 16 * 1024;
 /// A call's timeout when the server's config gives none.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,6 +79,11 @@ pub enum McpError {
 pub struct Allowed {
     /// (server, one tool or all of them)
     entries: Vec<(String, Option<String>)>,
+    /// `[tools] deny` entries: never allowed, whatever `allow` says.
+    denied: Vec<(String, Option<String>)>,
+    /// Servers named in `[tools] delegate`: the agent holds `mcp.call` to pass on, and
+    /// calls none of their tools itself.
+    delegated: Vec<String>,
 }
 
 impl Allowed {
@@ -89,21 +101,45 @@ impl Allowed {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    pub fn deny(&mut self, entry: (String, Option<String>)) {
+        self.denied.push(entry);
     }
 
-    /// The servers named, once each.
+    pub fn delegate(&mut self, server: String) {
+        self.delegated.push(server);
+    }
+
+    /// Nothing allowed or delegated: the agent needs no `mcp.call`.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.delegated.is_empty()
+    }
+
+    /// The servers whose tools it may call, once each.
     pub fn servers(&self) -> Vec<&str> {
         let mut servers: Vec<&str> = self.entries.iter().map(|(s, _)| s.as_str()).collect();
-        servers.dedup();
         servers.sort_unstable();
         servers.dedup();
         servers
     }
 
+    /// Every server its definition names (allowed, denied or delegated): each must be
+    /// configured.
+    pub fn named(&self) -> impl Iterator<Item = &str> {
+        let listed = self.entries.iter().chain(&self.denied).map(|(s, _)| s.as_str());
+        listed.chain(self.delegated.iter().map(String::as_str))
+    }
+
     pub fn allows(&self, server: &str, tool: &str) -> bool {
-        self.entries.iter().any(|(s, t)| s == server && t.as_deref().is_none_or(|t| t == tool))
+        let matches = |(s, t): &(String, Option<String>)| s == server && t.as_deref().is_none_or(|t| t == tool);
+        self.entries.iter().any(matches) && !self.denied.iter().any(matches)
+    }
+
+    /// How the definition names them, for messages.
+    pub fn describe(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|(s, t)| t.as_ref().map_or_else(|| format!("mcp:{s}"), |t| format!("{s}{SEPARATOR}{t}")))
+            .collect()
     }
 }
 
@@ -175,7 +211,8 @@ impl McpServers {
         let config = &self.server(server)?.config;
         let running = self.running(server).await?;
         if !running.tools.iter().any(|t| t.name == tool) {
-            let available = running.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+            let names = running.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+            let available = cut_to(names, MAX_ERROR_BYTES).0;
             return Err(McpError::NoSuchTool { server: server.into(), tool: tool.into(), available });
         }
         let arguments = match arguments {
@@ -193,23 +230,25 @@ impl McpServers {
         let call = running.client.call_tool(params);
         let result = match tokio::time::timeout(config.call_timeout, call).await {
             Err(_) => {
+                // A server that does not answer in time may be stuck: the next use starts
+                // a fresh one.
+                self.forget(server, &running).await;
                 let seconds = config.call_timeout.as_secs();
                 return Err(McpError::Timeout { server: server.into(), tool: tool.into(), seconds });
             }
             Ok(Err(rmcp::ServiceError::McpError(e))) => {
-                return Err(McpError::Refused {
-                    server: server.into(),
-                    tool: tool.into(),
-                    reason: e.message.to_string(),
-                })
+                let reason = cut_to(e.message.to_string(), MAX_ERROR_BYTES).0;
+                return Err(McpError::Refused { server: server.into(), tool: tool.into(), reason });
             }
             Ok(Err(e)) => {
                 self.forget(server, &running).await;
-                return Err(McpError::Stopped { server: server.into(), tool: tool.into(), reason: e.to_string() });
+                let reason = cut_to(e.to_string(), MAX_ERROR_BYTES).0;
+                return Err(McpError::Stopped { server: server.into(), tool: tool.into(), reason });
             }
             Ok(Ok(result)) => result,
         };
-        let (text, truncated) = cut(result.content.iter().map(describe).collect::<Vec<_>>().join("\n"));
+        let (text, truncated) =
+            cut_to(result.content.iter().map(describe).collect::<Vec<_>>().join("\n"), MAX_RESULT_BYTES);
         let status = if result.is_error == Some(true) { "error" } else { "ok" };
         let mut value = json!({"status": status, "content": text});
         if status == "error" {
@@ -230,7 +269,10 @@ impl McpServers {
     async fn running(&self, name: &str) -> Result<Arc<Running>, McpError> {
         let server = self.server(name)?;
         let mut running = server.running.lock().await;
-        if let Some(live) = running.as_ref().filter(|r| !r.client.is_closed()) {
+        // A server that exited closes its end: the service loop stops (the transport is
+        // closed) without the service itself being cancelled, so both are looked at.
+        if let Some(live) = running.as_ref().filter(|r| !r.client.is_closed() && !r.client.peer().is_transport_closed())
+        {
             return Ok(live.clone());
         }
         let started = tokio::time::timeout(START_TIMEOUT, start(&server.config))
@@ -239,7 +281,7 @@ impl McpServers {
                 server: name.into(),
                 reason: format!("it did not answer within {} s", START_TIMEOUT.as_secs()),
             })?
-            .map_err(|reason| McpError::Start { server: name.into(), reason })?;
+            .map_err(|reason| McpError::Start { server: name.into(), reason: cut_to(reason, MAX_ERROR_BYTES).0 })?;
         let started = Arc::new(started);
         *running = Some(started.clone());
         Ok(started)
@@ -261,14 +303,18 @@ async fn start(config: &ServerConfig) -> Result<Running, String> {
     let client = match &config.transport {
         Transport::Stdio { command, args, env } => {
             let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).env_clear().stderr(std::process::Stdio::null());
+            cmd.args(args).env_clear();
             for name in ALLOWED_ENV {
                 if let Some(value) = std::env::var_os(name) {
                     cmd.env(name, value);
                 }
             }
             cmd.envs(env);
-            let transport = TokioChildProcess::new(cmd).map_err(|e| format!("cannot run {command}: {e}"))?;
+            // The builder's own stderr setting wins over the command's.
+            let (transport, _) = TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run {command}: {e}"))?;
             ().serve(transport).await.map_err(|e| e.to_string())?
         }
         Transport::Http { url } => {
@@ -277,19 +323,29 @@ async fn start(config: &ServerConfig) -> Result<Running, String> {
         }
     };
     let listed = client.list_all_tools().await.map_err(|e| format!("listing its tools failed: {e}"))?;
-    let tools = listed
-        .into_iter()
-        .map(|tool| {
-            let exposed = format!("{}{SEPARATOR}{}", config.name, tool.name);
-            let description = tool.description.as_deref().unwrap_or_default().to_string();
-            let parameters = Value::Object((*tool.input_schema).clone());
-            McpTool {
-                name: tool.name.to_string(),
-                spec: ToolSpec { name: exposed.into(), description: description.into(), parameters },
-            }
-        })
-        .collect();
-    Ok(Running { client, tools })
+    let mut tools = Vec::new();
+    for tool in listed {
+        let exposed = format!("{}{SEPARATOR}{}", config.name, tool.name);
+        let parameters = Value::Object((*tool.input_schema).clone());
+        // Providers take tool names of letters, digits, '_' and '-', up to 64: a tool
+        // named otherwise would make every request of its agents fail.
+        let usable = exposed.len() <= 64 && exposed.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !usable || parameters.to_string().len() > MAX_SCHEMA_BYTES || tools.len() == MAX_TOOLS {
+            tracing::warn!(server = %config.name, tool = %tool.name,
+                "MCP tool not offered: its name, its schema or the count of tools is past what a model request takes");
+            continue;
+        }
+        let description = tool.description.as_deref().unwrap_or_default().to_string();
+        tools.push(McpTool {
+            name: tool.name.to_string(),
+            spec: ToolSpec {
+                name: exposed.into(),
+                description: cut_to(description, MAX_DESCRIPTION_BYTES).0.into(),
+                parameters,
+            },
+        });
+    }
+    Ok(Running { client, tools: tools.into() })
 }
 
 /// `server__tool` split into its parts, when the name has that shape.
@@ -309,12 +365,12 @@ fn describe(block: &ContentBlock) -> String {
     }
 }
 
-/// `text` cut to [`MAX_RESULT_BYTES`] on a character boundary; whether it was cut.
-fn cut(mut text: String) -> (String, bool) {
-    if text.len() <= MAX_RESULT_BYTES {
+/// `text` cut to `max` bytes on a character boundary; whether it was cut.
+fn cut_to(mut text: String, max: usize) -> (String, bool) {
+    if text.len() <= max {
         return (text, false);
     }
-    let mut end = MAX_RESULT_BYTES;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -336,9 +392,25 @@ mod tests {
     }
 
     #[test]
+    fn deny_wins_over_a_whole_server_allowed() {
+        let mut allowed = Allowed::default();
+        allowed.push(Allowed::entry("mcp:fs").unwrap());
+        allowed.push(Allowed::entry("time__get_current_time").unwrap());
+        allowed.deny(Allowed::entry("fs__write_file").unwrap());
+        allowed.delegate("web".into());
+        assert!(allowed.allows("fs", "read_text_file"));
+        assert!(!allowed.allows("fs", "write_file"));
+        assert!(allowed.allows("time", "get_current_time") && !allowed.allows("time", "convert_time"));
+        assert!(!allowed.allows("web", "fetch"), "a delegated server is not the agent's to call");
+        assert_eq!(allowed.servers(), ["fs", "time"]);
+        assert_eq!(allowed.named().collect::<Vec<_>>(), ["fs", "time", "fs", "web"]);
+        assert_eq!(allowed.describe(), ["mcp:fs", "time__get_current_time"]);
+    }
+
+    #[test]
     fn results_are_cut_on_a_character_boundary() {
-        let (text, cut_) = cut("é".repeat(MAX_RESULT_BYTES));
+        let (text, cut_) = cut_to("é".repeat(MAX_RESULT_BYTES), MAX_RESULT_BYTES);
         assert!(cut_ && text.len() <= MAX_RESULT_BYTES && text.chars().all(|c| c == 'é'));
-        assert_eq!(cut("short".into()), ("short".into(), false));
+        assert_eq!(cut_to("short".into(), 10), ("short".into(), false));
     }
 }
