@@ -19,6 +19,7 @@
 //!     the sessions' journal in groups, off the spawn path
 //! HTTP server (actix-web, public port): WebSocket at /, /health       http.rs
 //! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
+//! MCP servers (child processes or HTTP, shared, started on first use) tools/mcp.rs
 //! ```
 //!
 //! Sessions never pair or open sockets: a subagent's capability arrives inside the spawn
@@ -32,7 +33,11 @@
 //! - [`gateway`]: the root actor, its messages, the registry, the spawn decision, what
 //!   operators ask of it (`gateway/operator.rs`), and the
 //!   broadcast of session events (`gateway/events.rs`).
-//! - [`session`]: the session actor shell, its pure turn state machine, its tools.
+//! - [`session`]: the session actor shell, its pure turn state machine, its tool
+//!   dispatch (`session/tools.rs`: the session tools, and the gates every call passes).
+//! - [`tools`]: the work tools: workspace confinement (`tools/workspace.rs`), the file
+//!   tools (`tools/fs/`), `exec` (`tools/exec/`), and MCP servers through rmcp
+//!   (`tools/mcp.rs`).
 //! - [`model`]: the `ModelClient` seam and domain types; wire types per API kind
 //!   (`model/openai/`, `model/anthropic/`, each with its stream decoder), the SSE driver
 //!   (`model/stream.rs`), the retry decision (`model/retry.rs`), prices
