@@ -137,6 +137,52 @@ async fn serve_answers_health_and_keeps_the_builtin_provider_off_its_port() {
     drop(child);
 }
 
+/// A gateway whose starter stopped reading its output keeps serving: its status lines
+/// go to a closed pipe (a `println!` there used to panic and take the gateway down).
+#[actix_rt::test]
+async fn serve_keeps_serving_when_its_stdout_is_closed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = KillOnDrop(
+        hivegate()
+            .args(["serve", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    drop(child.0.stdout.take());
+    // The log line "gateway listening" comes just before the status lines: once it is
+    // seen, they have been written (to the closed pipe). The rest of the log is drained.
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let (seen, listening) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut seen = Some(seen);
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("gateway listening") {
+                if let Some(seen) = seen.take() {
+                    let _ = seen.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), listening).await.unwrap().unwrap();
+    let health: Value = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["ok"], true);
+    // A gateway that lost its stdout still stops cleanly when asked: exit 0 (it used to
+    // panic at its first status line, exit 101).
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "hivegate serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "hivegate serve failed after its stdout was closed");
+}
+
 /// `hivegate serve <args>`, once it says where it listens: the process and its http:// URL.
 async fn serve(args: &[&str]) -> (KillOnDrop, String) {
     let mut child =
@@ -253,7 +299,9 @@ fn run_prints_progress_on_stderr_and_keeps_stdout_json() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.iter().filter(|l| l.starts_with("+ ")).count(), 3, "{stderr}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("- ") && l.contains("  ok  ")).count(), 3, "{stderr}");
-    assert!(lines[0].starts_with("+ agent:brain:main  brain  builtin/brain"), "{stderr}");
+    let workspace = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+    assert_eq!(lines[0], format!("workspace: {} (the agents' work tools act only inside it)", workspace.display()));
+    assert!(lines[1].starts_with("+ agent:brain:main  brain  builtin/brain"), "{stderr}");
     assert!(lines.last().unwrap().starts_with("- agent:brain:main  ok  "), "the root ends last: {stderr}");
     let quiet = hivegate().args(["run", "--json", "alpha"]).output().unwrap();
     assert!(quiet.stderr.is_empty(), "no progress when stderr is not a terminal");

@@ -88,32 +88,48 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     let agents = load_agents(&config)?;
     let runtime = Runtime::start(&config, agents).await?;
     tracing::info!(addr = %runtime.http_addr, "gateway listening");
-    println!("hivegate listening on http://{} (WebSocket gateway at /, health at /health)", runtime.http_addr);
+    say(format_args!("hivegate listening on http://{} (WebSocket gateway at /, health at /health)", runtime.http_addr));
     if let Some(workspace) = &runtime.workspace {
-        println!("workspace: {} (work tools act only inside it)", workspace.root().display());
+        say(format_args!("workspace: {} (work tools act only inside it)", workspace.root().display()));
     }
     let r = &runtime.recovered;
     if r.resumed + r.finalized + r.redelivered + r.undeliverable > 0 {
-        println!(
+        say(format_args!(
             "recovered from the last run of this state directory ({}): {} runs resumed, {} finalized, {} results delivered again, {} undeliverable",
             config.state_dir.display(),
             r.resumed,
             r.finalized,
             r.redelivered,
             r.undeliverable
-        );
+        ));
     }
     stop_signal().await?;
     tracing::info!("shutting down");
-    eprintln!(
+    say_err(format_args!(
         "shutting down: new runs are refused; running sessions get up to {} s to reach a step boundary",
         config.shutdown_grace.as_secs_f64()
-    );
+    ));
     let resume = runtime.shutdown().await?;
     if resume > 0 {
-        eprintln!("stopped; {resume} runs resume when `hivegate serve` starts again on {}", config.state_dir.display());
+        say_err(format_args!(
+            "stopped; {resume} runs resume when `hivegate serve` starts again on {}",
+            config.state_dir.display()
+        ));
     }
     Ok(0)
+}
+
+/// A status line on stdout. A server keeps serving when whoever started it stopped
+/// reading (a closed pipe): `println!` would panic and take the gateway down.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// The same on stderr.
+fn say_err(line: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Ctrl-C or SIGTERM (what service managers and `kill` send).
