@@ -136,12 +136,17 @@ async fn an_agent_gets_only_the_server_tools_it_names() {
     fake.stop().await;
 }
 
+/// The crash test's server's local time zone, to find its process by.
+const MARK: &str = "Pacific/Kiritimati";
+
 #[actix_rt::test]
 async fn the_time_server_answers_and_a_crashed_server_is_started_again() {
     let Some((_, time)) = servers() else { return };
     let fake = FakeModels::start(|r| call_once(r, "time__get_current_time", json!({"timezone": "UTC"})));
     let agent = "id = \"clock\"\nmodel = \"fake/clock\"\n[tools]\nallow = [\"mcp:time\"]\n";
-    let runtime = gateway(&fake, vec![stdio("time", &time, &[])], &[agent]).await;
+    // A time zone no other test gives marks this test's server among the processes
+    // (the other tests of this file run at the same time, with servers of their own).
+    let runtime = gateway(&fake, vec![stdio("time", &time, &["--local-timezone", MARK])], &[agent]).await;
     let (outcome, result) = answer(&runtime, "clock").await;
     assert_eq!(outcome, Outcome::Ok);
     let now: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
@@ -149,7 +154,7 @@ async fn the_time_server_answers_and_a_crashed_server_is_started_again() {
 
     // Kill the server (it is this process's child); the next use starts it again. A
     // call already on its way to the dead server may fail, saying so; at most one.
-    let killed = kill_children_named("mcp-server-time");
+    let killed = kill_children_named(MARK);
     assert_eq!(killed, 1, "exactly one time server was running, found {killed}");
     let mut failures = Vec::new();
     for _ in 0..3 {
@@ -163,7 +168,7 @@ async fn the_time_server_answers_and_a_crashed_server_is_started_again() {
     assert!(failures.iter().all(|f| f.contains("started again at its next use")), "{failures:?}");
     let (_, result) = answer(&runtime, "clock").await;
     assert_eq!(result["status"], "ok", "the server was not started again: {result}");
-    assert_eq!(kill_children_named("mcp-server-time"), 1, "the restarted server is running");
+    assert_eq!(kill_children_named(MARK), 1, "the restarted server is running");
     fake.stop().await;
 }
 
