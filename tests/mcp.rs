@@ -45,6 +45,9 @@ fn servers() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// How long a run that uses MCP servers may take at most.
+const MCP_WAIT: Duration = Duration::from_secs(90);
+
 fn stdio(name: &str, command: &Path, args: &[&str]) -> ServerConfig {
     ServerConfig {
         name: name.into(),
@@ -85,7 +88,9 @@ fn offered<'a>(request: &'a CompletionRequest, name: &str) -> Option<&'a Value> 
 }
 
 async fn answer(runtime: &Runtime, agent: &str) -> (Outcome, Value) {
-    let summary = common::run_to_end(runtime, StartMain::new(agent, "go")).await;
+    // A server's first start (Node or Python importing its SDK) can take many seconds
+    // on a loaded machine; the calls themselves are bounded by `call_timeout`.
+    let summary = common::run_to_end_within(runtime, StartMain::new(agent, "go"), MCP_WAIT).await;
     let text = summary.text.clone();
     (summary.outcome, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
@@ -248,7 +253,8 @@ async fn hivegate_run_reads_one_file_by_read_and_by_the_configured_mcp_server() 
     .unwrap();
     std::fs::write(ws.join("agents/worker.toml"), "model = \"fake/worker\"\n[tools]\nallow = [\"read\", \"mcp:fs\"]\n")
         .unwrap();
-    let report = common::run_binary_json(&ws, &[("FAKE_KEY", "sk-fake")], &["--agent", "boss", "go"]).await;
+    let report =
+        common::run_binary_json_within(&ws, &[("FAKE_KEY", "sk-fake")], &["--agent", "boss", "go"], MCP_WAIT).await;
     assert_eq!(report["outcomes"]["ok"], 3, "{report}");
     let answer = report["finalAnswer"].as_str().unwrap();
     // By read: the numbered lines; by the MCP server: the text itself.

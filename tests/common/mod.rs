@@ -566,22 +566,42 @@ pub fn has_tool_call(request: &CompletionRequest, name: &str) -> bool {
     request.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| c.function.name == name)
 }
 
-/// Start `start` and wait (bounded) for the run's summary.
+/// Start `start` and wait (bounded by [`WAIT`]) for the run's summary.
 pub async fn run_to_end(runtime: &Runtime, start: hivegate::gateway::StartMain) -> hivegate::gateway::RunSummary {
+    run_to_end_within(runtime, start, WAIT).await
+}
+
+/// Start `start` and wait at most `wait` for the run's summary (runs that start
+/// outside processes, such as MCP servers, need more than [`WAIT`] on a busy machine).
+pub async fn run_to_end_within(
+    runtime: &Runtime,
+    start: hivegate::gateway::StartMain,
+    wait: Duration,
+) -> hivegate::gateway::RunSummary {
     let run = runtime.gateway.send(start).await.unwrap().unwrap();
     let ended = runtime.gateway.send(hivegate::gateway::WaitRun { run_id: run.run_id }).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, ended).await.expect("the run did not end").unwrap()
+    tokio::time::timeout(wait, ended).await.expect("the run did not end").unwrap()
 }
 
 /// `hivegate run --json <args>` (the binary) in `dir`, with `env`, bounded by [`WAIT`]:
 /// the exit code must be 0; the printed report.
 pub async fn run_binary_json(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Value {
+    run_binary_json_within(dir, env, args, WAIT).await
+}
+
+/// [`run_binary_json`], bounded by `wait`.
+pub async fn run_binary_json_within(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    wait: Duration,
+) -> Value {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hivegate"));
     command.current_dir(dir).env_remove("HIVEGATE_CONFIG").args(["run", "--json"]).args(args);
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
+    let output = tokio::time::timeout(wait, tokio::task::spawn_blocking(move || command.output()))
         .await
         .expect("hivegate run did not finish")
         .unwrap()
