@@ -27,8 +27,11 @@ pub struct Grant {
     pub depth: u32,
     pub max_depth: u32,
     /// Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_micro_usd: Option<u64>,
 }
 

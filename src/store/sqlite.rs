@@ -19,6 +19,7 @@
 //!
 //! Every batch of records is one transaction: a crash keeps all of it or none of it.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -250,15 +251,15 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
         Record::SessionStarted(row) => {
             let s = &row.spawned;
             let spawn = SpawnJson {
-                label: row.label.clone(),
+                label: row.label.as_deref().map(Cow::Borrowed),
                 model_explicit: s.model_explicit,
-                thinking: s.thinking.map(|t| t.as_str().to_string()),
+                thinking: s.thinking.map(|t| Cow::Borrowed(t.as_str())),
                 cleanup: s.cleanup,
                 stays: s.stays,
                 forked: s.forked,
                 grant: s.grant,
-                call_id: s.call_id.clone(),
-                workspace: s.workspace.as_deref().map(str::to_string),
+                call_id: s.call_id.as_deref().map(Cow::Borrowed),
+                workspace: s.workspace.as_deref().map(Cow::Borrowed),
             };
             // A new actor for a main session that had one before (started again after
             // a restart or a reset) begins a new conversation. (A child's key is new.)
@@ -368,6 +369,15 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
                 params![key.as_str(), serde_json::to_string(usage)?, model.to_string()],
             )?;
         }
+        Record::RunEnded(end) if end.forget => {
+            // `cleanup: delete`: the rows go, so they are not brought up to date first;
+            // only the result stays, in the outbox, until its parent has it.
+            insert_announce(st, end.announce.as_ref(), now)?;
+            let key = end.key.as_str();
+            st.exec("DELETE FROM messages WHERE session_key = ?1", params![key])?;
+            st.exec("DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
+            st.exec("DELETE FROM sessions WHERE key = ?1", params![key])?;
+        }
         Record::RunEnded(end) => {
             let status = if end.idle { StoredStatus::Idle } else { StoredStatus::Ended };
             st.exec(
@@ -383,19 +393,7 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
                     end.ended_at_ms as i64
                 ],
             )?;
-            if let Some(a) = &end.announce {
-                st.exec(
-                    "INSERT OR IGNORE INTO outbox (id, parent_key, parent_run_id, text, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![a.id.as_str(), a.parent.as_str(), a.parent_run_id.as_str(), a.text, now as i64],
-                )?;
-            }
-            if end.forget {
-                let key = end.key.as_str();
-                st.exec("DELETE FROM messages WHERE session_key = ?1", params![key])?;
-                st.exec("DELETE FROM tool_results WHERE session_key = ?1", params![key])?;
-                st.exec("DELETE FROM sessions WHERE key = ?1", params![key])?;
-            }
+            insert_announce(st, end.announce.as_ref(), now)?;
         }
         Record::Stopped { key } => {
             st.exec("UPDATE sessions SET status = 'ended' WHERE key = ?1 AND status = 'idle'", params![key.as_str()])?;
@@ -420,19 +418,42 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
     Ok(())
 }
 
-/// How a session was spawned, as one column: read back only at a start.
+/// A child's result on its way to its parent, kept until delivered.
+fn insert_announce(st: &mut Statements, announce: Option<&Announce>, now: u64) -> Result<(), StoreError> {
+    let Some(a) = announce else { return Ok(()) };
+    st.exec(
+        "INSERT OR IGNORE INTO outbox (id, parent_key, parent_run_id, text, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![a.id.as_str(), a.parent.as_str(), a.parent_run_id.as_str(), a.text, now as i64],
+    )?;
+    Ok(())
+}
+
+/// How a session was spawned, as one column: read back only at a start. Written with
+/// what it borrows from the record, and without the fields at their defaults (most of
+/// them, for most sessions): this column is a large part of the writer's work per spawn.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SpawnJson {
-    label: Option<String>,
+struct SpawnJson<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "is_false")]
     model_explicit: bool,
-    thinking: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thinking: Option<Cow<'a, str>>,
     cleanup: Cleanup,
+    #[serde(default, skip_serializing_if = "is_false")]
     stays: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
     forked: bool,
     grant: Grant,
-    call_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    workspace: Option<String>,
+    call_id: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workspace: Option<Cow<'a, str>>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A batch's statements, each taken from the connection's cache once per batch: the
@@ -538,7 +559,7 @@ impl Sqlite {
                     key: SessionKey::from(key.as_str()),
                     parent: parent.as_deref().map(SessionKey::from),
                     agent_id: agent_id.into(),
-                    label: spawn.label,
+                    label: spawn.label.map(Cow::into_owned),
                     spawned: Spawned {
                         model_explicit: spawn.model_explicit,
                         thinking: spawn.thinking.as_deref().and_then(Thinking::parse),
@@ -547,8 +568,8 @@ impl Sqlite {
                         forked: spawn.forked,
                         grant: spawn.grant,
                         parent_run_id: parent_run.as_deref().map(RunId::from),
-                        call_id: spawn.call_id,
-                        workspace: spawn.workspace.map(String::into_boxed_str),
+                        call_id: spawn.call_id.map(Cow::into_owned),
+                        workspace: spawn.workspace.map(|w| w.into_owned().into_boxed_str()),
                     },
                     run: RunRow { run_id: RunId::from(run_id.as_str()), task, model, started_at_ms: started as u64 },
                 },
@@ -626,7 +647,7 @@ impl Sqlite {
             let spawn: SpawnJson = serde_json::from_str(&spawn).map_err(|e| corrupt("a session's spawn record", e))?;
             children.entry(parent_run).or_default().push(Child {
                 key: SessionKey::from(key.as_str()),
-                call_id: spawn.call_id,
+                call_id: spawn.call_id.map(Cow::into_owned),
                 run_id: RunId::from(run_id.as_str()),
                 model: ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?,
                 stays: spawn.stays,
