@@ -29,7 +29,7 @@ export class Tree {
     this.dirty = new Set();
     this.scheduled = false;
     this.selected = null;
-    this.stats = { events: 0, flushes: 0, rows: 0, lastFlushMs: 0, maxFlushMs: 0 };
+    this.stats = { events: 0, flushes: 0, rows: 0, lastFlushMs: 0, maxFlushMs: 0, lastEventAt: 0, lastFlushAt: 0 };
     container.addEventListener('click', (e) => this.click(e));
     setInterval(() => this.tick(), 1000);
   }
@@ -76,6 +76,7 @@ export class Tree {
   // (its start was missed): the caller reloads the list.
   agentEvent(p) {
     this.stats.events += 1;
+    this.stats.lastEventAt = Date.now();
     const d = p.data || {};
     let s = this.sessions.get(p.sessionKey);
     if (p.stream === 'lifecycle' && d.phase === 'start') {
@@ -163,6 +164,7 @@ export class Tree {
     this.stats.flushes += 1;
     this.stats.rows = this.views.size;
     this.stats.lastFlushMs = took;
+    this.stats.lastFlushAt = Date.now();
     this.stats.maxFlushMs = Math.max(this.stats.maxFlushMs, took);
   }
 
@@ -181,7 +183,7 @@ export class Tree {
     setText(v.model, s.model ? `${s.provider}/${s.model}` : '');
     setText(v.status, s.status);
     setText(v.tool, s.status === 'running' && s.tool ? s.tool : '');
-    setText(v.elapsed, s.startedAt ? formatElapsed(Math.max(0, ended - s.startedAt)) : '');
+    setText(v.elapsed, s.startedAt ? formatElapsed(Math.max(0, ended - s.startedAt), !s.endedAt) : '');
     setText(v.tokens, formatTokens(s.tokens));
     setText(v.cost, formatCost(s.cost));
     setText(v.reason, s.reason || '');
