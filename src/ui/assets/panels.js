@@ -19,7 +19,7 @@ export function renderMeta(dl, s) {
     ['Run', s.runId],
     ['Parent', s.parent],
     ['Started', formatTime(s.startedAt)],
-    ['Elapsed', s.startedAt ? formatElapsed(Math.max(0, ended - s.startedAt)) : ''],
+    ['Elapsed', s.startedAt ? formatElapsed(Math.max(0, ended - s.startedAt), !s.endedAt) : ''],
     ['Tokens', `${formatTokens(s.tokens)} (in ${formatTokens(s.inputTokens)}, out ${formatTokens(s.outputTokens)})`],
     ['Cost', formatCost(s.cost)],
   ];

@@ -17,9 +17,11 @@ export function setText(node, text) {
   if (node.textContent !== value) node.textContent = value;
 }
 
-export function formatElapsed(ms) {
+// Tenths of a second under 10 s for an ended session; a running one moves on once a
+// second, so it shows whole seconds (no precision it does not have).
+export function formatElapsed(ms, running) {
   const s = Math.floor(ms / 1000);
-  if (s < 60) return `${(ms / 1000).toFixed(s < 10 ? 1 : 0)} s`;
+  if (s < 60) return s < 10 && !running ? `${(ms / 1000).toFixed(1)} s` : `${s} s`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
@@ -45,5 +47,5 @@ export function formatTime(ms) {
 
 export function ago(ms) {
   if (!ms) return '';
-  return `${formatElapsed(Math.max(0, Date.now() - ms))} ago`;
+  return `${formatElapsed(Math.max(0, Date.now() - ms), true)} ago`;
 }
