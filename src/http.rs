@@ -1,6 +1,7 @@
 //! The gateway's public HTTP surface on one port (loopback by default): the WebSocket
-//! endpoint at `GET /` ([`crate::ws`]) and `GET /health`. Nothing else is mounted here:
-//! the builtin provider has its own private listener ([`crate::model::server`]).
+//! endpoint at `GET /` ([`crate::ws`]), `GET /health` and the dashboard's static page at
+//! `GET /ui` ([`crate::ui`]). Nothing else is mounted here: the builtin provider has its
+//! own private listener ([`crate::model::server`]).
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ impl HttpStateSlot {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(crate::ws::upgrade)).route("/health", web::get().to(health));
+    crate::ui::routes(cfg);
 }
 
 async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {

@@ -17,7 +17,8 @@
 //! ├── Connection actors, one per WebSocket (operator or node)        ws/
 //! └── Store (its own thread): the only writer of SQLite; commits       store/
 //!     the sessions' journal in groups, off the spawn path
-//! HTTP server (actix-web, public port): WebSocket at /, /health       http.rs
+//! HTTP server (actix-web, public port): WebSocket at /, /health,      http.rs
+//!   the dashboard's page at /ui (assets compiled in)                  ui/
 //! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
 //! MCP servers (child processes or HTTP, shared, started on first use) tools/mcp.rs
 //! ```
@@ -49,6 +50,8 @@
 //!   operators' runs as the OpenClaw CLI drives them (`hub/runs.rs`: `agent` with its two
 //!   answers, `agent.wait`, aborts; `hub/live.rs`: runs shown live as `agent`/`chat`
 //!   events; `hub/catalog.rs`: `chat.history`, `agents.list`, `models.list`).
+//! - [`ui`]: the dashboard at `/ui`, a static page compiled in that speaks the operator
+//!   protocol over the gateway's own WebSocket (live session tree, kill, steer, pairing).
 //! - [`ws`]: the WebSocket byte streams (frame limits, output limits) and the
 //!   connection actor; the only module that speaks WebSocket.
 //! - [`store`]: the Store (a writer thread behind a channel), the [`store::Backend`]
@@ -80,4 +83,5 @@ pub mod scope;
 pub mod session;
 pub mod store;
 pub mod tools;
+pub mod ui;
 pub mod ws;

@@ -51,6 +51,12 @@ impl GatewayArgs {
 
     /// The client these flags describe; the config is read only for what the flags leave out.
     pub(super) fn client(&self, config_path: Option<&Path>) -> anyhow::Result<OperatorClient> {
+        let (url, token) = self.target(config_path)?;
+        Ok(OperatorClient::new(url, token)?.with_timeout(Duration::from_millis(self.timeout)))
+    }
+
+    /// The gateway URL and the token to send it: the flags, else the config.
+    pub(super) fn target(&self, config_path: Option<&Path>) -> anyhow::Result<(String, Option<String>)> {
         let config = match (&self.url, &self.token) {
             (Some(_), Some(_)) => None,
             _ => Some(Config::load(config_path)?),
@@ -65,7 +71,7 @@ impl GatewayArgs {
             (None, Some(config)) => configured_token_for(&url, config)?,
             (None, None) => None,
         };
-        Ok(OperatorClient::new(url, token)?.with_timeout(Duration::from_millis(self.timeout)))
+        Ok((url, token))
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod agent;
 mod bench;
+mod dashboard;
 mod demo;
 mod devices;
 mod nodes;
@@ -36,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a brain/executor tree offline on the builtin provider and print the tree and spawn latency.
     Demo(demo::DemoArgs),
-    /// Run the gateway as a server: the OpenClaw-compatible WebSocket for nodes and operators, and /health.
+    /// Run the gateway as a server: the OpenClaw-compatible WebSocket for nodes and operators, /health, and the dashboard at /ui.
     Serve(serve::ServeArgs),
     /// Run one task on a main session against the configured providers; print the tree and the answer.
     Run(run::RunArgs),
@@ -52,6 +53,8 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Manage nodes on a running gateway: list, approve their commands, describe, invoke a command.
     Nodes(nodes::NodesArgs),
+    /// Print the link that opens a running gateway's web dashboard (/ui), signed in with its token.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Run a parsed command inside a fresh actix System. Returns the process exit code.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sessions(args) => system.block_on(sessions::run_sessions(cli.config, args)),
         Command::Runs(args) => system.block_on(sessions::run_runs(cli.config, args)),
         Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
+        Command::Dashboard(args) => system.block_on(dashboard::run(cli.config, args)),
     }
 }
 

@@ -88,7 +88,10 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     let agents = load_agents(&config)?;
     let runtime = Runtime::start(&config, agents).await?;
     tracing::info!(addr = %runtime.http_addr, "gateway listening");
-    say(format_args!("hivegate listening on http://{} (WebSocket gateway at /, health at /health)", runtime.http_addr));
+    say(format_args!(
+        "hivegate listening on http://{} (WebSocket gateway at /, health at /health, dashboard at /ui: `hivegate dashboard` prints its link)",
+        runtime.http_addr
+    ));
     if let Some(workspace) = &runtime.workspace {
         say(format_args!("workspace: {} (work tools act only inside it)", workspace.root().display()));
     }

@@ -7,8 +7,9 @@
 //! device gets what it declared only when it is the operator CLI (`cli` in mode `cli` or
 //! `probe`) or a backend client
 //! holding the shared token on a direct loopback socket without a browser Origin (the
-//! machine's owner); anyone else connects with no scopes. Every refusal carries the
-//! error to send and the close to follow.
+//! machine's owner), or the dashboard ([`DASHBOARD_CLIENT`], a browser page) holding the
+//! shared token on a direct loopback socket; anyone else connects with no scopes. Every
+//! refusal carries the error to send and the close to follow.
 
 use std::net::IpAddr;
 
@@ -41,6 +42,10 @@ impl Peer {
         self.locality == Locality::DirectLoopback && !self.browser
     }
 }
+
+/// `connect.client` `(id, mode)` of the dashboard page served at `/ui` (`src/ui/app.js`
+/// sends it).
+pub const DASHBOARD_CLIENT: (&str, &str) = ("hivegate-dashboard", "ui");
 
 #[derive(Debug)]
 pub struct Accepted {
@@ -269,8 +274,17 @@ impl Authenticator<'_> {
         // socket, holding the shared token (or, when none is configured, any such client:
         // without a token, loopback is the trust boundary).
         let owner = trusted_client && peer.is_owner() && (shared_ok || self.gateway_token.is_none());
-        let scopes =
-            if owner { ScopeSet::parse_lenient(params.scopes.iter().map(String::as_str)).0 } else { ScopeSet::EMPTY };
+        // The dashboard: a browser on this machine holding the shared token. A browser is
+        // never trusted for its locality alone (any web page can open a socket to
+        // loopback), so with no token configured it gets nothing.
+        let dashboard = (params.client.id.as_str(), params.client.mode.as_str()) == DASHBOARD_CLIENT
+            && peer.locality == Locality::DirectLoopback
+            && shared_ok;
+        let scopes = if owner || dashboard {
+            ScopeSet::parse_lenient(params.scopes.iter().map(String::as_str)).0
+        } else {
+            ScopeSet::EMPTY
+        };
         Ok(Accepted {
             role: Role::Operator,
             scopes,
@@ -290,6 +304,52 @@ impl Authenticator<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connect(client: (&str, &str), token: Option<&str>) -> ConnectParams {
+        let auth = token.map(|t| format!(r#","auth":{{"token":"{t}"}}"#)).unwrap_or_default();
+        let json = format!(
+            r#"{{"minProtocol":4,"maxProtocol":4,"client":{{"id":"{}","version":"1","platform":"web","mode":"{}"}},
+            "role":"operator","scopes":["operator.read","operator.write"]{auth}}}"#,
+            client.0, client.1
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    fn scopes_of(gateway_token: Option<&str>, params: &ConnectParams, peer: &Peer) -> Result<Vec<String>, String> {
+        let secret = gateway_token.map(Secret::new);
+        let mut book = PairingBook::default();
+        let mut limiter = RateLimiter::default();
+        let mut auth = Authenticator {
+            gateway_token: secret.as_ref(),
+            silent: SilentApproval::default(),
+            book: &mut book,
+            limiter: &mut limiter,
+        };
+        auth.authenticate(params, "nonce", peer, 0)
+            .map(|a| a.hello_auth.scopes)
+            .map_err(|refused| refused.error.message.clone())
+    }
+
+    #[test]
+    fn the_dashboard_gets_its_scopes_only_on_loopback_with_the_token() {
+        let browser = |locality| Peer { ip: [127, 0, 0, 1].into(), locality, browser: true };
+        let local = browser(Locality::DirectLoopback);
+        let both = vec!["operator.read".to_string(), "operator.write".to_string()];
+        assert_eq!(scopes_of(Some("t"), &connect(DASHBOARD_CLIENT, Some("t")), &local), Ok(both));
+        // Through a proxy (or from another machine) the page is not the owner.
+        let remote = browser(Locality::Remote);
+        assert_eq!(scopes_of(Some("t"), &connect(DASHBOARD_CLIENT, Some("t")), &remote), Ok(vec![]));
+        // Without a configured token, loopback alone never trusts a browser.
+        assert_eq!(scopes_of(None, &connect(DASHBOARD_CLIENT, None), &local), Ok(vec![]));
+        // Another browser client with the token, or the CLI's identity from a page, gets nothing.
+        assert_eq!(scopes_of(Some("t"), &connect(("webchat", "ui"), Some("t")), &local), Ok(vec![]));
+        assert_eq!(scopes_of(Some("t"), &connect(("cli", "cli"), Some("t")), &local), Ok(vec![]));
+        // A wrong or missing token is refused.
+        let wrong = scopes_of(Some("t"), &connect(DASHBOARD_CLIENT, Some("x")), &local);
+        assert_eq!(wrong, Err("unauthorized: gateway token mismatch".to_string()));
+        let missing = scopes_of(Some("t"), &connect(DASHBOARD_CLIENT, None), &local);
+        assert_eq!(missing, Err("unauthorized: gateway token missing".to_string()));
+    }
 
     #[test]
     fn secrets_compare_by_value_only() {

@@ -2,12 +2,17 @@
 //! `chat` events (`../shared/docs/openclaw-agent-flow.md` §3.2–3.3), broadcast to every
 //! operator connection as they happen, with no subscription request.
 //!
-//! Per run: `agent` `lifecycle` `start` and `model` when a session starts, `assistant`
-//! (cumulative `text` and its `delta`) mirrored by a `chat` `delta` as the answer streams,
-//! `item` for each tool call's start and end (a spawn's `title` is its label), `usage`
-//! after each model call, `lifecycle` `end` and a `chat` `final` when it ends. Every `agent` payload carries the
-//! run's own counter `seq`; child runs carry `spawnedBy`. [`LiveView`] is pure: the hub
-//! feeds it events and sends what it returns.
+//! Per run: `agent` `lifecycle` `start` (with the spawn's `label`, hivegate's addition)
+//! and `model` when a session starts, `assistant` (cumulative `text` and its `delta`)
+//! mirrored by a `chat` `delta` as the answer streams, `item` for each tool call's start
+//! and end (a spawn's `title` is its label), `usage` after each model call, `lifecycle`
+//! `end` and a `chat` `final` when it ends. Every `agent` payload carries the run's own
+//! counter `seq`; child runs carry `spawnedBy`. [`LiveView`] is pure: the hub feeds it
+//! events and sends what it returns.
+//!
+//! When the view falls behind the gateway (a burst of spawns overflows the event
+//! channel), the events it lost are gone; the hub then sends [`RESYNC_EVENT`] so that
+//! clients keeping a picture of the sessions (the dashboard) reload `sessions.list`.
 
 use std::collections::HashMap;
 
@@ -20,6 +25,8 @@ use crate::keys::{RunId, SessionKey};
 pub const MAX_RUNS: usize = 16_384;
 /// Streamed text kept per run for the cumulative `text`; past it only deltas are sent.
 pub const MAX_TEXT: usize = 256 * 1024;
+/// Sent to operators when the live view lost events: `{reason, missed}`.
+pub const RESYNC_EVENT: &str = "sessions.changed";
 
 struct RunView {
     session_key: SessionKey,
@@ -49,20 +56,21 @@ impl LiveView {
             SessionEvent::Started { .. } | SessionEvent::Noticed { .. } => {}
         }
         match event {
-            SessionEvent::Started { session_key, run_id, parent, agent_id, model, .. } => {
+            SessionEvent::Started { session_key, run_id, parent, agent_id, model, label } => {
                 if self.runs.len() >= MAX_RUNS {
                     return Vec::new();
                 }
                 let view = RunView { session_key, agent_id, parent, seq: 0, text: String::new(), started_ms: now_ms };
                 self.runs.insert(run_id.clone(), view);
                 let model = json!({"phase": "model", "provider": model.provider(), "model": model.model()});
-                vec![
-                    self.agent(&run_id, "lifecycle", json!({"phase": "start", "startedAt": now_ms}), now_ms),
-                    self.agent(&run_id, "lifecycle", model, now_ms),
-                ]
-                .into_iter()
-                .flatten()
-                .collect()
+                let mut start = json!({"phase": "start", "startedAt": now_ms});
+                if let Some(label) = label {
+                    start["label"] = json!(label);
+                }
+                vec![self.agent(&run_id, "lifecycle", start, now_ms), self.agent(&run_id, "lifecycle", model, now_ms)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
             }
             SessionEvent::Streamed { run_id, text, .. } => {
                 let Some(view) = self.runs.get_mut(&run_id) else { return Vec::new() };
@@ -193,10 +201,11 @@ mod tests {
             parent: Some("agent:brain:main".into()),
             agent_id: "exec".into(),
             model: ModelRef::parse("cheap/qwen/q3").unwrap(),
-            label: None,
+            label: Some("lint".into()),
         };
         let events = live.translate(started, 100);
         assert_eq!(events.len(), 2);
+        assert_eq!(events[0].1["data"], json!({"phase": "start", "startedAt": 100, "label": "lint"}));
         assert_eq!(events[1].1["data"], json!({"phase": "model", "provider": "cheap", "model": "qwen/q3"}));
         assert_eq!(
             (events[1].1["seq"].clone(), events[1].1["spawnedBy"].clone()),

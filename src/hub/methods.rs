@@ -48,6 +48,7 @@ pub const METHODS: &[&str] = &[
     "agent",
     "agent.wait",
     "sessions.abort",
+    "sessions.steer",
     "chat.abort",
     "agents.list",
     "models.list",
@@ -81,6 +82,7 @@ pub const EVENTS: &[&str] = &[
     "node.invoke.request",
     "agent",
     "chat",
+    "sessions.changed",
 ];
 
 fn params<T: DeserializeOwned>(method: &str, value: Value) -> Result<T, ErrorShape> {
@@ -376,6 +378,7 @@ impl Handler<Call> for Hub {
             "agent" => self.agent(msg.conn_id, msg.request_id, msg.params),
             "agent.wait" => self.agent_wait(msg.params),
             "sessions.abort" => self.sessions_abort(msg.params),
+            "sessions.steer" => self.sessions_steer(msg.params),
             "chat.abort" => self.chat_abort(msg.params),
             "agents.list" => self.catalog("agents.list"),
             "chat.history" => self.chat_history(msg.params),

@@ -504,14 +504,14 @@ impl Handler<Watch> for Hub {
         match (wanted, self.watching.take()) {
             (true, None) => {
                 let subscription = self.config.events.subscribe_with_text();
-                // `None` when events were lost: runs whose end was among them would stay
-                // in the view for good, so it starts afresh.
+                // `Err(missed)` when events were lost: runs whose end was among them would
+                // stay in the view for good, so it starts afresh.
                 let events = futures_util::stream::unfold(subscription, |mut sub| async move {
                     match sub.recv().await {
-                        Ok(event) => Some((Some(event), sub)),
+                        Ok(event) => Some((Ok(event), sub)),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "the live view fell behind; events dropped");
-                            Some((None, sub))
+                            Some((Err(n), sub))
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
                     }
@@ -527,13 +527,19 @@ impl Handler<Watch> for Hub {
     }
 }
 
-impl StreamHandler<Option<crate::gateway::SessionEvent>> for Hub {
-    fn handle(&mut self, event: Option<crate::gateway::SessionEvent>, _: &mut Self::Context) {
-        let Some(event) = event else {
-            self.live = live::LiveView::default();
-            return;
+/// A session event for the live view, or how many were lost.
+type LiveEvent = Result<crate::gateway::SessionEvent, u64>;
+
+impl StreamHandler<LiveEvent> for Hub {
+    fn handle(&mut self, event: LiveEvent, _: &mut Self::Context) {
+        let events = match event {
+            Ok(event) => self.live.translate(event, now_ms()),
+            Err(missed) => {
+                self.live = live::LiveView::default();
+                vec![(live::RESYNC_EVENT, serde_json::json!({"reason": "events-dropped", "missed": missed}))]
+            }
         };
-        for (name, payload) in self.live.translate(event, now_ms()) {
+        for (name, payload) in events {
             let frame = EventFrame { event: name.to_string(), payload: Some(payload), seq: None, state_version: None };
             for conn in self.conns.values().filter(|c| c.reads_runs()) {
                 conn.outbox.do_send(Outbound::Event { frame: frame.clone(), broadcast: true });

@@ -1,7 +1,8 @@
 //! Runs for operators, as the OpenClaw CLI drives them (`../shared/docs/openclaw-agent-flow.md`):
 //! `agent` starts a run and answers twice with the request's id, first the accepted ack,
 //! then the final result when the run ends; `agent.wait` waits for a run; `sessions.abort`
-//! and `chat.abort` abort a session's running run with its whole tree.
+//! and `chat.abort` abort a session's running run with its whole tree; `sessions.steer`
+//! gives a session a message from the operator (seen on its next turn).
 //!
 //! One difference from OpenClaw, on purpose: a run is the whole tree, so the final
 //! result comes when the root's run ends (its answer with no child still pending), and
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{now_ms, Hub, Outbound};
-use crate::gateway::{Abort, ForgetSession, GatewayError, Outcome, RunSummary, StartMain, WaitRun};
+use crate::gateway::{Abort, ForgetSession, GatewayError, Outcome, RunSummary, SendTo, StartMain, WaitRun};
 use crate::keys::{RunId, SessionKey};
 use crate::protocol::{error_codes, ErrorShape};
 
@@ -58,6 +59,12 @@ struct WaitParams {
 #[derive(Deserialize)]
 struct SessionsAbortParams {
     key: String,
+}
+
+#[derive(Deserialize)]
+struct SteerParams {
+    key: String,
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +329,30 @@ impl Hub {
                 }
                 Err(e) => Err(gateway_error(e)),
             }
+        }))
+    }
+
+    /// `sessions.steer {key, message}`: deliver the operator's message to the session (a
+    /// running one reads it on its next turn; an idle one takes it as the next run, as
+    /// `sessions_send` does). Answers `{ok, key, status}` (`delivered`, `started` or
+    /// `resumed`, with the `runId` of a new run).
+    pub(super) fn sessions_steer(&mut self, params: Value) -> ResponseActFuture<Self, Reply> {
+        let p: SteerParams = match serde_json::from_value(params) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(fut::ready(Err(invalid("sessions.steer", e)))),
+        };
+        if p.message.trim().is_empty() {
+            return Box::pin(fut::ready(Err(invalid("sessions.steer", "the message is empty"))));
+        }
+        let send =
+            self.gateway.send(SendTo { caller: None, target: SessionKey::from(p.key.as_str()), text: p.message });
+        Box::pin(fut::wrap_future(async move {
+            let outcome = send.await.map_err(unavailable)?.map_err(gateway_error)?;
+            let mut reply = json!({"ok": true, "key": p.key});
+            if let (Value::Object(reply), Ok(Value::Object(outcome))) = (&mut reply, serde_json::to_value(&outcome)) {
+                reply.extend(outcome);
+            }
+            Ok(reply)
         }))
     }
 

@@ -2,8 +2,9 @@
 //! byte streams ([`socket`], on actix-http's frame codec) and the per-socket
 //! [`connection::Connection`] actor. This is the only module that speaks WebSocket.
 //!
-//! At the upgrade, before any frame: a browser `Origin` not in the allowlist is refused
-//! with 403, and the peer is classified. A loopback socket is `DirectLoopback` only when
+//! At the upgrade, before any frame: a browser `Origin` is refused with 403 unless it is
+//! in the allowlist or is the gateway's own origin (the dashboard at `/ui`, see
+//! [`origin_allowed`]), and the peer is classified. A loopback socket is `DirectLoopback` only when
 //! it carries no Forwarded / X-Forwarded-* / X-Real-IP header; a proxy on the same
 //! machine must not make remote clients look local. A socket past the caps on
 //! unauthenticated connections ([`gate`]) is closed at once with 1013.
@@ -50,6 +51,35 @@ pub fn classify(req: &HttpRequest) -> Option<Peer> {
     Some(Peer { ip, locality, browser: req.headers().contains_key("origin") })
 }
 
+/// Whether a browser `Origin` may open the WebSocket: one in the allowlist, or the
+/// gateway's own origin, as the dashboard page it served at `/ui` sends. Its own origin
+/// is recognized when the Origin names the very host and port the request was sent to
+/// (`Host`) and that host is an IP address or `localhost`: a DNS name could be made to
+/// point at this address by a foreign page (DNS rebinding), so a gateway reached by
+/// name needs that name in the allowlist. Being allowed to open the socket grants
+/// nothing: the connect still needs the token ([`crate::hub::auth`]).
+pub fn origin_allowed(origin: &str, host: Option<&str>, allowlist: &[String]) -> bool {
+    if allowlist.iter().any(|allowed| allowed == origin) {
+        return true;
+    }
+    let Some(host) = host else { return false };
+    let Ok(parsed) = url::Url::parse(origin) else { return false };
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.path() != "/" || parsed.query().is_some() {
+        return false;
+    }
+    let literal = match parsed.host() {
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    let Some(name) = parsed.host_str() else { return false };
+    let authority = match parsed.port() {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_string(),
+    };
+    literal && authority.eq_ignore_ascii_case(host)
+}
+
 /// `GET /`: refuse foreign origins, then upgrade.
 pub async fn upgrade(
     req: HttpRequest,
@@ -61,7 +91,8 @@ pub async fn upgrade(
     };
     if let Some(origin) = req.headers().get("origin") {
         let origin = origin.to_str().unwrap_or_default();
-        if !ws_state.allowed_origins.iter().any(|allowed| allowed == origin) {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        if !origin_allowed(origin, host, &ws_state.allowed_origins) {
             tracing::warn!(origin = %crate::protocol::clip(origin), "websocket refused: origin not allowed");
             return HttpResponse::Forbidden().body("origin not allowed");
         }
@@ -110,4 +141,27 @@ fn switching_protocols(req: &HttpRequest) -> actix_web::HttpResponseBuilder {
         builder.insert_header((header::SEC_WEBSOCKET_ACCEPT, value));
     }
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn a_browser_may_connect_from_the_allowlist_or_from_the_gateways_own_page() {
+        let allow = vec!["https://control.example".to_string()];
+        assert!(origin_allowed("https://control.example", Some("127.0.0.1:18789"), &allow));
+        // The page the gateway served itself: same host and port, an address or localhost.
+        assert!(origin_allowed("http://127.0.0.1:18789", Some("127.0.0.1:18789"), &[]));
+        assert!(origin_allowed("http://[::1]:18789", Some("[::1]:18789"), &[]));
+        assert!(origin_allowed("http://localhost:18789", Some("localhost:18789"), &[]));
+        assert!(origin_allowed("http://10.0.0.2", Some("10.0.0.2"), &[]));
+        // Another page: another port, another host, no Host, a name (rebindable).
+        assert!(!origin_allowed("http://127.0.0.1:8080", Some("127.0.0.1:18789"), &[]));
+        assert!(!origin_allowed("https://evil.example", Some("127.0.0.1:18789"), &allow));
+        assert!(!origin_allowed("http://127.0.0.1:18789", None, &[]));
+        assert!(!origin_allowed("http://evil.example:18789", Some("evil.example:18789"), &[]));
+        assert!(!origin_allowed("null", Some("127.0.0.1:18789"), &[]));
+        assert!(!origin_allowed("file:///x", Some("127.0.0.1:18789"), &[]));
+    }
 }
