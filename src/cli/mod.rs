@@ -4,10 +4,12 @@ mod agent;
 mod bench;
 mod demo;
 mod devices;
+mod live;
 mod nodes;
 mod run;
 mod serve;
 mod sessions;
+mod term;
 
 use std::path::PathBuf;
 
