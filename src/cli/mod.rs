@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod demo;
 mod devices;
+mod doctor;
 mod live;
 mod nodes;
 mod run;
@@ -54,6 +55,9 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Manage nodes on a running gateway: list, approve their commands, describe, invoke a command.
     Nodes(nodes::NodesArgs),
+    /// Check the setup and say what to fix: config, agents, providers' keys and reachability,
+    /// the state directory, the port, the MCP servers.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Run a parsed command inside a fresh actix System. Returns the process exit code.
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sessions(args) => system.block_on(sessions::run_sessions(cli.config, args)),
         Command::Runs(args) => system.block_on(sessions::run_runs(cli.config, args)),
         Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
+        Command::Doctor(args) => system.block_on(doctor::run(cli.config, args)),
     }
 }
 
