@@ -122,7 +122,8 @@ impl Report {
             }
         }
         let c = &self.counts;
-        out.push_str(&format!("\n{} ok, {} warnings, {} failed\n", c.ok, c.warn, c.fail));
+        let warnings = if c.warn == 1 { "warning" } else { "warnings" };
+        out.push_str(&format!("\n{} ok, {} {warnings}, {} failed\n", c.ok, c.warn, c.fail));
         out
     }
 }
@@ -338,11 +339,14 @@ pub async fn run(config_path: Option<PathBuf>, args: DoctorArgs) -> anyhow::Resu
     print(&Report::new(checks, false), &args)
 }
 
+/// Print the report; a reader that went away (`| head`) is not a reason to panic.
 fn print(report: &Report, args: &DoctorArgs) -> anyhow::Result<i32> {
-    match args.json {
-        true => super::print_json(report)?,
-        false => print!("{}", report.render()),
-    }
+    use std::io::Write as _;
+    let text = match args.json {
+        true => format!("{}\n", serde_json::to_string_pretty(report)?),
+        false => report.render(),
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(report.exit_code)
 }
 

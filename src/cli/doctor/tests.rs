@@ -11,7 +11,7 @@ fn the_exit_code_is_0_with_warnings_1_with_a_failure_2_on_bad_input() {
     assert_eq!((bad.exit_code, bad.ok), (2, false));
     assert_eq!(
         Report::new(vec![ok, warn], false).render(),
-        "ok    a  fine\nwarn  b  hm\n         fix: do this\n\n1 ok, 1 warnings, 0 failed\n"
+        "ok    a  fine\nwarn  b  hm\n         fix: do this\n\n1 ok, 1 warning, 0 failed\n"
     );
 }
 
