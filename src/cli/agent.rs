@@ -28,6 +28,8 @@ const READ: &[&str] = &["operator.read"];
 const GRACE_SECS: u64 = 30;
 /// How long an aborted run may take to end before the tree is printed as it is.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
+/// How long asking for the run's final tree may take.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -137,6 +139,14 @@ pub async fn run(config_path: Option<PathBuf>, args: AgentArgs) -> anyhow::Resul
     let lines = !args.json && !live && std::io::stderr().is_terminal();
     let followed = follow(&client, params, &run_id, session_key, live, lines).await?;
     let Followed { result, interrupted, mut painter } = followed;
+    if live || (interrupted && !args.json) {
+        // The tree as the gateway has it at the end: the events of the last sessions to
+        // end may come after the final answer, on a socket that is closed by then.
+        let shown = client.clone().with_timeout(SHOW_TIMEOUT).call(READ, "runs.show", json!({"runId": run_id})).await;
+        if let Some(root) = shown.as_ref().ok().and_then(|s| s.get("root")) {
+            painter.tree.load_json(root, Some(&run_id), term::now_ms());
+        }
+    }
     if interrupted {
         match args.json {
             true => {

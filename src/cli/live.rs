@@ -104,6 +104,13 @@ impl LiveTree {
 
     /// A session started a run (a new session, or a new run of a known one).
     pub fn started(&mut self, start: Start, now_ms: u64) {
+        if let Some(node) = self.nodes.get(&start.key).filter(|_| start.parent.is_some()) {
+            let placed =
+                node.parent.as_ref().and_then(|p| self.nodes.get(p)).is_some_and(|p| p.children.contains(&start.key));
+            if node.parent != start.parent || !placed {
+                self.move_under(&start.key, start.parent.as_deref());
+            }
+        }
         if let Some(node) = self.nodes.get_mut(&start.key) {
             node.status = "running".into();
             node.error = None;
@@ -128,6 +135,13 @@ impl LiveTree {
             Some(parent) => parent.children.push(start.key.clone()),
             None => self.roots.push(start.key.clone()),
         }
+        // Sessions whose start came before this one's (their parent's) go under it.
+        let orphans: Vec<String> = self
+            .roots
+            .iter()
+            .filter(|r| self.nodes.get(*r).is_some_and(|n| n.parent.as_deref() == Some(start.key.as_str())))
+            .cloned()
+            .collect();
         let node = Node {
             agent: start.agent,
             label: start.label,
@@ -142,7 +156,28 @@ impl LiveTree {
             tokens: 0,
             cost_usd: None,
         };
-        self.nodes.insert(start.key, node);
+        let key = start.key;
+        self.nodes.insert(key.clone(), node);
+        for orphan in orphans {
+            self.move_under(&orphan, Some(&key));
+        }
+    }
+
+    /// Put a known session under `parent` (its start was seen before its parent's).
+    fn move_under(&mut self, key: &str, parent: Option<&str>) {
+        let Some(new_parent) = parent.filter(|p| *p != key && self.nodes.contains_key(*p)) else { return };
+        self.roots.retain(|r| r != key);
+        if let Some(old) = self.nodes.get(key).and_then(|n| n.parent.clone()) {
+            if let Some(old) = self.nodes.get_mut(&old) {
+                old.children.retain(|c| c != key);
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(key) {
+            node.parent = Some(new_parent.to_string());
+        }
+        if let Some(p) = self.nodes.get_mut(new_parent) {
+            p.children.push(key.to_string());
+        }
     }
 
     /// The run's usage so far.

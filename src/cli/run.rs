@@ -195,7 +195,7 @@ async fn paint(
                     painter.tree.lost(skipped);
                     let root = painter.tree.root_key().map(SessionKey::from);
                     if let Some(root) = root.and_then(|key| registry.tree(&key)) {
-                        painter.tree.load(&root, None, term::now_ms());
+                        painter.tree.load(&root, term::now_ms());
                     }
                 }
                 Err(RecvError::Closed) => open = false,

@@ -69,7 +69,9 @@ impl Painter {
     /// Redraw if the throttle allows and the frame changed.
     pub fn draw(&mut self) {
         let now = now_ms();
-        if self.live && self.throttle.ready(now) {
+        // Nothing of the followed run known yet: no frame, and the first one is not held
+        // back by the throttle when it comes.
+        if self.live && self.tree.root_key().is_some() && self.throttle.ready(now) {
             self.paint(now);
         }
     }
@@ -91,10 +93,10 @@ impl Painter {
 
     /// Draw the tree as it is now and leave it on the screen.
     pub fn leave(&mut self) {
-        if self.live {
+        if self.live && self.tree.root_key().is_some() {
             self.paint(now_ms());
-            write(&self.screen.leave());
         }
+        write(&self.screen.leave());
     }
 }
 

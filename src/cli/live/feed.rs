@@ -2,6 +2,7 @@
 //! the `agent` events of the WebSocket protocol (`hivegate agent`, shapes as
 //! `hub::live` sends them), and the registry's tree when events were lost.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{LiveTree, Start};
@@ -86,24 +87,63 @@ impl LiveTree {
     }
 
     /// Load a tree as the registry has it (after events were lost).
-    pub fn load(&mut self, root: &TreeNode, parent: Option<&str>, now_ms: u64) {
-        let key = root.session_key.to_string();
-        let known = self.nodes.get(&key).map(|n| n.run_id.clone());
-        let start = Start {
-            key: key.clone(),
-            parent: parent.map(str::to_string),
-            agent: root.agent_id.clone(),
-            model: root.model.to_string(),
-            label: root.label.clone(),
-            run_id: known.flatten(),
-        };
-        self.started(start, now_ms.saturating_sub(root.duration_ms as u64));
-        self.used(&key, root.tokens, root.cost_usd);
-        if let Some(outcome) = root.outcome {
-            self.ended(&key, outcome.as_str(), root.error.as_deref(), Some(root.duration_ms), now_ms);
-        }
-        for child in &root.children {
-            self.load(child, Some(&key), now_ms);
+    pub fn load(&mut self, root: &TreeNode, now_ms: u64) {
+        if let Ok(shown) = serde_json::to_value(root) {
+            self.load_json(&shown, None, now_ms);
         }
     }
+
+    /// Load a tree as `runs.show` and `run --json` show it (`root`), its root running
+    /// `run_id`. False when it is not such a tree.
+    pub fn load_json(&mut self, root: &Value, run_id: Option<&str>, now_ms: u64) -> bool {
+        match Shown::deserialize(root) {
+            Ok(shown) => {
+                self.load_node(&shown, None, run_id, now_ms);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn load_node(&mut self, node: &Shown, parent: Option<&str>, run_id: Option<&str>, now_ms: u64) {
+        let start = Start {
+            key: node.session_key.clone(),
+            parent: parent.map(str::to_string),
+            agent: node.agent_id.clone(),
+            model: node.model.clone(),
+            label: node.label.clone(),
+            run_id: run_id.map(str::to_string),
+        };
+        self.started(start, now_ms.saturating_sub(node.duration_ms as u64));
+        self.used(&node.session_key, node.tokens, node.cost_usd);
+        if let Some(outcome) = &node.outcome {
+            self.ended(&node.session_key, outcome, node.error.as_deref(), Some(node.duration_ms), now_ms);
+        }
+        for child in &node.children {
+            self.load_node(child, Some(&node.session_key), None, now_ms);
+        }
+    }
+}
+
+/// A node of a shown tree ([`TreeNode`] as JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Shown {
+    session_key: String,
+    agent_id: String,
+    model: String,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+    #[serde(default)]
+    duration_ms: f64,
+    #[serde(default)]
+    tokens: u64,
+    #[serde(default)]
+    cost_usd: Option<f64>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    children: Vec<Shown>,
 }

@@ -112,6 +112,26 @@ fn agent_events_build_the_followed_runs_tree_only() {
     assert_eq!(tree.counts(), Counts { running: 0, ok: 0, failed: 2 });
 }
 
+#[test]
+fn a_session_seen_before_its_parent_goes_under_it_once_the_parent_is_known() {
+    let mut tree = LiveTree::for_run("r1");
+    let start = json!({"phase": "start", "startedAt": 0});
+    tree.apply_agent(&agent_event("r2", A, Some(ROOT), "lifecycle", start.clone()), 0);
+    assert_eq!(tree.counts().total(), 0, "its run's root is not known yet");
+    tree.apply_agent(&agent_event("r1", ROOT, None, "lifecycle", start), 0);
+    assert_eq!(tree.counts().total(), 2);
+    assert!(tree.lines(0, 0, 0)[1].starts_with("└── agent:executor:…00aaaaaa"));
+    // A tree loaded from the gateway puts a session where the gateway has it.
+    let shown = json!({"sessionKey": ROOT, "agentId": "brain", "model": "p/m", "durationMs": 5.0, "children": [
+        {"sessionKey": B, "agentId": "executor", "model": "p/m", "outcome": "ok", "label": "b", "children": [
+            {"sessionKey": A, "agentId": "executor", "model": "p/m", "outcome": "killed", "children": []}]}]});
+    assert!(tree.load_json(&shown, Some("r1"), 10));
+    let lines = tree.lines(10, 0, 0);
+    assert_eq!(lines[1], "└── agent:executor:…00bbbbbb \"b\"  executor  p/m  ok  0.0 s  0 tok");
+    assert_eq!(lines[2], "    └── agent:executor:…00aaaaaa  executor  p/m  killed  0.0 s  0 tok");
+    assert!(!tree.load_json(&json!({"nothing": 1}), None, 10));
+}
+
 fn wide_tree(children: usize, running: usize) -> LiveTree {
     let mut tree = LiveTree::default();
     tree.apply(&started(ROOT, None, "brain", None), 0);
@@ -176,7 +196,7 @@ fn a_lost_view_is_loaded_again_from_the_registrys_tree() {
     let mut tree = LiveTree::default();
     tree.apply(&started(ROOT, None, "brain", None), 0);
     tree.lost(12);
-    tree.load(&node(ROOT, None, vec![node(A, Some(Outcome::Killed), vec![])]), None, 1_000);
+    tree.load(&node(ROOT, None, vec![node(A, Some(Outcome::Killed), vec![])]), 1_000);
     assert_eq!(
         tree.lines(1_000, 0, 0),
         [
