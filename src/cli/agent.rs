@@ -148,39 +148,53 @@ pub async fn run(config_path: Option<PathBuf>, args: AgentArgs) -> anyhow::Resul
         }
     }
     if interrupted {
-        match args.json {
-            true => {
-                let out = result.and_then(Result::ok).map(|(_, out)| out);
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&out.unwrap_or(json!({"runId": run_id, "status": "aborted"})))?
-                );
-            }
-            false if live => painter.leave(),
-            false => {
-                for line in painter.tree.lines(term::now_ms(), 0, 0) {
-                    println!("{line}");
-                }
-            }
-        }
-        eprintln!("interrupted: the run's tree was aborted");
-        return Ok(term::INTERRUPTED);
+        let out = result.and_then(Result::ok).map(|(_, out)| out);
+        return print_interrupted(out, &run_id, args.json, live, &mut painter);
     }
     painter.leave();
-    let out = match result {
-        Some(Ok((_, out))) => out,
+    match result {
+        Some(Ok((_, out))) => print_result(&out, args.json),
         Some(Err(e)) => {
             eprintln!("error: {e}");
-            return Ok(1);
+            Ok(1)
         }
         None => {
             eprintln!("error: the gateway did not answer");
-            return Ok(1);
+            Ok(1)
         }
-    };
+    }
+}
+
+/// After a Ctrl-C: the final answer if one came (`--json`), else the tree as far as it
+/// got; exit 130.
+fn print_interrupted(
+    out: Option<Value>,
+    run_id: &str,
+    json: bool,
+    live: bool,
+    painter: &mut Painter,
+) -> anyhow::Result<i32> {
+    match (json, live) {
+        (true, _) => {
+            let out = out.unwrap_or(json!({"runId": run_id, "status": "aborted"}));
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        (false, true) => painter.leave(),
+        (false, false) => {
+            for line in painter.tree.lines(term::now_ms(), 0, 0) {
+                println!("{line}");
+            }
+        }
+    }
+    eprintln!("interrupted: the run's tree was aborted");
+    Ok(term::INTERRUPTED)
+}
+
+/// The final answer: as JSON, or its text; exit 0 when the run ended ok.
+fn print_result(out: &Value, json: bool) -> anyhow::Result<i32> {
     let ok = out.get("status").and_then(Value::as_str) == Some("ok");
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(out)?);
     } else {
         let texts: Vec<&str> = out
             .pointer("/result/payloads")
