@@ -343,11 +343,8 @@ impl Config {
     /// Load `path`, or `HIVEGATE_CONFIG`, or `./hivegate.toml` if present, else defaults.
     /// `agents/` in the working directory is used when no agents_dir is configured.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let env_path = std::env::var_os("HIVEGATE_CONFIG").map(PathBuf::from);
-        let chosen = path.map(Path::to_path_buf).or(env_path);
-        let (text, origin) = match chosen {
+        let (text, origin) = match Config::file(path) {
             Some(p) => (read(&p)?, p),
-            None if Path::new("hivegate.toml").is_file() => (read(Path::new("hivegate.toml"))?, "hivegate.toml".into()),
             None => (String::new(), "<defaults>".into()),
         };
         let mut config = Config::from_toml(&text, &origin.display().to_string(), |var| std::env::var(var).ok())?;
@@ -373,6 +370,17 @@ impl Config {
             )));
         }
         Ok(config)
+    }
+
+    /// The file [`Config::load`] reads: `path`, or `HIVEGATE_CONFIG`, or `./hivegate.toml`
+    /// if present; `None` means the built-in defaults.
+    pub fn file(path: Option<&Path>) -> Option<PathBuf> {
+        let env_path = std::env::var_os("HIVEGATE_CONFIG").map(PathBuf::from);
+        match path.map(Path::to_path_buf).or(env_path) {
+            Some(p) => Some(p),
+            None if Path::new("hivegate.toml").is_file() => Some("hivegate.toml".into()),
+            None => None,
+        }
     }
 
     /// Parse and validate; `env` looks up environment variables (a map in tests).

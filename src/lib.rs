@@ -27,7 +27,9 @@
 //! message. Only programs outside the process go through `ws/` and `hub/`.
 //!
 //! Layout:
-//! - `main.rs` / [`cli`]: parse the command line, run a command.
+//! - `main.rs` / [`cli`]: parse the command line, run a command (`cli/live.rs`: the live
+//!   tree `run` and `agent` draw on a terminal, pure; `cli/term.rs`: the terminal and
+//!   Ctrl-C around it; `cli/doctor.rs`: the setup checks).
 //! - [`config`]: raw TOML → validated [`config::Config`]; the only reader of the environment.
 //! - [`scope`]: scopes and the one authorization table.
 //! - [`capability`]: the only constructor of [`capability::Capability`]; `attenuate` narrows.

@@ -1,21 +1,35 @@
 //! `hivegate agent`: run a task on a running gateway, as `openclaw agent` does. One
-//! `agent` request with a fresh idempotency key; the gateway answers `accepted`, streams
-//! the run's events (shown on stderr when it is a terminal), and answers again with the
-//! tree's final result when the root's run ends. `--no-wait` prints the run id and
-//! session key at once instead.
+//! `agent` request with a fresh idempotency key (which is the run's id); the gateway
+//! answers `accepted`, streams the run's events, and answers again with the tree's final
+//! result when the root's run ends. The events draw the live tree when stdout is a
+//! terminal, else they are lines on stderr when that is one. `--no-wait` prints the run
+//! id and session key at once instead. Ctrl-C aborts the run's tree on the gateway
+//! (`sessions.abort` of its root session), prints the tree as far as it got and exits
+//! 130; a second Ctrl-C exits at once.
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use super::devices::GatewayArgs;
+use super::live::LiveTree;
+use super::term::{self, Interrupts, Painter};
+use crate::client::{ClientError, OperatorClient};
 use crate::report::short_key;
 
 const WRITE: &[&str] = &["operator.write"];
+const READ: &[&str] = &["operator.read"];
 /// The transport waits this much longer than the run may take.
 const GRACE_SECS: u64 = 30;
+/// How long an aborted run may take to end before the tree is printed as it is.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+/// How long asking for the run's final tree may take.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -102,38 +116,85 @@ pub async fn run(config_path: Option<PathBuf>, args: AgentArgs) -> anyhow::Resul
     let wait_ms = (timeout.as_secs() + GRACE_SECS) * 1000;
     let gateway = GatewayArgs::new(args.url, args.token, args.json, wait_ms);
     let client = gateway.client(config_path.as_deref())?;
-    let mut params = json!({"message": args.message, "timeout": timeout.as_secs_f64(),
-        "idempotencyKey": uuid::Uuid::new_v4().to_string()});
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let mut params = json!({"message": args.message, "timeout": timeout.as_secs_f64(), "idempotencyKey": run_id});
     if let Some(agent) = &args.agent {
         params["agentId"] = json!(agent);
     }
-    if let Some(key) = session_key {
+    if let Some(key) = &session_key {
         params["sessionKey"] = json!(key);
     }
-    let result = if args.no_wait {
-        client.call(WRITE, "agent", params).await.map(|ack| {
-            let out = json!({"runId": ack["runId"], "sessionKey": ack["sessionKey"]});
-            (ack, out)
-        })
-    } else {
-        let show = !args.json && std::io::stderr().is_terminal();
-        let mut on_event = |frame: &Value| {
-            if let Some(line) = event_line(frame).filter(|_| show) {
-                eprintln!("{line}");
+    if args.no_wait {
+        let ack = match client.call(WRITE, "agent", params).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(1);
             }
         };
-        client.call_final(WRITE, "agent", params, &mut on_event).await
-    };
-    let (_, out) = match result {
-        Ok(answers) => answers,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(1);
+        println!("{}", serde_json::to_string_pretty(&json!({"runId": ack["runId"], "sessionKey": ack["sessionKey"]}))?);
+        return Ok(0);
+    }
+    let live = !args.json && std::io::stdout().is_terminal();
+    let lines = !args.json && !live && std::io::stderr().is_terminal();
+    let followed = follow(&client, params, &run_id, session_key, live, lines).await?;
+    let Followed { result, interrupted, mut painter } = followed;
+    if live || (interrupted && !args.json) {
+        // The tree as the gateway has it at the end: the events of the last sessions to
+        // end may come after the final answer, on a socket that is closed by then.
+        let shown = client.clone().with_timeout(SHOW_TIMEOUT).call(READ, "runs.show", json!({"runId": run_id})).await;
+        if let Some(root) = shown.as_ref().ok().and_then(|s| s.get("root")) {
+            painter.tree.load_json(root, Some(&run_id), term::now_ms());
         }
-    };
-    let ok = args.no_wait || out.get("status").and_then(Value::as_str) == Some("ok");
-    if args.json || args.no_wait {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if interrupted {
+        let out = result.and_then(Result::ok).map(|(_, out)| out);
+        return print_interrupted(out, &run_id, args.json, live, &mut painter);
+    }
+    painter.leave();
+    match result {
+        Some(Ok((_, out))) => print_result(&out, args.json),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+        None => {
+            eprintln!("error: the gateway did not answer");
+            Ok(1)
+        }
+    }
+}
+
+/// After a Ctrl-C: the final answer if one came (`--json`), else the tree as far as it
+/// got; exit 130.
+fn print_interrupted(
+    out: Option<Value>,
+    run_id: &str,
+    json: bool,
+    live: bool,
+    painter: &mut Painter,
+) -> anyhow::Result<i32> {
+    match (json, live) {
+        (true, _) => {
+            let out = out.unwrap_or(json!({"runId": run_id, "status": "aborted"}));
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        (false, true) => painter.leave(),
+        (false, false) => {
+            for line in painter.tree.lines(term::now_ms(), 0, 0) {
+                println!("{line}");
+            }
+        }
+    }
+    eprintln!("interrupted: the run's tree was aborted");
+    Ok(term::INTERRUPTED)
+}
+
+/// The final answer: as JSON, or its text; exit 0 when the run ended ok.
+fn print_result(out: &Value, json: bool) -> anyhow::Result<i32> {
+    let ok = out.get("status").and_then(Value::as_str) == Some("ok");
+    if json {
+        println!("{}", serde_json::to_string_pretty(out)?);
     } else {
         let texts: Vec<&str> = out
             .pointer("/result/payloads")
@@ -149,6 +210,93 @@ pub async fn run(config_path: Option<PathBuf>, args: AgentArgs) -> anyhow::Resul
         }
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// What following a run came to.
+struct Followed {
+    /// The `agent` call's answers (`None`: given up on after an abort).
+    result: Option<Result<(Value, Value), ClientError>>,
+    interrupted: bool,
+    painter: Painter,
+}
+
+/// Start the run and follow it to its end, drawing its tree (`live`) or printing event
+/// lines (`lines`). The first Ctrl-C aborts the tree and waits (bounded) for the end;
+/// the second exits.
+async fn follow(
+    client: &OperatorClient,
+    params: Value,
+    run_id: &str,
+    session_key: Option<String>,
+    live: bool,
+    lines: bool,
+) -> anyhow::Result<Followed> {
+    let mut interrupts = Interrupts::new()?;
+    let painter = Rc::new(RefCell::new(Painter::new(LiveTree::for_run(run_id), live)));
+    let (result, interrupted) = {
+        let seen = painter.clone();
+        let mut on_event = move |frame: &Value| {
+            if let Some(line) = event_line(frame).filter(|_| lines) {
+                eprintln!("{line}");
+            }
+            let mut painter = seen.borrow_mut();
+            painter.tree.apply_agent(frame, term::now_ms());
+            painter.draw();
+        };
+        let call = client.call_final(WRITE, "agent", params, &mut on_event);
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(term::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut give_up: Option<tokio::time::Instant> = None;
+        let result = loop {
+            let deadline = give_up.unwrap_or_else(|| tokio::time::Instant::now() + ABORT_GRACE);
+            tokio::select! {
+                result = &mut call => break Some(result),
+                _ = tick.tick() => painter.borrow_mut().draw(),
+                () = interrupts.next() => {
+                    if give_up.is_some() {
+                        term::exit_now(live);
+                    }
+                    give_up = Some(tokio::time::Instant::now() + ABORT_GRACE);
+                    let root = painter.borrow().tree.root_key().map(str::to_string).or(session_key.clone());
+                    let note = "interrupted: aborting the run's tree (Ctrl-C again exits at once)";
+                    match live {
+                        true => painter.borrow_mut().note(note.into()),
+                        false => eprintln!("{note}"),
+                    }
+                    actix_rt::spawn(abort(client.clone(), run_id.to_string(), root));
+                }
+                () = tokio::time::sleep_until(deadline), if give_up.is_some() => break None,
+            }
+        };
+        (result, give_up.is_some())
+    };
+    let painter = Rc::try_unwrap(painter)
+        .map(RefCell::into_inner)
+        .map_err(|_| anyhow::anyhow!("the live view is still in use"))?;
+    Ok(Followed { result, interrupted, painter })
+}
+
+/// Abort the run's tree: `sessions.abort` of its root session (found from the run when
+/// no event named it yet).
+async fn abort(client: OperatorClient, run_id: String, root: Option<String>) {
+    let root = match root {
+        Some(root) => Ok(root),
+        None => client.call(READ, "runs.show", json!({"runId": run_id})).await.and_then(|shown| {
+            let key = shown.pointer("/root/sessionKey").and_then(Value::as_str).map(str::to_string);
+            key.ok_or_else(|| ClientError::BadFrame {
+                stage: crate::client::Stage::Response,
+                reason: "runs.show named no root session".into(),
+            })
+        }),
+    };
+    let aborted = match root {
+        Ok(key) => client.call(WRITE, "sessions.abort", json!({"key": key})).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = aborted {
+        eprintln!("error: could not abort the run: {e}");
+    }
 }
 
 #[cfg(test)]

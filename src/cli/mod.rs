@@ -5,10 +5,13 @@ mod bench;
 mod dashboard;
 mod demo;
 mod devices;
+mod doctor;
+mod live;
 mod nodes;
 mod run;
 mod serve;
 mod sessions;
+mod term;
 
 use std::path::PathBuf;
 
@@ -55,6 +58,9 @@ pub enum Command {
     Nodes(nodes::NodesArgs),
     /// Print the link that opens a running gateway's web dashboard (/ui), signed in with its token.
     Dashboard(dashboard::DashboardArgs),
+    /// Check the setup and say what to fix: config, agents, providers' keys and reachability,
+    /// the state directory, the port, the MCP servers.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Run a parsed command inside a fresh actix System. Returns the process exit code.
@@ -71,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs(args) => system.block_on(sessions::run_runs(cli.config, args)),
         Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
         Command::Dashboard(args) => system.block_on(dashboard::run(cli.config, args)),
+        Command::Doctor(args) => system.block_on(doctor::run(cli.config, args)),
     }
 }
 

@@ -1,15 +1,24 @@
 //! `hivegate run --agent brain "task"`: one task on a main session against the
 //! configured providers (the builtin one is always there), then the tree and the answer.
+//! On a terminal the tree is drawn live while it runs (`live.rs`); elsewhere progress
+//! lines go to stderr when asked. Ctrl-C kills the tree, prints what it got to and exits
+//! 130; a second Ctrl-C exits at once.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use tokio::sync::mpsc;
 
+use super::live::LiveTree;
+use super::term::{self, Interrupts, Painter};
 use super::{load_agents, print_json};
 use crate::config::Config;
-use crate::gateway::{StartMain, WaitRun};
+use crate::gateway::registry::Registry;
+use crate::gateway::{Kill, RunSummary, StartMain, WaitRun};
+use crate::keys::SessionKey;
 use crate::report::{OutcomeCounts, TreeReport};
 use crate::runtime::Runtime;
 
@@ -31,10 +40,11 @@ pub struct RunArgs {
     #[arg(long)]
     json: bool,
     /// Print each session's start, notices (retries, fallbacks) and end to stderr as they
-    /// happen. Default: on when stderr is a terminal.
+    /// happen, instead of the live tree. Default: the live tree when stdout is a
+    /// terminal (and not --json), else these lines when stderr is a terminal.
     #[arg(long, overrides_with = "no_progress")]
     progress: bool,
-    /// Print no progress lines.
+    /// Print no progress lines and no live tree.
     #[arg(long)]
     no_progress: bool,
     /// The directory the agents' work tools (read, write, edit, ls, glob, grep, exec) act
@@ -72,12 +82,21 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
             config.providers.resolve(model).map_err(|e| anyhow::anyhow!("agent '{agent}': {e}"))?;
         }
     }
+    let mut interrupts = Interrupts::new()?;
     let runtime = Runtime::start(&config, agents).await?;
-    let progress = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
+    let live = !args.json && !args.progress && !args.no_progress && std::io::stdout().is_terminal();
+    let progress = !args.no_progress && (args.progress || (!live && std::io::stderr().is_terminal()));
     if let Some(workspace) = runtime.workspace.as_ref().filter(|_| progress) {
         eprintln!("workspace: {} (the agents' work tools act only inside it)", workspace.root().display());
     }
     let printer = progress.then(|| actix_rt::spawn(print_progress(runtime.events.subscribe())));
+    let (painter, paint_commands) = match live {
+        true => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(actix_rt::spawn(paint(runtime.events.subscribe(), runtime.registry.clone(), rx))), Some(tx))
+        }
+        false => (None, None),
+    };
     let started = Instant::now();
     let start = StartMain {
         agent_id: args.agent.clone(),
@@ -89,7 +108,29 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         session_key: None,
     };
     let run = runtime.gateway.send(start).await??;
-    let summary = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??.await?;
+    let mut ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??;
+    let summary = tokio::select! {
+        summary = &mut ended => Some(summary?),
+        () = interrupts.next() => None,
+    };
+    let interrupted = summary.is_none();
+    let summary = match summary {
+        Some(summary) => Some(summary),
+        None => {
+            let note = "interrupted: killing the tree (Ctrl-C again exits at once)";
+            match &paint_commands {
+                Some(tx) => {
+                    let _ = tx.send(Paint::Note(note.into()));
+                }
+                None => eprintln!("{note}"),
+            }
+            kill_tree(&runtime, &run.session_key, ended, &mut interrupts, live).await
+        }
+    };
+    if let (Some(painter), Some(tx)) = (painter, paint_commands) {
+        let _ = tx.send(Paint::Stop);
+        let _ = tokio::time::timeout(Duration::from_secs(1), painter).await;
+    }
     if let Some(printer) = printer {
         // The root's end was broadcast before the wait was answered: the printer stops
         // after printing it (bounded, in case the broadcast lagged past it).
@@ -109,7 +150,7 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         tokens: crate::report::tree_tokens(&root),
         cost_usd,
         cost_on_root_model_usd,
-        final_answer: summary.text.clone(),
+        final_answer: summary.map(|s| s.text).unwrap_or_default(),
         root,
     };
     if args.json {
@@ -118,7 +159,75 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
         print!("{}", report.render());
     }
     runtime.shutdown().await?;
+    if interrupted {
+        eprintln!("interrupted: the tree was killed ({} sessions killed)", report.outcomes.killed);
+        return Ok(term::INTERRUPTED);
+    }
     Ok(if report.all_ok() { 0 } else { 1 })
+}
+
+/// How long a killed tree may take to end before the report is printed anyway.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// What the live tree's painter is told.
+enum Paint {
+    Note(String),
+    Stop,
+}
+
+/// Draw the live tree from the gateway's events until told to stop, then erase it. When
+/// events were lost, the tree is loaded again from the registry.
+async fn paint(
+    mut events: crate::gateway::events::Subscription,
+    registry: Arc<Registry>,
+    mut commands: mpsc::UnboundedReceiver<Paint>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut painter = Painter::new(LiveTree::default(), true);
+    let mut tick = tokio::time::interval(term::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            event = events.recv(), if open => match event {
+                Ok(event) => painter.tree.apply(&event, term::now_ms()),
+                Err(RecvError::Lagged(skipped)) => {
+                    painter.tree.lost(skipped);
+                    let root = painter.tree.root_key().map(SessionKey::from);
+                    if let Some(root) = root.and_then(|key| registry.tree(&key)) {
+                        painter.tree.load(&root, term::now_ms());
+                    }
+                }
+                Err(RecvError::Closed) => open = false,
+            },
+            _ = tick.tick() => {}
+            command = commands.recv() => match command {
+                Some(Paint::Note(note)) => painter.note(note),
+                Some(Paint::Stop) | None => break,
+            },
+        }
+        painter.draw();
+    }
+    painter.clear();
+}
+
+/// Kill the tree under `root` (the first Ctrl-C) and wait, bounded, for its run to end;
+/// a second Ctrl-C exits at once.
+async fn kill_tree(
+    runtime: &Runtime,
+    root: &SessionKey,
+    ended: tokio::sync::oneshot::Receiver<RunSummary>,
+    interrupts: &mut Interrupts,
+    live: bool,
+) -> Option<RunSummary> {
+    if let Err(e) = runtime.gateway.send(Kill { caller: None, target: root.clone() }).await {
+        tracing::warn!("could not ask the gateway to kill the tree: {e}");
+    }
+    tokio::select! {
+        summary = ended => summary.ok(),
+        () = tokio::time::sleep(KILL_GRACE) => None,
+        () = interrupts.next() => term::exit_now(live),
+    }
 }
 
 /// Print session events on stderr until a root session (one without a parent) ends.

@@ -188,7 +188,8 @@ impl OperatorClient {
 
     /// [`call`](Self::call) for a method that answers twice (`agent`): the first answer
     /// and, when it says `status: "accepted"`, the final one with the same id. Events
-    /// before the final answer go to `on_event`.
+    /// after the request and before the final answer go to `on_event` (those before the
+    /// first answer too: a run's first events come before its ack).
     pub async fn call_final(
         &self,
         scopes: &[&str],
@@ -317,7 +318,7 @@ impl Conversation<'_> {
         let instance_id = uuid::Uuid::new_v4().to_string();
         let frame = self.client.connect_frame(&connect_id, &instance_id, scopes, method)?;
         self.send(frame, Stage::Handshake).await?;
-        let hello = self.await_response(&connect_id, Stage::Handshake).await?;
+        let hello = self.await_response(&connect_id, Stage::Handshake, None).await?;
         if hello.get("ok").and_then(Value::as_bool) != Some(true) {
             let (code, message, details) = wire_error(&hello);
             let close = self.await_close().await;
@@ -333,7 +334,9 @@ impl Conversation<'_> {
                 Err(ClientError::Rpc { method: method.to_string(), code, message, details })
             }
         };
-        let first = payload(&self.await_response(&request_id, Stage::Response).await?)?;
+        // A followed run's first events (its root's start) come before the ack.
+        let mut follow = follow;
+        let first = payload(&self.await_response(&request_id, Stage::Response, follow.as_deref_mut()).await?)?;
         let Some(on_event) = follow.filter(|_| first.get("status").and_then(Value::as_str) == Some("accepted")) else {
             return Ok((first.clone(), first));
         };
@@ -370,8 +373,14 @@ impl Conversation<'_> {
         }
     }
 
-    /// The `res` frame with `id`; events (ticks, pairing broadcasts) and other responses are skipped.
-    async fn await_response(&mut self, id: &str, stage: Stage) -> Result<Value, ClientError> {
+    /// The `res` frame with `id`; other responses are skipped, and events (ticks, pairing
+    /// broadcasts) too unless `on_event` takes them.
+    async fn await_response<'e>(
+        &mut self,
+        id: &str,
+        stage: Stage,
+        mut on_event: Option<&mut (dyn FnMut(&Value) + 'e)>,
+    ) -> Result<Value, ClientError> {
         loop {
             let frame = self.read(stage).await?;
             match frame.get("type").and_then(Value::as_str) {
@@ -381,10 +390,13 @@ impl Conversation<'_> {
                     }
                     return Ok(frame);
                 }
-                Some("event") => {
-                    let event = frame.get("event").and_then(Value::as_str).unwrap_or_default();
-                    tracing::debug!(event, "skipping event");
-                }
+                Some("event") => match on_event.as_deref_mut() {
+                    Some(on_event) => on_event(&frame),
+                    None => {
+                        let event = frame.get("event").and_then(Value::as_str).unwrap_or_default();
+                        tracing::debug!(event, "skipping event");
+                    }
+                },
                 _ => tracing::debug!("skipping an unrelated frame"),
             }
         }

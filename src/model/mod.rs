@@ -370,6 +370,11 @@ impl Providers {
         self.0.get(name)
     }
 
+    /// Providers with their names, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Provider)> {
+        self.0.iter().map(|(name, provider)| (name.as_str(), provider))
+    }
+
     pub fn names(&self) -> String {
         self.0.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
     }

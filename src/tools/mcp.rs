@@ -298,6 +298,17 @@ impl McpServers {
     }
 }
 
+/// Start `config`'s server, list the tools it would offer (their exposed names), and
+/// stop it: what `hivegate doctor` checks. The caller bounds the time it takes.
+pub async fn probe(config: &ServerConfig) -> Result<Vec<String>, String> {
+    let running = start(config).await?;
+    let names = running.tools.iter().map(|t| t.spec.name.to_string()).collect();
+    // Cancelling ends the service loop, whose transport then stops a stdio server.
+    let _ = running.client.cancel().await;
+    tokio::task::yield_now().await;
+    Ok(names)
+}
+
 /// Connect to a server and list its tools.
 async fn start(config: &ServerConfig) -> Result<Running, String> {
     let client = match &config.transport {
