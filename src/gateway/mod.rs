@@ -102,6 +102,12 @@ impl Gateway {
         }
     }
 
+    /// Count into `metrics` (the runtime's, shared with the model client and `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Gateway {
+        self.stats = Arc::new(Stats::with_metrics(metrics));
+        self
+    }
+
     /// Give sessions the gateway's MCP servers.
     pub fn with_mcp(mut self, mcp: Arc<crate::tools::mcp::McpServers>) -> Gateway {
         self.mcp = mcp;
@@ -292,7 +298,7 @@ impl Gateway {
             parent.active_children += 1;
         }
         self.emit_started(&plan.key);
-        self.stats.record_spawn();
+        self.stats.record_spawn(&plan.agent.id);
         reply
     }
 

@@ -360,6 +360,7 @@ impl Session {
             Ok(mut response) => {
                 act.in_flight = false;
                 act.shared.pricing.charge(&act.model, &mut response.usage);
+                act.shared.stats.metrics().model_used(&act.model, &response.usage);
                 act.called(response.usage, std::mem::take(&mut response.notices), None);
                 let (spent, cost) = (response.usage.total(), response.usage.cost_usd);
                 let next = act.turn.on_response(response);
@@ -498,7 +499,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.shared.stats.session_started();
+        self.shared.stats.session_started(&self.agent.id);
         if let Some(task) = self.pending_task.take() {
             self.begin(task, ctx);
         } else if let Some(calls) = self.restored_calls.take() {
@@ -513,7 +514,7 @@ impl Actor for Session {
 /// end and was not a main session (an idle main session may die too).
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.stats.session_stopped();
+        self.shared.stats.session_stopped(&self.agent.id);
         if !self.finished || self.stays || self.pausing {
             self.shared.gateway.do_send(SessionGone { key: self.key.clone(), run_id: self.run_id.clone() });
         }
