@@ -64,7 +64,8 @@
 //! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the spawn benchmark harness shared by `hivegate bench` and `benches/`.
-//! - [`telemetry`]: the Prometheus series behind `/metrics`.
+//! - [`telemetry`]: logging setup, the Prometheus series behind `/metrics`, and
+//!   OpenTelemetry GenAI spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_*` asks.
 
 pub mod agent;
 pub mod bench;

@@ -228,6 +228,8 @@ impl Runtime {
         if tokio::time::timeout(self.grace + std::time::Duration::from_secs(10), self.store.flush()).await.is_err() {
             tracing::error!("the store did not commit what was queued in time; the last records may be lost");
         }
+        // The spans of the runs this stop ended go out before the process does.
+        crate::telemetry::flush().await;
         self.server.stop(true).await;
         if let Some(builtin) = self.builtin {
             builtin.handle.stop(true).await;
