@@ -108,7 +108,9 @@ pub struct Session {
     turn: Turn,
     pending_task: Option<String>,
     /// Set for a restored run until it starts.
-    restored_calls: Option<Vec<CallAction>>,
+    /// (A boxed slice, not a `Vec`: every session holds this field, and a word saved
+    /// keeps the actor's task within its 128-byte allocation step with `trace` added.)
+    restored_calls: Option<Box<[CallAction]>>,
     deadline_timer: Option<SpawnHandle>,
     /// Transcript messages already sent to the journal.
     journaled: u32,
@@ -187,7 +189,7 @@ impl Session {
         let turn = match init.restored {
             Some(restored) => {
                 let Restored { transcript, delivered, children, usage, calls, seq_offset: offset, begin } = *restored;
-                restored_calls = Some(calls);
+                restored_calls = Some(calls.into_boxed_slice());
                 seq_offset = offset;
                 pending_task = begin;
                 Turn::restore(transcript, delivered, children, usage)
@@ -518,7 +520,7 @@ impl Actor for Session {
         if let Some(task) = self.pending_task.take() {
             self.begin(task, ctx);
         } else if let Some(calls) = self.restored_calls.take() {
-            self.resume(calls, ctx);
+            self.resume(calls.into_vec(), ctx);
         }
         self.restored_calls = None;
     }
