@@ -1,5 +1,6 @@
 //! Configuration: the raw TOML shape (serde, `deny_unknown_fields`) validated once into
-//! [`Config`]. This is the only module that reads the environment: provider API keys
+//! [`Config`]. This is the only module that reads the environment (with
+//! [`crate::telemetry`], which reads `RUST_LOG` and `OTEL_*` at start-up): provider API keys
 //! (by the variable each provider names), the gateway token (`HIVEGATE_GATEWAY_TOKEN`
 //! unless `gateway.token_env` names another), `HIVEGATE_STATE_DIR`, `HIVEGATE_CONFIG`
 //! and `HOME`.

@@ -1,11 +1,14 @@
 //! The gateway's public HTTP surface on one port (loopback by default): the WebSocket
-//! endpoint at `GET /` ([`crate::ws`]), `GET /health` and the dashboard's static page at
-//! `GET /ui` ([`crate::ui`]). Nothing else is mounted here: the builtin provider has its
-//! own private listener ([`crate::model::server`]).
+//! endpoint at `GET /` ([`crate::ws`]), `GET /health`, the dashboard's static page at
+//! `GET /ui` ([`crate::ui`]), and `GET /metrics` (Prometheus,
+//! [`crate::telemetry::metrics`]; behind the gateway token as a bearer token when one is
+//! configured). Nothing else is mounted here: the builtin provider has its own private
+//! listener ([`crate::model::server`]).
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::gateway::{Registry, Stats};
@@ -16,6 +19,8 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
     pub started: std::time::Instant,
+    /// The gateway token `/metrics` asks for, when one is configured.
+    pub token: Option<crate::config::Secret>,
     pub ws: crate::ws::WsState,
 }
 
@@ -35,7 +40,9 @@ impl HttpStateSlot {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(crate::ws::upgrade)).route("/health", web::get().to(health));
+    cfg.route("/", web::get().to(crate::ws::upgrade))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics));
     crate::ui::routes(cfg);
 }
 
@@ -52,4 +59,22 @@ async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {
         "liveSessionActors": state.stats.live_sessions(),
         "spawns": state.stats.spawns(),
     }))
+}
+
+/// `GET /metrics`: every `hivegate_*` series as OpenMetrics text, for the gateway
+/// token's holder (a bearer token, compared in constant time).
+async fn metrics(req: HttpRequest, slot: web::Data<HttpStateSlot>) -> HttpResponse {
+    let Some(state) = slot.0.get() else {
+        return HttpResponse::ServiceUnavailable().json(json!({"ok": false, "error": "gateway starting"}));
+    };
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|h| h.as_bytes());
+    if let Err(refused) = crate::telemetry::scrape::authorize(state.token.as_ref(), authorization) {
+        return HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"hivegate\""))
+            .json(json!({"ok": false, "error": refused.to_string()}));
+    }
+    match state.stats.metrics().encode() {
+        Ok(text) => HttpResponse::Ok().content_type(crate::telemetry::metrics::CONTENT_TYPE).body(text),
+        Err(e) => HttpResponse::InternalServerError().json(json!({"ok": false, "error": e.to_string()})),
+    }
 }

@@ -19,6 +19,7 @@
 //!     the sessions' journal in groups, off the spawn path
 //! HTTP server (actix-web, public port): WebSocket at /, /health,      http.rs
 //!   the dashboard's page at /ui (assets compiled in)                  ui/
+//!   /metrics (Prometheus, behind the gateway token)                  telemetry/
 //! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
 //! MCP servers (child processes or HTTP, shared, started on first use) tools/mcp.rs
 //! ```
@@ -65,6 +66,8 @@
 //! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the spawn benchmark harness shared by `hivegate bench` and `benches/`.
+//! - [`telemetry`]: logging setup, the Prometheus series behind `/metrics`, and
+//!   OpenTelemetry GenAI spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_*` asks.
 
 pub mod agent;
 pub mod bench;
@@ -84,6 +87,7 @@ pub mod runtime;
 pub mod scope;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod ui;
 pub mod ws;

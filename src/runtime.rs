@@ -1,4 +1,4 @@
-//! Starting a gateway: the public HTTP server (WebSocket endpoint, health), the builtin
+//! Starting a gateway: the public HTTP server (WebSocket endpoint, health, metrics), the builtin
 //! provider on its own private loopback listener, the model client with every
 //! configured provider plus `builtin` (holding that listener's secret), the Store on
 //! its own thread with the pairing book loaded from it, and the gateway and hub actors
@@ -27,6 +27,7 @@ use crate::model::{Api, HttpModelClient, ModelClient, Provider};
 use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApproval};
 use crate::protocol::Policy;
 use crate::store::{self, Backend, Store};
+use crate::telemetry::Metrics;
 use crate::tools::workspace::Workspace;
 use crate::ws::gate::PreAuthGate;
 use crate::ws::WsState;
@@ -72,9 +73,11 @@ impl Runtime {
                 ..Provider::new(Api::OpenAiCompletions, builtin.base_url(), Some(builtin.secret.expose().to_string()))
             },
         );
-        let client = HttpModelClient::new(providers, &config.limits)?;
+        let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
+        let client = HttpModelClient::new(providers, &config.limits)?.with_metrics(metrics.clone());
         let in_flight = client.in_flight();
-        let mut runtime = Runtime::assemble(config, agents, Arc::new(client), in_flight, server, http_addr, state)?;
+        let wiring = Wiring { model: Arc::new(client), in_flight, metrics, server, http_addr, state };
+        let mut runtime = Runtime::assemble(config, agents, wiring)?;
         runtime.builtin = Some(builtin);
         runtime.recover(config).await?;
         Ok(runtime)
@@ -87,8 +90,10 @@ impl Runtime {
         model: Arc<dyn ModelClient>,
     ) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind)?;
-        let mut runtime =
-            Runtime::assemble(config, agents, model, Arc::new(AtomicUsize::new(0)), server, http_addr, state)?;
+        let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let wiring = Wiring { model, in_flight, metrics, server, http_addr, state };
+        let mut runtime = Runtime::assemble(config, agents, wiring)?;
         runtime.recover(config).await?;
         Ok(runtime)
     }
@@ -112,15 +117,8 @@ impl Runtime {
         Ok(())
     }
 
-    fn assemble(
-        config: &Config,
-        agents: Agents,
-        model: Arc<dyn ModelClient>,
-        in_flight: Arc<AtomicUsize>,
-        server: actix_web::dev::ServerHandle,
-        http_addr: SocketAddr,
-        state: HttpStateSlot,
-    ) -> anyhow::Result<Runtime> {
+    fn assemble(config: &Config, agents: Agents, wiring: Wiring) -> anyhow::Result<Runtime> {
+        let Wiring { model, in_flight, metrics, server, http_addr, state } = wiring;
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
         let mut db = store::open(state_dir)?;
@@ -141,6 +139,7 @@ impl Runtime {
             })
             .transpose()?;
         let gateway = Gateway::new(Arc::new(agents), config.limits.clone(), model)
+            .with_metrics(metrics)
             .with_workspace(workspace.clone())
             .with_mcp(Arc::new(crate::tools::mcp::McpServers::new(config.mcp_servers.clone())))
             .with_nodes(hub_addr.clone().recipient())
@@ -168,7 +167,9 @@ impl Runtime {
             registry: registry.clone(),
             stats: stats.clone(),
             started: Instant::now(),
+            token: config.gateway_token.clone(),
             ws: WsState {
+                sockets: stats.metrics().sockets().clone(),
                 hub: hub.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 gate: PreAuthGate::new(
@@ -227,6 +228,8 @@ impl Runtime {
         if tokio::time::timeout(self.grace + std::time::Duration::from_secs(10), self.store.flush()).await.is_err() {
             tracing::error!("the store did not commit what was queued in time; the last records may be lost");
         }
+        // The spans of the runs this stop ended go out before the process does.
+        crate::telemetry::flush().await;
         self.server.stop(true).await;
         if let Some(builtin) = self.builtin {
             builtin.handle.stop(true).await;
@@ -250,6 +253,16 @@ fn load_pairing(db: &impl Backend) -> anyhow::Result<PairingBook> {
     let Some((_, json)) = db.load_snapshot(PAIRING_SNAPSHOT)? else { return Ok(PairingBook::new(policy)) };
     let state: PairingState = serde_json::from_str(&json).context("the stored pairing state is unreadable")?;
     PairingBook::import(state, policy).context("the stored pairing state is inconsistent")
+}
+
+/// What `start` and `start_with_model` hand to `assemble`.
+struct Wiring {
+    model: Arc<dyn ModelClient>,
+    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    server: actix_web::dev::ServerHandle,
+    http_addr: SocketAddr,
+    state: HttpStateSlot,
 }
 
 fn start_http(bind: SocketAddr) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {

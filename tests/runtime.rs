@@ -32,6 +32,7 @@ fn spawn(parent: &hivegate::capability::Capability, agent: &str) -> Spawn {
         sent_at: Instant::now(),
         history: None,
         call_id: None,
+        trace: None,
     }
 }
 

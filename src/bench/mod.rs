@@ -84,6 +84,7 @@ impl SpawnHarness {
             sent_at: Instant::now(),
             history: None,
             call_id: None,
+            trace: None,
         }
     }
 

@@ -268,6 +268,8 @@ pub struct Spawn {
     /// The parent's tool call that asked, recorded with the child so that recovery can
     /// answer that call with the child's acceptance.
     pub call_id: Option<Box<str>>,
+    /// The parent's run span, when traces are exported: the child's is parented to it.
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// Start a task on the main session of an agent (created on first use).

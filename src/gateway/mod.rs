@@ -102,6 +102,12 @@ impl Gateway {
         }
     }
 
+    /// Count into `metrics` (the runtime's, shared with the model client and `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Gateway {
+        self.stats = Arc::new(Stats::with_metrics(metrics));
+        self
+    }
+
     /// Give sessions the gateway's MCP servers.
     pub fn with_mcp(mut self, mcp: Arc<crate::tools::mcp::McpServers>) -> Gateway {
         self.mcp = mcp;
@@ -217,10 +223,17 @@ impl Gateway {
             history: None,
             thinking: None,
             restored: None,
+            trace: None,
         }
     }
 
-    fn start_child(&mut self, plan: spawn::SpawnPlan, call_id: Option<Box<str>>, ctx: &Context<Self>) -> SpawnReply {
+    fn start_child(
+        &mut self,
+        plan: spawn::SpawnPlan,
+        call_id: Option<Box<str>>,
+        trace: Option<crate::telemetry::TraceParent>,
+        ctx: &Context<Self>,
+    ) -> SpawnReply {
         let reply = SpawnReply::Accepted {
             run_id: plan.run_id.clone(),
             child_session_key: plan.key.clone(),
@@ -259,6 +272,7 @@ impl Gateway {
         init.stays = stays;
         init.history = plan.history;
         init.thinking = plan.thinking;
+        init.trace = trace;
         if plan.model_explicit {
             // Strict: a model the spawn named is used or the child fails, never replaced.
             init.may_fall_back = false;
@@ -292,7 +306,7 @@ impl Gateway {
             parent.active_children += 1;
         }
         self.emit_started(&plan.key);
-        self.stats.record_spawn();
+        self.stats.record_spawn(&plan.agent.id);
         reply
     }
 
@@ -749,7 +763,7 @@ impl Handler<Spawn> for Gateway {
         };
         MessageResult(match spawn::plan(&cx, &msg.parent, msg.request, msg.history, Instant::now()) {
             Ok(plan) => {
-                let reply = self.start_child(plan, msg.call_id, ctx);
+                let reply = self.start_child(plan, msg.call_id, msg.trace, ctx);
                 self.stats.record_spawn_latency(msg.sent_at.elapsed());
                 reply
             }

@@ -1,11 +1,15 @@
 //! Counters the gateway keeps for reports: spawn latency samples, spawns, live session
-//! actors, pairing requests. Cheap to update from any thread.
+//! actors, pairing requests. Cheap to update from any thread. The same updates feed the
+//! Prometheus series ([`crate::telemetry::Metrics`]), which everyone holding the stats
+//! reaches through [`Stats::metrics`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::telemetry::Metrics;
 
 /// Latency samples kept: the most recent ones, so a long-running gateway's memory does
 /// not grow with every spawn.
@@ -19,6 +23,7 @@ pub struct Stats {
     spawns_refused: AtomicU64,
     spawn_latency_ns: Mutex<Vec<u64>>,
     all_stopped: tokio::sync::Notify,
+    metrics: Arc<Metrics>,
 }
 
 /// Percentiles of a latency sample, in microseconds.
@@ -46,13 +51,26 @@ impl Percentiles {
 }
 
 impl Stats {
-    pub fn record_spawn(&self) {
+    /// Stats whose updates also feed `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Stats {
+        Stats { metrics, ..Stats::default() }
+    }
+
+    /// The Prometheus series.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A subagent session of `agent` started.
+    pub fn record_spawn(&self, agent: &Arc<str>) {
         self.spawns.fetch_add(1, Ordering::Relaxed);
+        self.metrics.spawned(agent);
     }
 
     /// One spawn: request sent → child actor started with its capability → ack sent.
     /// Keeps the latest [`LATENCY_SAMPLES`] (a ring once full).
     pub fn record_spawn_latency(&self, elapsed: Duration) {
+        self.metrics.spawn_latency(elapsed);
         let sample = elapsed.as_nanos() as u64;
         let spawns = self.spawns.load(Ordering::Relaxed) as usize;
         let mut samples = self.spawn_latency_ns.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,11 +98,13 @@ impl Stats {
         self.spawns.load(Ordering::Relaxed)
     }
 
-    pub fn session_started(&self) {
+    pub fn session_started(&self, agent: &Arc<str>) {
         self.live_sessions.fetch_add(1, Ordering::AcqRel);
+        self.metrics.session_started(agent);
     }
 
-    pub fn session_stopped(&self) {
+    pub fn session_stopped(&self, agent: &Arc<str>) {
+        self.metrics.session_stopped(agent);
         if self.live_sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.all_stopped.notify_waiters();
         }
@@ -134,8 +154,9 @@ mod tests {
     #[test]
     fn latency_samples_stay_bounded() {
         let stats = Stats::default();
+        let agent: Arc<str> = Arc::from("executor");
         for i in 0..(LATENCY_SAMPLES + 10) {
-            stats.record_spawn();
+            stats.record_spawn(&agent);
             stats.record_spawn_latency(Duration::from_nanos(i as u64));
         }
         assert_eq!(stats.spawn_latency().samples, LATENCY_SAMPLES);

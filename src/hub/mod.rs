@@ -256,6 +256,7 @@ impl Hub {
     /// (with `seq`) and, for node approvals, the node's own socket (without).
     fn broadcast(&self, events: &[PairingEvent]) {
         for event in events {
+            self.stats.metrics().pairing_event(event.name());
             let frame = match event.to_frame() {
                 Ok(frame) => frame,
                 Err(e) => {
@@ -375,6 +376,7 @@ impl Hub {
             limiter: &mut self.limiter,
         };
         let outcome = authenticator.authenticate(&msg.params, &msg.nonce, &msg.peer, now);
+        self.stats.metrics().handshake(crate::telemetry::Handshake::of(&outcome));
         let accepted = match outcome {
             Ok(accepted) => accepted,
             Err(refused) => {

@@ -20,6 +20,9 @@
 //! Response bodies are read chunk by chunk and refused past
 //! `limits.max_model_response_bytes` (a provider that never stops sending fails the call
 //! with [`ModelError::TooLarge`] instead of growing memory without bound).
+//!
+//! Each call's outcome and time, its retries included, are counted in the runtime's
+//! metrics ([`CallTimer`]); a call dropped by a kill is counted `cancelled`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use super::retry::{self, Decision, Failure};
 use super::stream::{self, Draft, Fault};
 use super::{Api, ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, Provider, Providers};
 use crate::config::Limits;
+use crate::telemetry::metrics::{CallTimer, Metrics};
 
 #[derive(Clone)]
 pub struct HttpModelClient {
@@ -48,6 +52,8 @@ pub struct HttpModelClient {
     idle_timeout: Duration,
     /// The whole call's bound (reqwest enforces it); kept to name it when it fires.
     request_timeout: Duration,
+    /// Where each call's outcome and time are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HttpModelClient {
@@ -65,7 +71,14 @@ impl HttpModelClient {
             max_response_bytes: limits.max_model_response_bytes,
             idle_timeout: limits.model_idle_timeout,
             request_timeout: limits.model_request_timeout,
+            metrics: None,
         })
+    }
+
+    /// Count every call's outcome and time in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Model calls started and not yet finished or dropped.
@@ -281,43 +294,51 @@ impl ModelClient for HttpModelClient {
         let this = self.clone();
         async move {
             let _in_flight = InFlight::enter(&this.in_flight);
-            let name = request.model.provider().to_string();
-            let provider = this.providers.resolve(&request.model)?.clone();
-            let prepared = Prepared::new(&provider, &request)?;
-            let mut attempt = 0;
-            let mut notices = Vec::new();
-            loop {
-                let failed = match this.attempt(&name, &provider, &prepared, &request).await {
-                    Ok(mut response) => {
-                        // The retries first, then what the answer itself calls for.
-                        notices.append(&mut response.notices);
-                        return Ok(ChatResponse { notices, ..response });
-                    }
-                    Err(failed) => failed,
-                };
-                match retry::decide(&provider.retry, attempt, &failed.failure, rand::random::<f64>()) {
-                    Decision::Retry { after } => {
-                        attempt += 1;
-                        notices.push(format!(
-                            "{} failed with {}; retry {attempt} of {} after {:.1} s",
-                            request.model,
-                            failed.error.short_reason(),
-                            provider.retry.max_retries,
-                            after.as_secs_f64()
-                        ));
-                        tokio::time::sleep(after).await;
-                    }
-                    Decision::GiveUp { .. } if notices.is_empty() => return Err(failed.error),
-                    Decision::GiveUp { .. } => {
-                        return Err(ModelError::Retried { last: Box::new(failed.error), notices })
-                    }
-                }
-            }
+            let timer = CallTimer::start(this.metrics.clone(), &request.model);
+            let result = this.call(&request).await;
+            timer.stop(&result);
+            result
         }
         .boxed()
     }
 
     fn check_model(&self, model: &ModelRef) -> Result<(), ModelError> {
         self.providers.resolve(model).map(|_| ())
+    }
+}
+
+impl HttpModelClient {
+    /// One call: its attempts, with retries as the policy decides.
+    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        let name = request.model.provider().to_string();
+        let provider = self.providers.resolve(&request.model)?.clone();
+        let prepared = Prepared::new(&provider, request)?;
+        let mut attempt = 0;
+        let mut notices = Vec::new();
+        loop {
+            let failed = match self.attempt(&name, &provider, &prepared, request).await {
+                Ok(mut response) => {
+                    // The retries first, then what the answer itself calls for.
+                    notices.append(&mut response.notices);
+                    return Ok(ChatResponse { notices, ..response });
+                }
+                Err(failed) => failed,
+            };
+            match retry::decide(&provider.retry, attempt, &failed.failure, rand::random::<f64>()) {
+                Decision::Retry { after } => {
+                    attempt += 1;
+                    notices.push(format!(
+                        "{} failed with {}; retry {attempt} of {} after {:.1} s",
+                        request.model,
+                        failed.error.short_reason(),
+                        provider.retry.max_retries,
+                        after.as_secs_f64()
+                    ));
+                    tokio::time::sleep(after).await;
+                }
+                Decision::GiveUp { .. } if notices.is_empty() => return Err(failed.error),
+                Decision::GiveUp { .. } => return Err(ModelError::Retried { last: Box::new(failed.error), notices }),
+            }
+        }
     }
 }

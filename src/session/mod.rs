@@ -31,6 +31,7 @@ use crate::model::thinking::Thinking;
 use crate::model::{ChatRequest, Message, ModelClient, ModelRef, Usage};
 use crate::store::recovery::CallAction;
 use crate::store::{Journal, Journaled, Record, ToolResultRow};
+use crate::telemetry::{genai, SessionTrace};
 pub use announce::Announcement;
 use tools::{ToolEnv, ToolOutput};
 use turn::{Next, Turn};
@@ -73,6 +74,8 @@ pub struct SessionInit {
     pub thinking: Option<Thinking>,
     /// A run resumed after a restart, instead of `task`.
     pub restored: Option<Box<Restored>>,
+    /// The parent's run span, when traces are exported.
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// A run picked up again after a restart: its journaled transcript, the announcements
@@ -105,7 +108,9 @@ pub struct Session {
     turn: Turn,
     pending_task: Option<String>,
     /// Set for a restored run until it starts.
-    restored_calls: Option<Vec<CallAction>>,
+    /// (A boxed slice, not a `Vec`: every session holds this field, and a word saved
+    /// keeps the actor's task within its 128-byte allocation step with `trace` added.)
+    restored_calls: Option<Box<[CallAction]>>,
     deadline_timer: Option<SpawnHandle>,
     /// Transcript messages already sent to the journal.
     journaled: u32,
@@ -119,6 +124,8 @@ pub struct Session {
     /// A model call or a tool batch is under way.
     in_flight: bool,
     thinking: Option<Thinking>,
+    /// Its spans; empty unless traces are exported (`crate::telemetry::genai`).
+    trace: SessionTrace,
 }
 
 /// How many messages [`opening`] makes: the system prompt and the task.
@@ -182,7 +189,7 @@ impl Session {
         let turn = match init.restored {
             Some(restored) => {
                 let Restored { transcript, delivered, children, usage, calls, seq_offset: offset, begin } = *restored;
-                restored_calls = Some(calls);
+                restored_calls = Some(calls.into_boxed_slice());
                 seq_offset = offset;
                 pending_task = begin;
                 Turn::restore(transcript, delivered, children, usage)
@@ -223,6 +230,7 @@ impl Session {
             pausing: false,
             in_flight: false,
             thinking: init.thinking,
+            trace: SessionTrace::new(init.trace),
         }
     }
 
@@ -257,6 +265,7 @@ impl Session {
     fn begin(&mut self, task: String, ctx: &mut Context<Self>) {
         self.finished = false;
         self.arm_deadline(ctx);
+        self.trace.run_started(&self.agent, &self.key, &self.run_id, &self.model);
         let next = self.turn.start(task);
         self.step(next, ctx);
     }
@@ -264,6 +273,7 @@ impl Session {
     /// Pick a restored run up where its journal ends.
     fn resume(&mut self, calls: Vec<CallAction>, ctx: &mut Context<Self>) {
         self.arm_deadline(ctx);
+        self.trace.run_started(&self.agent, &self.key, &self.run_id, &self.model);
         let next = self.turn.resume(calls);
         self.step(next, ctx);
     }
@@ -354,12 +364,15 @@ impl Session {
             stream_to: self.shared.events.text_sink(&self.key, &self.run_id),
             thinking: self.thinking,
         };
+        self.trace.chat_started(&self.key, &self.model);
         let call = self.shared.models.complete(request);
         self.in_flight = true;
         ctx.spawn(call.into_actor(self).map(move |result, act, ctx| match result {
             Ok(mut response) => {
                 act.in_flight = false;
                 act.shared.pricing.charge(&act.model, &mut response.usage);
+                act.shared.stats.metrics().model_used(&act.model, &response.usage);
+                act.trace.chat_ended(&act.model, Ok(&response.usage));
                 act.called(response.usage, std::mem::take(&mut response.notices), None);
                 let (spent, cost) = (response.usage.total(), response.usage.cost_usd);
                 let next = act.turn.on_response(response);
@@ -376,6 +389,7 @@ impl Session {
             Err(e) => {
                 act.in_flight = false;
                 let (e, notices) = e.into_parts();
+                act.trace.chat_ended(&act.model, Err(&e));
                 act.called(Usage::default(), notices, None);
                 match act.take_fallback() {
                     Some(next) => {
@@ -442,13 +456,16 @@ impl Session {
             stats: self.shared.stats.clone(),
             exec_limits: self.shared.exec_limits.clone(),
             mcp: self.shared.mcp.clone(),
+            trace: self.trace.children_parent(),
         };
         let (shared, key, run_id) = (self.shared.clone(), self.key.clone(), self.run_id.clone());
         let batch = async move {
             let mut results: Vec<(String, ToolOutput)> = Vec::with_capacity(calls.len());
             for call in calls {
                 shared.events.emit(|| tools::started(&key, &run_id, &call));
+                let span = genai::tool_started(env.trace.as_ref(), &key, &call);
                 let output = tools::execute(&env, &call).await;
+                genai::tool_ended(span, &output);
                 shared.events.emit(|| tools::ended(&key, &run_id, &call, &output));
                 // Recorded at once: a restart after this point never runs the call again.
                 if let Some(content) = output.recorded() {
@@ -476,6 +493,7 @@ impl Session {
             ctx.cancel_future(timer);
         }
         let stays = self.stays && outcome == Outcome::Ok;
+        self.trace.run_ended(outcome.as_str(), &self.turn.usage(), &self.model);
         self.journal();
         let transcript = if stays { self.turn.transcript().to_vec() } else { self.turn.take_transcript() };
         self.shared.gateway.do_send(RunEnded {
@@ -498,11 +516,11 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.shared.stats.session_started();
+        self.shared.stats.session_started(&self.agent.id);
         if let Some(task) = self.pending_task.take() {
             self.begin(task, ctx);
         } else if let Some(calls) = self.restored_calls.take() {
-            self.resume(calls, ctx);
+            self.resume(calls.into_vec(), ctx);
         }
         self.restored_calls = None;
     }
@@ -513,7 +531,7 @@ impl Actor for Session {
 /// end and was not a main session (an idle main session may die too).
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.stats.session_stopped();
+        self.shared.stats.session_stopped(&self.agent.id);
         if !self.finished || self.stays || self.pausing {
             self.shared.gateway.do_send(SessionGone { key: self.key.clone(), run_id: self.run_id.clone() });
         }

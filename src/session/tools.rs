@@ -190,6 +190,8 @@ pub struct ToolEnv {
     pub exec_limits: Arc<ExecLimits>,
     /// The gateway's MCP servers (`server__tool` calls).
     pub mcp: Arc<crate::tools::mcp::McpServers>,
+    /// The run's span, when traces are exported: tool calls and children hang under it.
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
 
 #[derive(Deserialize)]
@@ -403,6 +405,7 @@ async fn spawn(env: &ToolEnv, request: SpawnRequest, call_id: &str) -> Result<To
         sent_at: Instant::now(),
         history: env.history.clone(),
         call_id: Some(journal_id(env.turn, call_id).into()),
+        trace: env.trace.clone(),
     };
     let reply = env.gateway.send(spawn).await.map_err(|_| error("the gateway is not running"))?;
     let accepted = matches!(reply, SpawnReply::Accepted { .. });

@@ -26,6 +26,7 @@ use crate::protocol::{
     close_reasons, negotiate_protocol, parse_client_frame, parse_connect_frame, ChallengePayload, Close, ErrorShape,
     EventFrame, Frame as WireFrame, ResponseFrame, TickPayload, DEFAULT_TICK_INTERVAL_MS, MAX_PREAUTH_PAYLOAD_BYTES,
 };
+use crate::telemetry::{Handshake, OpenSocket};
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
@@ -47,6 +48,8 @@ pub struct ConnectionInit {
     /// The frame limit after hello-ok (`maxPayload`).
     pub max_payload: usize,
     pub preauth: PreAuth,
+    /// Counts this socket as open until the actor goes.
+    pub open: OpenSocket,
 }
 
 pub struct Connection {
@@ -60,6 +63,7 @@ pub struct Connection {
     limit: FrameLimit,
     max_payload: usize,
     preauth: Option<PreAuth>,
+    open: OpenSocket,
 }
 
 impl Connection {
@@ -75,6 +79,7 @@ impl Connection {
             limit: init.limit,
             max_payload: init.max_payload,
             preauth: Some(init.preauth),
+            open: init.open,
         }
     }
 
@@ -141,6 +146,7 @@ impl Connection {
         let request = match parse_connect_frame(text) {
             Ok(request) => request,
             Err(e) => {
+                self.open.handshake(Handshake::Invalid);
                 if let Some(id) = e.request_id() {
                     self.respond(id, Err(e.to_error_shape()), ctx);
                 }
@@ -151,6 +157,7 @@ impl Connection {
             match negotiate_protocol(request.params.min_protocol, request.params.max_protocol, request.params.role) {
                 Ok(protocol) => protocol,
                 Err(e) => {
+                    self.open.handshake(Handshake::Invalid);
                     self.respond(&request.id, Err(e.to_error_shape()), ctx);
                     return self.close(e.close(), ctx);
                 }
@@ -240,6 +247,7 @@ impl Actor for Connection {
         }
         ctx.run_later(HANDSHAKE_TIMEOUT, |act, ctx| {
             if matches!(act.phase, Phase::AwaitingConnect | Phase::Authenticating) {
+                act.open.handshake(Handshake::Timeout);
                 act.close(Close::handshake_timeout(), ctx);
             }
         });

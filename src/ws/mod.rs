@@ -36,6 +36,8 @@ pub struct WsState {
     pub max_payload: usize,
     /// Output waiting for a peer beyond this closes it (`policy.maxBufferedBytes`).
     pub max_buffered: usize,
+    /// Open sockets and handshake outcomes, as `/metrics` shows them.
+    pub sockets: crate::telemetry::SocketMetrics,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -117,6 +119,7 @@ pub async fn upgrade(
                 limit,
                 max_payload: ws_state.max_payload,
                 preauth,
+                open: ws_state.sockets.open(),
             };
             Connection::create(move |ctx| {
                 ctx.add_stream(frames);
