@@ -197,16 +197,8 @@ impl Server {
 /// The binary in the server's directory, with nothing from the environment that could
 /// point it elsewhere.
 fn hivegate(dir: &tempfile::TempDir) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
-    command
-        .current_dir(dir.path())
-        .env("HOME", dir.path().join("home"))
-        .env(KEY_ENV, "test-key")
-        .env("NO_COLOR", "1")
-        .env_remove("HIVEGATE_CONFIG")
-        .env_remove("HIVEGATE_STATE_DIR")
-        .env_remove("HIVEGATE_GATEWAY_TOKEN")
-        .env_remove("OPENCLAW_GATEWAY_TOKEN");
+    let mut command = common::hivegate_in(dir.path());
+    command.env("HOME", dir.path().join("home")).env(KEY_ENV, "test-key").env("NO_COLOR", "1");
     command
 }
 

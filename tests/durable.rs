@@ -288,17 +288,12 @@ impl Harness {
     /// The binary, in the temp dir, with HOME there and nothing from the environment
     /// that could point it at other state.
     fn hivegate(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
+        let mut command = common::hivegate_in(self.dir.path());
         command
-            .current_dir(self.dir.path())
             .env("HOME", self.dir.path().join("home"))
             .env(KEY_ENV, "test-key")
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("HIVEGATE_CONFIG")
-            .env_remove("HIVEGATE_STATE_DIR")
-            .env_remove("HIVEGATE_GATEWAY_TOKEN")
-            .env_remove("OPENCLAW_GATEWAY_TOKEN");
+            .env("NO_COLOR", "1");
         command
     }
 

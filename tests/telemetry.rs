@@ -24,20 +24,8 @@ const TOKEN: &str = "telemetry-test-token";
 
 /// The binary, from an empty directory, with no telemetry or gateway settings inherited.
 fn hivegate(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
-    command.current_dir(dir).env("HIVEGATE_STATE_DIR", dir.join("state")).env_remove("HIVEGATE_CONFIG");
-    for var in [
-        "HIVEGATE_GATEWAY_TOKEN",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_SDK_DISABLED",
-        "OTEL_TRACES_EXPORTER",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
+    let mut command = common::hivegate_in(dir);
+    command.env("HIVEGATE_STATE_DIR", dir.join("state")).env_remove("RUST_LOG");
     command
 }
 

@@ -128,14 +128,8 @@ impl Drop for OnTerminal {
 }
 
 fn hivegate(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hivegate"));
-    command
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env(KEY_ENV, "test-key")
-        .env_remove("HIVEGATE_CONFIG")
-        .env_remove("HIVEGATE_STATE_DIR")
-        .env_remove("HIVEGATE_GATEWAY_TOKEN");
+    let mut command = common::hivegate_in(dir);
+    command.env("HOME", dir).env(KEY_ENV, "test-key");
     command
 }
 

@@ -567,6 +567,29 @@ pub fn has_tool_call(request: &CompletionRequest, name: &str) -> bool {
     request.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| c.function.name == name)
 }
 
+/// The `hivegate` binary in `dir`, with nothing from the environment that could point
+/// it at other state, another gateway or a trace exporter. Callers add what their test
+/// sets (HOME, provider keys, log level).
+pub fn hivegate_in(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hivegate"));
+    command.current_dir(dir);
+    for var in [
+        "HIVEGATE_CONFIG",
+        "HIVEGATE_STATE_DIR",
+        "HIVEGATE_GATEWAY_TOKEN",
+        "OPENCLAW_GATEWAY_TOKEN",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
 /// Start `start` and wait (bounded by [`WAIT`]) for the run's summary.
 pub async fn run_to_end(runtime: &Runtime, start: hivegate::gateway::StartMain) -> hivegate::gateway::RunSummary {
     run_to_end_within(runtime, start, WAIT).await
