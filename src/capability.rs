@@ -244,7 +244,7 @@ impl std::fmt::Debug for Capability {
 }
 
 /// Mints root capabilities. The gateway owns the only instance in a process.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Authority {
     _private: (),
 }

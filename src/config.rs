@@ -18,6 +18,7 @@
 //! max_preauth_connections_per_address = 32
 //! default_agent = "brain"                 # what an operator's `agent` runs when it names none
 //! shutdown_grace_seconds = 30             # SIGTERM: how long runs get to reach a step boundary
+//! threads = 4                  # session threads and HTTP workers; default: one per core
 //!
 //! [recovery]                   # runs left running by a crash or a stop resume at the next start
 //! stale_after_seconds = 86400  # a run started longer ago than this is finalized `interrupted`
@@ -147,6 +148,7 @@ struct RawGateway {
     max_preauth_connections_per_address: Option<usize>,
     default_agent: Option<String>,
     shutdown_grace_seconds: Option<f64>,
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +295,9 @@ pub struct Config {
     pub workspace: Option<PathBuf>,
     /// `[mcp_servers.NAME]`: tool servers shared by every session.
     pub mcp_servers: Vec<crate::tools::mcp::ServerConfig>,
+    /// Session threads (each runs whole trees: one gateway shard on its own arbiter)
+    /// and HTTP workers; one per core unless `gateway.threads` says otherwise.
+    pub threads: usize,
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -336,8 +341,17 @@ impl Default for Config {
             recovery: crate::store::recovery::Policy::default(),
             workspace: None,
             mcp_servers: Vec::new(),
+            threads: default_threads(),
         }
     }
+}
+
+/// Threads at most `gateway.threads` may ask for.
+pub const MAX_THREADS: usize = 256;
+
+/// One per core this process may use (1 when that cannot be told).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
 }
 
 impl Config {
@@ -402,6 +416,15 @@ impl Config {
                 timeout_from_secs(s).map_err(|e| ConfigError::Invalid(format!("gateway.shutdown_grace_seconds {e}")))?
             }
             None => defaults.shutdown_grace,
+        };
+        let threads = match raw.gateway.threads {
+            Some(n) if (1..=MAX_THREADS).contains(&n) => n,
+            Some(n) => {
+                return Err(ConfigError::Invalid(format!(
+                    "gateway.threads must be between 1 and {MAX_THREADS}, got {n}"
+                )))
+            }
+            None => defaults.threads,
         };
         let mut providers = Providers::default();
         let mut pricing = Pricing::default();
@@ -477,6 +500,7 @@ impl Config {
             recovery,
             workspace: raw.workspace.root,
             mcp_servers: validate_mcp(raw.mcp_servers)?,
+            threads,
         })
     }
 }

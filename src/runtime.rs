@@ -1,8 +1,10 @@
-//! Starting a gateway: the public HTTP server (WebSocket endpoint, health, metrics), the builtin
-//! provider on its own private loopback listener, the model client with every
-//! configured provider plus `builtin` (holding that listener's secret), the Store on
-//! its own thread with the pairing book loaded from it, and the gateway and hub actors
-//! on the current arbiter; then recovery resumes what the last process left running.
+//! Starting a gateway: the public HTTP server (WebSocket endpoint, health, metrics) with
+//! one worker per thread, the builtin provider on its own private loopback listener, the
+//! model client with every configured provider plus `builtin` (holding that listener's
+//! secret), the Store on its own thread with the pairing book loaded from it, the
+//! gateway's shards on their own arbiters, one per thread, where the sessions run
+//! ([`crate::gateway::shards`]), and the hub on the current arbiter, apart from the
+//! sessions; then recovery resumes what the last process left running.
 //! Used by every command, the tests and the benches, so they all run the same wiring.
 //!
 //! Must be called from inside a running actix `System`.
@@ -18,7 +20,7 @@ use anyhow::Context as _;
 
 use crate::agent::Agents;
 use crate::config::{Config, BUILTIN_PROVIDER};
-use crate::gateway::{Gateway, Recover, Recovered, Registry, Shutdown, Stats};
+use crate::gateway::{Gateway, GatewayHandle, Recover, Recovered, Registry, Stats};
 use crate::http::{routes, HttpState, HttpStateSlot};
 use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
 use crate::model::builtin::Bounds;
@@ -33,8 +35,10 @@ use crate::ws::gate::PreAuthGate;
 use crate::ws::WsState;
 
 pub struct Runtime {
-    pub gateway: Addr<Gateway>,
+    pub gateway: GatewayHandle,
     pub hub: Addr<Hub>,
+    /// The session threads, one gateway shard on each.
+    arbiters: Vec<Arbiter>,
     store: Store,
     /// What recovery did at start-up.
     pub recovered: Recovered,
@@ -62,7 +66,7 @@ pub struct Runtime {
 impl Runtime {
     /// Start with the real HTTP model client.
     pub async fn start(config: &Config, agents: Agents) -> anyhow::Result<Runtime> {
-        let (server, http_addr, state) = start_http(config.bind)?;
+        let (server, http_addr, state) = start_http(config.bind, config.threads)?;
         let builtin = BuiltinServer::start(Bounds::of(&config.limits))?;
         let mut providers = config.providers.clone();
         providers.insert(
@@ -89,7 +93,7 @@ impl Runtime {
         agents: Agents,
         model: Arc<dyn ModelClient>,
     ) -> anyhow::Result<Runtime> {
-        let (server, http_addr, state) = start_http(config.bind)?;
+        let (server, http_addr, state) = start_http(config.bind, config.threads)?;
         let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let wiring = Wiring { model, in_flight, metrics, server, http_addr, state };
@@ -148,7 +152,9 @@ impl Runtime {
         let registry = gateway.registry();
         let stats = gateway.stats();
         let events = gateway.events();
-        let gateway = gateway.start();
+        let arbiters: Vec<Arbiter> = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
+        let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let gateway = gateway.start_shards(&handles);
         let silent = if config.auto_approve_local { SilentApproval::LocalOnly } else { SilentApproval::Off };
         let policy = Policy {
             max_payload: config.sockets.max_payload_bytes as u64,
@@ -183,6 +189,7 @@ impl Runtime {
         Ok(Runtime {
             gateway,
             hub,
+            arbiters,
             store,
             recovered: Recovered::default(),
             durable: Some(durable),
@@ -197,6 +204,11 @@ impl Runtime {
             builtin: None,
             _temp_state: temp_state,
         })
+    }
+
+    /// The session threads, in shard order (benchmarks run a parent's work on its own).
+    pub fn session_threads(&self) -> Vec<ArbiterHandle> {
+        self.arbiters.iter().map(Arbiter::handle).collect()
     }
 
     /// Where the builtin provider listens and the secret that opens it (only this
@@ -216,7 +228,7 @@ impl Runtime {
     /// `interrupted`. Answers how many runs will resume.
     pub async fn shutdown(self) -> anyhow::Result<usize> {
         let resume_later = self._temp_state.is_none();
-        let running = self.gateway.send(Shutdown { resume_later }).await.unwrap_or(0);
+        let running = self.gateway.shutdown(resume_later).await;
         let _ = self.hub.send(StopConnections).await;
         let all_stopped = self.stats.wait_all_stopped(self.grace).await;
         if resume_later {
@@ -233,6 +245,9 @@ impl Runtime {
         self.server.stop(true).await;
         if let Some(builtin) = self.builtin {
             builtin.handle.stop(true).await;
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
         }
         if !all_stopped && !resume_later {
             anyhow::bail!("{} session actors still alive after the shutdown grace period", self.stats.live_sessions());
@@ -265,11 +280,14 @@ struct Wiring {
     state: HttpStateSlot,
 }
 
-fn start_http(bind: SocketAddr) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {
+fn start_http(
+    bind: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {
     let slot = HttpStateSlot::default();
     let app_slot = slot.clone();
     let server = HttpServer::new(move || App::new().app_data(web::Data::new(app_slot.clone())).configure(routes))
-        .workers(1)
+        .workers(workers.max(1))
         .disable_signals()
         .shutdown_timeout(2)
         // Once a WebSocket has closed, do not hold the connection open waiting for the

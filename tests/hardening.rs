@@ -114,7 +114,7 @@ async fn a_provider_body_that_never_ends_fails_the_call_at_the_cap() {
             "model call failed: provider fake sent a response larger than 1048576 bytes (limits.max_model_response_bytes)"
         )
     );
-    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
+    assert_eq!(common::calls_in_flight_settled(&runtime).await, 0);
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -95,7 +95,7 @@ async fn killing_a_root_kills_every_descendant_and_aborts_their_model_calls() {
     assert_eq!(wait_run(&runtime, run.run_id).await.outcome, Outcome::Killed);
     assert!(runtime.stats.wait_all_stopped(WAIT).await, "session actors still alive");
     // The leaves' HTTP requests were dropped with their actors, not left running.
-    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
+    assert_eq!(common::calls_in_flight_settled(&runtime).await, 0);
     let sessions = runtime.registry.list();
     assert_eq!(sessions.len(), 4);
     for session in &sessions {
@@ -127,7 +127,7 @@ async fn a_child_whose_model_never_answers_times_out_and_the_parent_is_told() {
         assert!(seen.lines().any(|l| l == line), "{line} in {seen}");
     }
     assert!(seen.contains("<prompt-data>\n(no output)\n</prompt-data>\n\nStats: runtime "), "{seen}");
-    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
+    assert_eq!(common::calls_in_flight_settled(&runtime).await, 0);
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }

@@ -298,7 +298,7 @@ async fn a_stream_that_stalls_past_the_idle_timeout_fails_instead_of_hanging() {
         "model call failed: provider fake's stream failed: no data for 0.3 s (limits.model_idle_timeout_seconds)"
     );
     assert_eq!(fake.requests_for("worker").len(), 1, "text had arrived: not retried");
-    assert_eq!(runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire), 0);
+    assert_eq!(common::calls_in_flight_settled(&runtime).await, 0);
     runtime.shutdown().await.unwrap();
     // The whole call's bound, when it comes first, names its own setting.
     let limits = Limits { model_request_timeout: Duration::from_millis(400), ..Limits::default() };

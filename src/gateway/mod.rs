@@ -19,10 +19,10 @@ pub mod messages;
 mod operator;
 mod recover;
 pub mod registry;
+pub mod shards;
 pub mod spawn;
 pub mod stats;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +47,8 @@ use crate::session::{
 use crate::store::{Announce, Grant, Journal, Record, RunEnd, RunRow, RunStart, SessionRow, Spawned, Store, UsedRow};
 use crate::tools::workspace::Workspace;
 pub use recover::{Recover, Recovered};
+use shards::Across;
+pub use shards::{GatewayHandle, Route};
 
 pub struct Gateway {
     agents: Arc<Agents>,
@@ -55,12 +57,12 @@ pub struct Gateway {
     registry: Arc<Registry>,
     model: Arc<dyn ModelClient>,
     stats: Arc<Stats>,
-    waiters: HashMap<RunId, Vec<oneshot::Sender<RunSummary>>>,
-    shutting_down: bool,
+    /// This shard's number, recorded on every session it starts ([`shards`]).
+    shard: u16,
+    /// What every shard sees: waiters, retention, the stopping flags.
+    across: Arc<Across>,
     /// Where sessions' `nodes_invoke` goes (the hub), when external nodes are served.
     nodes: Option<Recipient<crate::hub::InvokeNode>>,
-    /// Ended sessions, oldest first, for bounded retention.
-    ended: std::collections::VecDeque<SessionKey>,
     /// Prices per model; sessions charge each call's cost with them.
     pricing: Arc<Pricing>,
     /// Session starts, notices and ends, for whoever watches.
@@ -70,8 +72,6 @@ pub struct Gateway {
     store: Option<Store>,
     /// What every session shares, made once the gateway has an address.
     shared: Option<Arc<Shared>>,
-    /// Stopping to resume later: sessions that stop now keep their runs `running`.
-    pausing: bool,
     /// Main sessions' workspace; their children's are it or directories inside it.
     workspace: Option<Workspace>,
     /// The MCP servers every session shares.
@@ -87,16 +87,14 @@ impl Gateway {
             registry: Arc::new(Registry::default()),
             model,
             stats: Arc::new(Stats::default()),
-            waiters: HashMap::new(),
-            shutting_down: false,
+            shard: 0,
+            across: Arc::default(),
             nodes: None,
-            ended: std::collections::VecDeque::new(),
             pricing: Arc::default(),
             events: Events::default(),
             journal: Journal::discard(),
             store: None,
             shared: None,
-            pausing: false,
             workspace: None,
             mcp: Arc::default(),
         }
@@ -300,6 +298,7 @@ impl Gateway {
             transcript: None,
             notices: Vec::new(),
             follow_ups: 0,
+            shard: self.shard,
         });
         if let Some(mut parent) = self.registry.get_mut(&plan.parent) {
             parent.children.push(plan.key.clone());
@@ -324,7 +323,7 @@ impl Gateway {
     }
 
     fn start_main(&mut self, msg: StartMain, ctx: &Context<Self>) -> Result<RunStarted, GatewayError> {
-        if self.shutting_down {
+        if self.across.shutting_down() {
             return Err(GatewayError::ShuttingDown);
         }
         let agent =
@@ -390,6 +389,7 @@ impl Gateway {
             transcript: None,
             notices: Vec::new(),
             follow_ups: 0,
+            shard: self.shard,
         });
         self.emit_started(&key);
         Ok(RunStarted { session_key: key, run_id })
@@ -412,9 +412,10 @@ impl Gateway {
     /// Keep at most `limits.max_retained_sessions` ended sessions (oldest go first), so a
     /// long-running gateway's registry does not grow with every run.
     fn retain_ended(&mut self, key: &SessionKey) {
-        self.ended.push_back(key.clone());
-        while self.ended.len() > self.limits.max_retained_sessions {
-            if let Some(oldest) = self.ended.pop_front() {
+        let mut ended = self.across.ended();
+        ended.push_back(key.clone());
+        while ended.len() > self.limits.max_retained_sessions {
+            if let Some(oldest) = ended.pop_front() {
                 if self.registry.get(&oldest).is_some_and(|e| e.status == Status::Ended) {
                     self.registry.remove(&oldest);
                 }
@@ -562,7 +563,7 @@ impl Gateway {
             }
         }
         let summary = RunSummary { run_id: run_id.clone(), session_key: key.clone(), outcome, text, usage };
-        for waiter in self.waiters.remove(run_id).unwrap_or_default() {
+        for waiter in self.across.waiters().remove(run_id).unwrap_or_default() {
             let _ = waiter.send(summary.clone());
         }
     }
@@ -644,7 +645,7 @@ impl Gateway {
     /// on it forever; an idle main session that died is marked ended, so the next task
     /// starts a new one.
     fn session_gone(&mut self, msg: SessionGone) {
-        if self.pausing {
+        if self.across.pausing() {
             // Stopped for a restart: its run stays `running` in the store.
             return;
         }
@@ -684,7 +685,7 @@ impl Gateway {
         if caller.as_ref().map(|c| c.principal()) != Some(&parent) {
             return Err(GatewayError::NotParent { target: target.clone(), parent });
         }
-        if self.shutting_down {
+        if self.across.shutting_down() {
             return Err(GatewayError::ShuttingDown);
         }
         capability.check(Instant::now())?;
@@ -752,7 +753,7 @@ impl Handler<Spawn> for Gateway {
     type Result = MessageResult<Spawn>;
 
     fn handle(&mut self, msg: Spawn, ctx: &mut Self::Context) -> Self::Result {
-        if self.shutting_down {
+        if self.across.shutting_down() {
             return MessageResult(SpawnReply::Error { error: GatewayError::ShuttingDown.to_string() });
         }
         let cx = spawn::SpawnContext {
@@ -894,7 +895,7 @@ impl Handler<SendTo> for Gateway {
 
     fn handle(&mut self, msg: SendTo, ctx: &mut Self::Context) -> Self::Result {
         self.visible(&msg.caller, "sessions_send", &msg.target)?;
-        if self.shutting_down {
+        if self.across.shutting_down() {
             // A stopping session would drop the message with its inbox.
             return Err(GatewayError::ShuttingDown);
         }
@@ -931,7 +932,7 @@ impl Handler<WaitRun> for Gateway {
             return Err(GatewayError::NoSuchRun(msg.run_id));
         }
         match (entry.status, entry.outcome) {
-            (Status::Running, _) => self.waiters.entry(msg.run_id).or_default().push(sender),
+            (Status::Running, _) => self.across.waiters().entry(msg.run_id).or_default().push(sender),
             (_, outcome) => {
                 let _ = sender.send(RunSummary {
                     run_id: msg.run_id,
@@ -949,24 +950,22 @@ impl Handler<WaitRun> for Gateway {
 impl Handler<Shutdown> for Gateway {
     type Result = usize;
 
+    /// Each shard stops the trees it owns; the runtime sends this to every shard and
+    /// adds up what they answer.
     fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> usize {
-        self.shutting_down = true;
+        self.across.stop(msg.resume_later);
+        let sessions = self.registry.of_shard(self.shard);
+        let running = sessions.iter().filter(|s| s.status == Status::Running).count();
         if msg.resume_later {
-            self.pausing = true;
-            let running = self.registry.running();
-            for entry in self.registry.list() {
-                if let Some(addr) = self.registry.get(&entry.session_key).and_then(|e| e.addr.clone()) {
-                    addr.do_send(Pause);
-                }
+            for addr in sessions.iter().filter_map(|s| s.addr.as_ref()) {
+                addr.do_send(Pause);
             }
             return running;
         }
-        let roots: Vec<SessionInfo> = self.registry.list().into_iter().filter(|s| s.parent.is_none()).collect();
-        let before = self.registry.running();
-        for root in roots {
-            if root.status == Status::Running.as_str() {
+        for root in sessions.iter().filter(|s| s.root) {
+            if root.status == Status::Running {
                 self.end_run(
-                    &root.session_key,
+                    &root.key,
                     &root.run_id,
                     Outcome::Interrupted,
                     "interrupted: gateway stopping".into(),
@@ -974,10 +973,10 @@ impl Handler<Shutdown> for Gateway {
                     None,
                 );
             } else {
-                self.stop_idle(&root.session_key);
+                self.stop_idle(&root.key);
             }
         }
-        before - self.registry.running()
+        running
     }
 }
 

@@ -274,13 +274,13 @@ impl Gateway {
         let key = session.row.key.clone();
         self.insert_stored(&session, Status::Ended, now);
         if keep {
-            self.ended.push_back(key);
+            self.across.ended().push_back(key);
         }
     }
 
     fn insert_stored(&mut self, session: &StoredSession, status: Status, now: u64) {
         let capability = self.authority.ended(session.row.key.clone());
-        self.insert_entry(entry_of(session, status, capability, now));
+        self.insert_entry(entry_of(session, status, capability, now, self.shard));
     }
 
     /// Register an entry under its parent, if the parent is known.
@@ -298,7 +298,8 @@ impl Gateway {
 }
 
 /// A registry entry for a stored session.
-fn entry_of(session: &StoredSession, status: Status, capability: Capability, now: u64) -> SessionEntry {
+/// `shard`: the one recovering, which starts every resumed actor on its own thread.
+fn entry_of(session: &StoredSession, status: Status, capability: Capability, now: u64, shard: u16) -> SessionEntry {
     let at = |ms: u64| {
         Instant::now().checked_sub(Duration::from_millis(now.saturating_sub(ms))).unwrap_or_else(Instant::now)
     };
@@ -325,6 +326,7 @@ fn entry_of(session: &StoredSession, status: Status, capability: Capability, now
         transcript: None,
         notices: Vec::new(),
         follow_ups: session.follow_ups,
+        shard,
     }
 }
 

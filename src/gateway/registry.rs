@@ -1,7 +1,8 @@
 //! The session and run registry: who exists, who is whose child, what state each is in.
 //!
 //! Shared as `Arc<Registry>` so HTTP handlers and reports can read it from any thread;
-//! the gateway actor is its only writer. Entries stay after a run ends (unless the spawn
+//! the gateway's shards are its only writers, each of the trees it owns
+//! ([`SessionEntry::shard`]). Entries stay after a run ends (unless the spawn
 //! asked for `cleanup: delete`), so trees, histories and outcomes remain inspectable.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,6 +66,8 @@ pub struct SessionEntry {
     /// Follow-ups this `session` child has taken (each is a run under the same run id;
     /// its end is announced under its own key, [`SessionEntry::announce_id`]).
     pub follow_ups: u32,
+    /// The gateway shard (and so the thread) its tree lives on; a child's is its parent's.
+    pub shard: u16,
 }
 
 /// Notices kept per session; later ones are counted in the last.
@@ -145,6 +148,15 @@ pub struct Registry {
     sessions: DashMap<SessionKey, Box<SessionEntry>>,
     runs: DashMap<RunId, SessionKey>,
     running: AtomicUsize,
+}
+
+/// One session of a shard, as [`Registry::of_shard`] lists it.
+pub struct ShardSession {
+    pub key: SessionKey,
+    pub root: bool,
+    pub status: Status,
+    pub run_id: RunId,
+    pub addr: Option<Addr<Session>>,
 }
 
 /// A node of the session tree, for reports (`hivegate demo`, `run`).
@@ -261,6 +273,26 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// The shard that owns `key`'s tree, if `key` is registered.
+    pub fn shard_of(&self, key: &SessionKey) -> Option<u16> {
+        self.sessions.get(key).map(|e| e.shard)
+    }
+
+    /// `shard`'s sessions: key, whether it is a root, status, run id and actor.
+    pub fn of_shard(&self, shard: u16) -> Vec<ShardSession> {
+        self.sessions
+            .iter()
+            .filter(|e| e.shard == shard)
+            .map(|e| ShardSession {
+                key: e.key.clone(),
+                root: e.parent.is_none(),
+                status: e.status,
+                run_id: e.run_id.clone(),
+                addr: e.addr.clone(),
+            })
+            .collect()
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {

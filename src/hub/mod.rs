@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::config::Secret;
-use crate::gateway::{Gateway, Stats};
+use crate::gateway::{GatewayHandle, Stats};
 use crate::pairing::{Audience, PairingBook, PairingEvent, SilentApproval, STATE_VERSION};
 use crate::protocol::{
     AuthMethod, Close, ConnectParams, ErrorShape, EventFrame, Features, HelloOk, Role, ServerInfo, ShutdownPayload,
@@ -175,7 +175,7 @@ pub struct Hub {
     /// The book as last committed to the store; a failed write rolls back to it.
     saved: PairingBook,
     store: Store,
-    gateway: Addr<Gateway>,
+    gateway: GatewayHandle,
     stats: Arc<Stats>,
     limiter: RateLimiter,
     conns: HashMap<u64, Conn>,
@@ -196,7 +196,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(config: HubConfig, book: PairingBook, store: Store, gateway: Addr<Gateway>, stats: Arc<Stats>) -> Hub {
+    pub fn new(config: HubConfig, book: PairingBook, store: Store, gateway: GatewayHandle, stats: Arc<Stats>) -> Hub {
         Hub {
             config,
             saved: book.clone(),

@@ -591,6 +591,17 @@ pub fn hivegate_in(dir: &std::path::Path) -> std::process::Command {
 }
 
 /// Start `start` and wait (bounded by [`WAIT`]) for the run's summary.
+/// Model calls still in flight once they have had [`WAIT`] to finish: a session's call
+/// is dropped on its own thread just after its actor reports it stopped.
+pub async fn calls_in_flight_settled(runtime: &Runtime) -> usize {
+    let in_flight = || runtime.model_calls_in_flight.load(std::sync::atomic::Ordering::Acquire);
+    let deadline = std::time::Instant::now() + WAIT;
+    while in_flight() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    in_flight()
+}
+
 pub async fn run_to_end(runtime: &Runtime, start: hivegate::gateway::StartMain) -> hivegate::gateway::RunSummary {
     run_to_end_within(runtime, start, WAIT).await
 }
