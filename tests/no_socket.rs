@@ -18,9 +18,7 @@ async fn a_spawn_opens_no_socket_and_creates_no_pairing_state() {
     let mut harness = hivegate::bench::SpawnHarness::start().await.unwrap();
     let before = socket_count();
     harness.burst(200).await.unwrap();
-    for _ in 0..50 {
-        harness.spawn_one().await.unwrap();
-    }
+    assert_eq!(harness.singles(50).await.unwrap().len(), 50);
     assert_eq!(socket_count(), before, "spawning must not open sockets");
     assert_eq!(harness.runtime().stats.pairing_requests(), 0);
     // The WebSocket gateway is running in this process, and spawning touched none of it.

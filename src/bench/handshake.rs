@@ -25,6 +25,7 @@ use crate::runtime::Runtime;
 const TOKEN: &str = "bench-token";
 
 /// A node's device identity: an Ed25519 key and the id derived from it.
+#[derive(Clone)]
 pub struct Device {
     key: SigningKey,
     id: String,
@@ -92,12 +93,22 @@ pub struct HandshakeHarness {
 impl HandshakeHarness {
     /// Start a gateway (inside a running actix System) and pair a device with it.
     pub async fn start() -> anyhow::Result<HandshakeHarness> {
-        let config = Config {
+        HandshakeHarness::start_for(0).await
+    }
+
+    /// Start a gateway that lets `concurrent` handshakes from loopback be in flight at
+    /// once (beyond the default bound on unauthenticated sockets per address, which
+    /// would otherwise refuse most of them), and pair a device with it.
+    pub async fn start_for(concurrent: usize) -> anyhow::Result<HandshakeHarness> {
+        let mut config = Config {
             bind: ([127, 0, 0, 1], 0).into(),
             gateway_token: Some(Secret::new(TOKEN)),
             state_dir: std::path::PathBuf::new(),
             ..Config::default()
         };
+        let sockets = &mut config.sockets;
+        sockets.max_preauth_connections = sockets.max_preauth_connections.max(concurrent + 16);
+        sockets.max_preauth_connections_per_address = sockets.max_preauth_connections_per_address.max(concurrent + 16);
         let runtime = Runtime::start(&config, Agents::shipped()?).await?;
         let url = format!("ws://{}/", runtime.http_addr);
         let device = Device::generate();
@@ -120,6 +131,31 @@ impl HandshakeHarness {
             bail!("handshake refused: {hello}");
         }
         Ok(elapsed)
+    }
+
+    /// `n` handshakes started at once from a client thread of their own (the client's
+    /// signing and socket work stays off the gateway's threads as far as two cores
+    /// allow); timed until the last hello-ok. Fails unless every one ends in hello-ok.
+    pub async fn concurrent(&self, n: usize) -> anyhow::Result<Duration> {
+        let (url, device, auth, token) = (self.url.clone(), self.device.clone(), self.auth.clone(), self.token.clone());
+        let client = actix::Arbiter::new();
+        let (done, result) = tokio::sync::oneshot::channel();
+        client.spawn(async move {
+            let started = Instant::now();
+            let one = |_| async {
+                let (hello, _) = handshake(&url, &device, &auth, &token).await?;
+                if hello["ok"] != true {
+                    bail!("handshake refused: {hello}");
+                }
+                anyhow::Ok(started.elapsed())
+            };
+            let all = futures_util::future::join_all((0..n).map(one)).await;
+            let last = all.into_iter().try_fold(Duration::ZERO, |last, took| took.map(|t| last.max(t)));
+            let _ = done.send(last);
+        });
+        let last = result.await.context("the client thread stopped");
+        client.stop();
+        last?
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {

@@ -1,220 +1,288 @@
 //! Benchmark harnesses, shared by `hivegate bench` and the criterion benches, so both
-//! report the same path. This file: spawn (`benches/spawn.rs`); [`handshake`]: the
-//! pairing handshake (`benches/handshake.rs`).
+//! report the same path:
+//! - [`spawn`]: in-process spawns, bursts and trees on a parked model (`benches/spawn.rs`);
+//! - [`floor`]: the same shape of work with raw actix actors and no hivegate code;
+//! - [`handshake`]: a paired node's handshake, one at a time and 1,000 at once
+//!   (`benches/handshake.rs`);
+//! - [`load`]: spawn latency while 1,000 sessions stream from a loopback provider.
 //!
-//! It measures the runtime alone: a gateway with a [`ParkedModel`] (records that a call
-//! was made, never answers), a parent main session parked on its first model call, and
-//! spawns sent exactly as a session's `sessions_spawn` sends them. One measured spawn is
-//! the whole path: spawn request → limits and attenuation → child actor started on the
-//! parent's arbiter with its capability → the child's first model call (proof it is
-//! running with what it was given) → ack received by the caller.
+//! [`run`] measures them all in one process and one run, so each figure can be read
+//! against the floor beside it and against the issue's targets ([`Target`]).
 
+pub mod floor;
 pub mod handshake;
+pub mod load;
+pub mod spawn;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-use crate::agent::{self, Agents};
-use crate::capability::Capability;
-use crate::config::{Config, Limits};
 use crate::gateway::stats::Percentiles;
-use crate::gateway::{Cleanup, Kill, Spawn, SpawnReply, SpawnRequest, StartMain};
-use crate::model::{ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef};
-use crate::runtime::Runtime;
+pub use spawn::{ParkedModel, SpawnHarness};
 
-/// A model that notes each call and never answers.
-pub struct ParkedModel {
-    calls: mpsc::UnboundedSender<()>,
+/// Sessions in the small and the large burst, in a tree, and streaming under load;
+/// handshakes at once. Fixed, because the report's field names say them.
+pub const BURST: usize = 10_000;
+pub const BIG_BURST: usize = 100_000;
+pub const TREE: usize = 10_000;
+pub const STREAMS: usize = 1_000;
+pub const CONCURRENT_HANDSHAKES: usize = 1_000;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Single spawns to time (reset every 1,000).
+    pub spawns: usize,
+    /// Sequential handshakes to time; 0 skips every handshake figure.
+    pub handshakes: usize,
+    /// Measure spawn latency under streaming load.
+    pub load: bool,
+    /// Measure the 100,000-session burst (and memory on it).
+    pub big_burst: bool,
 }
 
-impl ModelClient for ParkedModel {
-    fn complete(&self, _: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, ModelError>> {
-        let _ = self.calls.send(());
-        futures_util::future::pending().boxed()
-    }
-
-    fn check_model(&self, _: &ModelRef) -> Result<(), ModelError> {
-        Ok(())
-    }
-}
-
-const PARENT: &str = "id = \"bench-parent\"\nmodel = \"parked/parent\"\n[tools]\nallow = [\"sessions_spawn\"]\n[subagents]\nallow_agents = [\"bench-child\"]\n";
-const CHILD: &str = "id = \"bench-child\"\nmodel = \"parked/child\"\n";
-
-pub struct SpawnHarness {
-    runtime: Runtime,
-    calls: mpsc::UnboundedReceiver<()>,
-    parent: Capability,
-}
-
-impl SpawnHarness {
-    /// Start a gateway (inside a running actix System) with a parked parent session.
-    pub async fn start() -> anyhow::Result<SpawnHarness> {
-        let mut agents = Agents::default();
-        let no_prompt = |_: &str| Ok(String::new());
-        agents.insert(agent::parse("bench-parent", PARENT, no_prompt)?);
-        agents.insert(agent::parse("bench-child", CHILD, no_prompt)?);
-        let config = Config {
-            bind: ([127, 0, 0, 1], 0).into(),
-            limits: Limits { max_children_per_session: usize::MAX, max_sessions: usize::MAX, ..Limits::default() },
-            state_dir: std::path::PathBuf::new(),
-            ..Config::default()
-        };
-        let (tx, calls) = mpsc::unbounded_channel();
-        let runtime = Runtime::start_with_model(&config, agents, Arc::new(ParkedModel { calls: tx })).await?;
-        let mut calls = calls;
-        let parent = start_parent(&runtime, &mut calls).await?;
-        Ok(SpawnHarness { runtime, calls, parent })
-    }
-
-    fn request(&self) -> Spawn {
-        Spawn {
-            parent: self.parent.clone(),
-            request: SpawnRequest {
-                task: "bench".into(),
-                agent_id: Some("bench-child".into()),
-                cleanup: Some(Cleanup::Delete),
-                ..SpawnRequest::default()
-            },
-            sent_at: Instant::now(),
-            history: None,
-            call_id: None,
-            trace: None,
-        }
-    }
-
-    /// One spawn, timed from request to the child running and the ack received.
-    pub async fn spawn_one(&mut self) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let reply = self.runtime.gateway.send(self.request()).await?;
-        accepted(reply)?;
-        self.calls.recv().await.ok_or_else(|| anyhow::anyhow!("child never ran"))?;
-        Ok(started.elapsed())
-    }
-
-    /// `n` spawns sent at once; timed until every ack is back and every child runs.
-    pub async fn burst(&mut self, n: usize) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        // `Addr::send` enqueues at once; awaiting the acks in order keeps one waker
-        // parked at a time instead of a 10,000-future join set measuring itself.
-        let pending: Vec<_> = (0..n).map(|_| self.runtime.gateway.send(self.request())).collect();
-        for reply in pending {
-            accepted(reply.await?)?;
-        }
-        for _ in 0..n {
-            self.calls.recv().await.ok_or_else(|| anyhow::anyhow!("child never ran"))?;
-        }
-        Ok(started.elapsed())
-    }
-
-    /// Kill the parent and its children (untimed) and start a fresh parent, so memory
-    /// does not grow across benchmark iterations.
-    pub async fn reset(&mut self) -> anyhow::Result<()> {
-        self.runtime.gateway.send(Kill { caller: None, target: self.parent.principal().clone() }).await??;
-        if !self.runtime.stats.wait_all_stopped(Duration::from_secs(30)).await {
-            anyhow::bail!("sessions did not stop after the parent was killed");
-        }
-        self.parent = start_parent(&self.runtime, &mut self.calls).await?;
-        Ok(())
-    }
-
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.runtime.shutdown().await.map(drop)
+impl Default for Options {
+    fn default() -> Self {
+        Options { spawns: 10_000, handshakes: 2_000, load: true, big_burst: true }
     }
 }
 
-/// Start the parked parent main session and return its capability.
-async fn start_parent(runtime: &Runtime, calls: &mut mpsc::UnboundedReceiver<()>) -> anyhow::Result<Capability> {
-    let start = StartMain {
-        agent_id: "bench-parent".into(),
-        task: "spawn".into(),
-        run_timeout: None,
-        budget_tokens: None,
-        budget_usd: None,
-        run_id: None,
-        session_key: None,
-    };
-    let started = runtime.gateway.send(start).await??;
-    calls.recv().await.ok_or_else(|| anyhow::anyhow!("the parent never called its model"))?;
-    let entry = runtime.registry.get(&started.session_key).ok_or_else(|| anyhow::anyhow!("parent not registered"))?;
-    Ok(entry.capability.clone())
-}
-
-fn accepted(reply: SpawnReply) -> anyhow::Result<()> {
-    match reply {
-        SpawnReply::Accepted { .. } => Ok(()),
-        other => anyhow::bail!("spawn refused: {other:?}"),
-    }
-}
-
-/// What `hivegate bench` prints.
+/// What `hivegate bench --json` prints. Times in microseconds (`Us`) or milliseconds
+/// (`Ms`); a figure that was not measured is `null`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BenchReport {
-    pub spawn_us: Percentiles,
-    pub burst_sessions: usize,
-    pub burst_ms: f64,
-    pub burst_us_per_spawn: f64,
-    pub rss_bytes_per_session: Option<f64>,
-    /// A paired node's full handshake on loopback, when measured.
-    pub handshake_us: Option<Percentiles>,
+    /// Single in-process spawns: request → child running with its capability → ack.
+    pub spawn: SpawnFigures,
+    pub burst: BurstFigures,
+    /// A 10,000-session tree, one level deep and five.
+    pub tree: TreeFigures,
+    pub memory: MemoryFigures,
+    pub handshake: Option<HandshakeFigures>,
+    pub under_load: Option<LoadFigures>,
+    /// Raw actix doing the same shape of work, in this run.
+    pub floor: FloorFigures,
+    /// Session threads (gateway shards) the runtime ran.
+    pub threads: usize,
+    /// Each target of the scale issue, met or not, on this run's figures.
+    pub targets: Vec<Target>,
 }
 
-/// `spawns` single spawns (reset every 1,000), one burst of `burst` sessions, then
-/// `handshakes` device-token handshakes (none when 0).
-pub async fn run(
-    spawns: usize,
-    burst: usize,
-    handshakes: usize,
-    mut progress: impl FnMut(&str),
-) -> anyhow::Result<BenchReport> {
-    let mut harness = SpawnHarness::start().await?;
-    let mut samples = Vec::with_capacity(spawns);
-    for i in 0..spawns {
-        if i > 0 && i % 1000 == 0 {
-            harness.reset().await?;
-            progress(&format!("{i}/{spawns} single spawns"));
-        }
-        samples.push(harness.spawn_one().await?.as_nanos() as u64);
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnFigures {
+    pub samples: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BurstFigures {
+    /// 10,000 spawns sent at once, until every ack is back and every child runs.
+    pub sessions10k_ms: f64,
+    pub sessions100k_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeFigures {
+    pub depth1_ms: f64,
+    pub depth5_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryFigures {
+    /// RSS growth per parked session over the largest burst measured.
+    pub bytes_per_session: Option<f64>,
+    /// Sessions that figure is over.
+    pub sessions: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandshakeFigures {
+    pub samples: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// 1,000 handshakes started at once, until the last hello-ok.
+    pub concurrent1000_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadFigures {
+    /// Spawn p99 while the sessions stream.
+    pub spawn_p99_us: f64,
+    /// Spawn p99 in the same runtime before they started.
+    pub idle_spawn_p99_us: f64,
+    /// Sessions streaming from the loopback provider (the fewest seen while measuring).
+    pub streaming_sessions: usize,
+    /// How often each streaming session received a chunk.
+    pub chunk_every_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FloorFigures {
+    pub spawn_p50_us: f64,
+    pub spawn_p99_us: f64,
+    pub burst10k_ms: f64,
+    pub bytes_per_session: Option<f64>,
+}
+
+/// One target: a figure, its limit, and whether this run met it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub name: &'static str,
+    pub value: f64,
+    pub limit: f64,
+    pub unit: &'static str,
+    pub met: bool,
+}
+
+impl Target {
+    fn at_most(name: &'static str, value: f64, limit: f64, unit: &'static str) -> Target {
+        Target { name, value, limit, unit, met: value <= limit }
     }
+}
+
+/// Measure everything `options` asks for, in one process, reporting each step.
+pub async fn run(options: Options, mut progress: impl FnMut(&str)) -> anyhow::Result<BenchReport> {
+    let memory_sessions = if options.big_burst { BIG_BURST } else { BURST };
+    progress(&format!("floor: raw actix, {} spawns and a burst of {BURST}", options.spawns));
+    let floor = floor::measure(options.spawns, memory_sessions).await?;
+    let floor_spawn = Percentiles::of_ns(floor.singles_ns);
+
+    let mut harness = SpawnHarness::start().await?;
+    let threads = harness.runtime().session_threads().len();
+    let (big_burst, rss_per_session) = if options.big_burst {
+        progress(&format!("burst of {BIG_BURST}"));
+        let before = rss_bytes();
+        let took = harness.burst(BIG_BURST).await?;
+        let after = rss_bytes();
+        harness.reset().await?;
+        (Some(took), per_session(before, after, BIG_BURST))
+    } else {
+        (None, None)
+    };
+    progress(&format!("{} single spawns", options.spawns));
+    let spawn = Percentiles::of_ns(singles(&mut harness, options.spawns).await?);
+    progress(&format!("burst of {BURST}"));
+    let before = rss_bytes();
+    let burst = harness.burst(BURST).await?;
+    let after = rss_bytes();
     harness.reset().await?;
-    progress(&format!("burst of {burst}"));
-    let rss_before = rss_bytes();
-    let elapsed = harness.burst(burst).await?;
-    let rss_after = rss_bytes();
+    let rss_per_session = rss_per_session.or(per_session(before, after, BURST));
+    progress(&format!("trees of {TREE}, depth 1 and 5"));
+    let depth1 = harness.tree(TREE, 1).await?;
+    harness.reset().await?;
+    let depth5 = harness.tree(TREE, 5).await?;
     harness.shutdown().await?;
-    let handshake_us = match handshakes {
+
+    let handshake = match options.handshakes {
         0 => None,
         n => {
-            progress(&format!("{n} handshakes"));
-            let harness = handshake::HandshakeHarness::start().await?;
+            progress(&format!("{n} handshakes, then {CONCURRENT_HANDSHAKES} at once"));
+            let harness = handshake::HandshakeHarness::start_for(CONCURRENT_HANDSHAKES).await?;
             let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
                 samples.push(harness.handshake().await?.as_nanos() as u64);
             }
+            let concurrent = harness.concurrent(CONCURRENT_HANDSHAKES).await?;
             harness.shutdown().await?;
-            Some(Percentiles::of_ns(samples))
+            let p = Percentiles::of_ns(samples);
+            Some(HandshakeFigures {
+                samples: p.samples,
+                p50_us: p.p50,
+                p99_us: p.p99,
+                concurrent1000_ms: ms(concurrent),
+            })
         }
     };
-    Ok(BenchReport {
-        handshake_us,
-        spawn_us: Percentiles::of_ns(samples),
-        burst_sessions: burst,
-        burst_ms: elapsed.as_secs_f64() * 1000.0,
-        burst_us_per_spawn: elapsed.as_secs_f64() * 1e6 / burst.max(1) as f64,
-        rss_bytes_per_session: rss_before
-            .zip(rss_after)
-            .map(|(before, after)| after.saturating_sub(before) as f64 / burst.max(1) as f64),
-    })
+    let under_load = if options.load {
+        progress(&format!("spawns idle, then under load ({STREAMS} sessions streaming)"));
+        let spawns = options.spawns.clamp(1, 2_000);
+        let load = load::measure(spawns, STREAMS, &mut progress).await?;
+        Some(LoadFigures {
+            spawn_p99_us: Percentiles::of_ns(load.loaded_ns).p99,
+            idle_spawn_p99_us: Percentiles::of_ns(load.idle_ns).p99,
+            streaming_sessions: load.streaming_sessions,
+            chunk_every_ms: ms(load::CHUNK_EVERY),
+        })
+    } else {
+        None
+    };
+
+    let mut report = BenchReport {
+        spawn: SpawnFigures { samples: spawn.samples, p50_us: spawn.p50, p99_us: spawn.p99, max_us: spawn.max },
+        burst: BurstFigures { sessions10k_ms: ms(burst), sessions100k_ms: big_burst.map(ms) },
+        tree: TreeFigures { depth1_ms: ms(depth1), depth5_ms: ms(depth5) },
+        memory: MemoryFigures {
+            bytes_per_session: rss_per_session,
+            sessions: if options.big_burst { BIG_BURST } else { BURST },
+        },
+        handshake,
+        under_load,
+        floor: FloorFigures {
+            spawn_p50_us: floor_spawn.p50,
+            spawn_p99_us: floor_spawn.p99,
+            burst10k_ms: ms(floor.burst_10k),
+            bytes_per_session: floor.bytes_per_session,
+        },
+        threads,
+        targets: Vec::new(),
+    };
+    report.targets = targets(&report);
+    Ok(report)
+}
+
+/// The scale issue's targets on a two-core machine, as ratios to this run's floor
+/// where the issue states them so.
+pub fn targets(r: &BenchReport) -> Vec<Target> {
+    let mut t = vec![
+        Target::at_most("spawn p50 / floor", r.spawn.p50_us / r.floor.spawn_p50_us, 1.5, "ratio"),
+        Target::at_most("10k burst / floor", r.burst.sessions10k_ms / r.floor.burst10k_ms, 2.0, "ratio"),
+        Target::at_most("depth-5 tree / depth-1", r.tree.depth5_ms / r.tree.depth1_ms, 1.5, "ratio"),
+    ];
+    if let Some(ms) = r.burst.sessions100k_ms {
+        t.push(Target::at_most("100k burst", ms, 400.0, "ms"));
+    }
+    if let Some(bytes) = r.memory.bytes_per_session {
+        t.push(Target::at_most("memory per session", bytes, 1536.0, "bytes"));
+    }
+    if let Some(h) = &r.handshake {
+        t.push(Target::at_most("handshake p50", h.p50_us, 300.0, "µs"));
+        t.push(Target::at_most("1,000 concurrent handshakes", h.concurrent1000_ms, 150.0, "ms"));
+    }
+    if let Some(l) = &r.under_load {
+        t.push(Target::at_most("spawn p99 under load / idle", l.spawn_p99_us / l.idle_spawn_p99_us, 2.0, "ratio"));
+    }
+    t
+}
+
+/// `n` single spawns in runs of 1,000, the parent's tree reset between runs.
+pub async fn singles(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<Vec<u64>> {
+    let mut samples = Vec::with_capacity(n);
+    while samples.len() < n {
+        let run = (n - samples.len()).min(1_000);
+        samples.extend(harness.singles(run).await?);
+        harness.reset().await?;
+    }
+    Ok(samples)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// RSS growth per session between two readings, when both were taken.
+fn per_session(before: Option<u64>, after: Option<u64>, sessions: usize) -> Option<f64> {
+    before.zip(after).map(|(before, after)| after.saturating_sub(before) as f64 / sessions.max(1) as f64)
 }
 
 /// Resident set size from /proc (Linux); `None` elsewhere.
