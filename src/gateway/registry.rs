@@ -141,12 +141,16 @@ impl SessionEntry {
     }
 }
 
+/// foldhash, seeded per process: a child's key holds its ancestors' (about 46 bytes a
+/// level), and SipHash over a depth-5 key was most of a deep tree's extra cost.
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Default)]
 pub struct Registry {
     /// Entries are boxed: a map keeps up to twice its length in slots, and a slot
     /// holding the whole entry (over 300 bytes) would cost each session twice that.
-    sessions: DashMap<SessionKey, Box<SessionEntry>>,
-    runs: DashMap<RunId, SessionKey>,
+    sessions: DashMap<SessionKey, Box<SessionEntry>, Hasher>,
+    runs: DashMap<RunId, SessionKey, Hasher>,
     running: AtomicUsize,
 }
 
