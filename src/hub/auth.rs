@@ -19,8 +19,8 @@ use subtle::ConstantTimeEq;
 use super::ratelimit::{CredentialKind, RateLimiter, Subject};
 use crate::config::Secret;
 use crate::pairing::{
-    verify_device, ConnectContext, ConnectDecision, Credential, Locality, PairingBook, PairingEvent, SilentApproval,
-    VerifiedDevice,
+    verify_device, ConnectContext, ConnectDecision, Credential, DeviceAuthError, Locality, PairingBook, PairingEvent,
+    SilentApproval, VerifiedDevice,
 };
 use crate::protocol::{detail_codes, error_codes, AuthMethod, Close, ConnectParams, ErrorShape, HelloAuth, Role};
 use crate::scope::ScopeSet;
@@ -111,8 +111,22 @@ impl Authenticator<'_> {
         peer: &Peer,
         now_ms: u64,
     ) -> Result<Accepted, Refused> {
-        match &params.device {
-            Some(_) => self.device_connect(params, nonce, peer, now_ms),
+        let verified = params.device.as_ref().map(|_| verify_device(params, nonce, now_ms));
+        self.authenticate_verified(params, verified, peer, now_ms)
+    }
+
+    /// [`Authenticator::authenticate`] with the device block already verified against
+    /// the socket's nonce (by the connection, on its own thread: the Ed25519 check is
+    /// the costliest step of a handshake, and the hub is one actor for all sockets).
+    pub fn authenticate_verified(
+        &mut self,
+        params: &ConnectParams,
+        verified: Option<Result<VerifiedDevice, DeviceAuthError>>,
+        peer: &Peer,
+        now_ms: u64,
+    ) -> Result<Accepted, Refused> {
+        match verified {
+            Some(verified) => self.device_connect(params, verified, peer, now_ms),
             None => {
                 let shared_ok = self.check_shared_token(params, peer, now_ms, false)?.unwrap_or(false);
                 self.deviceless_connect(params, peer, shared_ok)
@@ -167,12 +181,12 @@ impl Authenticator<'_> {
     fn device_connect(
         &mut self,
         params: &ConnectParams,
-        nonce: &str,
+        verified: Result<VerifiedDevice, DeviceAuthError>,
         peer: &Peer,
         now_ms: u64,
     ) -> Result<Accepted, Refused> {
         let address = Subject::Addr(peer.ip);
-        let device = match verify_device(params, nonce, now_ms) {
+        let device = match verified {
             Ok(device) => device,
             Err(e) => {
                 self.limited(peer, &address, CredentialKind::DeviceSignature, now_ms)?;

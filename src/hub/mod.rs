@@ -68,7 +68,8 @@ pub enum Outbound {
 pub struct Connect {
     pub conn_id: u64,
     pub params: ConnectParams,
-    pub nonce: String,
+    /// The device block checked against the socket's nonce, when there is one.
+    pub verified: Option<Result<crate::pairing::VerifiedDevice, crate::pairing::DeviceAuthError>>,
     pub peer: Peer,
     pub protocol: u32,
     pub outbox: Recipient<Outbound>,
@@ -375,7 +376,7 @@ impl Hub {
             book: &mut self.book,
             limiter: &mut self.limiter,
         };
-        let outcome = authenticator.authenticate(&msg.params, &msg.nonce, &msg.peer, now);
+        let outcome = authenticator.authenticate_verified(&msg.params, msg.verified, &msg.peer, now);
         self.stats.metrics().handshake(crate::telemetry::Handshake::of(&outcome));
         let accepted = match outcome {
             Ok(accepted) => accepted,

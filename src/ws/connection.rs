@@ -164,10 +164,17 @@ impl Connection {
             };
         self.phase = Phase::Authenticating;
         let id = request.id;
+        // The signature is checked here, on this socket's worker thread, so a thousand
+        // sockets connecting at once are not checked one by one on the hub's.
+        let verified = request
+            .params
+            .device
+            .as_ref()
+            .map(|_| crate::pairing::verify_device(&request.params, &self.nonce, crate::hub::now_ms()));
         let connect = Connect {
             conn_id: self.conn_id,
             params: request.params,
-            nonce: self.nonce.clone(),
+            verified,
             peer: self.peer.clone(),
             protocol,
             outbox: ctx.address().recipient(),
