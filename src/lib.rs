@@ -91,3 +91,9 @@ pub mod telemetry;
 pub mod tools;
 pub mod ui;
 pub mod ws;
+
+/// mimalloc: a session's life is many small allocations made and freed on one
+/// thread, which glibc's malloc spends a fifth of a spawn on (perf); every binary,
+/// test and bench linking this crate uses it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
