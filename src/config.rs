@@ -660,6 +660,17 @@ mod tests {
     }
 
     #[test]
+    fn threads_default_to_the_cores_and_are_bounded() {
+        let none = |_: &str| None;
+        assert_eq!(Config::from_toml("", "t", none).unwrap().threads, default_threads());
+        assert_eq!(Config::from_toml("[gateway]\nthreads = 3\n", "t", none).unwrap().threads, 3);
+        for bad in ["0", "257"] {
+            let err = Config::from_toml(&format!("[gateway]\nthreads = {bad}\n"), "t", none).unwrap_err().to_string();
+            assert!(err.contains(&format!("gateway.threads must be between 1 and 256, got {bad}")), "{err}");
+        }
+    }
+
+    #[test]
     fn a_config_files_agents_dir_is_relative_to_the_file_wherever_the_command_runs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("my-agents")).unwrap();

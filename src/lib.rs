@@ -7,17 +7,20 @@
 //! Supervision tree (one process):
 //!
 //! ```text
-//! Gateway (root actor: registry, limits, capability authority)      gateway/
+//! Gateway shards, one per session thread (arbiter), sharing the      gateway/
+//!   registry, limits and capability authority; a tree lives on one   gateway/shards.rs
 //! ├── Session actors, in a tree by spawn lineage                     session/
 //! │     agent:<agentId>:main
 //! │     agent:<agentId>:subagent:<uuid>                     (depth 1)
 //! │     agent:<agentId>:subagent:<uuid>:subagent:<uuid>     (depth 2) ...
 //! └── Model client: one shared reqwest::Client, provider registry    model/
-//! Hub (external side: pairing book, connections, node invokes)       hub/
+//! Hub (external side, system thread: pairing book, connections,      hub/
+//!   node invokes)
 //! ├── Connection actors, one per WebSocket (operator or node)        ws/
 //! └── Store (its own thread): the only writer of SQLite; commits       store/
 //!     the sessions' journal in groups, off the spawn path
-//! HTTP server (actix-web, public port): WebSocket at /, /health,      http.rs
+//! HTTP server (actix-web, public port, a worker per thread):         http.rs
+//!   WebSocket at /, /health,
 //!   the dashboard's page at /ui (assets compiled in)                  ui/
 //!   /metrics (Prometheus, behind the gateway token)                  telemetry/
 //! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
@@ -35,7 +38,8 @@
 //! - [`scope`]: scopes and the one authorization table.
 //! - [`capability`]: the only constructor of [`capability::Capability`]; `attenuate` narrows.
 //! - [`gateway`]: the root actor, its messages, the registry, the spawn decision, what
-//!   operators ask of it (`gateway/operator.rs`), and the
+//!   operators ask of it (`gateway/operator.rs`), its shards on every core and the
+//!   handle that routes to them (`gateway/shards.rs`), and the
 //!   broadcast of session events (`gateway/events.rs`).
 //! - [`session`]: the session actor shell, its pure turn state machine, its tool
 //!   dispatch (`session/tools.rs`: the session tools, and the gates every call passes).
@@ -65,7 +69,8 @@
 //!   `sessions` and `runs`.
 //! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
-//! - [`bench`]: the spawn benchmark harness shared by `hivegate bench` and `benches/`.
+//! - [`bench`]: the benchmark harnesses shared by `hivegate bench` and `benches/`: spawns,
+//!   bursts and trees, raw actix's floor beside them, handshakes, spawns under load.
 //! - [`telemetry`]: logging setup, the Prometheus series behind `/metrics`, and
 //!   OpenTelemetry GenAI spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_*` asks.
 
