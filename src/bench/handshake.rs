@@ -133,14 +133,31 @@ impl HandshakeHarness {
         Ok(elapsed)
     }
 
+    /// `n` handshakes one after another, each timed, from a client thread of its own
+    /// (a node is another process: its socket and signing work stays off the hub's
+    /// thread, where this harness's caller runs).
+    pub async fn sequential(&self, n: usize) -> anyhow::Result<Vec<Duration>> {
+        let (url, device, auth, token) = self.client();
+        on_client_thread(async move {
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (hello, elapsed) = handshake(&url, &device, &auth, &token).await?;
+                if hello["ok"] != true {
+                    bail!("handshake refused: {hello}");
+                }
+                samples.push(elapsed);
+            }
+            Ok(samples)
+        })
+        .await
+    }
+
     /// `n` handshakes started at once from a client thread of their own (the client's
     /// signing and socket work stays off the gateway's threads as far as two cores
     /// allow); timed until the last hello-ok. Fails unless every one ends in hello-ok.
     pub async fn concurrent(&self, n: usize) -> anyhow::Result<Duration> {
-        let (url, device, auth, token) = (self.url.clone(), self.device.clone(), self.auth.clone(), self.token.clone());
-        let client = actix::Arbiter::new();
-        let (done, result) = tokio::sync::oneshot::channel();
-        client.spawn(async move {
+        let (url, device, auth, token) = self.client();
+        on_client_thread(async move {
             let started = Instant::now();
             let one = |_| async {
                 let (hello, _) = handshake(&url, &device, &auth, &token).await?;
@@ -150,15 +167,30 @@ impl HandshakeHarness {
                 anyhow::Ok(started.elapsed())
             };
             let all = futures_util::future::join_all((0..n).map(one)).await;
-            let last = all.into_iter().try_fold(Duration::ZERO, |last, took| took.map(|t| last.max(t)));
-            let _ = done.send(last);
-        });
-        let last = result.await.context("the client thread stopped");
-        client.stop();
-        last?
+            all.into_iter().try_fold(Duration::ZERO, |last, took| took.map(|t| last.max(t)))
+        })
+        .await
+    }
+
+    fn client(&self) -> (String, Device, Value, String) {
+        (self.url.clone(), self.device.clone(), self.auth.clone(), self.token.clone())
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.runtime.shutdown().await.map(drop)
     }
+}
+
+/// Run `job` on a thread of its own and wait for its answer.
+async fn on_client_thread<T: Send + 'static>(
+    job: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    let client = actix::Arbiter::new();
+    let (done, result) = tokio::sync::oneshot::channel();
+    client.spawn(async move {
+        let _ = done.send(job.await);
+    });
+    let answer = result.await.context("the client thread stopped");
+    client.stop();
+    answer?
 }

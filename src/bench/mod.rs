@@ -189,10 +189,7 @@ pub async fn run(options: Options, mut progress: impl FnMut(&str)) -> anyhow::Re
         n => {
             progress(&format!("{n} handshakes, then {CONCURRENT_HANDSHAKES} at once"));
             let harness = handshake::HandshakeHarness::start_for(CONCURRENT_HANDSHAKES).await?;
-            let mut samples = Vec::with_capacity(n);
-            for _ in 0..n {
-                samples.push(harness.handshake().await?.as_nanos() as u64);
-            }
+            let samples = harness.sequential(n).await?.iter().map(|d| d.as_nanos() as u64).collect();
             let concurrent = harness.concurrent(CONCURRENT_HANDSHAKES).await?;
             harness.shutdown().await?;
             let p = Percentiles::of_ns(samples);
