@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// What separates a child's key from its parent's.
+const SUBAGENT: &str = ":subagent:";
+
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SessionKey(Arc<str>);
@@ -19,14 +22,22 @@ impl SessionKey {
         SessionKey(format!("agent:{agent_id}:main").into())
     }
 
-    /// The key of a new child of `self` running `agent_id`.
+    /// The key of a new child of `self` running `agent_id`. Built by appending, not
+    /// `format!`: it is made once per spawn, and the formatting machinery cost more
+    /// than the rest of the key together.
     pub fn child(&self, agent_id: &str) -> SessionKey {
-        let id = uuid::Uuid::new_v4();
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+        let mut key = String::with_capacity(self.0.len().max(agent_id.len() + 6) + SUBAGENT.len() + id.len());
         if self.is_main() {
-            SessionKey(format!("agent:{agent_id}:subagent:{id}").into())
+            key.push_str("agent:");
+            key.push_str(agent_id);
         } else {
-            SessionKey(format!("{self}:subagent:{id}").into())
+            key.push_str(&self.0);
         }
+        key.push_str(SUBAGENT);
+        key.push_str(id);
+        SessionKey(key.into())
     }
 
     /// A main session: `agent:<agentId>:<name>` with no `:subagent:` in it (`main` is
@@ -92,7 +103,8 @@ pub struct RunId(Arc<str>);
 
 impl RunId {
     pub fn new() -> RunId {
-        RunId(uuid::Uuid::new_v4().to_string().into())
+        let mut id = uuid::Uuid::encode_buffer();
+        RunId(Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -155,5 +167,12 @@ mod tests {
         let grandchild = child.child("executor");
         assert!(grandchild.as_str().starts_with(child.as_str()));
         assert_eq!(grandchild.as_str().matches(":subagent:").count(), 2);
+        // Each level adds `:subagent:` and a lowercase hyphenated v4 uuid, nothing else.
+        let tail = &grandchild.as_str()[child.as_str().len()..];
+        let id = tail.strip_prefix(":subagent:").unwrap();
+        assert_eq!((id.len(), id.to_lowercase()), (36, id.to_string()));
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+        let run = RunId::new();
+        assert_eq!(uuid::Uuid::parse_str(run.as_str()).unwrap().hyphenated().to_string(), run.as_str());
     }
 }

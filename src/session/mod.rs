@@ -17,6 +17,7 @@ pub mod announce;
 pub mod tools;
 pub mod turn;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -243,13 +244,16 @@ impl Session {
         task: String,
         history: Option<Arc<[Message]>>,
     ) -> (Turn, String) {
-        let system = format!(
-            "{}\n\nYou are session {} (agent {}, depth {}).",
-            agent.system_prompt.trim_end(),
-            key,
-            agent.id,
-            capability.depth()
-        );
+        // Appended rather than formatted: this runs once per spawn.
+        let prompt = agent.system_prompt.trim_end();
+        let mut system = String::with_capacity(prompt.len() + key.as_str().len() + agent.id.len() + 48);
+        system.push_str(prompt);
+        system.push_str("\n\nYou are session ");
+        system.push_str(key.as_str());
+        system.push_str(" (agent ");
+        system.push_str(&agent.id);
+        system.push_str(", depth ");
+        let _ = write!(system, "{}).", capability.depth());
         let mut turn = Turn::new(&system);
         let mut task = task;
         if let Some(history) = &history {
@@ -600,5 +604,30 @@ impl Handler<StartRun> for Session {
             self.next_fallback = Some(0);
         }
         self.begin(msg.task, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::{Authority, Budgets};
+    use crate::scope::ScopeSet;
+
+    #[test]
+    fn the_opening_is_the_prompt_then_who_the_session_is_then_its_task() {
+        let text = "id = \"executor\"\nmodel = \"p/m\"\nprompt = \"Do the work.  \\n\"\n";
+        let agent = crate::agent::parse("executor", text, |_: &str| Ok(String::new())).unwrap();
+        let key = SessionKey::main("executor");
+        let cap = Authority::new().mint_root(key.clone(), ScopeSet::EMPTY, 3, None, Budgets::default(), None);
+        let messages = opening(&key, &agent, &cap, "count files".into());
+        assert_eq!(
+            messages,
+            vec![
+                Message::System {
+                    content: "Do the work.\n\nYou are session agent:executor:main (agent executor, depth 0).".into()
+                },
+                Message::User { content: "count files".into() },
+            ]
+        );
     }
 }
