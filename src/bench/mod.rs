@@ -9,6 +9,7 @@
 //! parent's arbiter with its capability → the child's first model call (proof it is
 //! running with what it was given) → ack received by the caller.
 
+pub mod connections;
 pub mod handshake;
 
 use std::sync::Arc;
