@@ -12,8 +12,8 @@
 //! connection carries one call at a time: an idle one is reused, and children whose
 //! first calls overlap need a connection each, which no pool can avoid. Opening
 //! connections ahead of a spawn was considered and left out: it would only move the
-//! same connect a few hundred microseconds earlier (a spawn reaches the child's first
-//! call that fast), and on h2 the parent's connection is already there.
+//! same connect about a millisecond earlier (a spawn reaches the child's first
+//! call that fast on loopback), and on h2 the parent's connection is already there.
 //!
 //! The request body is serialized once per call and reused by every attempt. A streamed
 //! answer (`text/event-stream`) is read by [`super::stream::read`] with the decoder of
