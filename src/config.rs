@@ -57,6 +57,8 @@
 //! max_retries = 3                     # on 429, 408, 5xx and transport errors
 //! stream = true                       # server-sent events; false asks for one JSON answer
 //! max_tokens = 8192                   # the answer bound the anthropic-messages API requires
+//! ca_file = "certs/provider-ca.pem"   # optional: PEM CA certificates trusted for this
+//!                                     # provider only (relative to this file)
 //!
 //! [providers.cherry-nvidia.models."qwen/qwen3-235b-a22b"]
 //! input_per_mtok = 0.2                # USD per million tokens
@@ -73,7 +75,7 @@ use serde::Deserialize;
 
 use crate::model::pricing::{Price, Pricing};
 use crate::model::retry::RetryPolicy;
-use crate::model::{Api, Provider, Providers};
+use crate::model::{Api, Provider, Providers, TrustedCa};
 
 /// The name of the builtin offline provider; its base URL is the gateway's own.
 pub const BUILTIN_PROVIDER: &str = "builtin";
@@ -210,6 +212,8 @@ struct RawProvider {
     api: Api,
     stream: Option<bool>,
     max_tokens: Option<u32>,
+    /// A PEM file of CA certificates to trust for this provider (a private CA).
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +226,32 @@ struct RawPrice {
 
 fn default_api() -> Api {
     Api::OpenAiCompletions
+}
+
+/// A provider's `ca_file`, read and parsed: relative paths are relative to the config
+/// file, and the file must hold at least one PEM certificate.
+fn trusted_ca(name: &str, base_url: &str, origin: &str, file: PathBuf) -> Result<TrustedCa, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(format!("providers.{name}.ca_file {why}"));
+    if !base_url.starts_with("https://") {
+        return Err(invalid(format!(
+            "is set but base_url {base_url} is not https://; a CA is only used for TLS, so remove ca_file or use https"
+        )));
+    }
+    let path = match Path::new(origin).parent() {
+        Some(dir) if file.is_relative() && !dir.as_os_str().is_empty() => dir.join(file),
+        _ => file,
+    };
+    let shown = path.display();
+    let pem = std::fs::read(&path)
+        .map_err(|e| invalid(format!("{shown} cannot be read ({e}); give the path of the provider's CA in PEM")))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| invalid(format!("{shown} is not PEM ({e}); give the provider's CA certificate in PEM")))?;
+    if certificates.is_empty() {
+        return Err(invalid(format!(
+            "{shown} holds no certificate; give a PEM file with a -----BEGIN CERTIFICATE----- block"
+        )));
+    }
+    Ok(TrustedCa { path, certificates })
 }
 
 /// Runtime limits. Every one is finite; exceeding one gives an error naming it.
@@ -466,9 +496,11 @@ impl Config {
             if p.max_tokens == Some(0) {
                 return Err(ConfigError::Invalid(format!("providers.{name}.max_tokens must be at least 1")));
             }
+            let ca = p.ca_file.map(|file| trusted_ca(&name, &p.base_url, origin, file)).transpose()?;
             providers.insert(
                 name,
                 Provider {
+                    ca,
                     api_key_env: p.api_key_env,
                     retry,
                     stream: p.stream.unwrap_or(true),
@@ -696,6 +728,36 @@ mod tests {
         let provider = config.providers.get("claude").unwrap();
         assert_eq!((provider.api, provider.stream, provider.max_tokens), (Api::AnthropicMessages, false, 1024));
         assert_eq!(config.limits.model_idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_provider_ca_file_is_read_relative_to_the_config_file_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").unwrap();
+        let origin = dir.path().join("hivegate.toml").display().to_string();
+        let text = |url: &str, file: &str| format!("[providers.p]\nbase_url = \"{url}\"\nca_file = \"{file}\"\n");
+        let config = Config::from_toml(&text("https://h/v1", "ca.pem"), &origin, |_| None).unwrap();
+        let ca = config.providers.get("p").unwrap().ca.as_ref().unwrap();
+        assert_eq!((ca.path.clone(), ca.certificates.len()), (dir.path().join("ca.pem"), 1));
+        let missing = dir.path().join("missing.pem");
+        for (url, file, why) in [
+            (
+                "http://h/v1",
+                "ca.pem",
+                "providers.p.ca_file is set but base_url http://h/v1 is not https://".to_string(),
+            ),
+            ("https://h/v1", "missing.pem", format!("providers.p.ca_file {} cannot be read", missing.display())),
+            (
+                "https://h/v1",
+                "empty.pem",
+                format!("providers.p.ca_file {} holds no certificate", dir.path().join("empty.pem").display()),
+            ),
+        ] {
+            let err = Config::from_toml(&text(url, file), &origin, |_| None).unwrap_err().to_string();
+            assert!(err.contains(&why), "{file}: {err}");
+        }
     }
 
     #[test]

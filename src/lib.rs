@@ -13,7 +13,7 @@
 //! │     agent:<agentId>:main
 //! │     agent:<agentId>:subagent:<uuid>                     (depth 1)
 //! │     agent:<agentId>:subagent:<uuid>:subagent:<uuid>     (depth 2) ...
-//! └── Model client: one shared reqwest::Client, provider registry    model/
+//! └── Model client: per-provider reqwest::Client, provider registry  model/
 //! Hub (external side, system thread: pairing book, connections,      hub/
 //!   node invokes)
 //! ├── Connection actors, one per WebSocket (operator or node)        ws/

@@ -4,11 +4,14 @@
 //! - [`floor`]: the same shape of work with raw actix actors and no hivegate code;
 //! - [`handshake`]: a paired node's handshake, one at a time and 1,000 at once
 //!   (`benches/handshake.rs`);
-//! - [`load`]: spawn latency while 1,000 sessions stream from a loopback provider.
+//! - [`load`]: spawn latency while 1,000 sessions stream from a loopback provider;
+//! - [`connections`]: the parent's spawn → each child's first model request bytes, over
+//!   TLS with h2 and over HTTP/1.1 (`benches/first_request.rs`).
 //!
 //! [`run`] measures them all in one process and one run, so each figure can be read
 //! against the floor beside it and against the targets ([`Target`]).
 
+pub mod connections;
 pub mod floor;
 pub mod handshake;
 pub mod load;

@@ -1,5 +1,19 @@
-//! The real [`ModelClient`]: one shared `reqwest::Client` posting each call to the
+//! The real [`ModelClient`]: one `reqwest::Client` per provider, posting each call to the
 //! provider of its model ref, in that provider's API ([`Api`]).
+//!
+//! Connections: each provider's client keeps its own pool (so a provider's `ca_file` is
+//! trusted for that provider alone). Over TLS the client offers HTTP/2 and HTTP/1.1 by
+//! ALPN; a provider that picks h2 gets one connection that every session's calls share
+//! as streams, so a child's first call rides the connection its parent's calls opened
+//! instead of paying a TCP and TLS handshake. Idle connections are kept
+//! ([`POOL_IDLE_TIMEOUT`]) and, on h2, pinged while idle so a connection a NAT or the
+//! provider dropped is found by a ping rather than by a child's first call. Over
+//! HTTP/1.1 (plain `http://` providers, the builtin one, TLS providers without h2) a
+//! connection carries one call at a time: an idle one is reused, and children whose
+//! first calls overlap need a connection each, which no pool can avoid. Opening
+//! connections ahead of a spawn was considered and left out: it would only move the
+//! same connect about a millisecond earlier (a spawn reaches the child's first
+//! call that fast on loopback), and on h2 the parent's connection is already there.
 //!
 //! The request body is serialized once per call and reused by every attempt. A streamed
 //! answer (`text/event-stream`) is read by [`super::stream::read`] with the decoder of
@@ -17,6 +31,9 @@
 //! in the response (or in [`ModelError::Retried`]). No permit is held while waiting to
 //! retry.
 //!
+//! A streamed answer's body is read to its end after the end marker (briefly:
+//! [`drain`]), so an HTTP/1.1 connection is reused rather than closed.
+//!
 //! Response bodies are read chunk by chunk and refused past
 //! `limits.max_model_response_bytes` (a provider that never stops sending fails the call
 //! with [`ModelError::TooLarge`] instead of growing memory without bound).
@@ -24,6 +41,7 @@
 //! Each call's outcome and time, its retries included, are counted in the runtime's
 //! metrics ([`CallTimer`]); a call dropped by a kill is counted `cancelled`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -42,9 +60,18 @@ use super::{Api, ChatRequest, ChatResponse, ModelClient, ModelError, ModelRef, P
 use crate::config::Limits;
 use crate::telemetry::metrics::{CallTimer, Metrics};
 
+/// How long an idle connection to a provider is kept for the next call.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How often an idle h2 connection is pinged, and how long a ping may go unanswered
+/// before the connection is dropped from the pool.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct HttpModelClient {
-    http: reqwest::Client,
+    /// One client, and so one connection pool, per provider name.
+    http: Arc<BTreeMap<String, reqwest::Client>>,
     providers: Arc<Providers>,
     permits: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
@@ -58,13 +85,16 @@ pub struct HttpModelClient {
 
 impl HttpModelClient {
     pub fn new(providers: Providers, limits: &Limits) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(limits.model_request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .build()?;
+        let http = providers
+            .iter()
+            .map(|(name, provider)| {
+                let client = http_client(provider, limits)
+                    .map_err(|e| anyhow::anyhow!("the HTTP client for provider {name} could not be built: {e}"))?;
+                Ok((name.to_string(), client))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(HttpModelClient {
-            http,
+            http: Arc::new(http),
             providers: Arc::new(providers),
             permits: Arc::new(Semaphore::new(limits.max_concurrent_model_calls.max(1))),
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -85,6 +115,24 @@ impl HttpModelClient {
     pub fn in_flight(&self) -> Arc<AtomicUsize> {
         self.in_flight.clone()
     }
+}
+
+/// A provider's client: its own keep-alive pool, h2 by ALPN over TLS (reqwest's
+/// default with the `http2` feature; nothing here forces HTTP/1.1), and its `ca_file`.
+fn http_client(provider: &Provider, limits: &Limits) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(limits.model_request_timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(64)
+        .tcp_keepalive(Duration::from_secs(30))
+        .http2_keep_alive_interval(H2_PING_INTERVAL)
+        .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+        .http2_keep_alive_while_idle(true);
+    for certificate in provider.ca.iter().flat_map(|ca| &ca.certificates) {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    builder.build()
 }
 
 /// Decrements the in-flight count however the call ends, including by being dropped.
@@ -204,8 +252,13 @@ impl HttpModelClient {
                 message: "the model client is shutting down".into(),
             })
         })?;
-        let mut call = self
-            .http
+        let Some(http) = self.http.get(name) else {
+            return Err(Failed::final_(ModelError::Transport {
+                provider: name.to_string(),
+                message: "no HTTP client was built for this provider".into(),
+            }));
+        };
+        let mut call = http
             .post(&prepared.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(prepared.body.clone());
@@ -232,13 +285,16 @@ impl HttpModelClient {
         if status.is_success() && is_event_stream(&response) {
             let bounds = stream::Bounds { max_bytes: self.max_response_bytes, idle: self.idle_timeout };
             let draft = Draft::new(request.stream_to.clone());
-            let body = response.bytes_stream().map(|chunk| chunk.map_err(|e| transport_message(&e, limit)));
+            let mut body = response.bytes_stream().map(move |chunk| chunk.map_err(|e| transport_message(&e, limit)));
             let read = match provider.api {
-                Api::OpenAiCompletions => stream::read(body, ChunkDecoder, draft, bounds).await,
+                Api::OpenAiCompletions => stream::read(&mut body, ChunkDecoder, draft, bounds).await,
                 Api::AnthropicMessages => {
-                    stream::read(body, anthropic::stream::EventDecoder::default(), draft, bounds).await
+                    stream::read(&mut body, anthropic::stream::EventDecoder::default(), draft, bounds).await
                 }
             };
+            if read.is_ok() {
+                drain(body).await;
+            }
             return read.map_err(|failed| Failed::stream(name, bounds.max_bytes, failed));
         }
         let retry_after = response
@@ -270,6 +326,33 @@ impl HttpModelClient {
         }
         response.map_err(Failed::final_)
     }
+}
+
+/// How long, and how many bytes, the rest of a streamed body is read after its end
+/// marker.
+const DRAIN_WAIT: Duration = Duration::from_millis(50);
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// Read what follows a streamed answer's end marker (usually only the end of the body,
+/// already on its way), so the connection goes back to the pool before the answer is
+/// handed on: hyper closes an HTTP/1.1 connection whose body is dropped unread, and a
+/// connection returned after the caller's next call has started is too late for it
+/// (that call opens a new one). A body that goes on past the bounds is dropped, and its
+/// connection with it.
+async fn drain<S, E>(mut body: S)
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let rest = async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(chunk)) = body.next().await {
+            match left.checked_sub(chunk.len()) {
+                Some(still) => left = still,
+                None => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WAIT, rest).await;
 }
 
 /// A transport error's message; the whole call's timeout names its setting.

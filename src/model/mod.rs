@@ -5,12 +5,12 @@
 //! in its own module: [`openai`] (chat completions) and [`anthropic`] (messages), each with
 //! a `stream` submodule that turns its server-sent events into a [`stream::Draft`] of the
 //! domain response. [`stream`] drives any of them over a response body (bounded in bytes
-//! and in idle time). [`HttpModelClient`] is the real implementation: one shared
-//! `reqwest::Client`, a global limit on concurrent calls, and the provider registry.
-//! [`builtin`] is the offline provider's deterministic logic and [`server`] serves it over
-//! HTTP, so sessions reach it through the same reqwest path as any provider. [`retry`]
-//! decides when a failed call is tried again and [`pricing`] what a call cost; both are
-//! pure.
+//! and in idle time). [`HttpModelClient`] is the real implementation: a
+//! `reqwest::Client` (a connection pool) per provider, a global limit on concurrent
+//! calls, and the provider registry. [`builtin`] is the offline provider's
+//! deterministic logic and [`server`] serves it over HTTP, so sessions reach it through
+//! the same reqwest path as any provider. [`retry`] decides when a failed call is tried
+//! again and [`pricing`] what a call cost; both are pure.
 
 pub mod anthropic;
 pub mod builtin;
@@ -326,6 +326,22 @@ pub struct Provider {
     pub stream: bool,
     /// The longest answer asked for, where the API requires a bound.
     pub max_tokens: u32,
+    /// Certificates trusted for this provider besides the public roots (`ca_file`).
+    pub ca: Option<TrustedCa>,
+}
+
+/// A private CA a provider's TLS certificate chains to: the PEM file it came from and
+/// its certificates, trusted for that provider only.
+#[derive(Clone)]
+pub struct TrustedCa {
+    pub path: std::path::PathBuf,
+    pub certificates: Vec<reqwest::Certificate>,
+}
+
+impl fmt::Debug for TrustedCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustedCa").field("path", &self.path).field("certificates", &self.certificates.len()).finish()
+    }
 }
 
 impl Provider {
@@ -339,6 +355,7 @@ impl Provider {
             retry: retry::RetryPolicy::default(),
             stream: true,
             max_tokens: DEFAULT_MAX_TOKENS,
+            ca: None,
         }
     }
 }
@@ -353,6 +370,7 @@ impl fmt::Debug for Provider {
             .field("retry", &self.retry)
             .field("stream", &self.stream)
             .field("max_tokens", &self.max_tokens)
+            .field("ca", &self.ca)
             .finish()
     }
 }
