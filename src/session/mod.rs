@@ -114,7 +114,9 @@ pub struct Session {
     /// (A boxed slice, not a `Vec`: every session holds this field inline in its actor's
     /// task, which tokio allocates in 128-byte steps.)
     restored_calls: Option<Box<[CallAction]>>,
-    deadline_timer: Option<SpawnHandle>,
+    /// The run's deadline timer and its length in seconds (kept here, not in the timer's
+    /// closure: a closure that captures nothing is not allocated).
+    deadline_timer: Option<(SpawnHandle, f64)>,
     /// Transcript messages already sent to the journal.
     journaled: u32,
     /// A message's journal position is its transcript index plus this.
@@ -298,9 +300,11 @@ impl Session {
     fn arm_deadline(&mut self, ctx: &mut Context<Self>) {
         if let Some(deadline) = self.capability.deadline() {
             let after = deadline.saturating_duration_since(Instant::now());
-            self.deadline_timer = Some(ctx.run_later(after, move |act, ctx| {
-                act.finish(Outcome::Timeout, format!("timed out after {:.1} s", after.as_secs_f64()), ctx)
-            }));
+            let timer = ctx.run_later(after, |act, ctx| {
+                let secs = act.deadline_timer.map_or(0.0, |(_, secs)| secs);
+                act.finish(Outcome::Timeout, format!("timed out after {secs:.1} s"), ctx)
+            });
+            self.deadline_timer = Some((timer, after.as_secs_f64()));
         }
     }
 
@@ -506,7 +510,7 @@ impl Session {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        if let Some(timer) = self.deadline_timer.take() {
+        if let Some((timer, _)) = self.deadline_timer.take() {
             ctx.cancel_future(timer);
         }
         let stays = self.stays && outcome == Outcome::Ok;
