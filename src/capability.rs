@@ -98,7 +98,9 @@ struct Inner {
     /// The directory the work tools are confined to; none, no work tool has a place
     /// to act.
     workspace: Option<Workspace>,
-    revocation: Arc<RevocationNode>,
+    /// Inline, not behind its own `Arc`: a capability and its node live and die
+    /// together, and one allocation per session less is what a parked session saves.
+    revocation: RevocationNode,
 }
 
 impl Capability {
@@ -137,8 +139,7 @@ impl Capability {
                 })
             }
         };
-        let revocation = parent.revocation.child().ok_or_else(|| CapabilityError::Revoked(parent.principal.clone()))?;
-        Ok(Capability(Arc::new(Inner {
+        let child = Inner {
             principal: request.principal,
             scopes: request.scopes,
             depth,
@@ -147,8 +148,9 @@ impl Capability {
             budget,
             cost,
             workspace,
-            revocation,
-        })))
+            revocation: RevocationNode::default(),
+        };
+        parent.revocation.adopt(child).map(Capability).ok_or_else(|| CapabilityError::Revoked(parent.principal.clone()))
     }
 
     /// Is this capability usable now? O(1): one flag and one clock comparison.
@@ -274,7 +276,7 @@ impl Authority {
             budget: budgets.tokens.map(root),
             cost: budgets.micro_usd.map(root),
             workspace,
-            revocation: Arc::new(RevocationNode::default()),
+            revocation: RevocationNode::default(),
         }))
     }
 }
@@ -296,7 +298,7 @@ impl Authority {
             deadline: None,
             budget: None,
             cost: None,
-            revocation: Arc::new(revocation),
+            revocation,
         }))
     }
 }
@@ -356,21 +358,24 @@ impl Budget {
     }
 }
 
-/// A node of the revocation tree: its own flag plus weak links to its children.
+/// A capability's node of the revocation tree: its own flag plus weak links to the
+/// capabilities derived from it.
 #[derive(Default)]
 struct RevocationNode {
     revoked: AtomicBool,
-    children: Mutex<Vec<Weak<RevocationNode>>>,
+    children: Mutex<Vec<Weak<Inner>>>,
 }
 
 impl RevocationNode {
-    fn lock(&self) -> MutexGuard<'_, Vec<Weak<RevocationNode>>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Weak<Inner>>> {
         self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A new child node, or `None` when this node is revoked. Dead links are pruned when
-    /// the list would grow, which keeps the cost amortised O(1).
-    fn child(&self) -> Option<Arc<RevocationNode>> {
+    /// Link `child` below this node, or `None` when this node is revoked. Dead links are
+    /// pruned when the list would grow, which keeps the cost amortised O(1) (and bounds
+    /// what ended children's allocations, kept by their weak links, hold to twice the
+    /// live ones).
+    fn adopt(&self, child: Inner) -> Option<Arc<Inner>> {
         let mut children = self.lock();
         if self.revoked.load(Ordering::Acquire) {
             return None;
@@ -378,9 +383,9 @@ impl RevocationNode {
         if children.len() == children.capacity() {
             children.retain(|weak| weak.strong_count() > 0);
         }
-        let node = Arc::new(RevocationNode::default());
-        children.push(Arc::downgrade(&node));
-        Some(node)
+        let child = Arc::new(child);
+        children.push(Arc::downgrade(&child));
+        Some(child)
     }
 
     fn revoke(&self) {
@@ -390,7 +395,7 @@ impl RevocationNode {
             std::mem::take(&mut *children)
         };
         for child in children.iter().filter_map(Weak::upgrade) {
-            child.revoke();
+            child.revocation.revoke();
         }
     }
 }

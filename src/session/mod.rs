@@ -106,13 +106,18 @@ pub struct Session {
     next_fallback: Option<u8>,
     capability: Capability,
     shared: Arc<Shared>,
+    /// Its first run's task is in the transcript already when the actor starts
+    /// ([`Session::new`] begins the turn, so the task is not held twice): `begun` says
+    /// the run is to begin then.
     turn: Turn,
-    pending_task: Option<String>,
+    begun: bool,
     /// Set for a restored run until it starts.
-    /// (A boxed slice, not a `Vec`: every session holds this field, and a word saved
-    /// keeps the actor's task within its 128-byte allocation step with `trace` added.)
+    /// (A boxed slice, not a `Vec`: every session holds this field inline in its actor's
+    /// task, which tokio allocates in 128-byte steps.)
     restored_calls: Option<Box<[CallAction]>>,
-    deadline_timer: Option<SpawnHandle>,
+    /// The run's deadline timer and its length in seconds (kept here, not in the timer's
+    /// closure: a closure that captures nothing is not allocated).
+    deadline_timer: Option<(SpawnHandle, f64)>,
     /// Transcript messages already sent to the journal.
     journaled: u32,
     /// A message's journal position is its transcript index plus this.
@@ -187,7 +192,7 @@ impl Session {
         let mut restored_calls = None;
         let mut seq_offset = 0;
         let forked = init.history.is_some();
-        let turn = match init.restored {
+        let mut turn = match init.restored {
             Some(restored) => {
                 let Restored { transcript, delivered, children, usage, calls, seq_offset: offset, begin } = *restored;
                 restored_calls = Some(calls.into_boxed_slice());
@@ -212,6 +217,15 @@ impl Session {
             (None, false) if !init.key.is_main() => OPENING,
             (None, _) => 0,
         };
+        // The run's first step is taken when the actor starts; its task goes into the
+        // transcript now.
+        let begun = match pending_task {
+            Some(task) => {
+                let _ = turn.start(task);
+                true
+            }
+            None => false,
+        };
         Session {
             journaled,
             seq_offset,
@@ -223,7 +237,7 @@ impl Session {
             next_fallback: init.may_fall_back.then_some(0),
             capability: init.capability,
             shared: init.shared,
-            pending_task,
+            begun,
             restored_calls,
             deadline_timer: None,
             finished: false,
@@ -267,10 +281,15 @@ impl Session {
     }
 
     fn begin(&mut self, task: String, ctx: &mut Context<Self>) {
+        let next = self.turn.start(task);
+        self.run_from(next, ctx);
+    }
+
+    /// A run whose task is in the turn already goes on with `next`.
+    fn run_from(&mut self, next: Next, ctx: &mut Context<Self>) {
         self.finished = false;
         self.arm_deadline(ctx);
         self.trace.run_started(&self.agent, &self.key, &self.run_id, &self.model);
-        let next = self.turn.start(task);
         self.step(next, ctx);
     }
 
@@ -285,9 +304,11 @@ impl Session {
     fn arm_deadline(&mut self, ctx: &mut Context<Self>) {
         if let Some(deadline) = self.capability.deadline() {
             let after = deadline.saturating_duration_since(Instant::now());
-            self.deadline_timer = Some(ctx.run_later(after, move |act, ctx| {
-                act.finish(Outcome::Timeout, format!("timed out after {:.1} s", after.as_secs_f64()), ctx)
-            }));
+            let timer = ctx.run_later(after, |act, ctx| {
+                let secs = act.deadline_timer.map_or(0.0, |(_, secs)| secs);
+                act.finish(Outcome::Timeout, format!("timed out after {secs:.1} s"), ctx)
+            });
+            self.deadline_timer = Some((timer, after.as_secs_f64()));
         }
     }
 
@@ -493,7 +514,7 @@ impl Session {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        if let Some(timer) = self.deadline_timer.take() {
+        if let Some((timer, _)) = self.deadline_timer.take() {
             ctx.cancel_future(timer);
         }
         let stays = self.stays && outcome == Outcome::Ok;
@@ -521,8 +542,8 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.shared.stats.session_started(&self.agent.id);
-        if let Some(task) = self.pending_task.take() {
-            self.begin(task, ctx);
+        if std::mem::take(&mut self.begun) {
+            self.run_from(Next::CallModel, ctx);
         } else if let Some(calls) = self.restored_calls.take() {
             self.resume(calls.into_vec(), ctx);
         }

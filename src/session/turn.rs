@@ -37,18 +37,27 @@ pub enum Next {
     Finish(Outcome, String),
 }
 
+/// The turn is held inline by its session's actor task, which tokio allocates in steps
+/// of 128 bytes: what a session parked on its first model call never uses (mail,
+/// announcements, a parked yield, usage) is boxed in [`Later`], made on first use.
 #[derive(Debug, Default)]
 pub struct Turn {
     transcript: Vec<Message>,
+    later: Option<Box<Later>>,
+    spawned: u32,
+    ended: u32,
+    turns: u32,
+    waiting_for_children: bool,
+}
+
+/// What a turn needs once the model has answered or a message has come.
+#[derive(Debug, Default)]
+struct Later {
     /// Messages for the next turn, with the announcement each one is (if any).
     inbox: VecDeque<(String, Option<RunId>)>,
     /// Announcements taken into the transcript, with the position each took.
     delivered: Vec<(u32, RunId)>,
-    spawned: usize,
-    ended: usize,
     parked_yield: Option<String>,
-    waiting_for_children: bool,
-    turns: u32,
     usage: Usage,
 }
 
@@ -74,7 +83,9 @@ impl Turn {
     pub fn start(&mut self, task: String) -> Next {
         self.transcript.push(Message::User { content: task });
         self.turns = 0;
-        self.usage = Usage::default();
+        if let Some(later) = &mut self.later {
+            later.usage = Usage::default();
+        }
         self.waiting_for_children = false;
         // A new run's children are new; earlier runs' announcements stay in order.
         self.spawned = 0;
@@ -92,7 +103,14 @@ impl Turn {
         usage: Usage,
     ) -> Turn {
         let (spawned, ended) = children;
-        Turn { transcript, delivered, spawned, ended, usage, ..Turn::default() }
+        let later = Later { delivered, usage, ..Later::default() };
+        Turn {
+            transcript,
+            later: Some(Box::new(later)),
+            spawned: count(spawned),
+            ended: count(ended),
+            ..Turn::default()
+        }
     }
 
     /// Go on from a restored transcript: answer or re-run the last turn's calls that
@@ -125,8 +143,20 @@ impl Turn {
 
     /// The announcements delivered at transcript positions `from` and after.
     pub fn delivered_from(&self, from: u32) -> Vec<(u32, RunId)> {
-        self.delivered.iter().filter(|(seq, _)| *seq >= from).cloned().collect()
+        match &self.later {
+            Some(later) => later.delivered.iter().filter(|(seq, _)| *seq >= from).cloned().collect(),
+            None => Vec::new(),
+        }
     }
+
+    fn later(&mut self) -> &mut Later {
+        self.later.get_or_insert_with(Box::default)
+    }
+
+    fn inbox_len(&self) -> usize {
+        self.later.as_ref().map_or(0, |later| later.inbox.len())
+    }
+
     pub fn transcript(&self) -> &[Message] {
         &self.transcript
     }
@@ -137,26 +167,28 @@ impl Turn {
 
     /// Tokens spent in the current run.
     pub fn usage(&self) -> Usage {
-        self.usage
+        self.later.as_ref().map_or_else(Usage::default, |later| later.usage)
     }
 
     pub fn active_children(&self) -> usize {
-        self.spawned.saturating_sub(self.ended)
+        self.spawned.saturating_sub(self.ended) as usize
     }
 
     /// The messages for the next model call, with the inbox appended.
     pub fn request_messages(&mut self) -> Vec<Message> {
-        while let Some((content, id)) = self.inbox.pop_front() {
-            if let Some(id) = id {
-                self.delivered.push((self.transcript.len() as u32, id));
+        if let Some(later) = &mut self.later {
+            while let Some((content, id)) = later.inbox.pop_front() {
+                if let Some(id) = id {
+                    later.delivered.push((self.transcript.len() as u32, id));
+                }
+                self.transcript.push(Message::User { content });
             }
-            self.transcript.push(Message::User { content });
         }
         self.transcript.clone()
     }
 
     pub fn on_response(&mut self, response: ChatResponse) -> Next {
-        self.usage.add(response.usage);
+        self.later().usage.add(response.usage);
         self.turns += 1;
         let has_calls = !response.tool_calls.is_empty();
         self.transcript.push(Message::Assistant {
@@ -173,8 +205,8 @@ impl Turn {
             }
             return Next::RunTools(response.tool_calls);
         }
-        if self.active_children() > 0 || !self.inbox.is_empty() {
-            self.waiting_for_children = self.inbox.is_empty();
+        if self.active_children() > 0 || self.inbox_len() > 0 {
+            self.waiting_for_children = self.inbox_len() == 0;
             return if self.waiting_for_children { Next::Wait } else { Next::CallModel };
         }
         Next::Finish(Outcome::Ok, response.content.unwrap_or_default())
@@ -186,7 +218,7 @@ impl Turn {
             let value = match output {
                 ToolOutput::Done(value) => value,
                 ToolOutput::Spawned(value) => {
-                    self.spawned += 1;
+                    self.spawned = self.spawned.saturating_add(1);
                     value
                 }
                 ToolOutput::Yield if yield_call.is_none() => {
@@ -200,8 +232,8 @@ impl Turn {
             self.transcript.push(Message::Tool { call_id, content: value.to_string() });
         }
         match yield_call {
-            Some(call_id) if self.inbox.is_empty() && self.active_children() > 0 => {
-                self.parked_yield = Some(call_id);
+            Some(call_id) if self.inbox_len() == 0 && self.active_children() > 0 => {
+                self.later().parked_yield = Some(call_id);
                 Next::Wait
             }
             Some(call_id) => {
@@ -215,12 +247,13 @@ impl Turn {
     /// A child ended; its announcement is queued for the next turn, unless this key
     /// was delivered already (then nothing changes).
     pub fn on_child_ended(&mut self, id: RunId, announcement: String) -> Next {
-        let seen =
-            self.delivered.iter().any(|(_, d)| *d == id) || self.inbox.iter().any(|(_, d)| d.as_ref() == Some(&id));
+        let seen = self.later.as_ref().is_some_and(|later| {
+            later.delivered.iter().any(|(_, d)| *d == id) || later.inbox.iter().any(|(_, d)| d.as_ref() == Some(&id))
+        });
         if seen {
             return Next::Wait;
         }
-        self.ended += 1;
+        self.ended = self.ended.saturating_add(1);
         self.queue(announcement, Some(id))
     }
 
@@ -230,8 +263,9 @@ impl Turn {
     }
 
     fn queue(&mut self, text: String, id: Option<RunId>) -> Next {
-        self.inbox.push_back((text, id));
-        if let Some(call_id) = self.parked_yield.take() {
+        let later = self.later();
+        later.inbox.push_back((text, id));
+        if let Some(call_id) = later.parked_yield.take() {
             self.answer_yield(call_id);
             return Next::CallModel;
         }
@@ -243,9 +277,15 @@ impl Turn {
 
     fn answer_yield(&mut self, call_id: String) {
         let content =
-            json!({"status": "yielded", "resultsWaiting": self.inbox.len(), "activeChildren": self.active_children()});
+            json!({"status": "yielded", "resultsWaiting": self.inbox_len(), "activeChildren": self.active_children()});
         self.transcript.push(Message::Tool { call_id, content: content.to_string() });
     }
+}
+
+/// A child count as the turn keeps it (saturating: four billion children is no limit
+/// any run reaches).
+fn count(children: usize) -> u32 {
+    u32::try_from(children).unwrap_or(u32::MAX)
 }
 
 /// The conversation a `context: "fork"` child inherits from `transcript`: everything
