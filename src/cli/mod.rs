@@ -44,7 +44,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run one task on a main session against the configured providers; print the tree and the answer.
     Run(run::RunArgs),
-    /// Measure in-process spawn latency, a burst of sessions, and a paired node's WebSocket handshake.
+    /// Measure spawns, bursts, trees, memory, handshakes and spawns under load, each beside raw
+    /// actix doing the same (the floor), against the scale targets. Runs its own loopback
+    /// gateways on a parked model: the config file is not read.
     Bench(bench::BenchArgs),
     /// Run a task on a running gateway (as `openclaw agent` does) and print its answer.
     Agent(agent::AgentArgs),
