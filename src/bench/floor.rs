@@ -74,9 +74,9 @@ pub struct Floor {
     pub bytes_per_session: Option<f64>,
 }
 
-/// Measure on a fresh arbiter: `singles` spawns one after another (children let go
-/// every 1,000, as the spawn benchmark resets), a burst of 10,000, and the memory of a
-/// burst of `memory_sessions`.
+/// Measure on a fresh arbiter: the memory of a burst of `memory_sessions`, then
+/// `singles` spawns one after another (children let go every 1,000, as the spawn
+/// benchmark resets), and a burst of 10,000.
 pub async fn measure(singles: usize, memory_sessions: usize) -> anyhow::Result<Floor> {
     let arbiter = Arbiter::new();
     let (done, result) = oneshot::channel();
@@ -91,6 +91,12 @@ pub async fn measure(singles: usize, memory_sessions: usize) -> anyhow::Result<F
 async fn run(singles: usize, memory_sessions: usize) -> anyhow::Result<Floor> {
     let (noted, mut notes) = mpsc::unbounded_channel();
     let starter = Starter { noted, children: Vec::new() }.start();
+    // Memory first: a later burst no larger than the 10,000 one would reuse what that
+    // one freed and show almost no growth.
+    let before = super::rss_bytes();
+    burst(&starter, &mut notes, memory_sessions).await?;
+    let after = super::rss_bytes();
+    starter.send(Clear).await?;
     let mut singles_ns = Vec::with_capacity(singles);
     for i in 0..singles {
         if i > 0 && i % 1000 == 0 {
@@ -103,10 +109,6 @@ async fn run(singles: usize, memory_sessions: usize) -> anyhow::Result<Floor> {
     }
     starter.send(Clear).await?;
     let burst_10k = burst(&starter, &mut notes, 10_000).await?;
-    starter.send(Clear).await?;
-    let before = super::rss_bytes();
-    burst(&starter, &mut notes, memory_sessions).await?;
-    let after = super::rss_bytes();
     starter.send(Clear).await?;
     Ok(Floor { singles_ns, burst_10k, bytes_per_session: super::per_session(before, after, memory_sessions) })
 }
