@@ -54,6 +54,9 @@ struct RawAgent {
     tools: RawTools,
     #[serde(default)]
     subagents: RawSubagents,
+    /// Where its sessions run: `local` (default) or `worker`.
+    #[serde(default)]
+    placement: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +103,29 @@ pub struct AgentDef {
     /// The MCP servers' tools it may call (`mcp:NAME`, `NAME__tool` in `[tools] allow`).
     pub mcp: crate::tools::mcp::Allowed,
     pub subagents: SubagentPolicy,
+    /// Where its sessions run when spawned: in this process, or on a worker process
+    /// that claims them from the shared database ([`crate::worker`]).
+    pub placement: Placement,
+}
+
+/// Where an agent's spawned sessions run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// In the gateway's process (the default).
+    #[default]
+    Local,
+    /// On a `hivegate worker` process, claimed from the Postgres work queue.
+    Worker,
+}
+
+impl Placement {
+    pub fn parse(s: &str) -> Option<Placement> {
+        match s {
+            "local" => Some(Placement::Local),
+            "worker" => Some(Placement::Worker),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -373,6 +399,11 @@ pub fn parse(
             max_depth: raw.subagents.max_depth,
             max_children: raw.subagents.max_children,
             run_timeout,
+        },
+        placement: match raw.placement.as_deref() {
+            None => Placement::Local,
+            Some(p) => Placement::parse(p)
+                .ok_or_else(|| invalid(format!("placement must be \"local\" or \"worker\", got {p:?}")))?,
         },
     })
 }

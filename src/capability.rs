@@ -282,6 +282,36 @@ impl Authority {
 }
 
 impl Authority {
+    /// The capability of a session a worker runs, from the grant the gateway signed
+    /// ([`crate::worker::token`]): at the grant's depth, never deeper, with no more than
+    /// the grant's scopes (and the agent's, `agent_scopes`), deadline and budgets. The
+    /// gateway attenuated the grant from the parent's capability; this only adopts it in
+    /// the worker's process, narrowing it further where the worker knows better.
+    pub fn adopt(
+        &self,
+        principal: SessionKey,
+        grant: &crate::store::Grant,
+        agent_scopes: ScopeSet,
+        now_ms: u64,
+        workspace: Option<Workspace>,
+    ) -> Capability {
+        let root = |limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None });
+        let deadline = grant
+            .deadline_ms
+            .map(|ms| Instant::now() + std::time::Duration::from_millis(ms.saturating_sub(now_ms)));
+        Capability(Arc::new(Inner {
+            principal,
+            scopes: ScopeSet::from_bits(grant.scopes).intersect(agent_scopes),
+            depth: grant.depth,
+            max_depth: grant.max_depth.min(grant.depth),
+            deadline,
+            budget: grant.budget_tokens.map(root),
+            cost: grant.budget_micro_usd.map(root),
+            workspace,
+            revocation: RevocationNode::default(),
+        }))
+    }
+
     /// A capability for the record of a session that ended before this process
     /// started (restored for history), at its depth in its tree: revoked from the
     /// start, it grants nothing.

@@ -328,6 +328,21 @@ pub struct Config {
     /// Session threads (each runs whole trees: one gateway shard on its own arbiter)
     /// and HTTP workers; one per core unless `gateway.threads` says otherwise.
     pub threads: usize,
+    /// The Postgres database shared with workers (`[store] url`); `None`: SQLite in the
+    /// state directory.
+    pub store_url: Option<Secret>,
+}
+
+/// A database URL as logs and messages may show it: any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -372,6 +387,7 @@ impl Default for Config {
             workspace: None,
             mcp_servers: Vec::new(),
             threads: default_threads(),
+            store_url: None,
         }
     }
 }
@@ -533,6 +549,7 @@ impl Config {
             workspace: raw.workspace.root,
             mcp_servers: validate_mcp(raw.mcp_servers)?,
             threads,
+            store_url: None,
         })
     }
 }

@@ -95,6 +95,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod ui;
+pub mod worker;
 pub mod ws;
 
 /// mimalloc: a session's life is many small allocations made and freed on one

@@ -30,7 +30,9 @@ use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApprova
 use crate::protocol::Policy;
 use crate::store::{self, Backend, Store};
 use crate::telemetry::Metrics;
+use crate::gateway::remote::Remote;
 use crate::tools::workspace::Workspace;
+use crate::worker::token::GatewayKey;
 use crate::ws::gate::PreAuthGate;
 use crate::ws::WsState;
 
@@ -61,11 +63,29 @@ pub struct Runtime {
     _temp_state: Option<tempfile::TempDir>,
     /// What the store held at start-up, until recovery takes it.
     durable: Option<store::Durable>,
+    /// The store is shared with other processes (Postgres): a stop leaves runs to resume.
+    shared_store: bool,
+    /// The gateway's listener for sessions on workers, when it has a work queue.
+    listener: Option<crate::worker::Background>,
+}
+
+/// What a process is: the gateway, or a worker that runs the sessions it claims.
+#[derive(Clone, Default)]
+pub enum Role {
+    #[default]
+    Gateway,
+    /// Recovers nothing (the gateway does); runs what its claimer hands it.
+    Worker(Arc<crate::gateway::remote::Held>),
 }
 
 impl Runtime {
     /// Start with the real HTTP model client.
     pub async fn start(config: &Config, agents: Agents) -> anyhow::Result<Runtime> {
+        Runtime::start_as(config, agents, Role::Gateway).await
+    }
+
+    /// Start as `role`, with the real HTTP model client.
+    pub async fn start_as(config: &Config, agents: Agents, role: Role) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind, config.threads)?;
         let builtin = BuiltinServer::start(Bounds::of(&config.limits))?;
         let mut providers = config.providers.clone();
@@ -80,7 +100,7 @@ impl Runtime {
         let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
         let client = HttpModelClient::new(providers, &config.limits)?.with_metrics(metrics.clone());
         let in_flight = client.in_flight();
-        let wiring = Wiring { model: Arc::new(client), in_flight, metrics, server, http_addr, state };
+        let wiring = Wiring { model: Arc::new(client), in_flight, metrics, server, http_addr, state, role };
         let mut runtime = Runtime::assemble(config, agents, wiring)?;
         runtime.builtin = Some(builtin);
         runtime.recover(config).await?;
@@ -96,7 +116,7 @@ impl Runtime {
         let (server, http_addr, state) = start_http(config.bind, config.threads)?;
         let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let wiring = Wiring { model, in_flight, metrics, server, http_addr, state };
+        let wiring = Wiring { model, in_flight, metrics, server, http_addr, state, role: Role::Gateway };
         let mut runtime = Runtime::assemble(config, agents, wiring)?;
         runtime.recover(config).await?;
         Ok(runtime)
@@ -122,15 +142,21 @@ impl Runtime {
     }
 
     fn assemble(config: &Config, agents: Agents, wiring: Wiring) -> anyhow::Result<Runtime> {
-        let Wiring { model, in_flight, metrics, server, http_addr, state } = wiring;
+        let Wiring { model, in_flight, metrics, server, http_addr, state, role } = wiring;
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
         let mut db = store::open(state_dir)?;
         let book = load_pairing(&db)?;
-        db.prune(config.limits.max_retained_sessions)?;
-        let durable = db.load(config.limits.max_retained_sessions)?;
-        // Counted on disk before anything resumes: a start that crashes counts.
-        db.count_start()?;
+        let durable = match role {
+            Role::Gateway => {
+                db.prune(config.limits.max_retained_sessions)?;
+                let durable = db.load(config.limits.max_retained_sessions)?;
+                // Counted on disk before anything resumes: a start that crashes counts.
+                db.count_start()?;
+                Some(durable)
+            }
+            Role::Worker(_) => None,
+        };
         let store = Store::start(db, state_dir.join(store::DB_FILE).display().to_string())?;
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
@@ -149,12 +175,29 @@ impl Runtime {
             .with_nodes(hub_addr.clone().recipient())
             .with_pricing(Arc::new(config.pricing.clone()))
             .with_store(store.clone());
+        let store_url = config.store_url.as_ref().map(|u| u.expose().to_string());
+        let (gateway, public_key) = match (&role, &store_url) {
+            (Role::Worker(held), _) => (gateway.with_remote(Arc::new(Remote::worker(held.clone()))), None),
+            (Role::Gateway, Some(_)) => {
+                let key = GatewayKey::load_or_create(state_dir)?;
+                let public = key.public();
+                (gateway.with_remote(Arc::new(Remote::gateway(key))), Some(public))
+            }
+            (Role::Gateway, None) => (gateway, None),
+        };
         let registry = gateway.registry();
         let stats = gateway.stats();
         let events = gateway.events();
         let arbiters: Vec<Arbiter> = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
         let gateway = gateway.start_shards(&handles);
+        let listener = match (store_url, public_key) {
+            (Some(url), Some(public)) => {
+                let shown = crate::config::redact_url(&url);
+                Some(crate::worker::listener(url, shown, gateway.clone(), public)?)
+            }
+            _ => None,
+        };
         let silent = if config.auto_approve_local { SilentApproval::LocalOnly } else { SilentApproval::Off };
         let policy = Policy {
             max_payload: config.sockets.max_payload_bytes as u64,
@@ -192,7 +235,9 @@ impl Runtime {
             arbiters,
             store,
             recovered: Recovered::default(),
-            durable: Some(durable),
+            durable,
+            shared_store: config.store_url.is_some(),
+            listener,
             workspace,
             grace: config.shutdown_grace,
             registry,
@@ -227,7 +272,10 @@ impl Runtime {
     /// (the call is made again). With an ephemeral one (`demo`, `run`, tests), runs end
     /// `interrupted`. Answers how many runs will resume.
     pub async fn shutdown(self) -> anyhow::Result<usize> {
-        let resume_later = self._temp_state.is_none();
+        // With a shared store, what runs here is resumed by the next start (or, on a
+        // worker, by whichever worker claims it), never ended `interrupted`.
+        let resume_later = self._temp_state.is_none() || self.shared_store;
+        drop(self.listener);
         let running = self.gateway.shutdown(resume_later).await;
         let _ = self.hub.send(StopConnections).await;
         let all_stopped = self.stats.wait_all_stopped(self.grace).await;
@@ -278,6 +326,7 @@ struct Wiring {
     server: actix_web::dev::ServerHandle,
     http_addr: SocketAddr,
     state: HttpStateSlot,
+    role: Role,
 }
 
 fn start_http(

@@ -12,6 +12,7 @@ mod run;
 mod serve;
 mod sessions;
 mod term;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -63,6 +64,9 @@ pub enum Command {
     /// Check the setup and say what to fix: config, agents, providers' keys and reachability,
     /// the state directory, the port, the MCP servers.
     Doctor(doctor::DoctorArgs),
+    /// Run sessions placed on workers (placement = "worker"): claim them from the gateway's
+    /// Postgres work queue and run them here, on any machine that reaches the database.
+    Worker(worker::WorkerArgs),
 }
 
 /// Run a parsed command inside a fresh actix System. Returns the process exit code.
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Nodes(args) => system.block_on(nodes::run(cli.config, args)),
         Command::Dashboard(args) => system.block_on(dashboard::run(cli.config, args)),
         Command::Doctor(args) => system.block_on(doctor::run(cli.config, args)),
+        Command::Worker(args) => system.block_on(worker::run(cli.config, args)),
     }
 }
 

@@ -124,19 +124,19 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
 
 /// A status line on stdout. A server keeps serving when whoever started it stopped
 /// reading (a closed pipe): `println!` would panic and take the gateway down.
-fn say(line: std::fmt::Arguments) {
+pub(super) fn say(line: std::fmt::Arguments) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// The same on stderr.
-fn say_err(line: std::fmt::Arguments) {
+pub(super) fn say_err(line: std::fmt::Arguments) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Ctrl-C or SIGTERM (what service managers and `kill` send).
-async fn stop_signal() -> std::io::Result<()> {
+pub(super) async fn stop_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let mut term = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())?;

@@ -487,6 +487,9 @@ pub struct SessionInfo {
     pub started_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at_ms: Option<u64>,
+    /// Where it runs: `local` (this process), `worker` (queued for a worker) or
+    /// `worker:<id>` (claimed by that worker).
+    pub placement: String,
     /// The first line of the run's final text (its answer, or why it failed), at most
     /// [`SUMMARY_CHARS`] characters.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -523,6 +526,8 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("{0}")]
     Store(String),
+    #[error("session {0} runs on a worker; messages to sessions on workers are not supported yet")]
+    OnWorker(SessionKey),
     #[error("run id '{0}' is already used by an earlier run; pick another idempotency key")]
     RunIdTaken(RunId),
     #[error("session key '{key}' is not a main session of agent '{agent_id}'; expected agent:{agent_id}:<name>")]

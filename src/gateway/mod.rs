@@ -19,6 +19,7 @@ pub mod messages;
 mod operator;
 mod recover;
 pub mod registry;
+pub mod remote;
 pub mod shards;
 pub mod spawn;
 pub mod stats;
@@ -76,6 +77,8 @@ pub struct Gateway {
     workspace: Option<Workspace>,
     /// The MCP servers every session shares.
     mcp: Arc<crate::tools::mcp::McpServers>,
+    /// Sessions on other processes: the gateway's work queue, or this worker's claims.
+    remote: Option<Arc<remote::Remote>>,
 }
 
 impl Gateway {
@@ -97,7 +100,15 @@ impl Gateway {
             shared: None,
             workspace: None,
             mcp: Arc::default(),
+            remote: None,
         }
+    }
+
+    /// Place spawns on workers (a gateway with a work queue), or run claimed sessions
+    /// (a worker).
+    pub fn with_remote(mut self, remote: Arc<remote::Remote>) -> Gateway {
+        self.remote = Some(remote);
+        self
     }
 
     /// Count into `metrics` (the runtime's, shared with the model client and `/metrics`).
@@ -241,6 +252,13 @@ impl Gateway {
             expects_completion_message: Completes,
         };
         let stays = plan.mode == SpawnMode::Session;
+        let queued = match plan.agent.placement {
+            crate::agent::Placement::Local => None,
+            crate::agent::Placement::Worker => match self.work_token(&plan) {
+                Ok(token) => Some(token),
+                Err(error) => return SpawnReply::Error { error },
+            },
+        };
         self.journal.record(Record::SessionStarted(Box::new(SessionRow {
             key: plan.key.clone(),
             parent: Some(plan.parent.clone()),
@@ -264,18 +282,34 @@ impl Gateway {
                 started_at_ms: crate::store::now_ms(),
             },
         })));
-        let mut init =
-            self.init(plan.key.clone(), plan.run_id.clone(), &plan.agent, plan.capability.clone(), plan.task, ctx);
-        init.model = plan.model.clone();
-        init.stays = stays;
-        init.history = plan.history;
-        init.thinking = plan.thinking;
-        init.trace = trace;
-        if plan.model_explicit {
-            // Strict: a model the spawn named is used or the child fails, never replaced.
-            init.may_fall_back = false;
-        }
-        let addr = Session::new(init).start();
+        let addr = match queued {
+            Some(token) => {
+                let work = crate::store::QueuedWork { key: plan.key.clone(), agent_id: plan.agent.id.clone(), token };
+                self.journal.record(Record::Queued(Box::new(work)));
+                None
+            }
+            None => {
+                let mut init = self.init(
+                    plan.key.clone(),
+                    plan.run_id.clone(),
+                    &plan.agent,
+                    plan.capability.clone(),
+                    plan.task,
+                    ctx,
+                );
+                init.model = plan.model.clone();
+                init.stays = stays;
+                init.history = plan.history;
+                init.thinking = plan.thinking;
+                init.trace = trace;
+                if plan.model_explicit {
+                    // Strict: a model the spawn named is used or the child fails, never replaced.
+                    init.may_fall_back = false;
+                }
+                Some(Session::new(init).start())
+            }
+        };
+        let on_worker = addr.is_none();
         self.registry.insert(SessionEntry {
             key: plan.key.clone(),
             agent_id: plan.agent.id.clone(),
@@ -294,12 +328,15 @@ impl Gateway {
             active_children: 0,
             final_text: None,
             capability: plan.capability,
-            addr: Some(addr),
+            addr,
             transcript: None,
             notices: Vec::new(),
             follow_ups: 0,
             shard: self.shard,
         });
+        if on_worker {
+            self.registry.set_placement(&plan.key, remote::QUEUED);
+        }
         if let Some(mut parent) = self.registry.get_mut(&plan.parent) {
             parent.children.push(plan.key.clone());
             parent.active_children += 1;
@@ -434,6 +471,22 @@ impl Gateway {
         usage: Usage,
         transcript: Option<Vec<ChatMessage>>,
     ) {
+        self.end_run_as(key, run_id, outcome, text, usage, transcript, None);
+    }
+
+    /// [`Gateway::end_run`]; `from_worker`: the run ended on the worker that held it,
+    /// which recorded the end and its announcement (this text) already.
+    #[allow(clippy::too_many_arguments)]
+    fn end_run_as(
+        &mut self,
+        key: &SessionKey,
+        run_id: &RunId,
+        outcome: Outcome,
+        text: String,
+        usage: Usage,
+        transcript: Option<Vec<ChatMessage>>,
+        from_worker: Option<String>,
+    ) {
         let (parent, label, children, addr, capability, cleanup, runtime, stop_actor, announce_id, spent) = {
             let Some(mut entry) = self.registry.get_mut(key) else {
                 return;
@@ -485,6 +538,9 @@ impl Gateway {
             _ => None,
         };
         let rendered = told.as_ref().map(|_| {
+            if let Some(text) = &from_worker {
+                return text.clone();
+            }
             Announcement {
                 child: key.clone(),
                 run_id: run_id.clone(),
@@ -513,17 +569,24 @@ impl Gateway {
             }
             reason
         });
-        self.journal.record(Record::RunEnded(Box::new(RunEnd {
-            key: key.clone(),
-            run_id: run_id.clone(),
-            outcome,
-            text: text.clone(),
-            usage: spent,
-            ended_at_ms: crate::store::now_ms(),
-            idle: !stop_actor,
-            forget: stop_actor && cleanup == Cleanup::Delete && parent.is_some(),
-            announce,
-        })));
+        if from_worker.is_none() {
+            self.journal.record(Record::RunEnded(Box::new(RunEnd {
+                key: key.clone(),
+                run_id: run_id.clone(),
+                outcome,
+                text: text.clone(),
+                usage: spent,
+                ended_at_ms: crate::store::now_ms(),
+                idle: !stop_actor,
+                forget: stop_actor && cleanup == Cleanup::Delete && parent.is_some(),
+                announce,
+            })));
+            if self.registry.placement(key).is_some() {
+                // It ended here, not on its worker: the worker stops it.
+                self.journal.record(Record::Revoked { key: key.clone() });
+            }
+        }
+        self.release(key);
         if let Some(reason) = undeliverable {
             self.journal.record(Record::Undeliverable { id: announce_id.clone(), reason: reason.into() });
         }
@@ -761,6 +824,7 @@ impl Handler<Spawn> for Gateway {
             agents: &self.agents,
             limits: &self.limits,
             models: &*self.model,
+            workers: self.remote.as_ref().is_some_and(|r| r.queues()),
         };
         MessageResult(match spawn::plan(&cx, &msg.parent, msg.request, msg.history, Instant::now()) {
             Ok(plan) => {
@@ -862,7 +926,7 @@ impl Handler<ListSessions> for Gateway {
         self.visible(&msg.caller, "sessions_list", cap.principal())?;
         let mut keys = self.registry.descendants(cap.principal());
         keys.insert(0, cap.principal().clone());
-        Ok(keys.iter().filter_map(|k| self.registry.get(k).map(|e| e.info())).collect())
+        Ok(keys.iter().filter_map(|k| self.registry.get(k).map(|e| self.registry.info(&e))).collect())
     }
 }
 
@@ -903,6 +967,9 @@ impl Handler<SendTo> for Gateway {
         let from = msg.caller.as_ref().map_or_else(|| "operator".to_string(), |c| c.principal().to_string());
         match state {
             None => Err(GatewayError::NoSuchSession(msg.target)),
+            Some((Status::Running | Status::Idle, None, _)) if self.registry.placement(&msg.target).is_some() => {
+                Err(GatewayError::OnWorker(msg.target))
+            }
             Some((Status::Running, Some(addr), _)) => {
                 addr.do_send(Deliver { from, text: msg.text });
                 Ok(SendOutcome::Delivered)

@@ -42,6 +42,8 @@ pub struct Recovered {
     pub undeliverable: usize,
     /// Ended sessions brought back for history.
     pub restored: usize,
+    /// Running sessions left to the workers that hold them.
+    pub on_workers: usize,
 }
 
 impl Handler<Recover> for Gateway {
@@ -81,6 +83,21 @@ impl Gateway {
             let Some(session) = running.remove(&key) else { continue };
             let run_id = session.row.run.run_id.clone();
             let usage = session.usage;
+            if let Some(placement) = durable.placed.get(&key) {
+                // Its worker runs it (or one will claim it): it stays running here and
+                // its end comes through the database, as long as its parent resumed.
+                // Never resumed here: its agent runs on workers.
+                self.registry.set_placement(&key, placement);
+                match &session.row.parent {
+                    Some(parent) if resumed.contains_key(parent) => report.on_workers += 1,
+                    parent => {
+                        let parent = parent.as_ref().map_or_else(String::new, |p| p.to_string());
+                        let reason = format!("killed: its parent {parent} did not resume after the restart");
+                        finalize.push((key, run_id, (Outcome::Killed, reason), usage));
+                    }
+                }
+                continue;
+            }
             let decision = match decision {
                 Decision::Resume => match self.resume(session, &mut durable, now, ctx) {
                     Ok(()) => {
@@ -155,6 +172,21 @@ impl Gateway {
         let agent =
             self.agents.get(&row.agent_id).cloned().ok_or_else(|| format!("agent '{}' is gone", row.agent_id))?;
         let capability = self.restore_capability(&session, agent.scopes, now)?;
+        self.resume_with(session, agent, capability, durable, ctx);
+        Ok(())
+    }
+
+    /// Start a session actor from its journal with `capability` (derived again here,
+    /// or adopted from a worker's signed grant).
+    pub(super) fn resume_with(
+        &mut self,
+        session: StoredSession,
+        agent: std::sync::Arc<crate::agent::AgentDef>,
+        capability: Capability,
+        durable: &mut Durable,
+        ctx: &Context<Self>,
+    ) {
+        let row = &session.row;
         // What this run has spent counts against its budgets again.
         let _ = capability.charge(session.usage.total());
         let _ = capability.charge_cost(micro_usd(session.usage.cost_usd));
@@ -204,8 +236,7 @@ impl Gateway {
             entry.addr = Some(addr);
         }
         self.emit_started(&row.key);
-        tracing::info!(session = %row.key, run = %row.run.run_id, "resumed after a restart");
-        Ok(())
+        tracing::info!(session = %row.key, run = %row.run.run_id, "resumed from its journal");
     }
 
     /// The capability a resumed session had: a main session's minted again from its
@@ -278,7 +309,7 @@ impl Gateway {
         }
     }
 
-    fn insert_stored(&mut self, session: &StoredSession, status: Status, now: u64) {
+    pub(super) fn insert_stored(&mut self, session: &StoredSession, status: Status, now: u64) {
         let capability = self.authority.ended(session.row.key.clone());
         self.insert_entry(entry_of(session, status, capability, now, self.shard));
     }

@@ -129,6 +129,7 @@ impl SessionEntry {
             usage: self.usage,
             started_at_ms: unix_ms(self.started_at),
             ended_at_ms: self.ended_at.map(unix_ms),
+            placement: "local".into(),
             summary: self
                 .final_text
                 .as_deref()
@@ -152,6 +153,10 @@ pub struct Registry {
     sessions: DashMap<SessionKey, Box<SessionEntry>, Hasher>,
     runs: DashMap<RunId, SessionKey, Hasher>,
     running: AtomicUsize,
+    /// Where sessions placed on workers run (`worker` until one claims it, then
+    /// `worker:<id>`); a session not here runs in this process. Apart from the entries,
+    /// so a local session pays nothing for it.
+    placed: DashMap<SessionKey, Arc<str>, Hasher>,
 }
 
 /// One session of a shard, as [`Registry::of_shard`] lists it.
@@ -184,6 +189,8 @@ pub struct TreeNode {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// Where it runs: `local`, `worker`, or `worker:<id>` ([`SessionInfo::placement`]).
+    pub placement: String,
     pub children: Vec<TreeNode>,
 }
 
@@ -224,7 +231,29 @@ impl Registry {
     pub fn remove(&self, key: &SessionKey) {
         if let Some((_, entry)) = self.sessions.remove(key) {
             self.runs.remove(&entry.run_id);
+            self.placed.remove(key);
         }
+    }
+
+    /// Mark `key` as running elsewhere: `worker`, or `worker:<id>` once claimed.
+    pub fn set_placement(&self, key: &SessionKey, placement: &str) {
+        if self.sessions.contains_key(key) {
+            self.placed.insert(key.clone(), placement.into());
+        }
+    }
+
+    /// Where `key` runs, when not in this process.
+    pub fn placement(&self, key: &SessionKey) -> Option<Arc<str>> {
+        self.placed.get(key).map(|p| p.clone())
+    }
+
+    /// A session's row for `sessions.list`, with where it runs.
+    pub fn info(&self, entry: &SessionEntry) -> SessionInfo {
+        let mut info = entry.info();
+        if let Some(placed) = self.placed.get(&entry.key) {
+            info.placement = placed.to_string();
+        }
+        info
     }
 
     /// Move a session to `status`, keeping the running count right.
@@ -300,7 +329,7 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {
-        let mut rows: Vec<SessionInfo> = self.sessions.iter().map(|e| e.info()).collect();
+        let mut rows: Vec<SessionInfo> = self.sessions.iter().map(|e| self.info(&e)).collect();
         rows.sort_by(|a, b| a.session_key.cmp(&b.session_key));
         rows
     }
@@ -327,6 +356,7 @@ impl Registry {
                     _ => None,
                 },
                 notices: entry.notices.clone(),
+                placement: self.placed.get(root).map_or_else(|| "local".to_string(), |p| p.to_string()),
                 children: Vec::new(),
             };
             (node, entry.children.clone())

@@ -178,6 +178,7 @@ impl Gateway {
             shared: None,
             workspace: self.workspace.clone(),
             mcp: self.mcp.clone(),
+            remote: self.remote.clone(),
         }
     }
 
@@ -229,4 +230,8 @@ routed! {
     };
     ListAgents => |_m| Route::Any;
     Recover => |_m| Route::Any;
+    super::remote::RemoteEnded => |m| Route::Session(&m.parent);
+    super::remote::Placed => |m| Route::Session(&m.key);
+    super::remote::Claimed => |m| Route::Session(&m.token.parent);
+    super::remote::Forfeit => |m| Route::Session(&m.key);
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::messages::{Cleanup, ContextMode, SpawnMode, SpawnReply, SpawnRequest};
 use super::registry::{Registry, Status};
-use crate::agent::{AgentDef, Agents};
+use crate::agent::{AgentDef, Agents, Placement};
 use crate::capability::{AttenuateRequest, Capability, CapabilityError};
 use crate::config::Limits;
 use crate::keys::{RunId, SessionKey};
@@ -53,6 +53,8 @@ pub struct SpawnContext<'a> {
     pub agents: &'a Agents,
     pub limits: &'a Limits,
     pub models: &'a dyn ModelClient,
+    /// Spawns can be placed on workers (the store is Postgres, with a work queue).
+    pub workers: bool,
 }
 
 pub fn plan(
@@ -113,6 +115,11 @@ pub fn plan(
         });
     }
 
+    let on_worker = agent.placement == Placement::Worker;
+    if on_worker {
+        placeable(cx, agent_id, &request, history.is_some())?;
+    }
+
     room(cx.registry, cx.limits, policy, active_children)
         .map_err(|hit| SpawnReply::limit(hit.limit, hit.value, hit.error))?;
 
@@ -135,11 +142,18 @@ pub fn plan(
         Some(cwd) => Some(child_workspace(parent, cwd)?),
     };
     let key = parent_key.child(agent_id);
+    // A session on a worker spawns nothing: its tree would live on a machine whose
+    // crash the gateway cannot see. Its capability stops at its own depth.
+    let max_depth = match (agent.subagents.max_depth, on_worker) {
+        (_, true) => Some((parent.depth() + 1).min(parent.max_depth())),
+        (Some(d), false) => Some(d.min(parent.max_depth())),
+        (None, false) => None,
+    };
     let capability = parent
         .attenuate(AttenuateRequest {
             principal: key.clone(),
             scopes: parent.scopes().intersect(agent.scopes),
-            max_depth: agent.subagents.max_depth.map(|d| d.min(parent.max_depth())),
+            max_depth,
             deadline: Some(deadline),
             budget_tokens: None,
             // An agent's own cost budget, narrowed to what the parent has left.
@@ -195,6 +209,28 @@ pub fn room(
             value: max as u64,
             error: format!("max running sessions reached (maxSessions={max}); wait for sessions to finish"),
         });
+    }
+    Ok(())
+}
+
+/// Whether a spawn of `agent_id` (placed on workers) can go to a worker: the gateway
+/// has a work queue, and the spawn asks for nothing a worker cannot do. Each refusal
+/// says why.
+fn placeable(cx: &SpawnContext, agent_id: &str, request: &SpawnRequest, forks: bool) -> Result<(), SpawnReply> {
+    let refuse = |why: &str| {
+        Err(SpawnReply::Error { error: format!("agent '{agent_id}' runs on workers (placement = \"worker\"): {why}") })
+    };
+    if !cx.workers {
+        return refuse("this gateway has no worker queue; serve it with --database-url postgres://...");
+    }
+    if request.spawn_mode() == SpawnMode::Session {
+        return refuse("mode \"session\" is not supported on workers; use mode \"run\"");
+    }
+    if forks {
+        return refuse("context \"fork\" is not supported on workers; use context \"isolated\"");
+    }
+    if request.cwd.is_some() {
+        return refuse("cwd is not supported on workers: a worker works in its own workspace");
     }
     Ok(())
 }

@@ -158,6 +158,23 @@ pub enum Record {
     /// The gateway stopped cleanly: what it left running was not a crash, so the
     /// counts of starts without progress begin again.
     StoppedCleanly,
+    /// A session placed on workers, queued for one to claim (with its
+    /// [`SessionStarted`](Record::SessionStarted), in the same transaction).
+    Queued(Box<QueuedWork>),
+    /// A session on a worker ended here (killed, or its parent's run ended): the worker
+    /// holding it stops it.
+    Revoked {
+        key: SessionKey,
+    },
+}
+
+/// A spawn placed on workers, as the work queue holds it.
+#[derive(Debug)]
+pub struct QueuedWork {
+    pub key: SessionKey,
+    pub agent_id: Arc<str>,
+    /// The signed spawn ([`crate::worker::token`]).
+    pub token: String,
 }
 
 #[derive(Debug)]
@@ -208,6 +225,8 @@ impl Record {
             Record::Undeliverable { .. } => "undeliverable result",
             Record::Forgotten { .. } => "sessions forgotten",
             Record::StoppedCleanly => "clean stop",
+            Record::Queued(_) => "queued for a worker",
+            Record::Revoked { .. } => "revoked on its worker",
         }
     }
 }
@@ -286,6 +305,9 @@ pub struct Durable {
     pub outbox: Vec<Pending>,
     /// Every child each running session spawned in its current run, oldest first.
     pub children: HashMap<SessionKey, Vec<Child>>,
+    /// Where the sessions placed on workers run (`worker`, or `worker:<id>`); the
+    /// others run in the gateway's process.
+    pub placed: HashMap<SessionKey, String>,
 }
 
 /// A child as its parent's spawn call made it: what recovery answers that call with.

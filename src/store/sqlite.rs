@@ -405,6 +405,9 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
             st.exec("UPDATE sessions SET resumes = 0 WHERE status = 'running'", [])?;
             st.exec("UPDATE outbox SET attempts = 0 WHERE delivered_at_ms IS NULL", [])?;
         }
+        // The embedded store has no work queue: a spawn placed on workers is refused
+        // before it is made (`spawn::plan`), so these never reach it.
+        Record::Queued(_) | Record::Revoked { .. } => {}
         Record::Forgotten { keys } => {
             for key in keys.iter() {
                 let key = key.as_str();

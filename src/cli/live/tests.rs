@@ -191,6 +191,7 @@ fn a_lost_view_is_loaded_again_from_the_registrys_tree() {
         usage: Usage::default(),
         error: None,
         notices: Vec::new(),
+        placement: "local".into(),
         children,
     };
     let mut tree = LiveTree::default();

@@ -14,6 +14,7 @@ export function renderMeta(dl, s) {
     ['Agent', s.agentId],
     ['Label', s.label],
     ['Model', s.model ? `${s.provider}/${s.model}` : ''],
+    ['Runs on', s.placement],
     ['Status', s.status],
     ['Why', s.reason],
     ['Run', s.runId],

@@ -67,6 +67,7 @@ export class Tree {
     s.cost = row.estimatedCostUsd ?? null;
     s.reason = status === 'done' || status === 'running' ? null : row.summary || null;
     s.depth = row.depth || 0;
+    s.placement = row.placement || 'local';
     if (!old) s.tool = null;
     this.sessions.set(key, s);
     this.dirty.add(key);
