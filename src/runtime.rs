@@ -67,6 +67,8 @@ pub struct Runtime {
     shared_store: bool,
     /// The gateway's listener for sessions on workers, when it has a work queue.
     listener: Option<crate::worker::Background>,
+    /// The public key workers verify this gateway's spawns with, when it has a work queue.
+    pub gateway_key: Option<String>,
 }
 
 /// What a process is: the gateway, or a worker that runs the sessions it claims.
@@ -113,10 +115,20 @@ impl Runtime {
         agents: Agents,
         model: Arc<dyn ModelClient>,
     ) -> anyhow::Result<Runtime> {
+        Runtime::start_with_model_as(config, agents, model, Role::Gateway).await
+    }
+
+    /// Start as `role` with another model client.
+    pub async fn start_with_model_as(
+        config: &Config,
+        agents: Agents,
+        model: Arc<dyn ModelClient>,
+        role: Role,
+    ) -> anyhow::Result<Runtime> {
         let (server, http_addr, state) = start_http(config.bind, config.threads)?;
         let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let wiring = Wiring { model, in_flight, metrics, server, http_addr, state, role: Role::Gateway };
+        let wiring = Wiring { model, in_flight, metrics, server, http_addr, state, role };
         let mut runtime = Runtime::assemble(config, agents, wiring)?;
         runtime.recover(config).await?;
         Ok(runtime)
@@ -191,10 +203,10 @@ impl Runtime {
         let arbiters: Vec<Arbiter> = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
         let gateway = gateway.start_shards(&handles);
-        let listener = match (store_url, public_key) {
+        let listener = match (store_url, &public_key) {
             (Some(url), Some(public)) => {
                 let shown = crate::config::redact_url(&url);
-                Some(crate::worker::listener(url, shown, gateway.clone(), public)?)
+                Some(crate::worker::listener(url, shown, gateway.clone(), public.clone())?)
             }
             _ => None,
         };
@@ -238,6 +250,7 @@ impl Runtime {
             durable,
             shared_store: config.store_url.is_some(),
             listener,
+            gateway_key: public_key,
             workspace,
             grace: config.shutdown_grace,
             registry,

@@ -37,7 +37,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +58,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// How long the brain thinks before each answer: results that arrive meanwhile wait in
 /// its inbox, ended but not yet in its transcript.
 const BRAIN_DELAY: Duration = Duration::from_millis(300);
+/// Sessions each worker runs at once: fewer than the tree's 20, so both take part.
+const WORKER_SLOTS: usize = 12;
 
 /// How long the executor working on part `n` takes to answer.
 fn executor_delay(n: usize, slow: bool) -> Duration {
@@ -242,13 +244,41 @@ struct Harness {
     fake: FakeModels,
     slow: Arc<AtomicBool>,
     tripwire: Tripwire,
-    /// Gateways started so far (each gets its own log files).
+    /// Gateways and workers started so far (each gets its own log files).
     started: usize,
+}
+
+/// A running `hivegate worker`.
+struct Worker {
+    process: Process,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`, and wait for the process to be gone.
+    fn kill(self) {
+        let mut child = self.process.0.lock().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 impl Harness {
     /// The config (plus `extra_gateway` lines in `[gateway]`), the agents, and the fake.
     fn new(extra_gateway: &str, slow: bool) -> Harness {
+        Harness::with_store(extra_gateway, slow, None)
+    }
+
+    /// With Postgres at `database` as the store, and the executor placed on workers.
+    fn on_workers(database: &str) -> Harness {
+        Harness::with_store("", false, Some(database))
+    }
+
+    fn with_store(extra_gateway: &str, slow: bool, database: Option<&str>) -> Harness {
         let slow = Arc::new(AtomicBool::new(slow));
         let tripwire = Tripwire::default();
         let fake = FakeModels::start(script(slow.clone(), tripwire.clone()));
@@ -265,17 +295,21 @@ impl Harness {
         .unwrap();
         std::fs::write(
             agents.join("executor.toml"),
-            "id = \"executor\"\nmodel = \"fake/executor\"\nprompt = \"You are an executor.\"\n[tools]\nallow = []\n\
-             [subagents]\nallow_agents = []\n",
+            format!(
+                "id = \"executor\"\nmodel = \"fake/executor\"\nprompt = \"You are an executor.\"\n{}\
+                 [tools]\nallow = []\n[subagents]\nallow_agents = []\n",
+                if database.is_some() { "placement = \"worker\"\n" } else { "" }
+            ),
         )
         .unwrap();
+        let store = database.map_or_else(String::new, |url| format!("[store]\nurl = \"{url}\"\n"));
         let config = dir.path().join("hivegate.toml");
         let state = dir.path().join("state");
         std::fs::write(
             &config,
             format!(
                 "[gateway]\nstate_dir = \"{}\"\nagents_dir = \"agents\"\n{extra_gateway}\n\
-                 [limits]\nmax_children_per_session = 32\n\
+                 [limits]\nmax_children_per_session = 32\n{store}\
                  [providers.fake]\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"\n",
                 state.display(),
                 fake.url
@@ -325,6 +359,45 @@ impl Harness {
         )
         .await;
         Gateway { process, url: format!("ws://{}", addr.unwrap()), log }
+    }
+
+    /// `hivegate worker --id <id>` on the harness's config (so its database, agents and
+    /// provider), once it says it runs. Leases are short, so a killed worker's sessions
+    /// are claimed again within seconds.
+    async fn worker(&mut self, id: &str) -> Worker {
+        self.started += 1;
+        let out = self.dir.path().join(format!("worker-{id}-{}.out", self.started));
+        let log = self.dir.path().join(format!("worker-{id}-{}.log", self.started));
+        let child = self
+            .hivegate()
+            .arg("--config")
+            .arg(&self.config)
+            .args(["worker", "--id", id, "--slots", &WORKER_SLOTS.to_string(), "--lease-seconds", "2"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let process = Process(Arc::new(Mutex::new(child)));
+        until(
+            || format!("worker {id} to say it runs"),
+            || {
+                let exited = process.exited();
+                assert!(exited.is_none(), "worker exited {exited:?}: {}", std::fs::read_to_string(&log).unwrap());
+                std::fs::read_to_string(&out).unwrap_or_default().contains(&format!("hivegate worker {id}:"))
+            },
+        )
+        .await;
+        Worker { process, log }
+    }
+
+    /// Where each of the run's children runs or ran, as `sessions list` says.
+    async fn placements(&self, gateway: &Gateway) -> BTreeMap<String, String> {
+        let listed = self.json(gateway, &["sessions", "list", "--json"]).await;
+        let rows = listed["sessions"].as_array().unwrap();
+        rows.iter()
+            .filter(|s| s["parentSessionKey"] == "agent:brain:main")
+            .map(|s| (s["sessionKey"].as_str().unwrap().to_string(), s["placement"].as_str().unwrap().to_string()))
+            .collect()
     }
 
     /// `hivegate <args> --url <gateway> --token <token>`, bounded.
@@ -578,4 +651,57 @@ async fn sigterm_refuses_new_runs_and_active_ones_resume_after_restart() {
     harness.slow.store(false, Ordering::SeqCst);
     let gateway = harness.serve().await;
     assert_tree_ended_ok(&harness, &gateway, &run).await;
+}
+
+/// Skip (saying why) unless a Postgres for tests can be had; a fresh database in it.
+async fn workers_database() -> Option<common::postgres::TestDatabase> {
+    common::postgres::TestDatabase::create("durable workers").await
+}
+
+/// The issue's done-when for workers: a gateway and two `hivegate worker` processes run
+/// a 20-executor tree placed on workers, both take part; one worker is killed (SIGKILL)
+/// with its executors mid-call, and the tree still ends ok with every result delivered
+/// to the brain exactly once: the other worker claims the dead one's sessions when their
+/// leases lapse and runs them again from their journals.
+#[actix_rt::test]
+async fn a_tree_on_two_workers_survives_a_worker_kill_9() {
+    let Some(database) = workers_database().await else { return };
+    let mut harness = Harness::on_workers(&database.url);
+    let gateway = harness.serve().await;
+    let w1 = harness.worker("w1").await;
+    let _w2 = harness.worker("w2").await;
+    let run = harness.start_run(&gateway, "twenty parts").await;
+    // Every executor is mid-call (each takes a second or more).
+    harness.until_executor_requests(PARTS, &gateway).await;
+    let placed = harness.placements(&gateway).await;
+    let on = |worker: &str| placed.values().filter(|p| *p == &format!("worker:{worker}")).count();
+    assert_eq!(on("w1") + on("w2"), PARTS, "every child runs on a worker: {placed:?}");
+    assert!(on("w1") > 0 && on("w2") > 0, "both workers take part: {placed:?}");
+    let log = w1.log();
+    w1.kill();
+
+    assert_tree_ended_ok(&harness, &gateway, &run).await;
+    assert!(harness.requests("executor").len() > PARTS, "w1's executors ran again on w2; w1's log:\n{log}");
+    let placed = harness.placements(&gateway).await;
+    assert!(placed.values().all(|p| p.starts_with("worker:")), "{placed:?}");
+    assert!(placed.values().any(|p| p == "worker:w2"), "{placed:?}");
+}
+
+/// The gateway killed (SIGKILL) with the tree's executors mid-call on two workers, and
+/// started again on the same database: the workers go on, their results wait in the
+/// outbox, and the tree ends ok with every result delivered once.
+#[actix_rt::test]
+async fn a_tree_on_workers_survives_a_gateway_kill_9() {
+    let Some(database) = workers_database().await else { return };
+    let mut harness = Harness::on_workers(&database.url);
+    let gateway = harness.serve().await;
+    let _w1 = harness.worker("w1").await;
+    let _w2 = harness.worker("w2").await;
+    let run = harness.start_run(&gateway, "twenty parts").await;
+    harness.until_executor_requests(PARTS, &gateway).await;
+    gateway.kill();
+
+    let gateway = harness.serve().await;
+    assert_tree_ended_ok(&harness, &gateway, &run).await;
+    assert_eq!(harness.requests("executor").len(), PARTS, "the workers ran each executor once");
 }

@@ -89,7 +89,7 @@ impl Figures {
     }
 }
 
-fn median<T: Ord + Copy + Default>(mut values: Vec<T>) -> T {
+pub(crate) fn median<T: Ord + Copy + Default>(mut values: Vec<T>) -> T {
     values.sort_unstable();
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
@@ -143,7 +143,7 @@ async fn tree(provider: &LoopbackProvider, setup: Setup) -> anyhow::Result<Tree>
     Ok(figures(t0, &provider.take_arrivals(), provider.connections() - before))
 }
 
-async fn run(runtime: &Runtime) -> anyhow::Result<RunSummary> {
+pub(crate) async fn run(runtime: &Runtime) -> anyhow::Result<RunSummary> {
     let run = runtime.gateway.send(StartMain::new("conn-parent", "go")).await??;
     let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??;
     Ok(tokio::time::timeout(TREE_WAIT, ended).await.context("the measured tree did not end in time")??)
@@ -166,9 +166,9 @@ pub fn figures(t0: Instant, arrivals: &[Arrival], connections: u64) -> Tree {
 }
 
 /// The real model client, noting when an answer with `sessions_spawn` calls arrives.
-struct Stamped {
-    inner: HttpModelClient,
-    spawned: Arc<Mutex<Option<Instant>>>,
+pub(crate) struct Stamped {
+    pub(crate) inner: HttpModelClient,
+    pub(crate) spawned: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ModelClient for Stamped {

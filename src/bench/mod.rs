@@ -6,7 +6,9 @@
 //!   (`benches/handshake.rs`);
 //! - [`load`]: spawn latency while 1,000 sessions stream from a loopback provider;
 //! - [`connections`]: the parent's spawn → each child's first model request bytes, over
-//!   TLS with h2 and over HTTP/1.1 (`benches/first_request.rs`).
+//!   TLS with h2 and over HTTP/1.1 (`benches/first_request.rs`);
+//! - [`placement`]: the same for a child placed on a worker process against one in the
+//!   gateway's (`benches/placement.rs`, needs Postgres).
 //!
 //! [`run`] measures them all in one process and one run, so each figure can be read
 //! against the floor beside it and against the targets ([`Target`]).
@@ -15,6 +17,7 @@ pub mod connections;
 pub mod floor;
 pub mod handshake;
 pub mod load;
+pub mod placement;
 pub mod spawn;
 
 use std::time::Duration;

@@ -92,6 +92,9 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
         "hivegate listening on http://{} (WebSocket gateway at /, health at /health, dashboard at /ui: `hivegate dashboard` prints its link)",
         runtime.http_addr
     ));
+    if let Some(key) = &runtime.gateway_key {
+        say(format_args!("workers: hivegate worker --database-url ... --gateway-key {key}"));
+    }
     if let Some(workspace) = &runtime.workspace {
         say(format_args!("workspace: {} (work tools act only inside it)", workspace.root().display()));
     }

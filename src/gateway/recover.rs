@@ -66,6 +66,8 @@ impl Gateway {
         // What ended children spent, to charge to their resumed parent's budgets.
         let mut spent = Vec::new();
         for session in sessions {
+            let placed = durable.placed.get(&session.row.key).cloned();
+            let key = session.row.key.clone();
             if session.status == StoredStatus::Running {
                 self.insert_stored(&session, Status::Running, now);
                 running.insert(session.row.key.clone(), session);
@@ -76,6 +78,9 @@ impl Gateway {
                 self.restore_ended(session, now);
                 report.restored += 1;
             }
+            if let Some(placed) = placed {
+                self.registry.set_placement(&key, &placed);
+            }
         }
         let mut resumed: HashMap<SessionKey, RunId> = HashMap::new();
         let mut finalize = Vec::new();
@@ -83,11 +88,10 @@ impl Gateway {
             let Some(session) = running.remove(&key) else { continue };
             let run_id = session.row.run.run_id.clone();
             let usage = session.usage;
-            if let Some(placement) = durable.placed.get(&key) {
+            if durable.placed.contains_key(&key) {
                 // Its worker runs it (or one will claim it): it stays running here and
                 // its end comes through the database, as long as its parent resumed.
                 // Never resumed here: its agent runs on workers.
-                self.registry.set_placement(&key, placement);
                 match &session.row.parent {
                     Some(parent) if resumed.contains_key(parent) => report.on_workers += 1,
                     parent => {

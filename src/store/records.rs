@@ -305,8 +305,8 @@ pub struct Durable {
     pub outbox: Vec<Pending>,
     /// Every child each running session spawned in its current run, oldest first.
     pub children: HashMap<SessionKey, Vec<Child>>,
-    /// Where the sessions placed on workers run (`worker`, or `worker:<id>`); the
-    /// others run in the gateway's process.
+    /// Where the loaded sessions placed on workers run or ran (`worker`, or
+    /// `worker:<id>`); the others run in the gateway's process.
     pub placed: HashMap<SessionKey, String>,
 }
 
