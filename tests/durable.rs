@@ -252,6 +252,8 @@ struct Harness {
 struct Worker {
     process: Process,
     log: PathBuf,
+    /// `http://127.0.0.1:PORT`, its health and metrics.
+    http: String,
 }
 
 impl Worker {
@@ -264,6 +266,21 @@ impl Worker {
         let mut child = self.process.0.lock().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// The sessions of `agent` its /metrics says are running.
+    async fn active(&self, agent: &str) -> usize {
+        let text = reqwest::get(format!("{}/metrics", self.http)).await.unwrap().text().await.unwrap();
+        let series = format!("hivegate_sessions_active{{agent=\"{agent}\"}} ");
+        let line = text.lines().find_map(|l| l.strip_prefix(&series)).unwrap_or_else(|| panic!("no {series}in {text}"));
+        line.trim().parse().unwrap()
+    }
+
+    /// The sessions its log says it stopped because the gateway revoked them.
+    fn revoked(&self) -> BTreeSet<String> {
+        let log = self.log();
+        let lines = log.lines().filter(|l| l.contains("revoked on the gateway; stopping it"));
+        lines.filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("session="))).map(str::to_string).collect()
     }
 }
 
@@ -378,16 +395,20 @@ impl Harness {
             .spawn()
             .unwrap();
         let process = Process(Arc::new(Mutex::new(child)));
+        let mut http = None;
         until(
             || format!("worker {id} to say it runs"),
             || {
                 let exited = process.exited();
                 assert!(exited.is_none(), "worker exited {exited:?}: {}", std::fs::read_to_string(&log).unwrap());
-                std::fs::read_to_string(&out).unwrap_or_default().contains(&format!("hivegate worker {id}:"))
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                let said = text.lines().find(|l| l.starts_with(&format!("hivegate worker {id}:")));
+                http = said.and_then(|l| l.split_whitespace().find_map(|w| w.strip_suffix("/health")).map(str::to_string));
+                http.is_some()
             },
         )
         .await;
-        Worker { process, log }
+        Worker { process, log, http: http.unwrap() }
     }
 
     /// Where each of the run's children runs or ran, as `sessions list` says.
@@ -704,4 +725,38 @@ async fn a_tree_on_workers_survives_a_gateway_kill_9() {
     let gateway = harness.serve().await;
     assert_tree_ended_ok(&harness, &gateway, &run).await;
     assert_eq!(harness.requests("executor").len(), PARTS, "the workers ran each executor once");
+}
+
+/// Killing a tree reaches its sessions on workers: the operator aborts the brain with
+/// its 20 executors mid-call (slow) on two workers; the gateway revokes each in the
+/// database, the workers are told by NOTIFY and stop them, within seconds, long before
+/// any executor would have answered.
+#[actix_rt::test]
+async fn killing_a_tree_stops_its_sessions_on_workers() {
+    let Some(database) = workers_database().await else { return };
+    let mut harness = Harness::with_store("", true, Some(&database.url));
+    let gateway = harness.serve().await;
+    let w1 = harness.worker("w1").await;
+    let w2 = harness.worker("w2").await;
+    harness.start_run(&gateway, "twenty parts").await;
+    harness.until_executor_requests(PARTS, &gateway).await;
+    let running = w1.active("executor").await + w2.active("executor").await;
+    assert_eq!(running, PARTS, "the 20 executors run on the workers");
+
+    let aborted = harness.command(&gateway, &["sessions", "abort", "agent:brain:main"]).await;
+    assert_eq!(aborted.status.code(), Some(0), "{}", String::from_utf8_lossy(&aborted.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = w1.active("executor").await + w2.active("executor").await;
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} executors still run on the workers 10 s after the abort");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let revoked: BTreeSet<String> = w1.revoked().union(&w2.revoked()).cloned().collect();
+    assert_eq!(revoked.len(), PARTS, "each worker stopped its sessions as revoked: {revoked:?}");
+    let placed = harness.placements(&gateway).await;
+    assert_eq!(placed.len(), PARTS, "{placed:?}");
+    assert_eq!(harness.requests("executor").len(), PARTS, "no executor ran again");
 }
