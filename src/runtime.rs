@@ -125,13 +125,14 @@ impl Runtime {
         let Wiring { model, in_flight, metrics, server, http_addr, state } = wiring;
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
-        let mut db = store::open(state_dir)?;
+        let store_url = config.store_url.as_ref().map(store::DatabaseUrl::expose);
+        let mut db = store::open(state_dir, store_url)?;
         let book = load_pairing(&db)?;
         db.prune(config.limits.max_retained_sessions)?;
         let durable = db.load(config.limits.max_retained_sessions)?;
         // Counted on disk before anything resumes: a start that crashes counts.
         db.count_start()?;
-        let store = Store::start(db, state_dir.join(store::DB_FILE).display().to_string())?;
+        let store = Store::start(db, store::location(state_dir, store_url))?;
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
         let hub_addr = hub_ctx.address();
