@@ -423,4 +423,6 @@ pub fn location(state_dir: &Path, url: Option<&str>) -> String {
 }
 
 #[cfg(test)]
+mod testdb;
+#[cfg(test)]
 mod tests;

@@ -683,3 +683,6 @@ fn connection_lost(e: &postgres::Error) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests;
