@@ -296,9 +296,8 @@ impl Authority {
         workspace: Option<Workspace>,
     ) -> Capability {
         let root = |limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None });
-        let deadline = grant
-            .deadline_ms
-            .map(|ms| Instant::now() + std::time::Duration::from_millis(ms.saturating_sub(now_ms)));
+        let deadline =
+            grant.deadline_ms.map(|ms| Instant::now() + std::time::Duration::from_millis(ms.saturating_sub(now_ms)));
         Capability(Arc::new(Inner {
             principal,
             scopes: ScopeSet::from_bits(grant.scopes).intersect(agent_scopes),

@@ -2,8 +2,8 @@
 //! [`Config`]. This is the only module that reads the environment (with
 //! [`crate::telemetry`], which reads `RUST_LOG` and `OTEL_*` at start-up): provider API keys
 //! (by the variable each provider names), the gateway token (`HIVEGATE_GATEWAY_TOKEN`
-//! unless `gateway.token_env` names another), `HIVEGATE_STATE_DIR`, `HIVEGATE_CONFIG`
-//! and `HOME`.
+//! unless `gateway.token_env` names another), `HIVEGATE_STATE_DIR`,
+//! `HIVEGATE_DATABASE_URL`, `HIVEGATE_CONFIG` and `HOME`.
 //!
 //! ```toml
 //! [gateway]
@@ -19,6 +19,11 @@
 //! default_agent = "brain"                 # what an operator's `agent` runs when it names none
 //! shutdown_grace_seconds = 30             # SIGTERM: how long runs get to reach a step boundary
 //! threads = 4                  # session threads and HTTP workers; default: one per core
+//!
+//! [store]                      # default: SQLite in state_dir (hivegate.sqlite3)
+//! url = "postgres://hivegate:PASSWORD@db.example:5432/hivegate"   # Postgres instead;
+//!                              # HIVEGATE_DATABASE_URL overrides it, and `serve
+//!                              # --database-url` both. No TLS yet: sslmode=disable|prefer
 //!
 //! [recovery]                   # runs left running by a crash or a stop resume at the next start
 //! stale_after_seconds = 86400  # a run started longer ago than this is finalized `interrupted`
@@ -76,6 +81,7 @@ use serde::Deserialize;
 use crate::model::pricing::{Price, Pricing};
 use crate::model::retry::RetryPolicy;
 use crate::model::{Api, Provider, Providers, TrustedCa};
+pub use crate::store::DatabaseUrl;
 
 /// The name of the builtin offline provider; its base URL is the gateway's own.
 pub const BUILTIN_PROVIDER: &str = "builtin";
@@ -102,6 +108,8 @@ struct RawConfig {
     #[serde(default)]
     recovery: RawRecovery,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     workspace: RawWorkspace,
     #[serde(default)]
     mcp_servers: BTreeMap<String, RawMcpServer>,
@@ -119,6 +127,12 @@ struct RawMcpServer {
     env: BTreeMap<String, String>,
     url: Option<String>,
     timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +193,9 @@ pub fn timeout_from_secs(seconds: f64) -> Result<Duration, String> {
         _ => Err(format!("must be at most {} seconds, got {seconds}", MAX_TIMEOUT.as_secs())),
     }
 }
+
+/// The environment variable with the Postgres URL of the durable store.
+pub const DATABASE_URL_ENV: &str = "HIVEGATE_DATABASE_URL";
 
 /// The default environment variable for the gateway token.
 pub const TOKEN_ENV: &str = "HIVEGATE_GATEWAY_TOKEN";
@@ -307,6 +324,10 @@ pub struct Config {
     /// Where durable state (the SQLite database) lives. Empty means a fresh temporary
     /// directory owned by the runtime and removed with it (demo, run, tests).
     pub state_dir: PathBuf,
+    /// The Postgres database that holds the durable state instead of SQLite in
+    /// `state_dir` (`[store] url`, `HIVEGATE_DATABASE_URL`, `serve --database-url`);
+    /// `None`: SQLite. Its `Debug` hides the password.
+    pub store_url: Option<DatabaseUrl>,
     /// Browser `Origin`s allowed to open the WebSocket; any other Origin is refused.
     pub allowed_origins: Vec<String>,
     /// Silently pair new devices that connect directly over loopback (off by default).
@@ -328,21 +349,6 @@ pub struct Config {
     /// Session threads (each runs whole trees: one gateway shard on its own arbiter)
     /// and HTTP workers; one per core unless `gateway.threads` says otherwise.
     pub threads: usize,
-    /// The Postgres database shared with workers (`[store] url`); `None`: SQLite in the
-    /// state directory.
-    pub store_url: Option<Secret>,
-}
-
-/// A database URL as logs and messages may show it: any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(an unparsable URL)".to_string(),
-    }
 }
 
 /// Bounds on what WebSocket peers can make the gateway hold.
@@ -378,6 +384,7 @@ impl Default for Config {
             pricing: Pricing::default(),
             gateway_token: None,
             state_dir: PathBuf::from(".hivegate"),
+            store_url: None,
             allowed_origins: Vec::new(),
             auto_approve_local: false,
             sockets: SocketLimits::default(),
@@ -387,7 +394,6 @@ impl Default for Config {
             workspace: None,
             mcp_servers: Vec::new(),
             threads: default_threads(),
-            store_url: None,
         }
     }
 }
@@ -532,8 +538,19 @@ impl Config {
             (Some(dir), None) => dir,
             (None, None) => env("HOME").map(|home| Path::new(&home).join(".hivegate")).unwrap_or(defaults.state_dir),
         };
+        let store_url = match env(DATABASE_URL_ENV).filter(|u| !u.is_empty()) {
+            Some(url) => {
+                Some(DatabaseUrl::parse(&url).map_err(|e| ConfigError::Invalid(format!("{DATABASE_URL_ENV}: {e}")))?)
+            }
+            None => raw
+                .store
+                .url
+                .map(|url| DatabaseUrl::parse(&url).map_err(|e| ConfigError::Invalid(format!("store.url: {e}"))))
+                .transpose()?,
+        };
         Ok(Config {
             bind,
+            store_url,
             agents_dir: raw.gateway.agents_dir,
             limits,
             providers,
@@ -549,7 +566,6 @@ impl Config {
             workspace: raw.workspace.root,
             mcp_servers: validate_mcp(raw.mcp_servers)?,
             threads,
-            store_url: None,
         })
     }
 }
@@ -812,6 +828,38 @@ mod tests {
         assert_eq!(format!("{:?}", config.gateway_token), "Some(Secret(<redacted>))");
         let home = |v: &str| (v == "HOME").then(|| "/home/u".to_string());
         assert_eq!(Config::from_toml("", "t", home).unwrap().state_dir, PathBuf::from("/home/u/.hivegate"));
+    }
+
+    #[test]
+    fn the_store_url_comes_from_the_environment_over_the_file_and_hides_its_password() {
+        let none = |_: &str| None;
+        assert!(Config::from_toml("", "t", none).unwrap().store_url.is_none());
+        let file = "[store]\nurl = \"postgres://hg:filepw12@db:5432/hivegate\"\n";
+        let config = Config::from_toml(file, "t", none).unwrap();
+        assert_eq!(config.store_url.as_ref().map(DatabaseUrl::expose), Some("postgres://hg:filepw12@db:5432/hivegate"));
+        let env = |v: &str| (v == DATABASE_URL_ENV).then(|| "postgresql://hg:envpw123@other/hg".to_string());
+        let config = Config::from_toml(file, "t", env).unwrap();
+        assert_eq!(config.store_url.as_ref().map(DatabaseUrl::expose), Some("postgresql://hg:envpw123@other/hg"));
+        let debug = format!("{config:?}");
+        assert!(debug.contains("store_url: Some(DatabaseUrl(postgresql://hg:***@other/hg))"), "{debug}");
+        assert!(!debug.contains("envpw123"), "{debug}");
+        let empty = |v: &str| (v == DATABASE_URL_ENV).then(String::new);
+        assert!(Config::from_toml(file, "t", empty).unwrap().store_url.is_some());
+        for (text, env_url, expected) in [
+            ("[store]\nurl = \"mysql://r:filepw12@h/d\"\n", None, "store.url: invalid database URL mysql://…"),
+            ("", Some("sqlite:///tmp/x"), "HIVEGATE_DATABASE_URL: invalid database URL sqlite://…"),
+            (
+                "[store]\nurl = \"postgres://u:filepw12@h/d?sslmode=require\"\n",
+                None,
+                "store.url: the database URL postgres://u:***@h/d?sslmode=require asks for TLS",
+            ),
+            ("[store]\nuri = \"postgres://h/d\"\n", None, "unknown field `uri`"),
+        ] {
+            let env = |v: &str| if v == DATABASE_URL_ENV { env_url.map(str::to_string) } else { None };
+            let err = Config::from_toml(text, "t", env).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains("filepw12"), "{err}");
+        }
     }
 
     #[test]

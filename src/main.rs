@@ -5,7 +5,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = hivegate::cli::Cli::parse();
-    let default_level = if matches!(cli.command, hivegate::cli::Command::Serve(_) | hivegate::cli::Command::Worker(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, hivegate::cli::Command::Serve(_) | hivegate::cli::Command::Worker(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let telemetry = hivegate::telemetry::init(default_level);
     let code = match hivegate::cli::run(cli) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -20,6 +20,7 @@ use anyhow::Context as _;
 
 use crate::agent::Agents;
 use crate::config::{Config, BUILTIN_PROVIDER};
+use crate::gateway::remote::Remote;
 use crate::gateway::{Gateway, GatewayHandle, Recover, Recovered, Registry, Stats};
 use crate::http::{routes, HttpState, HttpStateSlot};
 use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
@@ -30,7 +31,6 @@ use crate::pairing::{NodeCommandPolicy, PairingBook, PairingState, SilentApprova
 use crate::protocol::Policy;
 use crate::store::{self, Backend, Store};
 use crate::telemetry::Metrics;
-use crate::gateway::remote::Remote;
 use crate::tools::workspace::Workspace;
 use crate::worker::token::GatewayKey;
 use crate::ws::gate::PreAuthGate;
@@ -157,19 +157,32 @@ impl Runtime {
         let Wiring { model, in_flight, metrics, server, http_addr, state, role } = wiring;
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
-        let mut db = store::open(state_dir)?;
-        let book = load_pairing(&db)?;
-        let durable = match role {
-            Role::Gateway => {
-                db.prune(config.limits.max_retained_sessions)?;
-                let durable = db.load(config.limits.max_retained_sessions)?;
-                // Counted on disk before anything resumes: a start that crashes counts.
-                db.count_start()?;
-                Some(durable)
-            }
-            Role::Worker(_) => None,
-        };
-        let store = Store::start(db, state_dir.join(store::DB_FILE).display().to_string())?;
+        let store_url = config.store_url.as_ref().map(store::DatabaseUrl::expose);
+        let gateway_role = matches!(role, Role::Gateway);
+        let retained = config.limits.max_retained_sessions;
+        // Opened and read on a thread of its own: Postgres's blocking client drives a
+        // runtime of its own, which cannot run on this thread (an async one).
+        let opened = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> anyhow::Result<_> {
+                    let mut db = store::open(state_dir, store_url)?;
+                    let book = load_pairing(&db)?;
+                    let durable = if gateway_role {
+                        db.prune(retained)?;
+                        let durable = db.load(retained)?;
+                        // Counted on disk before anything resumes: a start that crashes counts.
+                        db.count_start()?;
+                        Some(durable)
+                    } else {
+                        // A worker recovers nothing: the gateway does.
+                        None
+                    };
+                    Ok((db, book, durable))
+                })
+                .join()
+        });
+        let (db, book, durable) = opened.map_err(|_| anyhow::anyhow!("opening the store failed unexpectedly"))??;
+        let store = Store::start(db, store::location(state_dir, store_url))?;
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();
         let hub_addr = hub_ctx.address();
@@ -205,7 +218,7 @@ impl Runtime {
         let gateway = gateway.start_shards(&handles);
         let listener = match (store_url, &public_key) {
             (Some(url), Some(public)) => {
-                let shown = crate::config::redact_url(&url);
+                let shown = crate::store::redact(&url);
                 Some(crate::worker::listener(url, shown, gateway.clone(), public.clone())?)
             }
             _ => None,

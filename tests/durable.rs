@@ -280,7 +280,10 @@ impl Worker {
     fn revoked(&self) -> BTreeSet<String> {
         let log = self.log();
         let lines = log.lines().filter(|l| l.contains("revoked on the gateway; stopping it"));
-        lines.filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("session="))).map(str::to_string).collect()
+        lines
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("session=")))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -403,7 +406,8 @@ impl Harness {
                 assert!(exited.is_none(), "worker exited {exited:?}: {}", std::fs::read_to_string(&log).unwrap());
                 let text = std::fs::read_to_string(&out).unwrap_or_default();
                 let said = text.lines().find(|l| l.starts_with(&format!("hivegate worker {id}:")));
-                http = said.and_then(|l| l.split_whitespace().find_map(|w| w.strip_suffix("/health")).map(str::to_string));
+                http =
+                    said.and_then(|l| l.split_whitespace().find_map(|w| w.strip_suffix("/health")).map(str::to_string));
                 http.is_some()
             },
         )
@@ -676,7 +680,7 @@ async fn sigterm_refuses_new_runs_and_active_ones_resume_after_restart() {
 
 /// Skip (saying why) unless a Postgres for tests can be had; a fresh database in it.
 async fn workers_database() -> Option<common::postgres::TestDatabase> {
-    common::postgres::TestDatabase::create("durable workers").await
+    tokio::task::spawn_blocking(|| common::postgres::TestDatabase::create("tests/durable.rs (workers)")).await.unwrap()
 }
 
 /// The done-when for workers: a gateway and two `hivegate worker` processes run
@@ -755,7 +759,13 @@ async fn killing_a_tree_stops_its_sessions_on_workers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let revoked: BTreeSet<String> = w1.revoked().union(&w2.revoked()).cloned().collect();
-    assert_eq!(revoked.len(), PARTS, "each worker stopped its sessions as revoked: {revoked:?}");
+    assert_eq!(
+        revoked.len(),
+        PARTS,
+        "each worker stopped its sessions as revoked: {revoked:?}\n{}\n{}",
+        w1.log(),
+        w2.log()
+    );
     let placed = harness.placements(&gateway).await;
     assert_eq!(placed.len(), PARTS, "{placed:?}");
     assert_eq!(harness.requests("executor").len(), PARTS, "no executor ran again");

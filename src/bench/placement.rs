@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use super::connections::{figures, median, run, Stamped, CHILD_AGENT, PARENT_AGENT, PROVIDER};
 use super::connections::{LoopbackProvider, Transport};
 use crate::agent::{self, Agents, Placement};
-use crate::config::{Config, Limits, Secret};
+use crate::config::{Config, Limits};
 use crate::gateway::remote::Held;
 use crate::gateway::Outcome;
 use crate::model::{Api, HttpModelClient, Provider};
@@ -73,7 +73,7 @@ async fn placed(
         bind: ([127, 0, 0, 1], 0).into(),
         limits: Limits::default(),
         state_dir: std::path::PathBuf::new(),
-        store_url: Some(Secret::new(url.to_string())),
+        store_url: Some(crate::store::DatabaseUrl::parse(url)?),
         ..Config::default()
     };
     let mut providers = config.providers.clone();
@@ -84,11 +84,12 @@ async fn placed(
     let gateway = Runtime::start_with_model_as(&config, agents(placement)?, model, Role::Gateway).await?;
     let held = Arc::new(Held::default());
     let worker_model = Arc::new(HttpModelClient::new(providers, &config.limits)?);
-    let worker = Runtime::start_with_model_as(&config, agents(placement)?, worker_model, Role::Worker(held.clone())).await?;
+    let worker =
+        Runtime::start_with_model_as(&config, agents(placement)?, worker_model, Role::Worker(held.clone())).await?;
     let key = gateway.gateway_key.as_deref().context("the gateway has no work queue")?;
     let settings = ClaimSettings {
         url: url.to_string(),
-        shown: crate::config::redact_url(url),
+        shown: crate::store::redact(url),
         worker: "bench".into(),
         agents: vec!["conn-child".into()],
         slots: 8,

@@ -70,6 +70,7 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     config.bind = ([127, 0, 0, 1], 0).into();
     // Ephemeral: this command pairs nothing and must not touch the durable state.
     config.state_dir = PathBuf::new();
+    config.store_url = None;
     super::choose_workspace(args.workspace.clone(), &mut config, std::env::current_dir()?, false)?;
     let agents = load_agents(&config)?;
     if agents.get(&args.agent).is_none() {

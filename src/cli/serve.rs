@@ -1,6 +1,6 @@
 //! `hivegate serve`: the gateway as a server until Ctrl-C or SIGTERM, then the one
 //! shutdown path. Runs survive both a stop and a crash: the next `serve` on the same
-//! state directory resumes them.
+//! state directory (or the same Postgres database, with `--database-url`) resumes them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use clap::Args;
 use super::load_agents;
 use crate::config::Config;
 use crate::runtime::Runtime;
+use crate::store::DatabaseUrl;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -30,6 +31,14 @@ pub struct ServeArgs {
     /// in; nothing outside it is reachable. Default: [workspace] root, else the workspace directory in the state directory.
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// Keep the durable state (pairing, sessions, transcripts, results owed) in this
+    /// Postgres database instead of SQLite in the state directory:
+    /// postgres://USER:PASSWORD@HOST:PORT/DB (sslmode=disable or prefer; no TLS yet).
+    /// Default: HIVEGATE_DATABASE_URL, else [store] url, else SQLite. Prefer the
+    /// variable for a URL with a password: a command line is visible to every local
+    /// user in the process list.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<DatabaseUrl>,
 }
 
 /// A `--bind` value.
@@ -63,6 +72,9 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     if let Some(port) = args.port {
         config.bind.set_port(port);
     }
+    if let Some(url) = args.database_url {
+        config.store_url = Some(url);
+    }
     if let Some(token) = args.token {
         if token.is_empty() {
             anyhow::bail!("--token is empty; give the shared gateway token, or leave the flag out");
@@ -86,12 +98,17 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     let default_workspace = config.state_dir.join("workspace");
     super::choose_workspace(args.workspace, &mut config, default_workspace, true)?;
     let agents = load_agents(&config)?;
+    let store = crate::store::location(&config.state_dir, config.store_url.as_ref().map(DatabaseUrl::expose));
+    let kind = if config.store_url.is_some() { "Postgres" } else { "SQLite" };
+    tracing::info!(store = %store, "opening the {kind} store");
     let runtime = Runtime::start(&config, agents).await?;
-    tracing::info!(addr = %runtime.http_addr, "gateway listening");
+    tracing::info!(addr = %runtime.http_addr, store = %store, "gateway listening");
     say(format_args!(
         "hivegate listening on http://{} (WebSocket gateway at /, health at /health, dashboard at /ui: `hivegate dashboard` prints its link)",
         runtime.http_addr
     ));
+    // After the first line: scripts read where it listens from that one.
+    say(format_args!("store: {kind} at {store}"));
     if let Some(key) = &runtime.gateway_key {
         say(format_args!("workers: hivegate worker --database-url ... --gateway-key {key}"));
     }
@@ -101,8 +118,8 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     let r = &runtime.recovered;
     if r.resumed + r.finalized + r.redelivered + r.undeliverable > 0 {
         say(format_args!(
-            "recovered from the last run of this state directory ({}): {} runs resumed, {} finalized, {} results delivered again, {} undeliverable",
-            config.state_dir.display(),
+            "recovered from the last run on this store ({}): {} runs resumed, {} finalized, {} results delivered again, {} undeliverable",
+            store,
             r.resumed,
             r.finalized,
             r.redelivered,
@@ -117,10 +134,7 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
     ));
     let resume = runtime.shutdown().await?;
     if resume > 0 {
-        say_err(format_args!(
-            "stopped; {resume} runs resume when `hivegate serve` starts again on {}",
-            config.state_dir.display()
-        ));
+        say_err(format_args!("stopped; {resume} runs resume when `hivegate serve` starts again on {store}"));
     }
     Ok(0)
 }

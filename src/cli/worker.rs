@@ -13,9 +13,10 @@ use clap::Args;
 use super::load_agents;
 use super::serve::{say, say_err, stop_signal};
 use crate::agent::Placement;
-use crate::config::{redact_url, Config, Secret};
+use crate::config::Config;
 use crate::gateway::remote::Held;
 use crate::runtime::{Role, Runtime};
+use crate::store::{redact as redact_url, DatabaseUrl};
 use crate::worker::{queue, token, ClaimSettings, DEFAULT_LEASE};
 
 #[derive(Debug, Args)]
@@ -59,7 +60,7 @@ const MAX_SLOTS: usize = 4096;
 pub async fn run(config_path: Option<PathBuf>, args: WorkerArgs) -> anyhow::Result<i32> {
     let mut config = Config::load(config_path.as_deref())?;
     if let Some(url) = args.database_url {
-        config.store_url = Some(Secret::new(url));
+        config.store_url = Some(DatabaseUrl::parse(&url)?);
     }
     let Some(url) = config.store_url.as_ref().map(|u| u.expose().to_string()) else {
         anyhow::bail!(
@@ -150,7 +151,8 @@ pub async fn run(config_path: Option<PathBuf>, args: WorkerArgs) -> anyhow::Resu
 /// `host-pid`.
 fn default_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(48).collect();
+    let host: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(48).collect();
     format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())
 }
 

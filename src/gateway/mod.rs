@@ -570,6 +570,11 @@ impl Gateway {
             reason
         });
         if from_worker.is_none() {
+            if self.registry.placement(key).is_some() {
+                // It ended here, not on its worker: the worker stops it. Before the end
+                // itself, which closes its row in the work queue.
+                self.journal.record(Record::Revoked { key: key.clone() });
+            }
             self.journal.record(Record::RunEnded(Box::new(RunEnd {
                 key: key.clone(),
                 run_id: run_id.clone(),
@@ -581,10 +586,6 @@ impl Gateway {
                 forget: stop_actor && cleanup == Cleanup::Delete && parent.is_some(),
                 announce,
             })));
-            if self.registry.placement(key).is_some() {
-                // It ended here, not on its worker: the worker stops it.
-                self.journal.record(Record::Revoked { key: key.clone() });
-            }
         }
         self.release(key);
         if let Some(reason) = undeliverable {

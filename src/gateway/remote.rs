@@ -180,8 +180,11 @@ impl Gateway {
     /// On a worker: start a claimed session under a stand-in for its parent.
     fn run_claimed(&mut self, msg: Claimed, ctx: &Context<Self>) -> Result<(), String> {
         let Claimed { token, usage, transcript, tool_results } = msg;
-        let agent =
-            self.agents.get(&token.agent_id).cloned().ok_or_else(|| format!("agent '{}' is not defined here", token.agent_id))?;
+        let agent = self
+            .agents
+            .get(&token.agent_id)
+            .cloned()
+            .ok_or_else(|| format!("agent '{}' is not defined here", token.agent_id))?;
         let model = crate::model::ModelRef::parse(&token.model).map_err(|e| format!("model {}: {e}", token.model))?;
         if self.registry.get(&token.key).is_some_and(|e| e.status == Status::Running) {
             return Err(format!("session {} already runs here", token.key));
@@ -204,7 +207,12 @@ impl Gateway {
                     call_id: None,
                     workspace: None,
                 },
-                run: RunRow { run_id: token.run_id.clone(), task: token.task.clone(), model, started_at_ms: token.issued_at_ms },
+                run: RunRow {
+                    run_id: token.run_id.clone(),
+                    task: token.task.clone(),
+                    model,
+                    started_at_ms: token.issued_at_ms,
+                },
             },
             status: StoredStatus::Running,
             outcome: None,

@@ -10,11 +10,16 @@
 //! operator-driven changes (the pairing book), transcript reads and shutdown's
 //! [`Store::flush`] wait for an answer.
 //!
-//! Backends implement [`Backend`]: [`sqlite::Sqlite`] is the embedded default; a
-//! second database is a second implementation of the same trait, driven by the same
-//! writer. [`recovery`] turns what a start finds ([`Durable`]) into what to do, as a
-//! pure function.
+//! Backends implement [`Backend`]: [`sqlite::Sqlite`] is the embedded default, one
+//! file in the state directory; [`postgres::Postgres`] holds the same tables in a
+//! Postgres database that several processes (and machines) can share, chosen with a
+//! database URL ([`open`]). Both are driven by the same writer, and share how rows
+//! become domain values ([`columns`]). [`recovery`] turns what a start finds
+//! ([`Durable`]) into what to do, as a pure function.
 
+mod columns;
+pub mod database_url;
+pub mod postgres;
 pub mod records;
 pub mod recovery;
 pub mod sqlite;
@@ -28,6 +33,7 @@ use tokio::sync::oneshot;
 
 use crate::keys::SessionKey;
 use crate::model::Message;
+pub use database_url::{redact, DatabaseUrl};
 pub use records::*;
 
 /// The database file inside the state directory.
@@ -43,10 +49,23 @@ pub enum StoreError {
     CreateDir { path: String, source: std::io::Error },
     #[error("cannot open the state database {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
-    #[error("the state database {path} has schema version {found}, newer than this hivegate understands ({}); upgrade hivegate", sqlite::SCHEMA_VERSION)]
-    TooNew { path: String, found: i64 },
+    #[error("the state database {path} has schema version {found}, newer than this hivegate understands ({known}); upgrade hivegate")]
+    TooNew { path: String, found: i64, known: i64 },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("invalid database URL {url}: {why}")]
+    DatabaseUrl { url: String, why: String },
+    #[error("the database URL {url} asks for TLS (sslmode={mode}), which hivegate does not support yet for Postgres; \
+             connect over a trusted network or a local socket with sslmode=disable, or through a TLS tunnel beside hivegate")]
+    TlsUnsupported { url: String, mode: String },
+    /// Opening a connection failed (at start, or again after a lost one). `message` is
+    /// what the driver said, without the password.
+    #[error("cannot connect to the state database {url}: {message}")]
+    Connect { url: String, message: String, source: ::postgres::Error },
+    #[error("state database error: {}", postgres::describe(.0))]
+    Postgres(#[from] ::postgres::Error),
+    #[error("cannot migrate the state database {url} to schema version {version} ({name}): {message}")]
+    Migration { url: String, version: i64, name: &'static str, message: String },
     #[error("cannot encode state: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("the state database holds something this hivegate cannot read ({0}); restore a backup or move the state directory away")]
@@ -57,11 +76,21 @@ pub enum StoreError {
 
 impl StoreError {
     /// A failure that may pass: the database is busy or locked by another process, the
-    /// disk is full, or an I/O error.
+    /// disk is full, or an I/O error; for Postgres, also a lost or refused connection,
+    /// a server shutting down or out of resources, a serialization failure or deadlock
+    /// ([`postgres::is_transient`]).
     pub fn is_transient(&self) -> bool {
         use rusqlite::ErrorCode::*;
-        matches!(self, StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
-            if matches!(e.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen))
+        match self {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen)
+            }
+            // Whatever keeps a connection from being made is about the server or the
+            // network, never the records: they wait.
+            StoreError::Connect { .. } => true,
+            StoreError::Postgres(e) => postgres::is_transient(e),
+            _ => false,
+        }
     }
 }
 
@@ -84,6 +113,32 @@ pub trait Backend: Send + 'static {
     /// Forget ended sessions beyond the newest `keep` (with their transcripts) and
     /// delivered results older than them.
     fn prune(&mut self, keep: usize) -> Result<(), StoreError>;
+}
+
+/// The writer drives a boxed backend as it drives a concrete one: one virtual call per
+/// batch.
+impl Backend for Box<dyn Backend> {
+    fn apply(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        (**self).apply(batch)
+    }
+    fn save_snapshot(&mut self, name: &str, version: u32, json: &str) -> Result<(), StoreError> {
+        (**self).save_snapshot(name, version, json)
+    }
+    fn load_snapshot(&self, name: &str) -> Result<Option<(u32, String)>, StoreError> {
+        (**self).load_snapshot(name)
+    }
+    fn load(&self, recent: usize) -> Result<Durable, StoreError> {
+        (**self).load(recent)
+    }
+    fn transcript(&self, key: &SessionKey) -> Result<Vec<Message>, StoreError> {
+        (**self).transcript(key)
+    }
+    fn count_start(&mut self) -> Result<(), StoreError> {
+        (**self).count_start()
+    }
+    fn prune(&mut self, keep: usize) -> Result<(), StoreError> {
+        (**self).prune(keep)
+    }
 }
 
 pub use crate::hub::now_ms;
@@ -348,10 +403,26 @@ fn answer(backend: &mut impl Backend, command: Command, path: &str) {
     }
 }
 
-/// Open the embedded database in `state_dir`.
-pub fn open(state_dir: &Path) -> Result<sqlite::Sqlite, StoreError> {
-    sqlite::Sqlite::open(state_dir)
+/// Open the durable store: the Postgres database at `url` when one is given (a
+/// `postgres://` or `postgresql://` URL; anything else is refused), else the embedded
+/// SQLite database in `state_dir`. Either is migrated to this hivegate's schema first.
+pub fn open(state_dir: &Path, url: Option<&str>) -> Result<Box<dyn Backend>, StoreError> {
+    Ok(match url {
+        Some(url) => Box::new(postgres::Postgres::connect(url)?),
+        None => Box::new(sqlite::Sqlite::open(state_dir)?),
+    })
 }
 
+/// Where [`open`] keeps the state, as it may be shown: the SQLite file, or the database
+/// URL without its password.
+pub fn location(state_dir: &Path, url: Option<&str>) -> String {
+    match url {
+        Some(url) => redact(url),
+        None => state_dir.join(DB_FILE).display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod testdb;
 #[cfg(test)]
 mod tests;

@@ -19,18 +19,16 @@
 //!
 //! Every batch of records is one transaction: a crash keeps all of it or none of it.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::columns::{self, SessionColumns, SpawnJson};
 use super::records::*;
 use super::{now_ms, Backend, StoreError, BUSY_TIMEOUT, DB_FILE};
-use crate::gateway::{Cleanup, Outcome};
 use crate::keys::{RunId, SessionKey};
-use crate::model::thinking::Thinking;
-use crate::model::{Message, ModelRef, Reasoning, Usage};
+use crate::model::Message;
 
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -112,7 +110,7 @@ impl Sqlite {
         conn.set_prepared_statement_cache_capacity(64);
         let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { path: display, found });
+            return Err(StoreError::TooNew { path: display, found, known: SCHEMA_VERSION });
         }
         for (version, migration) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
             conn.execute_batch(&format!("BEGIN; {migration} PRAGMA user_version = {}; COMMIT;", version + 1))?;
@@ -250,17 +248,7 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
     match record {
         Record::SessionStarted(row) => {
             let s = &row.spawned;
-            let spawn = SpawnJson {
-                label: row.label.as_deref().map(Cow::Borrowed),
-                model_explicit: s.model_explicit,
-                thinking: s.thinking.map(|t| Cow::Borrowed(t.as_str())),
-                cleanup: s.cleanup,
-                stays: s.stays,
-                forked: s.forked,
-                grant: s.grant,
-                call_id: s.call_id.as_deref().map(Cow::Borrowed),
-                workspace: s.workspace.as_deref().map(Cow::Borrowed),
-            };
+            let spawn = SpawnJson::of(row);
             // A new actor for a main session that had one before (started again after
             // a restart or a reset) begins a new conversation. (A child's key is new.)
             if row.parent.is_none() {
@@ -310,8 +298,7 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
                     .query_row(params![key.as_str()], |r| r.get(0))
                     .optional()?;
                 if let Some(json) = spawn_json {
-                    let mut spawn: SpawnJson =
-                        serde_json::from_str(&json).map_err(|e| corrupt("a session's spawn record", e))?;
+                    let mut spawn = SpawnJson::parse(&json)?;
                     spawn.grant = *grant;
                     st.exec(
                         "UPDATE sessions SET spawn_json = ?2 WHERE key = ?1",
@@ -330,10 +317,7 @@ fn apply_one(st: &mut Statements, record: &Record, now: u64) -> Result<(), Store
             for (i, message) in messages.iter().enumerate() {
                 let seq = first_seq + i as u32;
                 let announce = delivered.get(&seq).copied();
-                let reasoning = match message {
-                    Message::Assistant { reasoning: Some(r), .. } => Some(serde_json::to_string(&**r)?),
-                    _ => None,
-                };
+                let reasoning = columns::reasoning_json(message)?;
                 insert.execute(params![
                     key.as_str(),
                     seq,
@@ -432,33 +416,6 @@ fn insert_announce(st: &mut Statements, announce: Option<&Announce>, now: u64) -
     Ok(())
 }
 
-/// How a session was spawned, as one column: read back only at a start. Written with
-/// what it borrows from the record, and without the fields at their defaults (most of
-/// them, for most sessions): this column is a large part of the writer's work per spawn.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SpawnJson<'a> {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    label: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    model_explicit: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    thinking: Option<Cow<'a, str>>,
-    cleanup: Cleanup,
-    #[serde(default, skip_serializing_if = "is_false")]
-    stays: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
-    forked: bool,
-    grant: Grant,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    call_id: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    workspace: Option<Cow<'a, str>>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
 /// A batch's statements, each taken from the connection's cache once per batch: the
 /// cache finds a statement by hashing its SQL text, which cost more than some of
 /// these writes when done for every record (about 15% of the writer's work).
@@ -488,22 +445,6 @@ fn exec(tx: &Transaction, sql: &str, params: impl rusqlite::Params) -> Result<us
     Ok(tx.prepare_cached(sql)?.execute(params)?)
 }
 
-fn outcome_of(s: &str) -> Option<Outcome> {
-    Some(match s {
-        "ok" => Outcome::Ok,
-        "error" => Outcome::Error,
-        "timeout" => Outcome::Timeout,
-        "killed" => Outcome::Killed,
-        "interrupted" => Outcome::Interrupted,
-        _ => return None,
-    })
-}
-
-/// A stored value that does not parse: the state was written by something else.
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
 impl Sqlite {
     fn sessions(&self, recent: usize) -> Result<Vec<StoredSession>, StoreError> {
         let mut stmt = self.conn.prepare(
@@ -514,77 +455,29 @@ impl Sqlite {
              ORDER BY rowid",
         )?;
         let rows = stmt.query_map(params![recent.min(i64::MAX as usize) as i64], |row| {
-            Ok((
-                (
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Option<String>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                    row.get::<_, String>(4)?,
-                ),
-                (
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, String>(7)?,
-                    row.get::<_, String>(8)?,
-                    row.get::<_, Option<String>>(9)?,
-                    row.get::<_, Option<String>>(10)?,
-                    row.get::<_, String>(11)?,
-                    row.get::<_, i64>(12)?,
-                    row.get::<_, Option<i64>>(13)?,
-                    row.get::<_, u32>(14)?,
-                    row.get::<_, u32>(15)?,
-                    row.get::<_, Option<String>>(16)?,
-                ),
-            ))
+            Ok(SessionColumns {
+                key: row.get(0)?,
+                parent: row.get(1)?,
+                agent_id: row.get(2)?,
+                parent_run_id: row.get(3)?,
+                spawn_json: row.get(4)?,
+                run_id: row.get(5)?,
+                task: row.get(6)?,
+                model: row.get(7)?,
+                status: row.get(8)?,
+                outcome: row.get(9)?,
+                final_text: row.get(10)?,
+                usage_json: row.get(11)?,
+                started_at_ms: row.get(12)?,
+                ended_at_ms: row.get(13)?,
+                resumes: row.get(14)?,
+                follow_ups: row.get(15)?,
+                follow_up_task: row.get(16)?,
+            })
         })?;
         let mut sessions = Vec::new();
         for row in rows {
-            let ((key, parent, agent_id, parent_run, spawn), run) = row?;
-            let (
-                run_id,
-                task,
-                model,
-                status,
-                outcome,
-                final_text,
-                usage,
-                started,
-                ended,
-                resumes,
-                follow_ups,
-                follow_up,
-            ) = run;
-            let model = ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?;
-            let spawn: SpawnJson = serde_json::from_str(&spawn).map_err(|e| corrupt("a session's spawn record", e))?;
-            sessions.push(StoredSession {
-                row: SessionRow {
-                    key: SessionKey::from(key.as_str()),
-                    parent: parent.as_deref().map(SessionKey::from),
-                    agent_id: agent_id.into(),
-                    label: spawn.label.map(Cow::into_owned),
-                    spawned: Spawned {
-                        model_explicit: spawn.model_explicit,
-                        thinking: spawn.thinking.as_deref().and_then(Thinking::parse),
-                        cleanup: spawn.cleanup,
-                        stays: spawn.stays,
-                        forked: spawn.forked,
-                        grant: spawn.grant,
-                        parent_run_id: parent_run.as_deref().map(RunId::from),
-                        call_id: spawn.call_id.map(Cow::into_owned),
-                        workspace: spawn.workspace.map(|w| w.into_owned().into_boxed_str()),
-                    },
-                    run: RunRow { run_id: RunId::from(run_id.as_str()), task, model, started_at_ms: started as u64 },
-                },
-                status: StoredStatus::parse(&status),
-                outcome: outcome.as_deref().and_then(outcome_of),
-                final_text,
-                usage: serde_json::from_str::<Usage>(&usage).unwrap_or_default(),
-                ended_at_ms: ended.map(|e| e as u64),
-                resumes,
-                follow_ups,
-                follow_up_task: follow_up,
-            });
+            sessions.push(row?.into_stored()?);
         }
         Ok(sessions)
     }
@@ -605,17 +498,7 @@ impl Sqlite {
         let mut messages = Vec::new();
         for row in rows {
             let (run_id, json, reasoning, announce, seq) = row?;
-            let mut message: Message = serde_json::from_str(&json).map_err(|e| corrupt("a transcript message", e))?;
-            if let (Message::Assistant { reasoning: slot, .. }, Some(r)) = (&mut message, reasoning) {
-                let blocks: Vec<Reasoning> = serde_json::from_str(&r).map_err(|e| corrupt("a turn's reasoning", e))?;
-                *slot = crate::model::boxed(blocks);
-            }
-            messages.push(StoredMessage {
-                seq,
-                run_id: RunId::from(run_id.as_str()),
-                message,
-                delivers: announce.as_deref().map(RunId::from),
-            });
+            messages.push(columns::stored_message(seq, &run_id, &json, reasoning.as_deref(), announce.as_deref())?);
         }
         Ok(messages)
     }
@@ -647,16 +530,8 @@ impl Sqlite {
             if !runs.contains(&parent_run) {
                 continue;
             }
-            let spawn: SpawnJson = serde_json::from_str(&spawn).map_err(|e| corrupt("a session's spawn record", e))?;
-            children.entry(parent_run).or_default().push(Child {
-                key: SessionKey::from(key.as_str()),
-                call_id: spawn.call_id.map(Cow::into_owned),
-                run_id: RunId::from(run_id.as_str()),
-                model: ModelRef::parse(&model).map_err(|e| corrupt("a run's model", e))?,
-                stays: spawn.stays,
-                forked: spawn.forked,
-                follow_ups,
-            });
+            let child = columns::child(&key, &spawn, &run_id, &model, follow_ups)?;
+            children.entry(parent_run).or_default().push(child);
         }
         Ok(children)
     }

@@ -1,10 +1,71 @@
+//! The store's behaviour, on both backends: each test in [`on_both_backends!`] runs
+//! once on SQLite (a temporary directory) and once on Postgres (a database of its own,
+//! [`super::testdb`]; skipped with a message when there is no server). Tests of one
+//! backend's own machinery follow, and the Postgres ones are in `postgres/tests.rs`.
+
 use super::sqlite::Sqlite;
+use super::testdb::TestDatabase;
 use super::*;
 use crate::gateway::Outcome;
 use crate::keys::RunId;
 use crate::model::{ModelRef, Usage};
 
-fn main_row(key: &str, run: &str) -> SessionRow {
+/// A fresh, empty database of one backend for one test.
+pub(super) enum Fresh {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDatabase),
+}
+
+impl Fresh {
+    fn sqlite() -> Fresh {
+        Fresh::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres(test: &str) -> Option<Fresh> {
+        TestDatabase::create(test).map(Fresh::Postgres)
+    }
+
+    /// A connection to it (migrating it the first time); several may be open at once.
+    fn open(&self) -> Box<dyn Backend> {
+        match self {
+            Fresh::Sqlite(dir) => open(dir.path(), None).unwrap(),
+            Fresh::Postgres(db) => open(Path::new("/nonexistent"), Some(&db.url)).unwrap(),
+        }
+    }
+}
+
+/// Each named test (a function taking a [`Fresh`] database) as a `#[test]` on each
+/// backend: `on_sqlite::NAME` and `on_postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Fresh::sqlite());
+            })*
+        }
+        mod on_postgres {
+            $(#[test]
+            fn $test() {
+                if let Some(db) = super::Fresh::postgres(stringify!($test)) {
+                    super::$test(&db);
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_start_finds_running_runs_with_transcripts_tool_results_children_and_undelivered_results,
+    a_result_counts_as_delivered_only_with_the_message_that_carries_it,
+    the_writer_commits_what_is_queued_and_flush_waits_for_it,
+    a_start_is_counted_before_anything_runs_a_clean_stop_resets_it_and_old_history_is_pruned,
+    a_main_session_started_again_begins_a_new_conversation_and_moves_to_the_newest,
+    follow_ups_and_new_grants_are_recorded_and_forgotten_sessions_leave_nothing,
+    snapshots_are_replaced_whole,
+);
+
+pub(super) fn main_row(key: &str, run: &str) -> SessionRow {
     let grant = Grant { scopes: 3, max_depth: 2, deadline_ms: Some(now_ms() + 60_000), ..Grant::default() };
     let run = RunRow {
         run_id: run.into(),
@@ -15,7 +76,7 @@ fn main_row(key: &str, run: &str) -> SessionRow {
     SessionRow::main(key.into(), "brain".into(), grant, run)
 }
 
-fn child_row(key: &str, parent: &str, parent_run: &str, run: &str, call: &str) -> SessionRow {
+pub(super) fn child_row(key: &str, parent: &str, parent_run: &str, run: &str, call: &str) -> SessionRow {
     let mut row = main_row(key, run);
     row.parent = Some(parent.into());
     row.agent_id = "executor".into();
@@ -28,11 +89,11 @@ fn child_row(key: &str, parent: &str, parent_run: &str, run: &str, call: &str) -
     row
 }
 
-fn user(text: &str) -> Message {
+pub(super) fn user(text: &str) -> Message {
     Message::User { content: text.into() }
 }
 
-fn messages(key: &str, run: &str, first_seq: u32, texts: &[&str], delivers: Vec<(u32, &str)>) -> Record {
+pub(super) fn messages(key: &str, run: &str, first_seq: u32, texts: &[&str], delivers: Vec<(u32, &str)>) -> Record {
     Record::Messages(Box::new(Journaled {
         key: key.into(),
         run_id: run.into(),
@@ -42,7 +103,7 @@ fn messages(key: &str, run: &str, first_seq: u32, texts: &[&str], delivers: Vec<
     }))
 }
 
-fn ended(key: &str, run: &str, parent: Option<(&str, &str)>) -> Record {
+pub(super) fn ended(key: &str, run: &str, parent: Option<(&str, &str)>) -> Record {
     Record::RunEnded(Box::new(RunEnd {
         key: key.into(),
         run_id: run.into(),
@@ -61,14 +122,12 @@ fn ended(key: &str, run: &str, parent: Option<(&str, &str)>) -> Record {
     }))
 }
 
-const MAIN: &str = "agent:brain:main";
-const C1: &str = "agent:executor:subagent:1";
-const C2: &str = "agent:executor:subagent:2";
+pub(super) const MAIN: &str = "agent:brain:main";
+pub(super) const C1: &str = "agent:executor:subagent:1";
+pub(super) const C2: &str = "agent:executor:subagent:2";
 
-#[test]
-fn a_start_finds_running_runs_with_transcripts_tool_results_children_and_undelivered_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = Sqlite::open(dir.path()).unwrap();
+fn a_start_finds_running_runs_with_transcripts_tool_results_children_and_undelivered_results(fresh: &Fresh) {
+    let mut db = fresh.open();
     db.apply(&[
         Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
         messages(MAIN, "r0", 0, &["system", "plan"], vec![]),
@@ -137,10 +196,8 @@ impl SessionRow {
     }
 }
 
-#[test]
-fn a_result_counts_as_delivered_only_with_the_message_that_carries_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = Sqlite::open(dir.path()).unwrap();
+fn a_result_counts_as_delivered_only_with_the_message_that_carries_it(fresh: &Fresh) {
+    let mut db = fresh.open();
     db.apply(&[
         Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
         messages(MAIN, "r0", 0, &["plan"], vec![]),
@@ -217,27 +274,24 @@ fn version_1_databases_are_migrated_keeping_their_snapshots_and_newer_ones_are_r
     assert!(err.contains("schema version 99, newer than this hivegate understands (2)"), "{err}");
 }
 
-#[tokio::test]
-async fn the_writer_commits_what_is_queued_and_flush_waits_for_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::start(Sqlite::open(dir.path()).unwrap(), "test".into()).unwrap();
+fn the_writer_commits_what_is_queued_and_flush_waits_for_it(fresh: &Fresh) {
+    let store = Store::start(fresh.open(), "test".into()).unwrap();
     let journal = store.journal();
     journal.record(Record::SessionStarted(Box::new(main_row(MAIN, "r0"))));
     for i in 0..1000u32 {
         journal.record(messages(MAIN, "r0", i, &[&format!("m{i}")], vec![]));
     }
-    store.flush().await;
-    assert_eq!(store.transcript(MAIN.into()).await.unwrap().len(), 1000);
-    store.save_snapshot("pairing", 1, "{}".into()).await.unwrap();
-    let reader = Sqlite::open(dir.path()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(store.flush());
+    assert_eq!(runtime.block_on(store.transcript(MAIN.into())).unwrap().len(), 1000);
+    runtime.block_on(store.save_snapshot("pairing", 1, "{}".into())).unwrap();
+    let reader = fresh.open();
     assert_eq!(reader.transcript(&MAIN.into()).unwrap().len(), 1000);
     assert_eq!(reader.load_snapshot("pairing").unwrap(), Some((1, "{}".to_string())));
 }
 
-#[test]
-fn a_start_is_counted_before_anything_runs_a_clean_stop_resets_it_and_old_history_is_pruned() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = Sqlite::open(dir.path()).unwrap();
+fn a_start_is_counted_before_anything_runs_a_clean_stop_resets_it_and_old_history_is_pruned(fresh: &Fresh) {
+    let mut db = fresh.open();
     let mut records = vec![Record::SessionStarted(Box::new(main_row(MAIN, "r0")))];
     for i in 0..5 {
         let key = format!("agent:executor:subagent:old{i}");
@@ -263,6 +317,116 @@ fn a_start_is_counted_before_anything_runs_a_clean_stop_resets_it_and_old_histor
     assert_eq!(db.transcript(&"agent:executor:subagent:old0".into()).unwrap(), vec![]);
     // An ended child's history starts with its task (its opening is not journaled).
     assert_eq!(db.transcript(&"agent:executor:subagent:old4".into()).unwrap(), vec![user("do part"), user("work")]);
+}
+
+fn a_main_session_started_again_begins_a_new_conversation_and_moves_to_the_newest(fresh: &Fresh) {
+    let mut db = fresh.open();
+    db.apply(&[
+        Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
+        messages(MAIN, "r0", 0, &["system", "plan"], vec![]),
+        Record::ToolResult(Box::new(ToolResultRow { key: MAIN.into(), call_id: "c".into(), content: "x".into() })),
+        Record::Used(Box::new(UsedRow {
+            key: MAIN.into(),
+            usage: Usage::tokens(7, 3),
+            model: ModelRef::parse("fake/brain").unwrap(),
+        })),
+        Record::RunEnded(Box::new(RunEnd { idle: true, ..run_end(MAIN, "r0") })),
+        Record::SessionStarted(Box::new(child_row(C1, MAIN, "r0", "r1", "call-1"))),
+        ended(C1, "r1", None),
+        Record::SessionStarted(Box::new(child_row(C2, MAIN, "r0", "r2", "call-2"))),
+        ended(C2, "r2", None),
+    ])
+    .unwrap();
+    let before: Vec<String> = db.load(2).unwrap().sessions.iter().map(|s| s.row.key.to_string()).collect();
+    assert_eq!(before, vec![C1.to_string(), C2.to_string()]);
+    // Started again (after a reset, say): a new conversation, and the newest session.
+    db.apply(&[Record::SessionStarted(Box::new(main_row(MAIN, "r9")))]).unwrap();
+    let state = db.load(2).unwrap();
+    let keys: Vec<String> = state.sessions.iter().map(|s| s.row.key.to_string()).collect();
+    assert_eq!(keys, vec![C2.to_string(), MAIN.to_string()]);
+    let main = &state.sessions[1];
+    assert_eq!(
+        (main.status, main.outcome, main.final_text.clone(), main.usage, main.row.run.run_id.to_string()),
+        (StoredStatus::Running, None, None, Usage::default(), "r9".to_string())
+    );
+    assert_eq!(state.transcripts[&SessionKey::from(MAIN)], vec![]);
+    assert!(state.tool_results[&SessionKey::from(MAIN)].is_empty());
+}
+
+fn run_end(key: &str, run: &str) -> RunEnd {
+    let Record::RunEnded(end) = ended(key, run, None) else { unreachable!() };
+    *end
+}
+
+fn follow_ups_and_new_grants_are_recorded_and_forgotten_sessions_leave_nothing(fresh: &Fresh) {
+    let mut db = fresh.open();
+    let mut child = child_row(C1, MAIN, "r0", "r1", "call-1");
+    child.spawned.stays = true;
+    db.apply(&[
+        Record::SessionStarted(Box::new(main_row(MAIN, "r0"))),
+        Record::SessionStarted(Box::new(child)),
+        messages(C1, "r1", 1, &["done"], vec![]),
+        Record::ToolResult(Box::new(ToolResultRow { key: C1.into(), call_id: "t".into(), content: "y".into() })),
+        Record::RunEnded(Box::new(RunEnd { idle: true, ..run_end(C1, "r1") })),
+    ])
+    .unwrap();
+    // A follow-up: the same run again, numbered, keeping its first task.
+    let wider = Grant { scopes: 7, depth: 1, max_depth: 2, ..Grant::default() };
+    let run = RunRow { task: "more".into(), ..main_row(C1, "r1").run };
+    db.apply(&[Record::RunStarted(Box::new(RunStart { key: C1.into(), run, grant: Some(wider), follow_up: 1 }))])
+        .unwrap();
+    let state = db.load(10).unwrap();
+    let c1 = state.sessions.iter().find(|s| s.row.key.as_str() == C1).unwrap();
+    assert_eq!(
+        (c1.status, c1.row.run.task.as_str(), c1.follow_up_task.as_deref(), c1.follow_ups, c1.row.spawned.grant),
+        (StoredStatus::Running, "do part", Some("more"), 1, wider)
+    );
+    assert_eq!(state.children[&SessionKey::from(MAIN)][0].follow_ups, 1);
+    // An idle session stopped is ended; a result given up on is no longer owed.
+    db.apply(&[
+        Record::RunEnded(Box::new(RunEnd { idle: true, ..run_end(C1, "r1") })),
+        Record::Stopped { key: C1.into() },
+        Record::SessionStarted(Box::new(child_row(C2, MAIN, "r0", "r2", "call-2"))),
+        ended(C2, "r2", Some((MAIN, "r0"))),
+        Record::Undeliverable { id: "r2".into(), reason: "gone".into() },
+    ])
+    .unwrap();
+    let state = db.load(10).unwrap();
+    assert_eq!(state.sessions.iter().find(|s| s.row.key.as_str() == C1).unwrap().status, StoredStatus::Ended);
+    assert_eq!(state.outbox, vec![]);
+    // Forgotten: the sessions, their transcripts and tool results, and what they were owed.
+    db.apply(&[
+        Record::SessionStarted(Box::new(child_row("agent:executor:subagent:3", MAIN, "r0", "r3", "c3"))),
+        ended("agent:executor:subagent:3", "r3", Some((MAIN, "r0"))),
+        Record::Forgotten { keys: vec![SessionKey::from(C1), SessionKey::from(MAIN)].into_boxed_slice() },
+    ])
+    .unwrap();
+    let state = db.load(10).unwrap();
+    let keys: Vec<String> = state.sessions.iter().map(|s| s.row.key.to_string()).collect();
+    assert_eq!(keys, vec![C2.to_string(), "agent:executor:subagent:3".to_string()]);
+    assert_eq!((db.transcript(&C1.into()).unwrap(), state.outbox), (vec![], vec![]));
+}
+
+fn snapshots_are_replaced_whole(fresh: &Fresh) {
+    let mut db = fresh.open();
+    assert_eq!(db.load_snapshot("pairing").unwrap(), None);
+    db.save_snapshot("pairing", 1, "{\"a\":1}").unwrap();
+    db.save_snapshot("pairing", 2, "{\"b\":2}").unwrap();
+    db.save_snapshot("other", u32::MAX, "[]").unwrap();
+    assert_eq!(db.load_snapshot("pairing").unwrap(), Some((2, "{\"b\":2}".to_string())));
+    assert_eq!(fresh.open().load_snapshot("other").unwrap(), Some((u32::MAX, "[]".to_string())));
+}
+
+#[test]
+fn a_url_that_is_not_postgres_is_refused_and_no_url_opens_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = open(dir.path(), Some("sqlite:///tmp/x.db")).err().unwrap().to_string();
+    assert!(err.starts_with("invalid database URL sqlite://…: it must start with postgres://"), "{err}");
+    assert!(!dir.path().join(DB_FILE).exists());
+    open(dir.path(), None).unwrap().apply(&[Record::StoppedCleanly]).unwrap();
+    assert!(dir.path().join(DB_FILE).exists());
+    assert_eq!(location(dir.path(), None), dir.path().join(DB_FILE).display().to_string());
+    assert_eq!(location(dir.path(), Some("postgres://u:pw12@h/d")), "postgres://u:***@h/d");
 }
 
 #[test]

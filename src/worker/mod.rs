@@ -64,7 +64,13 @@ impl Drop for Background {
 
 /// Keep a connection up while `stop` is not set: `serve` runs on each new one until it
 /// fails; pauses grow from 100 ms to 5 s between attempts.
-fn connected(url: &str, shown: &str, what: &str, stop: &AtomicBool, mut serve: impl FnMut(&mut Client) -> Result<(), postgres::Error>) {
+fn connected(
+    url: &str,
+    shown: &str,
+    what: &str,
+    stop: &AtomicBool,
+    mut serve: impl FnMut(&mut Client) -> Result<(), String>,
+) {
     let mut pause = Duration::from_millis(100);
     while !stop.load(Ordering::Acquire) {
         match Client::connect(url, NoTls) {
@@ -72,10 +78,14 @@ fn connected(url: &str, shown: &str, what: &str, stop: &AtomicBool, mut serve: i
                 pause = Duration::from_millis(100);
                 match serve(&mut client) {
                     Ok(()) => return,
-                    Err(e) => tracing::warn!(database = shown, error = %e, "the {what} lost its database connection; connecting again"),
+                    Err(e) => {
+                        tracing::warn!(database = shown, error = %e, "the {what} stopped on a database error; connecting again")
+                    }
                 }
             }
-            Err(e) => tracing::warn!(database = shown, error = %e, retry_in_ms = pause.as_millis() as u64, "the {what} cannot reach the database"),
+            Err(e) => {
+                tracing::warn!(database = shown, error = %e, retry_in_ms = pause.as_millis() as u64, "the {what} cannot reach the database")
+            }
         }
         // A stop is seen within a tick, whatever the pause.
         let until = Instant::now() + pause;
@@ -111,12 +121,17 @@ pub struct ClaimSettings {
 pub fn claimer(settings: ClaimSettings, gateway: GatewayHandle, held: Arc<Held>) -> std::io::Result<Background> {
     Background::spawn("hivegate-claimer", move |stop| {
         let (url, shown) = (settings.url.clone(), settings.shown.clone());
-        connected(&url, &shown, "claimer", stop, |client| claim_loop(client, &settings, &gateway, &held, stop));
+        connected(&url, &shown, "claimer", stop, |client| {
+            // Journals are read through the store's own reader, on a connection of its own.
+            let db = crate::store::postgres::Postgres::connect(&url).map_err(|e| e.to_string())?;
+            claim_loop(client, &db, &settings, &gateway, &held, stop).map_err(|e| e.to_string())
+        });
     })
 }
 
 fn claim_loop(
     client: &mut Client,
+    db: &crate::store::postgres::Postgres,
     s: &ClaimSettings,
     gateway: &GatewayHandle,
     held: &Held,
@@ -148,7 +163,7 @@ fn claim_loop(
             // A full batch may have left more behind.
             want = claims.len() == free;
             for claim in claims {
-                take(client, s, gateway, held, claim)?;
+                take(client, db, s, gateway, held, claim)?;
             }
         }
         for note in notifications(client, TICK)? {
@@ -171,6 +186,7 @@ fn claim_loop(
 /// Verify a claimed row's token and hand the session to the worker's gateway.
 fn take(
     client: &mut Client,
+    db: &crate::store::postgres::Postgres,
     s: &ClaimSettings,
     gateway: &GatewayHandle,
     held: &Held,
@@ -189,10 +205,12 @@ fn take(
             return queue::reject(client, &claim.key, &reason);
         }
     };
-    match queue::journal(client, &claim.key) {
-        Ok((usage, transcript, tool_results)) => {
-            tracing::info!(session = %claim.key, claims = claim.claims, resumed = !transcript.is_empty(), "claimed");
+    match db.journal(&claim.key) {
+        Ok(journal) => {
+            let resumed = !journal.transcript.is_empty();
+            tracing::info!(session = %claim.key, claims = claim.claims, resumed, "claimed");
             held.add(claim.key);
+            let crate::store::postgres::SessionJournal { usage, transcript, tool_results } = journal;
             gateway.do_send(Claimed { token, usage, transcript, tool_results });
         }
         // Left to lapse: another worker (or this one, later) claims it again.
@@ -204,7 +222,9 @@ fn take(
 /// Start the gateway's listener: the ends of sessions on workers, and where they run.
 pub fn listener(url: String, shown: String, gateway: GatewayHandle, public_key: String) -> std::io::Result<Background> {
     Background::spawn("hivegate-listener", move |stop| {
-        connected(&url, &shown, "listener", stop, |client| listen_loop(client, &gateway, &public_key, stop));
+        connected(&url, &shown, "listener", stop, |client| {
+            listen_loop(client, &gateway, &public_key, stop).map_err(|e| e.to_string())
+        });
     })
 }
 

@@ -12,15 +12,14 @@
 //! - [`OUTBOX`]: a session on a worker ended and its announcement is in the outbox
 //!   (payload: its key). Wakes the gateway's listener.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use postgres::{Client, GenericClient, Transaction};
+use postgres::{Client, Transaction};
 
 use crate::gateway::Outcome;
 use crate::keys::{RunId, SessionKey};
-use crate::model::{Message, Reasoning, Usage};
-use crate::store::{Record, StoredMessage};
+use crate::model::Usage;
+use crate::store::Record;
 
 pub const WORK: &str = "hivegate_work";
 pub const REVOKE: &str = "hivegate_revoke";
@@ -49,10 +48,8 @@ pub fn apply(tx: &mut Transaction<'_>, record: &Record) -> Result<(), postgres::
             }
         }
         Record::RunEnded(end) => {
-            let done = tx.execute(
-                "UPDATE work SET done_at = now() WHERE key = $1 AND done_at IS NULL",
-                &[&end.key.as_str()],
-            )?;
+            let done =
+                tx.execute("UPDATE work SET done_at = now() WHERE key = $1 AND done_at IS NULL", &[&end.key.as_str()])?;
             if done > 0 {
                 tx.execute("SELECT pg_notify($1, $2)", &[&OUTBOX, &end.key.as_str()])?;
             }
@@ -161,48 +158,6 @@ pub fn renew(
 pub fn reject(client: &mut Client, key: &SessionKey, reason: &str) -> Result<(), postgres::Error> {
     client.execute("UPDATE work SET rejected = $2 WHERE key = $1", &[&key.as_str(), &reason])?;
     Ok(())
-}
-
-/// What a claimed session's earlier holders left: its usage, transcript and recorded
-/// tool results (all empty the first time).
-pub fn journal(
-    client: &mut impl GenericClient,
-    key: &SessionKey,
-) -> Result<(Usage, Vec<StoredMessage>, HashMap<String, String>), String> {
-    let sql = |e: postgres::Error| format!("reading the journal of {key}: {e}");
-    let usage = client
-        .query_opt("SELECT usage_json FROM sessions WHERE key = $1", &[&key.as_str()])
-        .map_err(sql)?
-        .map(|row| serde_json::from_str::<Usage>(row.get(0)).unwrap_or_default())
-        .unwrap_or_default();
-    let mut transcript = Vec::new();
-    for row in client
-        .query(
-            "SELECT seq, run_id, json, reasoning_json, announce_id FROM messages WHERE session_key = $1 ORDER BY seq",
-            &[&key.as_str()],
-        )
-        .map_err(sql)?
-    {
-        let mut message: Message =
-            serde_json::from_str(row.get(2)).map_err(|e| format!("a transcript message of {key}: {e}"))?;
-        if let (Message::Assistant { reasoning: slot, .. }, Some(r)) = (&mut message, row.get::<_, Option<&str>>(3)) {
-            let blocks: Vec<Reasoning> = serde_json::from_str(r).map_err(|e| format!("a turn's reasoning: {e}"))?;
-            *slot = crate::model::boxed(blocks);
-        }
-        transcript.push(StoredMessage {
-            seq: row.get::<_, i32>(0) as u32,
-            run_id: RunId::from(row.get::<_, &str>(1)),
-            message,
-            delivers: row.get::<_, Option<&str>>(4).map(RunId::from),
-        });
-    }
-    let tool_results = client
-        .query("SELECT call_id, content FROM tool_results WHERE session_key = $1", &[&key.as_str()])
-        .map_err(sql)?
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    Ok((usage, transcript, tool_results))
 }
 
 /// An announcement from a session on a worker, not yet delivered to its parent.

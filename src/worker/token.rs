@@ -98,9 +98,7 @@ impl GatewayKey {
 
 /// A public key as [`GatewayKey::public`] writes it.
 pub fn parse_public(text: &str) -> Result<VerifyingKey, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(text.trim())
-        .map_err(|_| TokenError::Key("is not unpadded base64url".into()))?;
+    let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| TokenError::Key("is not unpadded base64url".into()))?;
     let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| TokenError::Key("is not 32 bytes".into()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| TokenError::Key("is not an Ed25519 public key".into()))
 }
