@@ -710,6 +710,13 @@ async fn a_tree_on_two_workers_survives_a_worker_kill_9() {
     let placed = harness.placements(&gateway).await;
     assert!(placed.values().all(|p| p.starts_with("worker:")), "{placed:?}");
     assert!(placed.values().any(|p| p == "worker:w2"), "{placed:?}");
+    // `runs show` says the same of each child, and that the brain ran on the gateway.
+    let shown = harness.json(&gateway, &["runs", "show", &run, "--json"]).await;
+    assert_eq!(shown["root"]["placement"], "local", "{shown}");
+    for child in shown["root"]["children"].as_array().unwrap() {
+        let key = child["sessionKey"].as_str().unwrap();
+        assert_eq!(child["placement"].as_str(), placed.get(key).map(String::as_str), "{shown}");
+    }
 }
 
 /// The gateway killed (SIGKILL) with the tree's executors mid-call on two workers, and
@@ -769,4 +776,54 @@ async fn killing_a_tree_stops_its_sessions_on_workers() {
     let placed = harness.placements(&gateway).await;
     assert_eq!(placed.len(), PARTS, "{placed:?}");
     assert_eq!(harness.requests("executor").len(), PARTS, "no executor ran again");
+}
+
+/// A row in the work queue that the gateway did not sign (written by anyone else with
+/// access to the database) grants nothing: the worker refuses it, says why in the row
+/// and its log, and runs nothing.
+#[actix_rt::test]
+async fn a_queued_spawn_the_gateway_did_not_sign_is_refused() {
+    use hivegate::worker::token::{GatewayKey, WorkToken};
+    let Some(database) = workers_database().await else { return };
+    let mut harness = Harness::on_workers(&database.url);
+    let gateway = harness.serve().await;
+    let worker = harness.worker("w1").await;
+    let forged = WorkToken {
+        key: "agent:executor:subagent:forged".into(),
+        run_id: "forged-run".into(),
+        parent: "agent:brain:main".into(),
+        parent_run_id: "none".into(),
+        agent_id: "executor".into(),
+        model: "fake/executor".into(),
+        model_explicit: false,
+        thinking: None,
+        task: "part 1".into(),
+        label: None,
+        grant: hivegate::store::Grant { scopes: u16::MAX, depth: 1, max_depth: 9, ..Default::default() },
+        issued_at_ms: 0,
+    };
+    let token = GatewayKey::ephemeral().sign(&forged).unwrap();
+    let url = database.url.clone();
+    let rejected = tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        db.execute("INSERT INTO work (key, agent_id, token) VALUES ($1, 'executor', $2)", &[&forged.key.as_str(), &token])
+            .unwrap();
+        db.execute("NOTIFY hivegate_work, 'executor'", &[]).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let row = db.query_one("SELECT rejected FROM work WHERE key = $1", &[&forged.key.as_str()]).unwrap();
+            if let Some(why) = row.get::<_, Option<String>>(0) {
+                return why;
+            }
+            assert!(Instant::now() < deadline, "the forged row was not refused");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rejected, "the work token's signature is not the gateway's");
+    assert!(worker.log().contains("refused a queued session"), "{}", worker.log());
+    assert_eq!(worker.active("executor").await, 0);
+    assert!(harness.requests("executor").is_empty(), "nothing ran");
+    drop(gateway);
 }

@@ -70,10 +70,11 @@ fn render_sessions(payload: &Value) -> String {
                 text(&s["status"]),
                 text(&s["outcome"]),
                 s["totalTokens"].as_u64().unwrap_or(0).to_string(),
+                s["placement"].as_str().unwrap_or("local").to_string(),
             ]
         })
         .collect();
-    table(&["SESSION", "AGENT", "MODEL", "STATUS", "OUTCOME", "TOKENS"], &rows)
+    table(&["SESSION", "AGENT", "MODEL", "STATUS", "OUTCOME", "TOKENS", "RUNS ON"], &rows)
 }
 
 fn render_history(payload: &Value) -> String {

@@ -21,12 +21,11 @@ use crate::worker::{queue, token, ClaimSettings, DEFAULT_LEASE};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The gateway's Postgres database. Default: [store] url, else HIVEGATE_DATABASE_URL.
+    /// The gateway's Postgres database. Default: HIVEGATE_DATABASE_URL, else [store] url.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
-    /// This worker's name, shown as `worker:<id>` where its sessions are listed. Default:
-    /// the host name and process id. A worker started again under the same id takes
-    /// back the sessions it held at once.
+    /// This worker's name, shown as `worker:<id>` where its sessions are listed (give
+    /// each worker its own). Default: the host name and process id.
     #[arg(long)]
     id: Option<String>,
     /// The agents whose sessions it runs, comma-separated. Default: every agent with

@@ -69,8 +69,10 @@ pub struct Claim {
 
 /// Claim up to `slots` rows of `agents` that nobody holds (never claimed, or their
 /// holder's lease lapsed), oldest first, for `lease`; record where they run now and
-/// tell the gateway. A worker started again under the same id takes back what it held at once, without
-/// waiting for its old leases to lapse (`held`: what it runs now, never claimed twice).
+/// tell the gateway. Never a row of `held` (what this worker runs), nor one whose lease
+/// has not lapsed, even this worker's: a session that just ended here is not done until
+/// its end is committed. (A worker started again under the same id takes its old rows
+/// back once their leases lapse, as any worker would.)
 pub fn claim(
     client: &mut Client,
     worker: &str,
@@ -88,7 +90,7 @@ pub fn claim(
         "UPDATE work w SET worker = $1, lease_until = now() + make_interval(secs => $2), claims = w.claims + 1
          FROM (SELECT key FROM work
                WHERE done_at IS NULL AND revoked_at IS NULL AND rejected IS NULL AND agent_id = ANY($3)
-                 AND (worker IS NULL OR lease_until < now() OR worker = $1) AND NOT (key = ANY($5))
+                 AND (worker IS NULL OR lease_until < now()) AND NOT (key = ANY($5))
                ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED) free
          WHERE w.key = free.key
          RETURNING w.key, w.token, w.claims",
