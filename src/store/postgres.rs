@@ -24,9 +24,9 @@
 pub mod migrate;
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::config::SslMode;
@@ -51,9 +51,10 @@ pub struct Postgres {
     /// The URL as it may be shown.
     shown: String,
     /// The connection, when there is one; a lost one is dropped and made again by the
-    /// next call. In a cell because reads take `&self` ([`Backend`]); only the writer's
-    /// thread uses it.
-    conn: RefCell<Option<Conn>>,
+    /// next call. In a lock because reads take `&self` ([`Backend`]) and a call made
+    /// inside an async runtime runs on a thread of its own ([`Postgres::with_conn`]);
+    /// it is never contended (only the writer's thread uses the backend).
+    conn: Mutex<Option<Conn>>,
 }
 
 /// One connection with the statements prepared on it.
@@ -80,7 +81,7 @@ impl Postgres {
             config.application_name("hivegate");
         }
         config.keepalives_idle(KEEPALIVE_IDLE);
-        let db = Postgres { config, shown, conn: RefCell::new(None) };
+        let db = Postgres { config, shown, conn: Mutex::new(None) };
         db.with_conn(|conn| migrate::migrate(&mut conn.client, &db.shown).map(|_| ()))?;
         Ok(db)
     }
@@ -99,7 +100,7 @@ impl Postgres {
                     message = message.replace(&*password, "***");
                 }
             }
-            StoreError::Connect { url: self.shown.clone(), message, source }
+            StoreError::Connect { url: self.shown.clone(), message, error: source }
         })?;
         Ok(Conn { client, prepared: Prepared::default() })
     }
@@ -108,8 +109,27 @@ impl Postgres {
     /// A connection that was kept from before and turns out lost (the server restarted
     /// or dropped it meanwhile) is replaced and `f` runs once more on the new one; a
     /// new connection lost at once is dropped, for the next call to replace.
-    fn with_conn<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut slot = self.conn.try_borrow_mut().map_err(|_| StoreError::Closed)?;
+    ///
+    /// The client blocks on an async runtime of its own, which cannot be done from a
+    /// thread already inside one (a start-up runs inside the actix system): such a call
+    /// runs on a short-lived thread instead. The writer's thread is never inside one.
+    fn with_conn<T: Send>(&self, f: impl FnMut(&mut Conn) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.with_conn_here(f);
+        }
+        std::thread::scope(|scope| {
+            let call = std::thread::Builder::new()
+                .name("hivegate-store-call".into())
+                .spawn_scoped(scope, || self.with_conn_here(f));
+            match call {
+                Ok(call) => call.join().unwrap_or(Err(StoreError::Closed)),
+                Err(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn with_conn_here<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut kept = true;
         loop {
             if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
@@ -136,7 +156,7 @@ impl Postgres {
     }
 
     /// A consistent read: one read-only snapshot of the database for all of `f`.
-    fn read<T>(&self, mut f: impl FnMut(&mut Reader) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T: Send>(&self, mut f: impl FnMut(&mut Reader) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
         self.with_conn(|conn| {
             let tx = conn
                 .client
@@ -152,7 +172,7 @@ impl Postgres {
     }
 
     /// Write in one transaction.
-    fn write(&self, mut f: impl FnMut(&mut Statements) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn write(&self, mut f: impl FnMut(&mut Statements) -> Result<(), StoreError> + Send) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             let tx = conn.client.transaction()?;
             let mut statements = Statements { tx, prepared: &mut conn.prepared };
@@ -160,6 +180,21 @@ impl Postgres {
             statements.tx.commit()?;
             Ok(())
         })
+    }
+}
+
+/// Closing a client blocks on its runtime too: inside another runtime, it is closed on
+/// a thread of its own.
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(conn) = conn {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                std::thread::scope(|scope| {
+                    let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(conn));
+                });
+            }
+        }
     }
 }
 
@@ -629,7 +664,7 @@ impl Reader<'_> {
 }
 
 /// A Postgres error as one line: the server's message with its SQLSTATE (and detail),
-/// or the client's, with its cause.
+/// or the client's with its causes.
 pub fn describe(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut line = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
@@ -639,11 +674,16 @@ pub fn describe(e: &postgres::Error) -> String {
         }
         return line;
     }
+    // The client's message says what failed; its causes say why. (The error is not a
+    // `source` of the StoreError that carries it, so this is said once.)
     let mut line = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
+        let said = c.to_string();
+        if !line.ends_with(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
         cause = c.source();
     }
     line
