@@ -62,7 +62,8 @@
 //! - [`ws`]: the WebSocket byte streams (frame limits, output limits) and the
 //!   connection actor; the only module that speaks WebSocket.
 //! - [`store`]: the Store (a writer thread behind a channel), the [`store::Backend`]
-//!   trait and its SQLite schema (`store/sqlite.rs`), the records the runtime journals,
+//!   trait with its SQLite default (`store/sqlite.rs`) and Postgres (`store/postgres.rs`,
+//!   migrations in `migrations/postgres/`), the records the runtime journals,
 //!   and recovery decisions as pure functions (`store/recovery.rs`); the gateway performs
 //!   them at start (`gateway/recover.rs`).
 //! - [`client`]: the operator WebSocket client behind `hivegate devices`, `nodes`, `agent`,

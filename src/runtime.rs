@@ -158,30 +158,19 @@ impl Runtime {
         let temp_state = if config.state_dir.as_os_str().is_empty() { Some(tempfile::tempdir()?) } else { None };
         let state_dir = temp_state.as_ref().map_or(config.state_dir.as_path(), |t| t.path());
         let store_url = config.store_url.as_ref().map(store::DatabaseUrl::expose);
-        let gateway_role = matches!(role, Role::Gateway);
-        let retained = config.limits.max_retained_sessions;
-        // Opened and read on a thread of its own: Postgres's blocking client drives a
-        // runtime of its own, which cannot run on this thread (an async one).
-        let opened = std::thread::scope(|scope| {
-            scope
-                .spawn(|| -> anyhow::Result<_> {
-                    let mut db = store::open(state_dir, store_url)?;
-                    let book = load_pairing(&db)?;
-                    let durable = if gateway_role {
-                        db.prune(retained)?;
-                        let durable = db.load(retained)?;
-                        // Counted on disk before anything resumes: a start that crashes counts.
-                        db.count_start()?;
-                        Some(durable)
-                    } else {
-                        // A worker recovers nothing: the gateway does.
-                        None
-                    };
-                    Ok((db, book, durable))
-                })
-                .join()
-        });
-        let (db, book, durable) = opened.map_err(|_| anyhow::anyhow!("opening the store failed unexpectedly"))??;
+        let mut db = store::open(state_dir, store_url)?;
+        let book = load_pairing(&db)?;
+        let durable = match role {
+            Role::Gateway => {
+                db.prune(config.limits.max_retained_sessions)?;
+                let durable = db.load(config.limits.max_retained_sessions)?;
+                // Counted on disk before anything resumes: a start that crashes counts.
+                db.count_start()?;
+                Some(durable)
+            }
+            // A worker recovers nothing: the gateway does.
+            Role::Worker(_) => None,
+        };
         let store = Store::start(db, store::location(state_dir, store_url))?;
         // The hub's address exists before the hub, so the gateway can be built first.
         let hub_ctx = actix::Context::<Hub>::new();

@@ -59,11 +59,13 @@ pub enum StoreError {
              connect over a trusted network or a local socket with sslmode=disable, or through a TLS tunnel beside hivegate")]
     TlsUnsupported { url: String, mode: String },
     /// Opening a connection failed (at start, or again after a lost one). `message` is
-    /// what the driver said, without the password.
+    /// what the driver said (with its causes), without the password. The driver's
+    /// errors here are not `source`s: their causes are in the message already, and
+    /// would be said twice by a printer of causes.
     #[error("cannot connect to the state database {url}: {message}")]
-    Connect { url: String, message: String, source: ::postgres::Error },
+    Connect { url: String, message: String, error: ::postgres::Error },
     #[error("state database error: {}", postgres::describe(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(::postgres::Error),
     #[error("cannot migrate the state database {url} to schema version {version} ({name}): {message}")]
     Migration { url: String, version: i64, name: &'static str, message: String },
     #[error("cannot encode state: {0}")]
@@ -72,6 +74,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 impl StoreError {
@@ -422,7 +430,9 @@ pub fn location(state_dir: &Path, url: Option<&str>) -> String {
     }
 }
 
+/// Also the integration tests' helper (`tests/common/postgres.rs`), which uses more of it.
 #[cfg(test)]
+#[allow(dead_code)]
 mod testdb;
 #[cfg(test)]
 mod tests;

@@ -22,18 +22,20 @@
 //! unaffected (JSON escapes it).
 
 pub mod migrate;
+mod read;
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
+use read::Reader;
 
-use super::columns::{self, corrupt, SessionColumns, SpawnJson};
+use super::columns::{self, corrupt, SpawnJson};
 use super::database_url::{without, DatabaseUrl};
 use super::records::*;
 use super::{now_ms, Backend, StoreError};
@@ -59,9 +61,10 @@ pub struct Postgres {
     /// The URL as it may be shown.
     shown: String,
     /// The connection, when there is one; a lost one is dropped and made again by the
-    /// next call. In a cell because reads take `&self` ([`Backend`]); only the writer's
-    /// thread uses it.
-    conn: RefCell<Option<Conn>>,
+    /// next call. In a lock because reads take `&self` ([`Backend`]) and a call made
+    /// inside an async runtime runs on a thread of its own ([`Postgres::with_conn`]);
+    /// it is never contended (only the writer's thread uses the backend).
+    conn: Mutex<Option<Conn>>,
 }
 
 /// One connection with the statements prepared on it.
@@ -88,7 +91,7 @@ impl Postgres {
             config.application_name("hivegate");
         }
         config.keepalives_idle(KEEPALIVE_IDLE);
-        let db = Postgres { config, shown, conn: RefCell::new(None) };
+        let db = Postgres { config, shown, conn: Mutex::new(None) };
         db.with_conn(|conn| migrate::migrate(&mut conn.client, &db.shown).map(|_| ()))?;
         Ok(db)
     }
@@ -121,7 +124,7 @@ impl Postgres {
                     message = message.replace(&*password, "***");
                 }
             }
-            StoreError::Connect { url: self.shown.clone(), message, source }
+            StoreError::Connect { url: self.shown.clone(), message, error: source }
         })?;
         Ok(Conn { client, prepared: Prepared::default() })
     }
@@ -130,8 +133,27 @@ impl Postgres {
     /// A connection that was kept from before and turns out lost (the server restarted
     /// or dropped it meanwhile) is replaced and `f` runs once more on the new one; a
     /// new connection lost at once is dropped, for the next call to replace.
-    fn with_conn<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut slot = self.conn.try_borrow_mut().map_err(|_| StoreError::Closed)?;
+    ///
+    /// The client blocks on an async runtime of its own, which cannot be done from a
+    /// thread already inside one (a start-up runs inside the actix system): such a call
+    /// runs on a short-lived thread instead. The writer's thread is never inside one.
+    fn with_conn<T: Send>(&self, f: impl FnMut(&mut Conn) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.with_conn_here(f);
+        }
+        std::thread::scope(|scope| {
+            let call = std::thread::Builder::new()
+                .name("hivegate-store-call".into())
+                .spawn_scoped(scope, || self.with_conn_here(f));
+            match call {
+                Ok(call) => call.join().unwrap_or(Err(StoreError::Closed)),
+                Err(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn with_conn_here<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut kept = true;
         loop {
             if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
@@ -158,7 +180,7 @@ impl Postgres {
     }
 
     /// A consistent read: one read-only snapshot of the database for all of `f`.
-    fn read<T>(&self, mut f: impl FnMut(&mut Reader) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T: Send>(&self, mut f: impl FnMut(&mut Reader) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
         self.with_conn(|conn| {
             let tx = conn
                 .client
@@ -174,7 +196,7 @@ impl Postgres {
     }
 
     /// Write in one transaction.
-    fn write(&self, mut f: impl FnMut(&mut Statements) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn write(&self, mut f: impl FnMut(&mut Statements) -> Result<(), StoreError> + Send) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             let tx = conn.client.transaction()?;
             let mut statements = Statements { tx, prepared: &mut conn.prepared };
@@ -182,6 +204,21 @@ impl Postgres {
             statements.tx.commit()?;
             Ok(())
         })
+    }
+}
+
+/// Closing a client blocks on its runtime too: inside another runtime, it is closed on
+/// a thread of its own.
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(conn) = conn {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                std::thread::scope(|scope| {
+                    let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(conn));
+                });
+            }
+        }
     }
 }
 
@@ -232,13 +269,9 @@ impl Backend for Postgres {
                 state.children.insert(key, children.remove(&run_id).unwrap_or_default());
             }
             state.outbox = r.outbox()?;
-            let placed = r.query("SELECT key, placement FROM sessions WHERE placement <> 'local'", &[])?;
-            for row in placed {
-                let (key, placement): (&str, String) = (row.try_get(0)?, row.try_get(1)?);
-                if state.sessions.iter().any(|s| s.row.key.as_str() == key) {
-                    state.placed.insert(SessionKey::from(key), placement);
-                }
-            }
+            let loaded: HashSet<&SessionKey> = state.sessions.iter().map(|s| &s.row.key).collect();
+            let placed = r.placed()?.into_iter().filter(|(key, _)| loaded.contains(key)).collect();
+            state.placed = placed;
             Ok(state)
         })
     }
@@ -547,130 +580,8 @@ impl Statements<'_> {
     }
 }
 
-/// A read-only snapshot with the connection's prepared statements.
-struct Reader<'a> {
-    tx: Transaction<'a>,
-    prepared: &'a mut Prepared,
-}
-
-impl Reader<'_> {
-    fn query(&mut self, sql: &'static str, params: Params) -> Result<Vec<Row>, StoreError> {
-        let statement = self.prepared.get(&mut self.tx, sql)?;
-        Ok(self.tx.query(&statement, params)?)
-    }
-
-    fn query_opt(&mut self, sql: &'static str, params: Params) -> Result<Option<Row>, StoreError> {
-        let statement = self.prepared.get(&mut self.tx, sql)?;
-        Ok(self.tx.query_opt(&statement, params)?)
-    }
-
-    fn sessions(&mut self, recent: usize) -> Result<Vec<StoredSession>, StoreError> {
-        let rows = self.query(
-            "SELECT key, parent, agent_id, parent_run_id, spawn_json, run_id, task, model, status, outcome,
-                    final_text, usage_json, started_at_ms, ended_at_ms, resumes, follow_ups, follow_up_task
-             FROM sessions
-             WHERE status = 'running' OR pos IN (SELECT pos FROM sessions ORDER BY pos DESC LIMIT $1)
-             ORDER BY pos",
-            &[&(recent.min(i64::MAX as usize) as i64)],
-        )?;
-        let mut sessions = Vec::with_capacity(rows.len());
-        for row in rows {
-            let columns = SessionColumns {
-                key: row.try_get(0)?,
-                parent: row.try_get(1)?,
-                agent_id: row.try_get(2)?,
-                parent_run_id: row.try_get(3)?,
-                spawn_json: row.try_get(4)?,
-                run_id: row.try_get(5)?,
-                task: row.try_get(6)?,
-                model: row.try_get(7)?,
-                status: row.try_get(8)?,
-                outcome: row.try_get(9)?,
-                final_text: row.try_get(10)?,
-                usage_json: row.try_get(11)?,
-                started_at_ms: row.try_get(12)?,
-                ended_at_ms: row.try_get(13)?,
-                resumes: count(row.try_get(14)?, "a session's resumes")?,
-                follow_ups: count(row.try_get(15)?, "a session's follow-ups")?,
-                follow_up_task: row.try_get(16)?,
-            };
-            sessions.push(columns.into_stored()?);
-        }
-        Ok(sessions)
-    }
-
-    fn messages(&mut self, key: &SessionKey) -> Result<Vec<StoredMessage>, StoreError> {
-        let rows = self.query(
-            "SELECT run_id, json, reasoning_json, announce_id, seq FROM messages WHERE session_key = $1 ORDER BY seq",
-            &[&key.as_str()],
-        )?;
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (run_id, json): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
-            let (reasoning, announce): (Option<&str>, Option<&str>) = (row.try_get(2)?, row.try_get(3)?);
-            let seq = count(row.try_get(4)?, "a message's position")?;
-            messages.push(columns::stored_message(seq, run_id, json, reasoning, announce)?);
-        }
-        Ok(messages)
-    }
-
-    /// The children spawned in each of `runs`, oldest first, by parent run: one scan
-    /// at a start (no index on the spawn path).
-    fn children(&mut self, runs: &HashSet<RunId>) -> Result<HashMap<RunId, Vec<Child>>, StoreError> {
-        let mut children: HashMap<RunId, Vec<Child>> = HashMap::new();
-        if runs.is_empty() {
-            return Ok(children);
-        }
-        let rows = self.query(
-            "SELECT parent_run_id, key, spawn_json, run_id, model, follow_ups FROM sessions
-             WHERE parent_run_id IS NOT NULL ORDER BY pos",
-            &[],
-        )?;
-        for row in rows {
-            let parent_run = RunId::from(row.try_get::<_, &str>(0)?);
-            if !runs.contains(&parent_run) {
-                continue;
-            }
-            let (key, spawn, run_id, model): (&str, &str, &str, &str) =
-                (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
-            let follow_ups = count(row.try_get(5)?, "a session's follow-ups")?;
-            children.entry(parent_run).or_default().push(columns::child(key, spawn, run_id, model, follow_ups)?);
-        }
-        Ok(children)
-    }
-
-    fn tool_results(&mut self, key: &SessionKey) -> Result<HashMap<String, String>, StoreError> {
-        let rows = self.query("SELECT call_id, content FROM tool_results WHERE session_key = $1", &[&key.as_str()])?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
-    }
-
-    fn outbox(&mut self) -> Result<Vec<Pending>, StoreError> {
-        let rows = self.query(
-            "SELECT id, parent_key, parent_run_id, text, attempts FROM outbox
-             WHERE delivered_at_ms IS NULL AND undeliverable IS NULL ORDER BY created_at_ms, id",
-            &[],
-        )?;
-        // One whose parent already holds it cannot be here (the message that carries it
-        // marks it delivered in the same transaction), and the parent's turn drops a
-        // second delivery by its key anyway.
-        rows.iter()
-            .map(|row| {
-                Ok(Pending {
-                    announce: Announce {
-                        id: RunId::from(row.try_get::<_, &str>(0)?),
-                        parent: SessionKey::from(row.try_get::<_, &str>(1)?),
-                        parent_run_id: RunId::from(row.try_get::<_, &str>(2)?),
-                        text: row.try_get(3)?,
-                    },
-                    attempts: count(row.try_get(4)?, "a result's delivery attempts")?,
-                })
-            })
-            .collect()
-    }
-}
-
 /// A Postgres error as one line: the server's message with its SQLSTATE (and detail),
-/// or the client's, with its cause.
+/// or the client's with its causes.
 pub fn describe(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut line = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
@@ -680,11 +591,16 @@ pub fn describe(e: &postgres::Error) -> String {
         }
         return line;
     }
+    // The client's message says what failed; its causes say why. (The error is not a
+    // `source` of the StoreError that carries it, so this is said once.)
     let mut line = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
+        let said = c.to_string();
+        if !line.ends_with(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
         cause = c.source();
     }
     line

@@ -37,7 +37,7 @@ impl TestDatabase {
     /// A new, empty database for `test`; `None` (having said why) when there is no
     /// server and none is required.
     pub fn create(test: &str) -> Option<TestDatabase> {
-        match server().and_then(|server| create_on(&server)) {
+        match off_runtime(|| server().and_then(|server| create_on(&server))) {
             Ok(db) => Some(db),
             Err(why) if required() => panic!("{test} needs Postgres ({REQUIRE_ENV}=1) and has none: {why}"),
             Err(why) => {
@@ -58,19 +58,36 @@ impl TestDatabase {
     pub fn client(&self) -> Result<postgres::Client, String> {
         connect(&self.url)
     }
+
+    /// `f` with a connection to this database, on a thread of its own: the client
+    /// cannot be used (nor dropped) on a thread inside an async runtime, such as an
+    /// `#[actix_rt::test]`'s.
+    pub fn with_client<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+        off_runtime(|| match self.client() {
+            Ok(mut client) => f(&mut client),
+            Err(e) => panic!("{e}"),
+        })
+    }
 }
 
 impl Drop for TestDatabase {
-    /// On a thread of its own: the blocking client cannot run on an async test's thread.
     fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            if let Ok(mut admin) = connect(&server) {
+        let (server, name) = (&self.server, &self.name);
+        off_runtime(|| {
+            if let Ok(mut admin) = connect(server) {
                 let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
             }
         });
-        let _ = dropped.join();
     }
+}
+
+/// `f` on a thread of its own (the blocking client refuses to run inside an async
+/// runtime).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 fn required() -> bool {

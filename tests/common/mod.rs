@@ -578,6 +578,7 @@ pub fn hivegate_in(dir: &std::path::Path) -> std::process::Command {
         "HIVEGATE_CONFIG",
         "HIVEGATE_STATE_DIR",
         "HIVEGATE_GATEWAY_TOKEN",
+        "HIVEGATE_DATABASE_URL",
         "OPENCLAW_GATEWAY_TOKEN",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",

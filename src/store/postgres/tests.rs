@@ -136,7 +136,7 @@ fn a_password_never_shows_in_errors_or_debug() {
     let (shown, debug) = (err.to_string(), format!("{err:?}"));
     assert!(
         shown.starts_with(
-            "cannot connect to the state database postgres://hivegate:***@127.0.0.1:1/postgres?connect_timeout=2: error connecting to server"
+            "cannot connect to the state database postgres://hivegate:***@127.0.0.1:1/postgres?connect_timeout=2: error connecting to server: Connection refused"
         ),
         "{shown}"
     );
