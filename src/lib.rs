@@ -25,7 +25,11 @@
 //!   /metrics (Prometheus, behind the gateway token)                  telemetry/
 //! Builtin provider (its own loopback listener, per-process secret)    model/server.rs
 //! MCP servers (child processes or HTTP, shared, started on first use) tools/mcp.rs
+//! With Postgres: the gateway's listener (ends of sessions on workers) worker/
 //! ```
+//!
+//! A `hivegate worker` process runs the same tree of actors, recovers nothing, and
+//! claims the sessions placed on workers from the shared database (`worker/`).
 //!
 //! Sessions never pair or open sockets: a subagent's capability arrives inside the spawn
 //! message. Only programs outside the process go through `ws/` and `hub/`.
@@ -68,7 +72,12 @@
 //!   them at start (`gateway/recover.rs`).
 //! - [`client`]: the operator WebSocket client behind `hivegate devices`, `nodes`, `agent`,
 //!   `sessions` and `runs`.
-//! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together.
+//! - [`worker`]: sessions on other machines: the signed spawn a worker runs
+//!   (`worker/token.rs`), the Postgres work queue (`worker/queue.rs`), a worker's claimer
+//!   and the gateway's listener (threads with their own connections); the gateway's
+//!   side of it is `gateway/remote.rs`, the command `cli/worker.rs`.
+//! - [`runtime`]: starts the HTTP server, model client, store, gateway and hub together,
+//!   as a gateway or as a worker ([`runtime::Role`]).
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the benchmark harnesses shared by `hivegate bench` and `benches/`: spawns,
 //!   bursts and trees, raw actix's floor beside them, handshakes, spawns under load.

@@ -806,8 +806,11 @@ async fn a_queued_spawn_the_gateway_did_not_sign_is_refused() {
     let url = database.url.clone();
     let rejected = tokio::task::spawn_blocking(move || {
         let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        db.execute("INSERT INTO work (key, agent_id, token) VALUES ($1, 'executor', $2)", &[&forged.key.as_str(), &token])
-            .unwrap();
+        db.execute(
+            "INSERT INTO work (key, agent_id, token) VALUES ($1, 'executor', $2)",
+            &[&forged.key.as_str(), &token],
+        )
+        .unwrap();
         db.execute("NOTIFY hivegate_work, 'executor'", &[]).unwrap();
         let deadline = Instant::now() + WAIT;
         loop {

@@ -655,3 +655,27 @@ async fn a_run_whose_first_message_was_lost_begins_with_its_task_after_a_restart
     runtime.shutdown().await.unwrap();
     fake.stop().await;
 }
+
+/// An agent placed on workers cannot be spawned by a gateway without a work queue
+/// (SQLite): the spawn is refused saying why, never run here instead.
+#[actix_rt::test]
+async fn a_spawn_placed_on_workers_is_refused_without_a_work_queue() {
+    let fake = FakeModels::start(|_| Reply::Hang);
+    let remote = format!("placement = \"worker\"\n{}", agent_toml("remote", "remote", &[]));
+    let agents = [agent_toml("root", "root", &["remote"]), remote];
+    let runtime = gateway(&fake, Limits::default(), &agents.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = runtime.gateway.send(start("root")).await.unwrap().unwrap();
+    let root = capability_of(&runtime, &run.session_key);
+    let refused = runtime.gateway.send(spawn(&root, "remote")).await.unwrap();
+    assert_eq!(
+        refused,
+        SpawnReply::Error {
+            error: "agent 'remote' runs on workers (placement = \"worker\"): this gateway has no worker queue; \
+                    serve it with --database-url postgres://..."
+                .into()
+        }
+    );
+    assert_eq!(runtime.registry.list().len(), 1, "no child was made");
+    runtime.shutdown().await.unwrap();
+    fake.stop().await;
+}

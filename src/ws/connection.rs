@@ -12,6 +12,7 @@
 //! stays open. Output that the peer does not read piles up to `maxBufferedBytes`, then
 //! the socket closes 1008 "slow consumer" ([`super::socket`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -64,6 +65,10 @@ pub struct Connection {
     max_payload: usize,
     preauth: Option<PreAuth>,
     open: OpenSocket,
+    /// Requests the hub has not answered yet, with the later answers to the same id
+    /// that arrived first (an `agent` run that ended before its accepted ack reached
+    /// this actor): they go out after the first answer, in order.
+    answering: HashMap<String, Vec<Result<Value, ErrorShape>>>,
 }
 
 impl Connection {
@@ -80,6 +85,7 @@ impl Connection {
             max_payload: init.max_payload,
             preauth: Some(init.preauth),
             open: init.open,
+            answering: HashMap::new(),
         }
     }
 
@@ -216,9 +222,13 @@ impl Connection {
             params: request.params.unwrap_or_else(|| Value::Object(Default::default())),
         };
         let id = request.id;
+        self.answering.insert(id.clone(), Vec::new());
         ctx.spawn(self.hub.send(call).into_actor(self).map(move |result, act, ctx| {
             let reply = result.unwrap_or_else(|_| Err(ErrorShape::new("UNAVAILABLE", "the gateway is stopping")));
             act.respond(&id, reply, ctx);
+            for later in act.answering.remove(&id).unwrap_or_default() {
+                act.respond(&id, later, ctx);
+            }
         }));
     }
 
@@ -279,7 +289,9 @@ impl Handler<Outbound> for Connection {
             }
             Outbound::Close(close) => self.close(close, ctx),
             Outbound::Response { id, reply } => {
-                if matches!(self.phase, Phase::Ready) {
+                if let Some(later) = self.answering.get_mut(&id) {
+                    later.push(reply);
+                } else if matches!(self.phase, Phase::Ready) {
                     self.respond(&id, reply, ctx);
                 }
             }
