@@ -415,6 +415,17 @@ impl Harness {
         Worker { process, log, http: http.unwrap() }
     }
 
+    /// A gateway and workers `w1` and `w2`, with the 20-part tree's executors all
+    /// mid-call on them (each takes a second or more): the gateway, the workers, the run.
+    async fn tree_on_two_workers(&mut self) -> (Gateway, Worker, Worker, String) {
+        let gateway = self.serve().await;
+        let w1 = self.worker("w1").await;
+        let w2 = self.worker("w2").await;
+        let run = self.start_run(&gateway, "twenty parts").await;
+        self.until_executor_requests(PARTS, &gateway).await;
+        (gateway, w1, w2, run)
+    }
+
     /// Where each of the run's children runs or ran, as `sessions list` says.
     async fn placements(&self, gateway: &Gateway) -> BTreeMap<String, String> {
         let listed = self.json(gateway, &["sessions", "list", "--json"]).await;
@@ -692,12 +703,7 @@ async fn workers_database() -> Option<common::postgres::TestDatabase> {
 async fn a_tree_on_two_workers_survives_a_worker_kill_9() {
     let Some(database) = workers_database().await else { return };
     let mut harness = Harness::on_workers(&database.url);
-    let gateway = harness.serve().await;
-    let w1 = harness.worker("w1").await;
-    let _w2 = harness.worker("w2").await;
-    let run = harness.start_run(&gateway, "twenty parts").await;
-    // Every executor is mid-call (each takes a second or more).
-    harness.until_executor_requests(PARTS, &gateway).await;
+    let (gateway, w1, _w2, run) = harness.tree_on_two_workers().await;
     let placed = harness.placements(&gateway).await;
     let on = |worker: &str| placed.values().filter(|p| *p == &format!("worker:{worker}")).count();
     assert_eq!(on("w1") + on("w2"), PARTS, "every child runs on a worker: {placed:?}");
@@ -726,11 +732,7 @@ async fn a_tree_on_two_workers_survives_a_worker_kill_9() {
 async fn a_tree_on_workers_survives_a_gateway_kill_9() {
     let Some(database) = workers_database().await else { return };
     let mut harness = Harness::on_workers(&database.url);
-    let gateway = harness.serve().await;
-    let _w1 = harness.worker("w1").await;
-    let _w2 = harness.worker("w2").await;
-    let run = harness.start_run(&gateway, "twenty parts").await;
-    harness.until_executor_requests(PARTS, &gateway).await;
+    let (gateway, _w1, _w2, run) = harness.tree_on_two_workers().await;
     gateway.kill();
 
     let gateway = harness.serve().await;
@@ -746,11 +748,7 @@ async fn a_tree_on_workers_survives_a_gateway_kill_9() {
 async fn killing_a_tree_stops_its_sessions_on_workers() {
     let Some(database) = workers_database().await else { return };
     let mut harness = Harness::with_store("", true, Some(&database.url));
-    let gateway = harness.serve().await;
-    let w1 = harness.worker("w1").await;
-    let w2 = harness.worker("w2").await;
-    harness.start_run(&gateway, "twenty parts").await;
-    harness.until_executor_requests(PARTS, &gateway).await;
+    let (gateway, w1, w2, _run) = harness.tree_on_two_workers().await;
     let running = w1.active("executor").await + w2.active("executor").await;
     assert_eq!(running, PARTS, "the 20 executors run on the workers");
 
