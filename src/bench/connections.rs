@@ -143,7 +143,7 @@ async fn tree(provider: &LoopbackProvider, setup: Setup) -> anyhow::Result<Tree>
     Ok(figures(t0, &provider.take_arrivals(), provider.connections() - before))
 }
 
-pub(crate) async fn run(runtime: &Runtime) -> anyhow::Result<RunSummary> {
+async fn run(runtime: &Runtime) -> anyhow::Result<RunSummary> {
     let run = runtime.gateway.send(StartMain::new("conn-parent", "go")).await??;
     let ended = runtime.gateway.send(WaitRun { run_id: run.run_id }).await??;
     Ok(tokio::time::timeout(TREE_WAIT, ended).await.context("the measured tree did not end in time")??)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::connections::{figures, median, run, Stamped, CHILD_AGENT, PARENT_AGENT, PROVIDER};
+use super::connections::{figures, median, Stamped, CHILD_AGENT, PARENT_AGENT, PROVIDER};
 use super::connections::{LoopbackProvider, Transport};
 use crate::agent::{self, Agents, Placement};
 use crate::config::{Config, Limits};
@@ -23,6 +23,19 @@ use crate::gateway::Outcome;
 use crate::model::{Api, HttpModelClient, Provider};
 use crate::runtime::{Role, Runtime};
 use crate::worker::{token, ClaimSettings};
+
+/// One tree, on a main session of its own (a main session keeps its conversation, and
+/// the provider spawns only for a parent that has not spawned yet).
+async fn run(runtime: &Runtime, tree: usize) -> anyhow::Result<crate::gateway::RunSummary> {
+    let key = crate::keys::SessionKey::from(format!("agent:conn-parent:tree{tree}").as_str());
+    let start =
+        crate::gateway::StartMain { session_key: Some(key), ..crate::gateway::StartMain::new("conn-parent", "go") };
+    let run = runtime.gateway.send(start).await??;
+    let ended = runtime.gateway.send(crate::gateway::WaitRun { run_id: run.run_id }).await??;
+    Ok(tokio::time::timeout(Duration::from_secs(30), ended)
+        .await
+        .context("the measured tree did not end in time")??)
+}
 
 /// T0 → the child's first request, per tree, for each placement.
 #[derive(Clone, Debug, Default)]
@@ -99,12 +112,12 @@ async fn placed(
     let claimer = crate::worker::claimer(settings, worker.gateway.clone(), held)?;
     let mut firsts = Vec::with_capacity(trees);
     let mut failed = None;
-    for _ in 0..trees {
+    for tree in 0..trees {
         if let Ok(mut at) = spawned.lock() {
             *at = None;
         }
         provider.take_arrivals();
-        match run(&gateway).await {
+        match run(&gateway, tree).await {
             Ok(summary) if summary.outcome == Outcome::Ok => {}
             Ok(summary) => {
                 failed = Some(anyhow::anyhow!("the measured tree ended {:?}: {}", summary.outcome, summary.text));

@@ -285,7 +285,8 @@ impl Gateway {
         let addr = match queued {
             Some(token) => {
                 let work = crate::store::QueuedWork { key: plan.key.clone(), agent_id: plan.agent.id.clone(), token };
-                self.journal.record(Record::Queued(Box::new(work)));
+                // A worker waits for it: committed now, with the session's row before it.
+                self.journal.record_now(Record::Queued(Box::new(work)));
                 None
             }
             None => {

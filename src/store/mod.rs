@@ -221,6 +221,13 @@ impl Journal {
         self.0.push(Command::Record(record), false);
     }
 
+    /// Queue a fact that another process waits for (a spawn queued for workers): the
+    /// writer commits it at once, with whatever else is queued, instead of gathering
+    /// for [`GROUP_WINDOW`].
+    pub fn record_now(&self, record: Record) {
+        self.0.push(Command::Record(record), true);
+    }
+
     /// A journal whose records go nowhere (unit tests of actors that need one).
     pub fn discard() -> Journal {
         let mailbox = Mailbox { state: Mutex::new(Queued { closed: true, ..Queued::default() }), wake: Condvar::new() };
