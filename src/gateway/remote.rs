@@ -6,11 +6,11 @@
 //! [`Record::Queued`](crate::store::Record::Queued), committed with the session's row.
 //! The registry keeps the session as running with no actor and its placement
 //! (`worker`, then `worker:<id>` when [`Placed`] says who claimed it). Its end arrives
-//! as [`RemoteEnded`], read from the outbox by [`crate::worker::listen`]; a kill, or its
+//! as [`RemoteEnded`], read from the outbox by [`crate::worker::listener`]; a kill, or its
 //! parent's end, ends it here and journals
 //! [`Record::Revoked`](crate::store::Record::Revoked) so its worker stops it.
 //!
-//! **On a worker**, the claimer ([`crate::worker::claim`]) hands each claimed spawn to
+//! **On a worker**, the claimer ([`crate::worker::claimer`]) hands each claimed spawn to
 //! the worker's own gateway as [`Claimed`]: the session starts from its journal (empty
 //! the first time, its transcript and recorded tool results after another worker died)
 //! with the capability adopted from the signed grant, under a stand-in for its parent
