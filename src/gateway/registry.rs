@@ -157,6 +157,9 @@ pub struct Registry {
     /// `worker:<id>`); a session not here runs in this process. Apart from the entries,
     /// so a local session pays nothing for it.
     placed: DashMap<SessionKey, Arc<str>, Hasher>,
+    /// How many sessions `placed` holds: a gateway with none (no workers) skips every
+    /// lookup of it on the paths each session takes (its end, its removal).
+    placed_count: AtomicUsize,
 }
 
 /// One session of a shard, as [`Registry::of_shard`] lists it.
@@ -231,19 +234,24 @@ impl Registry {
     pub fn remove(&self, key: &SessionKey) {
         if let Some((_, entry)) = self.sessions.remove(key) {
             self.runs.remove(&entry.run_id);
-            self.placed.remove(key);
+            if self.placed_count.load(Ordering::Acquire) > 0 && self.placed.remove(key).is_some() {
+                self.placed_count.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
     /// Mark `key` as running elsewhere: `worker`, or `worker:<id>` once claimed.
     pub fn set_placement(&self, key: &SessionKey, placement: &str) {
-        if self.sessions.contains_key(key) {
-            self.placed.insert(key.clone(), placement.into());
+        if self.sessions.contains_key(key) && self.placed.insert(key.clone(), placement.into()).is_none() {
+            self.placed_count.fetch_add(1, Ordering::AcqRel);
         }
     }
 
     /// Where `key` runs, when not in this process.
     pub fn placement(&self, key: &SessionKey) -> Option<Arc<str>> {
+        if self.placed_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.placed.get(key).map(|p| p.clone())
     }
 
