@@ -312,28 +312,19 @@ impl Gateway {
         };
         let on_worker = addr.is_none();
         self.registry.insert(SessionEntry {
-            key: plan.key.clone(),
-            agent_id: plan.agent.id.clone(),
-            model: plan.model,
             parent: Some(plan.parent.clone()),
             label: plan.label,
-            run_id: plan.run_id,
-            status: Status::Running,
-            outcome: None,
             cleanup: plan.cleanup,
             stays,
-            started_at: Instant::now(),
-            ended_at: None,
-            usage: Usage::default(),
-            children: Vec::new(),
-            active_children: 0,
-            final_text: None,
-            capability: plan.capability,
             addr,
-            transcript: None,
-            notices: Vec::new(),
-            follow_ups: 0,
-            shard: self.shard,
+            ..SessionEntry::running(
+                plan.key.clone(),
+                plan.agent.id.clone(),
+                plan.model,
+                plan.run_id,
+                plan.capability,
+                self.shard,
+            )
         });
         if on_worker {
             self.registry.set_placement(&plan.key, remote::QUEUED);
@@ -406,28 +397,16 @@ impl Gateway {
         let addr =
             Session::new(self.init(key.clone(), run_id.clone(), &agent, capability.clone(), msg.task, ctx)).start();
         self.registry.insert(SessionEntry {
-            key: key.clone(),
-            agent_id: agent.id.clone(),
-            model: agent.model.clone(),
-            parent: None,
-            label: None,
-            run_id: run_id.clone(),
-            status: Status::Running,
-            outcome: None,
-            cleanup: Cleanup::Keep,
             stays: true,
-            started_at: Instant::now(),
-            ended_at: None,
-            usage: Usage::default(),
-            children: Vec::new(),
-            active_children: 0,
-            final_text: None,
-            capability,
             addr: Some(addr),
-            transcript: None,
-            notices: Vec::new(),
-            follow_ups: 0,
-            shard: self.shard,
+            ..SessionEntry::running(
+                key.clone(),
+                agent.id.clone(),
+                agent.model.clone(),
+                run_id.clone(),
+                capability,
+                self.shard,
+            )
         });
         self.emit_started(&key);
         Ok(RunStarted { session_key: key, run_id })
@@ -500,10 +479,11 @@ impl Gateway {
             let stop_actor = !(entry.stays && outcome == Outcome::Ok);
             self.registry.set_status(&mut entry, if stop_actor { Status::Ended } else { Status::Idle });
             entry.outcome = Some(outcome);
-            entry.ended_at = Some(Instant::now());
-            entry.final_text = Some(text.clone());
+            let past = entry.past_mut();
+            past.ended_at = Some(Instant::now());
+            past.final_text = Some(text.clone());
             if transcript.is_some() {
-                entry.transcript = transcript;
+                past.transcript = transcript;
             }
             let addr = if stop_actor { entry.addr.take() } else { entry.addr.clone() };
             (
@@ -888,7 +868,7 @@ impl Handler<ModelCalled> for Gateway {
             }
             for notice in msg.notices {
                 // The same notice again (a provider that never reports usage) says nothing new.
-                if entry.notices.contains(&notice) {
+                if entry.notices().contains(&notice) {
                     continue;
                 }
                 let key = &msg.key;
@@ -939,7 +919,7 @@ impl Handler<GetHistory> for Gateway {
         let found = self.visible(&msg.caller, "sessions_history", &msg.target).and_then(|()| {
             let entry =
                 self.registry.get(&msg.target).ok_or_else(|| GatewayError::NoSuchSession(msg.target.clone()))?;
-            Ok((entry.addr.clone(), entry.transcript.clone()))
+            Ok((entry.addr.clone(), entry.transcript().cloned()))
         });
         let store = self.store.clone();
         Box::pin(async move {
@@ -1007,7 +987,7 @@ impl Handler<WaitRun> for Gateway {
                     run_id: msg.run_id,
                     session_key: key.clone(),
                     outcome: outcome.unwrap_or(Outcome::Interrupted),
-                    text: entry.final_text.clone().unwrap_or_default(),
+                    text: entry.final_text().unwrap_or_default().to_string(),
                     usage: entry.usage,
                 });
             }

@@ -82,8 +82,11 @@ impl Handler<ShowRun> for Gateway {
     fn handle(&mut self, msg: ShowRun, _: &mut Self::Context) -> Self::Result {
         let missing = || GatewayError::NoSuchRun(msg.run_id.clone());
         let key = self.registry.session_of_run(&msg.run_id).ok_or_else(missing)?;
-        let (run_id, final_text) =
-            self.registry.get(&key).map(|e| (e.run_id.clone(), e.final_text.clone())).ok_or_else(missing)?;
+        let (run_id, final_text) = self
+            .registry
+            .get(&key)
+            .map(|e| (e.run_id.clone(), e.final_text().map(str::to_string)))
+            .ok_or_else(missing)?;
         if run_id != msg.run_id {
             return Err(missing());
         }

@@ -339,30 +339,31 @@ fn entry_of(session: &StoredSession, status: Status, capability: Capability, now
         Instant::now().checked_sub(Duration::from_millis(now.saturating_sub(ms))).unwrap_or_else(Instant::now)
     };
     let row = &session.row;
-    SessionEntry {
-        key: row.key.clone(),
-        agent_id: row.agent_id.clone(),
-        model: row.run.model.clone(),
+    let mut entry = SessionEntry {
         parent: row.parent.clone(),
         label: row.label.clone(),
-        run_id: row.run.run_id.clone(),
         status,
         outcome: if status == Status::Running { None } else { session.outcome.or(Some(Outcome::Interrupted)) },
         cleanup: row.spawned.cleanup,
         stays: row.spawned.stays,
         started_at: at(row.run.started_at_ms),
-        ended_at: session.ended_at_ms.filter(|_| status != Status::Running).map(at),
         usage: session.usage,
-        children: Vec::new(),
-        active_children: 0,
-        final_text: if status == Status::Running { None } else { session.final_text.clone() },
-        capability,
-        addr: None,
-        transcript: None,
-        notices: Vec::new(),
         follow_ups: session.follow_ups,
-        shard,
+        ..SessionEntry::running(
+            row.key.clone(),
+            row.agent_id.clone(),
+            row.run.model.clone(),
+            row.run.run_id.clone(),
+            capability,
+            shard,
+        )
+    };
+    if status != Status::Running {
+        let past = entry.past_mut();
+        past.ended_at = session.ended_at_ms.map(at);
+        past.final_text = session.final_text.clone();
     }
+    entry
 }
 
 /// The answer a child's spawn call got, for a call whose result was not recorded.

@@ -51,18 +51,14 @@ pub struct SessionEntry {
     /// children (until their parent's run ends).
     pub stays: bool,
     pub started_at: Instant,
-    pub ended_at: Option<Instant>,
     pub usage: Usage,
     pub children: Vec<SessionKey>,
     pub active_children: usize,
-    pub final_text: Option<String>,
     pub capability: Capability,
     pub addr: Option<Addr<Session>>,
-    /// Kept after the actor stops, for `sessions_history`.
-    pub transcript: Option<Vec<Message>>,
-    /// What the operator should know about this session beyond its outcome (a refused
-    /// spawn, ...), at most [`MAX_NOTICES`] of them.
-    pub notices: Vec<String>,
+    /// What most sessions never have while they run: out of line, so that a running
+    /// session's entry stays in 256 bytes ([`SessionEntry::past_mut`] makes it).
+    pub(super) past: Option<Box<Past>>,
     /// Follow-ups this `session` child has taken (each is a run under the same run id;
     /// its end is announced under its own key, [`SessionEntry::announce_id`]).
     pub follow_ups: u32,
@@ -73,7 +69,54 @@ pub struct SessionEntry {
 /// Notices kept per session; later ones are counted in the last.
 pub const MAX_NOTICES: usize = 16;
 
+/// The part of an entry a session gains after it starts: its last run's end, and the
+/// notices about it.
+#[derive(Default)]
+pub struct Past {
+    pub ended_at: Option<Instant>,
+    pub final_text: Option<String>,
+    /// Kept after the actor stops, for `sessions_history`.
+    pub transcript: Option<Vec<Message>>,
+    /// What the operator should know about this session beyond its outcome (a refused
+    /// spawn, ...), at most [`MAX_NOTICES`] of them.
+    pub notices: Vec<String>,
+}
+
 impl SessionEntry {
+    /// A session starting its run now, with the defaults of a main session that has no
+    /// actor yet: no parent or label, kept, one run (`stays` false). Callers set what
+    /// differs with struct update syntax.
+    pub fn running(
+        key: SessionKey,
+        agent_id: Arc<str>,
+        model: ModelRef,
+        run_id: RunId,
+        capability: Capability,
+        shard: u16,
+    ) -> SessionEntry {
+        SessionEntry {
+            key,
+            agent_id,
+            model,
+            parent: None,
+            label: None,
+            run_id,
+            status: Status::Running,
+            outcome: None,
+            cleanup: Cleanup::Keep,
+            stays: false,
+            started_at: Instant::now(),
+            usage: Usage::default(),
+            children: Vec::new(),
+            active_children: 0,
+            capability,
+            addr: None,
+            past: None,
+            follow_ups: 0,
+            shard,
+        }
+    }
+
     /// Clear what belonged to the last run, for a new run of an idle session (its
     /// status is set through [`Registry::set_status`], which keeps the count).
     pub fn clear_last_run(&mut self) {
@@ -81,13 +124,38 @@ impl SessionEntry {
         // Usage is the run's (a tree's figures are its run's), as `run` reports them.
         self.usage = Usage::default();
         self.started_at = Instant::now();
-        self.ended_at = None;
-        self.final_text = None;
-        // The live actor holds the transcript now; the snapshot was the last run's.
-        self.transcript = None;
+        if let Some(past) = &mut self.past {
+            past.ended_at = None;
+            past.final_text = None;
+            // The live actor holds the transcript now; the snapshot was the last run's.
+            past.transcript = None;
+        }
         // A run ends only after its children have, so the new run starts with none.
         self.children.clear();
         self.active_children = 0;
+    }
+
+    /// The out-of-line part, made on first use.
+    pub fn past_mut(&mut self) -> &mut Past {
+        self.past.get_or_insert_with(Box::default)
+    }
+
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.past.as_ref().and_then(|p| p.ended_at)
+    }
+
+    /// The last run's final text, once it has ended.
+    pub fn final_text(&self) -> Option<&str> {
+        self.past.as_ref().and_then(|p| p.final_text.as_deref())
+    }
+
+    /// The transcript kept after the actor stopped.
+    pub fn transcript(&self) -> Option<&Vec<Message>> {
+        self.past.as_ref().and_then(|p| p.transcript.as_ref())
+    }
+
+    pub fn notices(&self) -> &[String] {
+        self.past.as_ref().map_or(&[], |p| &p.notices)
     }
 
     /// The idempotency key of this run's end: the run id, and for a follow-up its
@@ -100,11 +168,12 @@ impl SessionEntry {
     }
 
     pub fn notice(&mut self, text: String) {
-        match self.notices.len() {
-            n if n < MAX_NOTICES - 1 => self.notices.push(text),
-            n if n == MAX_NOTICES - 1 => self.notices.push("1 more notice".to_string()),
+        let notices = &mut self.past_mut().notices;
+        match notices.len() {
+            n if n < MAX_NOTICES - 1 => notices.push(text),
+            n if n == MAX_NOTICES - 1 => notices.push("1 more notice".to_string()),
             _ => {
-                if let Some(last) = self.notices.last_mut() {
+                if let Some(last) = notices.last_mut() {
                     let more = last.split(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(1);
                     *last = format!("{} more notices", more + 1);
                 }
@@ -128,17 +197,16 @@ impl SessionEntry {
             active_children: self.active_children,
             usage: self.usage,
             started_at_ms: unix_ms(self.started_at),
-            ended_at_ms: self.ended_at.map(unix_ms),
+            ended_at_ms: self.ended_at().map(unix_ms),
             placement: "local".into(),
             summary: self
-                .final_text
-                .as_deref()
+                .final_text()
                 .map(|t| t.lines().next().unwrap_or_default().chars().take(SUMMARY_CHARS).collect()),
         }
     }
 
     pub fn duration(&self) -> Duration {
-        self.ended_at.unwrap_or_else(Instant::now).saturating_duration_since(self.started_at)
+        self.ended_at().unwrap_or_else(Instant::now).saturating_duration_since(self.started_at)
     }
 }
 
@@ -359,11 +427,11 @@ impl Registry {
                 usage: entry.usage,
                 error: match entry.outcome {
                     Some(outcome) if outcome != Outcome::Ok => {
-                        entry.final_text.as_deref().and_then(|t| t.lines().next()).map(str::to_string)
+                        entry.final_text().and_then(|t| t.lines().next()).map(str::to_string)
                     }
                     _ => None,
                 },
-                notices: entry.notices.clone(),
+                notices: entry.notices().to_vec(),
                 placement: self.placed.get(root).map_or_else(|| "local".to_string(), |p| p.to_string()),
                 children: Vec::new(),
             };
@@ -377,4 +445,15 @@ impl Registry {
 fn unix_ms(at: Instant) -> u64 {
     let ago = Instant::now().saturating_duration_since(at);
     crate::hub::now_ms().saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A parked session's entry is one allocation of this size (boxed in the map):
+    /// 256 bytes is an allocator size class, the next is 320 or 384. What only an
+    /// ended or noted session needs lives in [`super::Past`].
+    #[test]
+    fn a_running_sessions_entry_fits_in_256_bytes() {
+        assert!(std::mem::size_of::<super::SessionEntry>() <= 256, "{}", std::mem::size_of::<super::SessionEntry>());
+    }
 }

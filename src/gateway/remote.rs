@@ -245,28 +245,15 @@ impl Gateway {
         }
         self.registry.remove(parent);
         self.registry.insert(SessionEntry {
-            key: parent.clone(),
-            agent_id: "gateway".into(),
-            model: model.clone(),
-            parent: None,
-            label: None,
-            run_id: run_id.clone(),
-            status: Status::Running,
-            outcome: None,
-            cleanup: Cleanup::Keep,
             stays: true,
-            started_at: Instant::now(),
-            ended_at: None,
-            usage: Usage::default(),
-            children: Vec::new(),
-            active_children: 0,
-            final_text: None,
-            capability: self.authority.ended(parent.clone()),
-            addr: None,
-            transcript: None,
-            notices: Vec::new(),
-            follow_ups: 0,
-            shard: self.shard,
+            ..SessionEntry::running(
+                parent.clone(),
+                "gateway".into(),
+                model.clone(),
+                run_id.clone(),
+                self.authority.ended(parent.clone()),
+                self.shard,
+            )
         });
     }
 }
