@@ -267,6 +267,12 @@ impl Runtime {
     }
 
     /// The session threads, in shard order (benchmarks run a parent's work on its own).
+    /// Resolves once every record journaled before it is committed (benchmarks wait
+    /// for it so a figure does not include the store's backlog).
+    pub fn store_caught_up(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.store.flush()
+    }
+
     pub fn session_threads(&self) -> Vec<ArbiterHandle> {
         self.arbiters.iter().map(Arbiter::handle).collect()
     }

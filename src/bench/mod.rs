@@ -102,8 +102,13 @@ pub struct TreeFigures {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryFigures {
-    /// RSS growth per parked session over the largest burst measured.
+    /// RSS growth per parked session over the largest burst measured, read once the
+    /// sessions are parked and the store has committed their spawns: what a parked
+    /// session costs, not what is briefly in flight.
     pub bytes_per_session: Option<f64>,
+    /// The same growth read the moment the burst's last child ran, with the spawns'
+    /// journal records still queued for the store.
+    pub at_burst_end_bytes_per_session: Option<f64>,
     /// Sessions that figure is over.
     pub sessions: usize,
 }
@@ -166,24 +171,20 @@ pub async fn run(options: Options, mut progress: impl FnMut(&str)) -> anyhow::Re
 
     let mut harness = SpawnHarness::start().await?;
     let threads = harness.runtime().session_threads().len();
-    let (big_burst, rss_per_session) = if options.big_burst {
+    let (big_burst, big_memory) = if options.big_burst {
         progress(&format!("burst of {BIG_BURST}"));
-        let before = rss_bytes();
-        let took = harness.burst(BIG_BURST).await?;
-        let after = rss_bytes();
+        let (took, memory) = burst_memory(&mut harness, BIG_BURST).await?;
         harness.reset().await?;
-        (Some(took), per_session(before, after, BIG_BURST))
+        (Some(took), Some(memory))
     } else {
         (None, None)
     };
     progress(&format!("{} single spawns", options.spawns));
     let spawn = Percentiles::of_ns(singles(&mut harness, options.spawns).await?);
     progress(&format!("burst of {BURST}"));
-    let before = rss_bytes();
-    let burst = harness.burst(BURST).await?;
-    let after = rss_bytes();
+    let (burst, memory) = burst_memory(&mut harness, BURST).await?;
     harness.reset().await?;
-    let rss_per_session = rss_per_session.or(per_session(before, after, BURST));
+    let (rss_per_session, rss_at_burst_end) = big_memory.unwrap_or(memory);
     progress(&format!("trees of {TREE}, depth 1 and 5"));
     let depth1 = harness.tree(TREE, 1).await?;
     harness.reset().await?;
@@ -227,6 +228,7 @@ pub async fn run(options: Options, mut progress: impl FnMut(&str)) -> anyhow::Re
         tree: TreeFigures { depth1_ms: ms(depth1), depth5_ms: ms(depth5) },
         memory: MemoryFigures {
             bytes_per_session: rss_per_session,
+            at_burst_end_bytes_per_session: rss_at_burst_end,
             sessions: if options.big_burst { BIG_BURST } else { BURST },
         },
         handshake,
@@ -284,6 +286,26 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// RSS growth per session between two readings, when both were taken.
+/// A timed burst of `n`, and the RSS growth per session: parked (after the store has
+/// caught up and the allocator has had a moment to give back what it freed), and at
+/// the burst's end.
+async fn burst_memory(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<(Duration, (Option<f64>, Option<f64>))> {
+    let before = rss_bytes();
+    let took = harness.burst(n).await?;
+    let at_end = rss_bytes();
+    tokio::time::timeout(STORE_CATCH_UP, harness.runtime().store_caught_up())
+        .await
+        .map_err(|_| anyhow::anyhow!("the store did not commit the burst's spawns within {STORE_CATCH_UP:?}"))?;
+    tokio::time::sleep(ALLOCATOR_SETTLE).await;
+    let parked = rss_bytes();
+    Ok((took, (per_session(before, parked, n), per_session(before, at_end, n))))
+}
+
+/// How long the store may take to commit a burst's spawns before the run fails.
+const STORE_CATCH_UP: Duration = Duration::from_secs(60);
+/// mimalloc returns freed pages after a short delay (10 ms by default).
+const ALLOCATOR_SETTLE: Duration = Duration::from_millis(100);
+
 fn per_session(before: Option<u64>, after: Option<u64>, sessions: usize) -> Option<f64> {
     before.zip(after).map(|(before, after)| after.saturating_sub(before) as f64 / sessions.max(1) as f64)
 }

@@ -69,6 +69,9 @@ fn print_human(r: &BenchReport) {
     if let Some(bytes) = r.memory.bytes_per_session {
         row(&format!("memory per parked session (RSS over {})", r.memory.sessions), bytes, f.bytes_per_session, "B");
     }
+    if let Some(bytes) = r.memory.at_burst_end_bytes_per_session {
+        row("  read at the burst's end (store backlog included)", bytes, None, "B");
+    }
     if let Some(h) = &r.handshake {
         row(&format!("paired-node handshake p50 ({} samples)", h.samples), h.p50_us, None, "µs");
         row("paired-node handshake p99", h.p99_us, None, "µs");
