@@ -17,7 +17,6 @@ pub mod announce;
 pub mod tools;
 pub mod turn;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -132,6 +131,23 @@ pub struct Session {
     thinking: Option<Thinking>,
     /// Its spans; empty unless traces are exported (`crate::telemetry::genai`).
     trace: SessionTrace,
+}
+
+/// Append `n` in decimal, without the formatting machinery (once per spawn).
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// How many messages [`opening`] makes: the system prompt and the task.
@@ -267,8 +283,9 @@ impl Session {
         system.push_str(" (agent ");
         system.push_str(&agent.id);
         system.push_str(", depth ");
-        let _ = write!(system, "{}).", capability.depth());
-        let mut turn = Turn::new(&system);
+        push_decimal(&mut system, capability.depth());
+        system.push_str(").");
+        let mut turn = Turn::new(system);
         let mut task = task;
         if let Some(history) = &history {
             turn.inherit(history);
@@ -650,5 +667,14 @@ mod tests {
                 Message::User { content: "count files".into() },
             ]
         );
+    }
+
+    #[test]
+    fn depths_are_written_in_decimal() {
+        for n in [0, 7, 10, 305, u32::MAX] {
+            let mut out = String::from("depth ");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("depth {n}"));
+        }
     }
 }

@@ -62,13 +62,13 @@ struct Later {
 }
 
 impl Turn {
-    pub fn new(system_prompt: &str) -> Turn {
+    pub fn new(system_prompt: String) -> Turn {
         // Room for exactly the system prompt and the task: most sessions of a burst
         // are parked on their first model call with nothing more, and a grown list
         // (room for four) would double what a parked session's transcript costs.
         let mut turn = Turn { transcript: Vec::with_capacity(2), ..Turn::default() };
         if !system_prompt.trim().is_empty() {
-            turn.transcript.push(Message::System { content: system_prompt.to_string() });
+            turn.transcript.push(Message::System { content: system_prompt });
         }
         turn
     }
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn yield_parks_until_a_child_result_then_the_model_sees_it() {
-        let mut turn = Turn::new("sys");
+        let mut turn = Turn::new("sys".into());
         assert_eq!(turn.start("task".into()), Next::CallModel);
         let calls = vec![call("s1", "sessions_spawn"), call("y", "sessions_yield")];
         assert_eq!(turn.on_response(answer(None, calls.clone())), Next::RunTools(calls));
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_child_that_ends_before_its_spawn_is_recorded_is_not_lost() {
-        let mut turn = Turn::new("");
+        let mut turn = Turn::new(String::new());
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
         assert_eq!(turn.on_child_ended("r1".into(), "[subagent early ok]\nfast".into()), Next::Wait);
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_final_answer_with_children_running_waits_for_them() {
-        let mut turn = Turn::new("");
+        let mut turn = Turn::new(String::new());
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
         assert_eq!(turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]), Next::CallModel);
@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_fork_inherits_the_conversation_as_text_without_the_system_prompt() {
-        let mut turn = Turn::new("sys");
+        let mut turn = Turn::new("sys".into());
         turn.start("task".into());
         turn.on_response(answer(Some("looking"), vec![call("l", "sessions_list")]));
         turn.on_tool_results(vec![("l".into(), ToolOutput::Done(json!({"status": "ok"})))]);
@@ -405,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_second_delivery_of_a_childs_end_is_dropped_by_its_key() {
-        let mut turn = Turn::new("");
+        let mut turn = Turn::new(String::new());
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("s1", "sessions_spawn")]));
         turn.on_tool_results(vec![("s1".into(), ToolOutput::Spawned(json!({})))]);
@@ -423,7 +423,7 @@ mod tests {
 
     #[test]
     fn yield_without_children_answers_at_once() {
-        let mut turn = Turn::new("");
+        let mut turn = Turn::new(String::new());
         turn.start("task".into());
         turn.on_response(answer(None, vec![call("y", "sessions_yield")]));
         assert_eq!(turn.on_tool_results(vec![("y".into(), ToolOutput::Yield)]), Next::CallModel);
