@@ -89,6 +89,17 @@ impl Connection {
         }
     }
 
+    /// The server speaks first: the challenge is queued as the actor is made, inside the
+    /// upgrade handler, so it leaves in the same write as the 101 response (queued from
+    /// `started`, it went in a second segment and cost the peer a second wake-up).
+    pub fn greet(&mut self, ctx: &mut Context<Self>) {
+        let challenge = ChallengePayload { nonce: self.nonce.clone(), ts: now_ms(), capabilities: None };
+        match EventFrame::from_payload(&challenge) {
+            Ok(frame) => self.event(frame, false, ctx),
+            Err(_) => self.close(Close::internal_error(), ctx),
+        }
+    }
+
     /// Queue a message; a peer that lets more than `maxBufferedBytes` pile up is closed.
     fn write(&mut self, message: Message, ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Closing) {
@@ -257,11 +268,6 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let challenge = ChallengePayload { nonce: self.nonce.clone(), ts: now_ms(), capabilities: None };
-        match EventFrame::from_payload(&challenge) {
-            Ok(frame) => self.event(frame, false, ctx),
-            Err(_) => return self.close(Close::internal_error(), ctx),
-        }
         ctx.run_later(HANDSHAKE_TIMEOUT, |act, ctx| {
             if matches!(act.phase, Phase::AwaitingConnect | Phase::Authenticating) {
                 act.open.handshake(Handshake::Timeout);

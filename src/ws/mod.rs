@@ -123,7 +123,9 @@ pub async fn upgrade(
             };
             Connection::create(move |ctx| {
                 ctx.add_stream(frames);
-                Connection::new(init)
+                let mut connection = Connection::new(init);
+                connection.greet(ctx);
+                connection
             });
         }
         Err(refusal) => {
