@@ -287,8 +287,8 @@ fn ms(d: Duration) -> f64 {
 
 /// RSS growth per session between two readings, when both were taken.
 /// A timed burst of `n`, and the RSS growth per session: parked (after the store has
-/// caught up and the session threads have given back what it freed), and at the
-/// burst's end.
+/// caught up and the allocator has had a second to give back what it freed), and at
+/// the burst's end.
 async fn burst_memory(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<(Duration, (Option<f64>, Option<f64>))> {
     let before = rss_bytes();
     let took = harness.burst(n).await?;
@@ -296,33 +296,21 @@ async fn burst_memory(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<(D
     tokio::time::timeout(STORE_CATCH_UP, harness.runtime().store_caught_up())
         .await
         .map_err(|_| anyhow::anyhow!("the store did not commit the burst's spawns within {STORE_CATCH_UP:?}"))?;
-    give_back_freed_memory(&harness.runtime().session_threads()).await?;
-    let parked = rss_bytes();
+    // mimalloc gives freed pages back some milliseconds after it collects them, and a
+    // thread collects what others freed (the writer frees the records) when it next
+    // allocates: the lowest reading over a second, every session parked throughout.
+    let mut parked = rss_bytes();
+    for _ in 0..ALLOCATOR_SETTLE_READS {
+        tokio::time::sleep(ALLOCATOR_SETTLE_EVERY).await;
+        parked = parked.min(rss_bytes());
+    }
     Ok((took, (per_session(before, parked, n), per_session(before, at_end, n))))
 }
 
 /// How long the store may take to commit a burst's spawns before the run fails.
 const STORE_CATCH_UP: Duration = Duration::from_secs(60);
-
-/// The store's writer frees the burst's journal records, but their pages belong to the
-/// session thread that made them, and mimalloc collects (and returns to the system)
-/// what other threads freed only when that thread next allocates. A thread whose
-/// sessions are all parked may not for a long time, so the figure read whenever it
-/// happened to (one run in about five did not). Each session thread collects now,
-/// which is what its next allocation would have done.
-async fn give_back_freed_memory(threads: &[actix::ArbiterHandle]) -> anyhow::Result<()> {
-    for thread in threads.iter().cloned().chain([actix::Arbiter::current()]) {
-        let (done, collected) = tokio::sync::oneshot::channel();
-        thread.spawn(async move {
-            // SAFETY: `mi_collect` takes no pointers; it only walks the calling
-            // thread's own heap.
-            unsafe { libmimalloc_sys::mi_collect(true) };
-            let _ = done.send(());
-        });
-        collected.await.map_err(|_| anyhow::anyhow!("a session thread stopped"))?;
-    }
-    Ok(())
-}
+const ALLOCATOR_SETTLE_READS: usize = 20;
+const ALLOCATOR_SETTLE_EVERY: Duration = Duration::from_millis(50);
 
 fn per_session(before: Option<u64>, after: Option<u64>, sessions: usize) -> Option<f64> {
     before.zip(after).map(|(before, after)| after.saturating_sub(before) as f64 / sessions.max(1) as f64)
