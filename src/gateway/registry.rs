@@ -83,8 +83,8 @@ pub struct Past {
 }
 
 impl SessionEntry {
-    /// A session starting its run now, with the defaults of a main session that has no
-    /// actor yet: no parent or label, kept, one run (`stays` false). Callers set what
+    /// A session starting its run now, with defaults: no parent, label or actor, kept
+    /// after its run (`cleanup: keep`), not staying for more runs. Callers set what
     /// differs with struct update syntax.
     pub fn running(
         key: SessionKey,
