@@ -56,6 +56,41 @@ fn demo_runs_a_two_level_tree_offline_with_every_session_ok() {
     assert!(report["finalAnswer"].as_str().unwrap().starts_with("summary of 50 results"));
 }
 
+/// A reader that goes away before the output comes (`hivegate demo | head -0`) ends
+/// the command with status 1 and nothing on stderr but what it said before; `println!`
+/// used to panic there, with a backtrace.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly_with_status_1() {
+    let mut child = hivegate()
+        .args(["demo", "--json", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = child.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hivegate demo did not end after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = said.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(!said.contains("cannot write the output"), "a closed pipe is not an error to report: {said}");
+}
+
 #[test]
 fn demo_prints_the_tree_for_people() {
     let output = hivegate().arg("demo").output().unwrap();

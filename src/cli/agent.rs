@@ -132,7 +132,7 @@ pub async fn run(config_path: Option<PathBuf>, args: AgentArgs) -> anyhow::Resul
                 return Ok(1);
             }
         };
-        println!("{}", serde_json::to_string_pretty(&json!({"runId": ack["runId"], "sessionKey": ack["sessionKey"]}))?);
+        outln!("{}", serde_json::to_string_pretty(&json!({"runId": ack["runId"], "sessionKey": ack["sessionKey"]}))?);
         return Ok(0);
     }
     let live = !args.json && std::io::stdout().is_terminal();
@@ -177,12 +177,12 @@ fn print_interrupted(
     match (json, live) {
         (true, _) => {
             let out = out.unwrap_or(json!({"runId": run_id, "status": "aborted"}));
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         (false, true) => painter.leave(),
         (false, false) => {
             for line in painter.tree.lines(term::now_ms(), 0, 0) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
     }
@@ -194,7 +194,7 @@ fn print_interrupted(
 fn print_result(out: &Value, json: bool) -> anyhow::Result<i32> {
     let ok = out.get("status").and_then(Value::as_str) == Some("ok");
     if json {
-        println!("{}", serde_json::to_string_pretty(out)?);
+        outln!("{}", serde_json::to_string_pretty(out)?);
     } else {
         let texts: Vec<&str> = out
             .pointer("/result/payloads")
@@ -202,8 +202,8 @@ fn print_result(out: &Value, json: bool) -> anyhow::Result<i32> {
             .map(|p| p.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect())
             .unwrap_or_default();
         match texts.is_empty() {
-            true => println!("{}", out.get("summary").and_then(Value::as_str).unwrap_or("no answer")),
-            false => println!("{}", texts.join("\n")),
+            true => outln!("{}", out.get("summary").and_then(Value::as_str).unwrap_or("no answer")),
+            false => outln!("{}", texts.join("\n")),
         }
         if !ok {
             eprintln!("the run ended {}", out.get("status").and_then(Value::as_str).unwrap_or("without a status"));

@@ -52,11 +52,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 
 fn print_human(r: &BenchReport) {
     let f = &r.floor;
-    println!("{} session threads; the floor is raw actix doing the same work in this run\n", r.threads);
-    println!("{:<58} {:>12} {:>12} {:>7}", "", "hivegate", "floor", "ratio");
+    outln!("{} session threads; the floor is raw actix doing the same work in this run\n", r.threads);
+    outln!("{:<58} {:>12} {:>12} {:>7}", "", "hivegate", "floor", "ratio");
     let row = |what: &str, value: f64, floor: Option<f64>, unit: &str| match floor {
-        Some(fl) => println!("{what:<58} {:>9.2} {unit:<2} {:>9.2} {unit:<2} {:>6.2}×", value, fl, value / fl),
-        None => println!("{what:<58} {:>9.2} {unit:<2}", value),
+        Some(fl) => outln!("{what:<58} {:>9.2} {unit:<2} {:>9.2} {unit:<2} {:>6.2}×", value, fl, value / fl),
+        None => outln!("{what:<58} {:>9.2} {unit:<2}", value),
     };
     row(&format!("spawn p50 ({} samples)", r.spawn.samples), r.spawn.p50_us, Some(f.spawn_p50_us), "µs");
     row("spawn p99", r.spawn.p99_us, Some(f.spawn_p99_us), "µs");
@@ -86,9 +86,9 @@ fn print_human(r: &BenchReport) {
             "µs",
         );
     }
-    println!("\ntargets:");
+    outln!("\ntargets:");
     for t in &r.targets {
         let mark = if t.met { "ok  " } else { "MISS" };
-        println!("  {mark} {:<32} {:>10.2} {:<5} (at most {})", t.name, t.value, t.unit, t.limit);
+        outln!("  {mark} {:<32} {:>10.2} {:<5} (at most {})", t.name, t.value, t.unit, t.limit);
     }
 }

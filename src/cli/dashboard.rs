@@ -87,7 +87,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DashboardArgs) -> anyhow::R
     if args.gateway.json {
         super::print_json(&json!({"url": link, "gatewayUrl": url, "checked": !args.no_check}))?;
     } else {
-        println!("{link}");
+        outln!("{link}");
         if std::io::stderr().is_terminal() {
             eprintln!("open it in a browser on this machine; the token after '#' stays in the browser");
         }

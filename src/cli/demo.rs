@@ -190,7 +190,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DemoArgs) -> anyhow::Result
     if args.json {
         print_json(&report)?;
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     let expected = expected_sessions(&args);
     if report.sessions as u64 != expected && !args.json {

@@ -127,7 +127,7 @@ pub(super) fn finish(
     match result {
         Ok(payload) if json => super::print_json(&payload).map(|()| 0),
         Ok(payload) => {
-            println!("{}", human(&payload));
+            outln!("{}", human(&payload));
             Ok(0)
         }
         Err(ClientError::Rpc { code, message, .. }) => {

@@ -1,5 +1,21 @@
 //! The command line: one file per command. `main.rs` parses [`Cli`] and calls [`run`].
 
+/// A line of a command's output on stdout (`println!` arguments). A reader that has
+/// gone (`hivegate demo | head -1`) ends the command with status 1 and nothing more
+/// said, where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// The same without the newline (`print!` arguments).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!($($arg)*))
+    };
+}
+
 mod agent;
 mod bench;
 mod dashboard;
@@ -129,6 +145,21 @@ fn load_agents(config: &Config) -> anyhow::Result<Agents> {
 
 /// Print as pretty JSON.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Write a command's output ([`out!`], [`outln!`]). Output that cannot be written
+/// ends the process with status 1: quietly when the reader has gone (a closed pipe is
+/// the reader's choice), saying why otherwise. `serve` does not use this: a gateway
+/// keeps serving when its stdout closes ([`serve`]'s `say`).
+pub(crate) fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("hivegate: cannot write the output: {e}");
+        }
+        std::process::exit(1);
+    }
 }

@@ -157,7 +157,7 @@ pub async fn run(config_path: Option<PathBuf>, args: RunArgs) -> anyhow::Result<
     if args.json {
         print_json(&report)?;
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     runtime.shutdown().await?;
     if interrupted {
