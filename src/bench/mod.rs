@@ -285,7 +285,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// RSS growth per session between two readings, when both were taken.
 /// A timed burst of `n`, and the RSS growth per session: parked (after the store has
 /// caught up and the allocator has had a second to give back what it freed), and at
 /// the burst's end.
@@ -296,9 +295,9 @@ async fn burst_memory(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<(D
     tokio::time::timeout(STORE_CATCH_UP, harness.runtime().store_caught_up())
         .await
         .map_err(|_| anyhow::anyhow!("the store did not commit the burst's spawns within {STORE_CATCH_UP:?}"))?;
-    // mimalloc gives freed pages back some milliseconds after it collects them, and a
-    // thread collects what others freed (the writer frees the records) when it next
-    // allocates: the lowest reading over a second, every session parked throughout.
+    // The allocator gives back freed pages some time after they are freed (in about
+    // one run in ten, not within the second): the lowest reading over a second, every
+    // session parked throughout.
     let mut parked = rss_bytes();
     for _ in 0..ALLOCATOR_SETTLE_READS {
         tokio::time::sleep(ALLOCATOR_SETTLE_EVERY).await;
@@ -312,6 +311,7 @@ const STORE_CATCH_UP: Duration = Duration::from_secs(60);
 const ALLOCATOR_SETTLE_READS: usize = 20;
 const ALLOCATOR_SETTLE_EVERY: Duration = Duration::from_millis(50);
 
+/// RSS growth per session between two readings, when both were taken.
 fn per_session(before: Option<u64>, after: Option<u64>, sessions: usize) -> Option<f64> {
     before.zip(after).map(|(before, after)| after.saturating_sub(before) as f64 / sessions.max(1) as f64)
 }
