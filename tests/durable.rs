@@ -170,7 +170,7 @@ type Armed = (Weak<Mutex<Child>>, &'static str);
 
 impl Tripwire {
     fn arm(&self, gateway: &Gateway, model: &'static str) {
-        *self.0.lock().unwrap() = Some((Arc::downgrade(&gateway.process.0), model));
+        *self.0.lock().unwrap() = Some((Arc::downgrade(&gateway.child), model));
     }
 
     fn pull_if(&self, request: &CompletionRequest) {
@@ -184,18 +184,37 @@ impl Tripwire {
     }
 }
 
-/// A child process, killed (SIGKILL) and reaped however the test ends.
-struct Process(Arc<Mutex<Child>>);
+/// A child process with its log (stderr), killed (SIGKILL) and reaped however the test
+/// ends. [`Gateway`] and [`Worker`] are one of these with what each says where it serves.
+struct Process {
+    child: Arc<Mutex<Child>>,
+    log: PathBuf,
+}
 
 impl Process {
     fn exited(&self) -> Option<std::process::ExitStatus> {
-        self.0.lock().unwrap().try_wait().unwrap()
+        self.child.lock().unwrap().try_wait().unwrap()
+    }
+
+    fn pid(&self) -> String {
+        self.child.lock().unwrap().id().to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`, and wait for the process to be gone.
+    fn kill(&self) {
+        let mut child = self.child.lock().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let mut child = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut child = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -206,25 +225,17 @@ struct Gateway {
     process: Process,
     /// `ws://127.0.0.1:PORT`
     url: String,
-    log: PathBuf,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
 }
 
 impl Gateway {
-    fn pid(&self) -> String {
-        self.process.0.lock().unwrap().id().to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9`, and wait for the process to be gone.
-    fn kill(self) {
-        let mut child = self.process.0.lock().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
     /// Wait (at most `within`) for the process to end: its exit status.
     async fn ended(&self, within: Duration) -> std::process::ExitStatus {
         let mut status = None;
@@ -251,23 +262,19 @@ struct Harness {
 /// A running `hivegate worker`.
 struct Worker {
     process: Process,
-    log: PathBuf,
     /// `http://127.0.0.1:PORT`, its health and metrics.
     http: String,
 }
 
+impl std::ops::Deref for Worker {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
 impl Worker {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9`, and wait for the process to be gone.
-    fn kill(self) {
-        let mut child = self.process.0.lock().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
     /// The sessions of `agent` its /metrics says are running.
     async fn active(&self, agent: &str) -> usize {
         let text = reqwest::get(format!("{}/metrics", self.http)).await.unwrap().text().await.unwrap();
@@ -365,7 +372,7 @@ impl Harness {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let process = Process(Arc::new(Mutex::new(child)));
+        let process = Process { child: Arc::new(Mutex::new(child)), log };
         let mut addr = None;
         until(
             || "serve to say where it listens".into(),
@@ -373,12 +380,12 @@ impl Harness {
                 let text = std::fs::read_to_string(&out).unwrap_or_default();
                 addr = text.split_whitespace().find_map(|w| w.strip_prefix("http://")).map(str::to_string);
                 let exited = process.exited();
-                assert!(exited.is_none(), "serve exited {exited:?}: {}", std::fs::read_to_string(&log).unwrap());
+                assert!(exited.is_none(), "serve exited {exited:?}: {}", process.log());
                 addr.is_some()
             },
         )
         .await;
-        Gateway { process, url: format!("ws://{}", addr.unwrap()), log }
+        Gateway { process, url: format!("ws://{}", addr.unwrap()) }
     }
 
     /// `hivegate worker --id <id>` on the harness's config (so its database, agents and
@@ -397,13 +404,13 @@ impl Harness {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let process = Process(Arc::new(Mutex::new(child)));
+        let process = Process { child: Arc::new(Mutex::new(child)), log };
         let mut http = None;
         until(
             || format!("worker {id} to say it runs"),
             || {
                 let exited = process.exited();
-                assert!(exited.is_none(), "worker exited {exited:?}: {}", std::fs::read_to_string(&log).unwrap());
+                assert!(exited.is_none(), "worker exited {exited:?}: {}", process.log());
                 let text = std::fs::read_to_string(&out).unwrap_or_default();
                 let said = text.lines().find(|l| l.starts_with(&format!("hivegate worker {id}:")));
                 http =
@@ -412,7 +419,7 @@ impl Harness {
             },
         )
         .await;
-        Worker { process, log, http: http.unwrap() }
+        Worker { process, http: http.unwrap() }
     }
 
     /// A gateway and workers `w1` and `w2`, with the 20-part tree's executors all
