@@ -266,11 +266,24 @@ impl Authority {
         budgets: Budgets,
         workspace: Option<Workspace>,
     ) -> Capability {
+        Authority::unparented(principal, scopes, (0, max_depth), deadline, budgets, workspace)
+    }
+
+    /// A capability with no parent in this process (its budgets are its own), at
+    /// `depth` with room down to `max_depth`: a main session's, or a worker's session's.
+    fn unparented(
+        principal: SessionKey,
+        scopes: ScopeSet,
+        (depth, max_depth): (u32, u32),
+        deadline: Option<Instant>,
+        budgets: Budgets,
+        workspace: Option<Workspace>,
+    ) -> Capability {
         let root = |limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None });
         Capability(Arc::new(Inner {
             principal,
             scopes,
-            depth: 0,
+            depth,
             max_depth,
             deadline,
             budget: budgets.tokens.map(root),
@@ -295,20 +308,16 @@ impl Authority {
         now_ms: u64,
         workspace: Option<Workspace>,
     ) -> Capability {
-        let root = |limit| Arc::new(Budget { limit, used: AtomicU64::new(0), parent: None });
         let deadline =
             grant.deadline_ms.map(|ms| Instant::now() + std::time::Duration::from_millis(ms.saturating_sub(now_ms)));
-        Capability(Arc::new(Inner {
+        Authority::unparented(
             principal,
-            scopes: ScopeSet::from_bits(grant.scopes).intersect(agent_scopes),
-            depth: grant.depth,
-            max_depth: grant.max_depth.min(grant.depth),
+            ScopeSet::from_bits(grant.scopes).intersect(agent_scopes),
+            (grant.depth, grant.max_depth.min(grant.depth)),
             deadline,
-            budget: grant.budget_tokens.map(root),
-            cost: grant.budget_micro_usd.map(root),
+            Budgets { tokens: grant.budget_tokens, micro_usd: grant.budget_micro_usd },
             workspace,
-            revocation: RevocationNode::default(),
-        }))
+        )
     }
 
     /// A capability for the record of a session that ended before this process
