@@ -23,6 +23,7 @@ use crate::config::{Config, BUILTIN_PROVIDER};
 use crate::gateway::remote::Remote;
 use crate::gateway::{Gateway, GatewayHandle, Recover, Recovered, Registry, Stats};
 use crate::http::{routes, HttpState, HttpStateSlot};
+use crate::hub::door::Door;
 use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
 use crate::model::builtin::Bounds;
 use crate::model::server::BuiltinServer;
@@ -218,14 +219,9 @@ impl Runtime {
             max_buffered_bytes: config.sockets.max_buffered_bytes as u64,
             ..Policy::default()
         };
-        let hub_config = HubConfig {
-            gateway_token: config.gateway_token.clone(),
-            silent,
-            policy,
-            default_agent: config.default_agent.clone(),
-            events: events.clone(),
-        };
-        let hub = hub_ctx.run(Hub::new(hub_config, book, store.clone(), gateway.clone(), stats.clone()));
+        let door = Arc::new(Door::new(config.gateway_token.clone(), silent, policy, book, stats.clone()));
+        let hub_config = HubConfig { default_agent: config.default_agent.clone(), events: events.clone() };
+        let hub = hub_ctx.run(Hub::new(hub_config, door.clone(), store.clone(), gateway.clone(), stats.clone()));
         state.fill(HttpState {
             registry: registry.clone(),
             stats: stats.clone(),
@@ -234,6 +230,7 @@ impl Runtime {
             ws: WsState {
                 sockets: stats.metrics().sockets().clone(),
                 hub: hub.clone(),
+                door,
                 allowed_origins: config.allowed_origins.clone(),
                 gate: PreAuthGate::new(
                     config.sockets.max_preauth_connections,

@@ -117,7 +117,7 @@ impl Authenticator<'_> {
 
     /// [`Authenticator::authenticate`] with the device block already verified against
     /// the socket's nonce (by the connection, on its own thread: the Ed25519 check is
-    /// the costliest step of a handshake, and the hub is one actor for all sockets).
+    /// the costliest step of a handshake, and the door's lock is one for all sockets).
     pub fn authenticate_verified(
         &mut self,
         params: &ConnectParams,

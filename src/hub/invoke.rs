@@ -220,7 +220,7 @@ impl Hub {
 
     fn check_approved(&self, params: &NodeInvokeParams) -> Result<(), ErrorShape> {
         let node = &params.node_id;
-        if !self.book.is_command_approved(node, &params.command) {
+        if !self.door.pairing().book.is_command_approved(node, &params.command) {
             let message = format!(
                 "command {} is not approved for node {node}; approve its commands with `hivegate nodes approve`",
                 params.command

@@ -114,7 +114,7 @@ impl Hub {
             "device.pair.list" => self.device_pair_list(),
             "node.list" => value(&NodeListResult { ts: now_ms(), nodes: self.node_entries() }),
             "node.describe" => self.node_describe(params::<NodeIdParams>(method, p)?.node_id),
-            "node.pair.list" => value(&self.book.node_pair_list(now_ms())),
+            "node.pair.list" => value(&self.door.pairing().book.node_pair_list(now_ms())),
             "node.event" => self.node_event(params(method, p)?),
             "node.runnerInventory.update" => self.node_gated(conn_id, json!({})),
             "node.skills.update" => self.node_echo(conn_id, "skills", p),
@@ -144,6 +144,11 @@ impl Hub {
 
     /// Commit a change, then broadcast its events, close what it closes and answer.
     fn finish_change(&mut self, change: Change, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
+        if change.close.is_some() {
+            // Authority is going: a connect decided on a socket's thread before this
+            // change must not be admitted after it.
+            self.door.pairing().invalidate();
+        }
         let saved = self.commit(ctx, move |hub, saved| match saved {
             Ok(()) => {
                 hub.broadcast(&change.events);
@@ -158,11 +163,11 @@ impl Hub {
     }
 
     fn status(&self) -> Value {
-        let list = self.book.device_pair_list(now_ms());
+        let list = self.door.pairing().book.device_pair_list(now_ms());
         json!({
             "runtimeVersion": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
-            "uptimeMs": self.started.elapsed().as_millis() as u64,
+            "uptimeMs": self.door.started.elapsed().as_millis() as u64,
             "sessions": {"live": self.stats.live_sessions(), "spawns": self.stats.spawns()},
             "devices": {"paired": list.paired.len(), "pending": list.pending.len()},
             "nodes": {"connected": self.nodes.len()},
@@ -171,7 +176,7 @@ impl Hub {
     }
 
     fn device_pair_list(&self) -> Reply {
-        let mut list = self.book.device_pair_list(now_ms());
+        let mut list = self.door.pairing().book.device_pair_list(now_ms());
         for row in &mut list.paired {
             row.connected = Some(self.conns.values().any(|c| c.device_id.as_deref() == Some(row.device_id.as_str())));
         }
@@ -180,25 +185,30 @@ impl Hub {
 
     fn device_pair_approve(&mut self, caller: ScopeSet, p: RequestIdParams) -> Result<Change, ErrorShape> {
         let now = now_ms();
-        let outcome = self.book.approve(&p.request_id, caller, now).map_err(|e| e.to_error_shape())?;
-        let device = self.book.device_row(&outcome.device.device_id, now);
+        let outcome = self.door.pairing().book.approve(&p.request_id, caller, now).map_err(|e| e.to_error_shape())?;
+        let device = self.door.pairing().book.device_row(&outcome.device.device_id, now);
         Ok(Change::new(json!({"requestId": outcome.request_id, "device": device}), outcome.events))
     }
 
     fn device_pair_reject(&mut self, p: RequestIdParams) -> Result<Change, ErrorShape> {
-        let outcome = self.book.reject(&p.request_id, now_ms()).map_err(|e| e.to_error_shape())?;
+        let outcome = self.door.pairing().book.reject(&p.request_id, now_ms()).map_err(|e| e.to_error_shape())?;
         let reply = json!({"requestId": outcome.request.request_id, "deviceId": outcome.request.device_id, "decision": "rejected"});
         Ok(Change::new(reply, outcome.events))
     }
 
     fn device_pair_remove(&mut self, caller: ScopeSet, device_id: String) -> Result<Change, ErrorShape> {
-        let outcome = self.book.remove_device(&device_id, caller).map_err(|e| e.to_error_shape())?;
+        let outcome = self.door.pairing().book.remove_device(&device_id, caller).map_err(|e| e.to_error_shape())?;
         let reply = json!({"deviceId": outcome.device.device_id, "removed": true});
         Ok(Change::new(reply, Vec::new()).closing(device_id, None, "device removed"))
     }
 
     fn device_token_rotate(&mut self, caller: ScopeSet, p: DeviceTokenParams) -> Result<Change, ErrorShape> {
-        let issued = self.book.rotate_token(&p.device_id, p.role, caller, now_ms()).map_err(|e| e.to_error_shape())?;
+        let issued = self
+            .door
+            .pairing()
+            .book
+            .rotate_token(&p.device_id, p.role, caller, now_ms())
+            .map_err(|e| e.to_error_shape())?;
         // The old token is dead: its connections go, and the device picks up the new
         // token in its next hello-ok. The operator never sees the value.
         let reply = to_value(&DeviceTokenRotateResult {
@@ -213,7 +223,12 @@ impl Hub {
     }
 
     fn device_token_revoke(&mut self, caller: ScopeSet, p: DeviceTokenParams) -> Result<Change, ErrorShape> {
-        let outcome = self.book.revoke_token(&p.device_id, p.role, caller, now_ms()).map_err(|e| e.to_error_shape())?;
+        let outcome = self
+            .door
+            .pairing()
+            .book
+            .revoke_token(&p.device_id, p.role, caller, now_ms())
+            .map_err(|e| e.to_error_shape())?;
         let reply = to_value(&DeviceTokenRevokeResult {
             device_id: outcome.device_id,
             role: outcome.role,
@@ -226,7 +241,7 @@ impl Hub {
     /// Every node the hub knows: approved surfaces, pending ones, and connected nodes.
     fn node_entries(&self) -> Vec<NodeListEntry> {
         let mut ids: Vec<String> = self.nodes.keys().cloned().collect();
-        for row in self.book.node_pair_list(now_ms()).paired {
+        for row in self.door.pairing().book.node_pair_list(now_ms()).paired {
             ids.push(row.node_id);
         }
         ids.sort();
@@ -235,10 +250,11 @@ impl Hub {
     }
 
     fn node_entry(&self, node_id: &str) -> NodeListEntry {
-        let surface = self.book.node_surface(node_id);
-        let pending = self.book.node_pending_for(node_id);
+        let pairing = self.door.pairing();
+        let surface = pairing.book.node_surface(node_id);
+        let pending = pairing.book.node_pending_for(node_id);
         let conn = self.nodes.get(node_id).and_then(|c| self.conns.get(c));
-        let device = self.book.device(node_id);
+        let device = pairing.book.device(node_id);
         let declared = pending.map(|p| &p.declaration);
         NodeListEntry {
             node_id: node_id.to_string(),
@@ -270,19 +286,20 @@ impl Hub {
     }
 
     fn node_describe(&self, node_id: String) -> Reply {
-        if self.book.device(&node_id).is_none() && !self.nodes.contains_key(&node_id) {
+        if self.door.pairing().book.device(&node_id).is_none() && !self.nodes.contains_key(&node_id) {
             return Err(ErrorShape::invalid_request(format!("unknown node {node_id}; see `hivegate nodes list`")));
         }
         value(&self.node_entry(&node_id))
     }
 
     fn node_pair_approve(&mut self, caller: ScopeSet, p: RequestIdParams) -> Result<Change, ErrorShape> {
-        let outcome = self.book.approve_node(&p.request_id, caller, now_ms()).map_err(|e| e.to_error_shape())?;
+        let outcome =
+            self.door.pairing().book.approve_node(&p.request_id, caller, now_ms()).map_err(|e| e.to_error_shape())?;
         Ok(Change::new(json!({"requestId": outcome.request_id, "node": outcome.node.to_row()}), outcome.events))
     }
 
     fn node_pair_reject(&mut self, p: RequestIdParams) -> Result<Change, ErrorShape> {
-        let outcome = self.book.reject_node(&p.request_id, now_ms()).map_err(|e| e.to_error_shape())?;
+        let outcome = self.door.pairing().book.reject_node(&p.request_id, now_ms()).map_err(|e| e.to_error_shape())?;
         Ok(Change::new(json!({"requestId": outcome.request.request_id, "decision": "rejected"}), outcome.events))
     }
 
@@ -293,7 +310,7 @@ impl Hub {
     /// Node updates that need an approved command surface.
     fn node_gated(&mut self, conn_id: u64, extra: Value) -> Reply {
         let node_id = self.caller_node(conn_id)?;
-        if let Some(error) = self.book.node_surface_status(&node_id, now_ms()).unavailable_error() {
+        if let Some(error) = self.door.pairing().book.node_surface_status(&node_id, now_ms()).unavailable_error() {
             return Err(error);
         }
         let mut reply = json!({"nodeId": node_id});

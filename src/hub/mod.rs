@@ -1,16 +1,19 @@
 //! The hub: the gateway's side of everything outside the process. One actor owns the
-//! pairing book (persisted through the Store after every change), the live WebSocket
-//! connections and which node is on which, the node invokes in flight and the
-//! failed-auth rate limiter.
+//! live WebSocket connections and which node is on which, the node invokes in flight,
+//! and every change to the pairing book (persisted through the Store after each). The
+//! book and the failed-auth rate limiter sit behind the [`door`], which the sockets'
+//! threads share to decide connects without a round trip to this actor.
 //!
 //! Connection actors (`ws/`, one per socket, on the HTTP workers' threads) do framing,
-//! timers and `seq`; they ask the hub to [`Connect`] and to [`Call`] methods, and the hub
+//! timers and `seq`; they ask the door to decide their connect, then the hub to
+//! [`Admit`] them (or to [`Settle`] what the decision changed) and to [`Call`] methods, and the hub
 //! pushes [`Outbound`] events and closes back to them. In-process sessions never come
 //! here to spawn: only their `nodes_invoke` tool does, through [`InvokeNode`], checked
 //! against their capability first like every tool.
 
 pub mod auth;
 mod catalog;
+pub mod door;
 mod invoke;
 mod live;
 mod methods;
@@ -19,24 +22,19 @@ mod runs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::config::Secret;
 use crate::gateway::{GatewayHandle, Stats};
-use crate::pairing::{Audience, PairingBook, PairingEvent, SilentApproval, STATE_VERSION};
-use crate::protocol::{
-    AuthMethod, Close, ConnectParams, ErrorShape, EventFrame, Features, HelloOk, Role, ServerInfo, ShutdownPayload,
-    Snapshot, StateVersion,
-};
+use crate::pairing::{Audience, PairingBook, PairingEvent, STATE_VERSION};
+use crate::protocol::{Close, ErrorShape, EventFrame, HelloOk, Role, ShutdownPayload};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::Store;
-use auth::{Authenticator, Peer};
+use door::{Door, Entry, Pending};
 pub use invoke::InvokeNode;
-use ratelimit::RateLimiter;
 
 /// The name of the pairing snapshot in the store.
 pub const PAIRING_SNAPSHOT: &str = "pairing";
@@ -62,18 +60,16 @@ pub enum Outbound {
     },
 }
 
-/// A socket's `connect`, after framing and version checks.
+/// A connect the door accepted with nothing to save: the connection joins the live
+/// state (sent before its hello-ok, so it is here before any request it makes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Admit(pub Entry);
+
+/// A connect whose decision changed the pairing book: saved first, then answered.
 #[derive(Message)]
 #[rtype(result = "Result<Hello, Refusal>")]
-pub struct Connect {
-    pub conn_id: u64,
-    pub params: ConnectParams,
-    /// The device block checked against the socket's nonce, when there is one.
-    pub verified: Option<Result<crate::pairing::VerifiedDevice, crate::pairing::DeviceAuthError>>,
-    pub peer: Peer,
-    pub protocol: u32,
-    pub outbox: Recipient<Outbound>,
-}
+pub struct Settle(pub Pending);
 
 #[derive(Debug)]
 pub struct Hello {
@@ -95,6 +91,16 @@ impl Refusal {
         Refusal {
             error: Box::new(ErrorShape::new(crate::protocol::error_codes::UNAVAILABLE, &message).with_retryable(true)),
             close: Close::internal_error(),
+        }
+    }
+
+    /// The connect was decided before the pairing book changed under it (authority taken
+    /// away, or a rollback): nothing it decided is saved or admitted.
+    fn stale() -> Refusal {
+        let message = "the pairing state changed while this connect was decided; connect again";
+        Refusal {
+            error: Box::new(ErrorShape::new(crate::protocol::error_codes::UNAVAILABLE, message).with_retryable(true)),
+            close: Close::auth_changed(),
         }
     }
 }
@@ -160,10 +166,6 @@ impl Conn {
 }
 
 pub struct HubConfig {
-    pub gateway_token: Option<Secret>,
-    pub silent: SilentApproval,
-    /// Advertised in hello-ok; the connection actors enforce it.
-    pub policy: crate::protocol::Policy,
     /// What an `agent` request runs when it names no agent.
     pub default_agent: String,
     /// Session events, shown live to operators while any is connected (`live.rs`).
@@ -172,13 +174,14 @@ pub struct HubConfig {
 
 pub struct Hub {
     config: HubConfig,
-    book: PairingBook,
+    /// The pairing book and the limiter (shared with the sockets' threads), and how a
+    /// connect is decided.
+    door: Arc<Door>,
     /// The book as last committed to the store; a failed write rolls back to it.
     saved: PairingBook,
     store: Store,
     gateway: GatewayHandle,
     stats: Arc<Stats>,
-    limiter: RateLimiter,
     conns: HashMap<u64, Conn>,
     /// Connected nodes: node id → connection id (the newest).
     nodes: HashMap<String, u64>,
@@ -192,20 +195,18 @@ pub struct Hub {
     me: Option<Addr<Hub>>,
     /// Connections among `conns` that get the live view ([`Conn::reads_runs`]).
     operators: usize,
-    started: Instant,
-    boot_id: String,
 }
 
 impl Hub {
-    pub fn new(config: HubConfig, book: PairingBook, store: Store, gateway: GatewayHandle, stats: Arc<Stats>) -> Hub {
+    pub fn new(config: HubConfig, door: Arc<Door>, store: Store, gateway: GatewayHandle, stats: Arc<Stats>) -> Hub {
+        let saved = door.pairing().book.clone();
         Hub {
             config,
-            saved: book.clone(),
-            book,
+            saved,
+            door,
             store,
             gateway,
             stats,
-            limiter: RateLimiter::default(),
             conns: HashMap::new(),
             nodes: HashMap::new(),
             invokes: invoke::Invokes::default(),
@@ -214,8 +215,6 @@ impl Hub {
             watching: None,
             me: None,
             operators: 0,
-            started: Instant::now(),
-            boot_id: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -223,17 +222,21 @@ impl Hub {
     /// depends on the change (the answer, events, closes) happens in `finish`, after the
     /// commit. The hub handles no other message until the store answers, so changes
     /// commit in order, and a failed write rolls the book back to the last committed
-    /// state, so memory never says more than the disk.
+    /// state, so memory never says more than the disk. A rollback also undoes what
+    /// sockets decided meanwhile; their decisions are stale by then ([`door`]).
     fn commit<T: Send + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
         finish: impl FnOnce(&mut Hub, Result<(), String>) -> T + 'static,
     ) -> oneshot::Receiver<T> {
         let (tx, rx) = oneshot::channel();
-        let json = match serde_json::to_string(&self.book.export()) {
+        // What is written, and so what the book rolls back to once it is: sockets'
+        // threads may change the book while the store writes.
+        let written = self.door.pairing().book.clone();
+        let json = match serde_json::to_string(&written.export()) {
             Ok(json) => json,
             Err(e) => {
-                self.book = self.saved.clone();
+                self.roll_back();
                 let _ = tx.send(finish(self, Err(format!("cannot encode the pairing state: {e}"))));
                 return rx;
             }
@@ -242,10 +245,10 @@ impl Hub {
         ctx.wait(save.into_actor(self).map(move |result, hub, _| {
             let result = result.map_err(|e| e.to_string());
             match &result {
-                Ok(()) => hub.saved = hub.book.clone(),
+                Ok(()) => hub.saved = written,
                 Err(e) => {
                     tracing::error!(error = %e, "pairing change not saved; rolled back");
-                    hub.book = hub.saved.clone();
+                    hub.roll_back();
                 }
             }
             let _ = tx.send(finish(hub, result));
@@ -326,114 +329,44 @@ impl Hub {
                 }
             }
         }
+        self.door.count(self.conns.len(), self.nodes.len());
+    }
+
+    /// Back to the book as last written; decisions taken since rest on nothing.
+    fn roll_back(&mut self) {
+        let mut pairing = self.door.pairing();
+        pairing.book = self.saved.clone();
+        pairing.invalidate();
     }
 
     fn health(&self) -> Value {
-        serde_json::json!({
-            "ok": true,
-            "ts": now_ms(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptimeMs": self.started.elapsed().as_millis() as u64,
-            "connections": self.conns.len(),
-            "nodes": {"connected": self.nodes.len()},
-            "sessions": {"live": self.stats.live_sessions(), "spawns": self.stats.spawns()},
-        })
+        self.door.health()
     }
 
-    fn hello(&self, conn_id: u64, protocol: u32, auth: crate::protocol::HelloAuth) -> HelloOk {
-        let server = ServerInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            conn_id: format!("{}-{conn_id}", self.boot_id),
-            build_id: None,
-            boot_id: Some(self.boot_id.clone()),
-        };
-        let features = Features {
-            methods: methods::METHODS.iter().map(|m| m.to_string()).collect(),
-            events: methods::EVENTS.iter().map(|e| e.to_string()).collect(),
-            capabilities: Vec::new(),
-        };
-        let snapshot = Snapshot {
-            presence: Vec::new(),
-            health: self.health(),
-            state_version: StateVersion { presence: 1, health: 1 },
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-        };
-        let mut hello = HelloOk::new(server, features, snapshot, auth);
-        hello.protocol = protocol;
-        hello.policy = self.config.policy.clone();
-        hello
-    }
-
-    /// Decide a connect. What the decision changed in the pairing book (a pending
-    /// request, a silent approval, a minted device token, a node's command surface) is
-    /// committed before the client hears about it; the connection joins the live state
-    /// only after that.
-    fn connect(&mut self, msg: Connect, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Hello, Refusal>> {
-        let now = now_ms();
-        let mut authenticator = Authenticator {
-            gateway_token: self.config.gateway_token.as_ref(),
-            silent: self.config.silent,
-            book: &mut self.book,
-            limiter: &mut self.limiter,
-        };
-        let outcome = authenticator.authenticate_verified(&msg.params, msg.verified, &msg.peer, now);
-        self.stats.metrics().handshake(crate::telemetry::Handshake::of(&outcome));
-        let accepted = match outcome {
-            Ok(accepted) => accepted,
-            Err(refused) => {
-                if refused.pairing_request {
-                    self.stats.record_pairing_request();
-                }
-                if refused.events.is_empty() {
-                    return Box::pin(fut::ready(Err(Refusal { error: refused.error, close: refused.close })));
-                }
-                let saved = self.commit(ctx, move |hub, saved| match saved {
-                    Ok(()) => {
-                        hub.broadcast(&refused.events);
-                        Refusal { error: refused.error, close: refused.close }
-                    }
-                    Err(e) => Refusal::not_saved(&e),
-                });
-                return Box::pin(
-                    fut::wrap_future(saved).map(|r, _, _| Err(r.unwrap_or_else(|_| Refusal::not_saved("")))),
-                );
-            }
-        };
-        // The stored book must change only for what has to survive a restart: pairing
-        // events (a silent approval), a freshly minted device token and a node's new
-        // command surface. An echoed token or a new last-seen time is not worth a disk
-        // write on every connect.
-        let auth = &accepted.hello_auth;
-        let minted = auth.device_token.is_some() && auth.method != Some(AuthMethod::DeviceToken);
-        let mut events = accepted.events;
-        let mut changed = minted || !events.is_empty();
-        if let (Role::Node, Some(node_id)) = (accepted.role, &accepted.device_id) {
-            let declared = self.declare_node(node_id, &msg.params, &msg.peer, now);
-            changed |= declared.changed;
-            events.extend(declared.events);
+    /// Save what a connect decided, then answer it: the connection joins the live state
+    /// (or its refusal's events go out) only once the change is on disk. A decision from
+    /// before a change that took authority away, or before a rollback, is refused
+    /// unsaved; the client may connect again against the book as it is now.
+    fn settle(&mut self, pending: Pending, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Hello, Refusal>> {
+        if pending.epoch() != self.door.pairing().epoch() {
+            return Box::pin(fut::ready(Err(Refusal::stale())));
         }
-        let payload = self.hello(msg.conn_id, msg.protocol, accepted.hello_auth);
-        let conn = Conn {
-            outbox: msg.outbox,
-            role: accepted.role,
-            scopes: accepted.scopes,
-            device_id: accepted.device_id,
-            connected_at_ms: now,
-            remote_ip: msg.peer.ip.to_string(),
+        let saved = match pending {
+            Pending::Refused { refusal, events, .. } => self.commit(ctx, move |hub, saved| match saved {
+                Ok(()) => {
+                    hub.broadcast(&events);
+                    Err(refusal)
+                }
+                Err(e) => Err(Refusal::not_saved(&e)),
+            }),
+            Pending::Accepted { entry, hello, events } => self.commit(ctx, move |hub, saved| match saved {
+                Ok(()) => {
+                    hub.admit(entry.conn_id, entry.conn, &events);
+                    Ok(*hello)
+                }
+                Err(e) => Err(Refusal::not_saved(&e)),
+            }),
         };
-        let hello = Hello { payload, role: accepted.role, scopes: accepted.scopes };
-        let conn_id = msg.conn_id;
-        if !changed {
-            self.admit(conn_id, conn, &events);
-            return Box::pin(fut::ready(Ok(hello)));
-        }
-        let saved = self.commit(ctx, move |hub, saved| match saved {
-            Ok(()) => {
-                hub.admit(conn_id, conn, &events);
-                Ok(hello)
-            }
-            Err(e) => Err(Refusal::not_saved(&e)),
-        });
         Box::pin(fut::wrap_future(saved).map(|r, _, _| r.unwrap_or_else(|_| Err(Refusal::not_saved("")))))
     }
 
@@ -449,6 +382,7 @@ impl Hub {
             // Not expected (connection ids are unique); keep the count true anyway.
             self.operators = self.operators.saturating_sub(usize::from(replaced.reads_runs()));
         }
+        self.door.count(self.conns.len(), self.nodes.len());
         self.operators_changed();
         self.broadcast(events);
     }
@@ -463,27 +397,6 @@ impl Hub {
             }
         }
     }
-
-    /// A node connected: declare its command surface (a new or superseded surface
-    /// request changes the book).
-    fn declare_node(&mut self, node_id: &str, params: &ConnectParams, peer: &Peer, now: u64) -> Declared {
-        let ip = peer.ip.to_string();
-        let declaration = self.book.node_policy().declaration(node_id, params, Some(&ip));
-        match self.book.declare_node_surface(declaration, now) {
-            Ok(outcome) => {
-                Declared { changed: !outcome.events.is_empty() || outcome.superseded.is_some(), events: outcome.events }
-            }
-            Err(e) => {
-                tracing::warn!(node = node_id, error = %e, "node surface declaration refused");
-                Declared { changed: false, events: Vec::new() }
-            }
-        }
-    }
-}
-
-struct Declared {
-    changed: bool,
-    events: Vec<PairingEvent>,
 }
 
 impl Actor for Hub {
@@ -555,11 +468,25 @@ impl StreamHandler<LiveEvent> for Hub {
     }
 }
 
-impl Handler<Connect> for Hub {
+impl Handler<Admit> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, Admit(entry): Admit, _: &mut Self::Context) {
+        if entry.epoch != self.door.pairing().epoch() {
+            // Authority was taken away (or the book rolled back) after this connect was
+            // decided: it may rest on a token that is gone. The client connects again.
+            entry.conn.outbox.do_send(Outbound::Close(Close::auth_changed()));
+            return;
+        }
+        self.admit(entry.conn_id, entry.conn, &[]);
+    }
+}
+
+impl Handler<Settle> for Hub {
     type Result = ResponseActFuture<Self, Result<Hello, Refusal>>;
 
-    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
-        self.connect(msg, ctx)
+    fn handle(&mut self, Settle(pending): Settle, ctx: &mut Self::Context) -> Self::Result {
+        self.settle(pending, ctx)
     }
 }
 
@@ -590,7 +517,7 @@ impl Handler<CountPairing> for Hub {
     type Result = MessageResult<CountPairing>;
 
     fn handle(&mut self, _: CountPairing, _: &mut Self::Context) -> Self::Result {
-        let list = self.book.device_pair_list(now_ms());
+        let list = self.door.pairing().book.device_pair_list(now_ms());
         MessageResult(PairingCounts {
             paired: list.paired.len(),
             pending: list.pending.len(),

@@ -1,7 +1,9 @@
 //! One WebSocket connection: framing, the handshake timer, per-connection `seq`, ticks
 //! and pings. Decisions belong elsewhere: frames are parsed by `protocol`, the connect
-//! is decided by the hub (pairing book, rate limits), and every request is authorized
-//! by the hub against the connection's live grant.
+//! is decided by the hub's door (pairing book, rate limits; [`crate::hub::door`]) on this
+//! socket's own thread, and every request is authorized by the hub against the
+//! connection's live grant. The hub hears of a connect only to take the connection in,
+//! or to save first what the decision changed.
 //!
 //! Phases: the server speaks first (`connect.challenge`); the first frame must be a
 //! `connect` (pre-auth frames are capped at 64 KiB while they are read, close 1009
@@ -13,6 +15,7 @@
 //! the socket closes 1008 "slow consumer" ([`super::socket`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -22,7 +25,8 @@ use serde_json::Value;
 use super::gate::PreAuth;
 use super::socket::{FrameLimit, Writer};
 use crate::hub::auth::Peer;
-use crate::hub::{now_ms, Call, Connect, Disconnected, Hub, Outbound};
+use crate::hub::door::{ConnectRequest, Decision, Door};
+use crate::hub::{now_ms, Admit, Call, Disconnected, Hello, Hub, Outbound, Settle};
 use crate::protocol::{
     close_reasons, negotiate_protocol, parse_client_frame, parse_connect_frame, ChallengePayload, Close, ErrorShape,
     EventFrame, Frame as WireFrame, ResponseFrame, TickPayload, DEFAULT_TICK_INTERVAL_MS, MAX_PREAUTH_PAYLOAD_BYTES,
@@ -43,6 +47,7 @@ enum Phase {
 pub struct ConnectionInit {
     pub conn_id: u64,
     pub hub: Addr<Hub>,
+    pub door: Arc<Door>,
     pub peer: Peer,
     pub writer: Writer,
     pub limit: FrameLimit,
@@ -56,6 +61,7 @@ pub struct ConnectionInit {
 pub struct Connection {
     conn_id: u64,
     hub: Addr<Hub>,
+    door: Arc<Door>,
     peer: Peer,
     nonce: String,
     phase: Phase,
@@ -76,6 +82,7 @@ impl Connection {
         Connection {
             conn_id: init.conn_id,
             hub: init.hub,
+            door: init.door,
             peer: init.peer,
             nonce: uuid::Uuid::new_v4().to_string(),
             phase: Phase::AwaitingConnect,
@@ -188,31 +195,48 @@ impl Connection {
             .device
             .as_ref()
             .map(|_| crate::pairing::verify_device(&request.params, &self.nonce, crate::hub::now_ms()));
-        let connect = Connect {
+        let decision = self.door.decide(ConnectRequest {
             conn_id: self.conn_id,
             params: request.params,
             verified,
             peer: self.peer.clone(),
             protocol,
             outbox: ctx.address().recipient(),
-        };
-        ctx.wait(self.hub.send(connect).into_actor(self).map(move |result, act, ctx| match result {
-            Ok(Ok(hello)) => {
-                match ResponseFrame::success_with(&id, &hello.payload) {
-                    Ok(frame) => act.send(WireFrame::Response(frame), ctx),
-                    Err(e) => return act.close(e.close(), ctx),
-                }
-                act.phase = Phase::Ready;
-                act.limit.set(act.max_payload);
-                act.preauth = None;
-                act.start_keepalive(ctx);
+        });
+        match decision {
+            Decision::Admit(entry, hello) => {
+                // Sent before hello-ok: the hub takes the connection in before any
+                // request it makes (one sender's messages arrive in order).
+                self.hub.do_send(Admit(entry));
+                self.hello(&id, hello, ctx);
             }
-            Ok(Err(refusal)) => {
-                act.respond(&id, Err(*refusal.error), ctx);
-                act.close(refusal.close, ctx);
+            Decision::Refuse(refusal) => {
+                self.respond(&id, Err(*refusal.error), ctx);
+                self.close(refusal.close, ctx);
             }
-            Err(_) => act.close(Close::internal_error(), ctx),
-        }));
+            Decision::Save(pending) => {
+                ctx.wait(self.hub.send(Settle(pending)).into_actor(self).map(move |result, act, ctx| match result {
+                    Ok(Ok(hello)) => act.hello(&id, hello, ctx),
+                    Ok(Err(refusal)) => {
+                        act.respond(&id, Err(*refusal.error), ctx);
+                        act.close(refusal.close, ctx);
+                    }
+                    Err(_) => act.close(Close::internal_error(), ctx),
+                }));
+            }
+        }
+    }
+
+    /// Accepted: hello-ok, then the post-auth frame limit and the keepalive.
+    fn hello(&mut self, id: &str, hello: Hello, ctx: &mut Context<Self>) {
+        match ResponseFrame::success_with(id, &hello.payload) {
+            Ok(frame) => self.send(WireFrame::Response(frame), ctx),
+            Err(e) => return self.close(e.close(), ctx),
+        }
+        self.phase = Phase::Ready;
+        self.limit.set(self.max_payload);
+        self.preauth = None;
+        self.start_keepalive(ctx);
     }
 
     fn on_request(&mut self, text: &str, ctx: &mut Context<Self>) {

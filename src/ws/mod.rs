@@ -14,12 +14,14 @@ pub mod gate;
 pub mod socket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actix::{Actor, Addr, AsyncContext};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::hub::auth::Peer;
+use crate::hub::door::Door;
 use crate::hub::Hub;
 use crate::pairing::Locality;
 use connection::{Connection, ConnectionInit, PREAUTH_FRAME_LIMIT};
@@ -30,6 +32,8 @@ use socket::{FrameLimit, Frames, Writer};
 #[derive(Clone)]
 pub struct WsState {
     pub hub: Addr<Hub>,
+    /// Where a connect is decided, on the socket's own thread.
+    pub door: Arc<Door>,
     pub allowed_origins: Vec<String>,
     pub gate: PreAuthGate,
     /// The frame limit after hello-ok (`policy.maxPayload`).
@@ -114,6 +118,7 @@ pub async fn upgrade(
             let init = ConnectionInit {
                 conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
                 hub: ws_state.hub.clone(),
+                door: ws_state.door.clone(),
                 peer,
                 writer,
                 limit,
