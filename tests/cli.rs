@@ -453,3 +453,54 @@ fn demo_reports_true_facts_about_the_files_of_its_workspace() {
         ]
     );
 }
+
+/// `hivegate bench --json` (small, and without the 100,000 burst a debug build would
+/// take long over) reports every figure the scale issue names, each floor beside it,
+/// and each target met or not; progress goes to stderr.
+#[test]
+fn bench_reports_every_figure_with_its_floor() {
+    let output = hivegate()
+        .args(["bench", "--json", "--spawns", "200", "--handshakes", "20", "--no-big-burst"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("bench: floor: raw actix-web WebSocket, 20 handshakes"), "stderr: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let figure = |path: &str| {
+        let value = path.split('.').fold(&report, |node, key| &node[key]);
+        let number = value.as_f64().unwrap_or_else(|| panic!("{path} is {value}, not a number"));
+        // RSS growth may be nil when the burst reuses pages the floor's burst freed.
+        let least = if path.starts_with("memory.") { 0.0 } else { f64::MIN_POSITIVE };
+        assert!(number.is_finite() && number >= least, "{path} is {number}");
+        number
+    };
+    for path in [
+        "spawn.p50Us",
+        "spawn.p99Us",
+        "burst.sessions10kMs",
+        "tree.depth1Ms",
+        "tree.depth5Ms",
+        "memory.bytesPerSession",
+        "handshake.p50Us",
+        "handshake.p99Us",
+        "handshake.concurrent1000Ms",
+        "underLoad.spawnP99Us",
+        "underLoad.idleSpawnP99Us",
+        "floor.spawnP50Us",
+        "floor.burst10kMs",
+        "floor.handshakeP50Us",
+        "floor.handshakeP99Us",
+        "floor.handshakeConcurrent1000Ms",
+    ] {
+        figure(path);
+    }
+    assert_eq!(report["handshake"]["samples"], 20);
+    assert!(figure("underLoad.streamingSessions") >= 1000.0, "{}", report["underLoad"]);
+    assert!(report["burst"]["sessions100kMs"].is_null(), "the big burst was skipped");
+    // The gateway's handshake does all the floor's does, and signs and checks on top.
+    assert!(figure("handshake.p50Us") > figure("floor.handshakeP50Us"));
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 7, "{targets:?}");
+    assert!(targets.iter().all(|t| t["met"].is_boolean() && t["value"].is_number()), "{targets:?}");
+}

@@ -1,11 +1,20 @@
-//! The floor: the same shape of work as a spawn with no hivegate code in it, measured in
-//! the same run so every figure can be read as a ratio on whatever machine runs it.
+//! The floor: the same shape of work as a spawn, and as a handshake, with no hivegate
+//! code in it, measured in the same run so every figure can be read as a ratio on
+//! whatever machine runs it.
 //!
-//! A raw actix actor stands in for the gateway: it takes a spawn message, starts a child
+//! **Spawns.** A raw actix actor stands in for the gateway: it takes a spawn message, starts a child
 //! actor on its own arbiter and keeps its address (as the registry does), and answers
 //! with an ack. The child notes, from its `started` hook, that it runs. One measured
 //! spawn is request → child started → note → ack, on one session thread, like
 //! [`super::spawn`]'s.
+//!
+//! **Handshakes** ([`handshakes`]). A raw actix-web server with as many workers as the
+//! gateway's, speaking WebSocket with actix-http's codec: at the upgrade it queues a
+//! first text frame (as the gateway queues its challenge), and it answers each text
+//! frame with one. The handshake harness's own client, on its own thread, connects,
+//! upgrades, reads the first frame, sends one and reads the answer. What the gateway
+//! adds on top is the protocol: the client's signature, its verification, the pairing
+//! decision, and the frames' JSON.
 
 use std::time::{Duration, Instant};
 
@@ -123,4 +132,95 @@ async fn burst(starter: &Addr<Starter>, notes: &mut mpsc::UnboundedReceiver<()>,
         notes.recv().await.context("a child never ran")?;
     }
     Ok(started.elapsed())
+}
+
+/// The handshake floor's figures.
+pub struct HandshakeFloor {
+    pub singles: Vec<Duration>,
+    pub concurrent: Duration,
+}
+
+/// `singles` handshakes one after another, then `concurrent` at once, against a raw
+/// actix-web WebSocket server with `workers` workers.
+pub async fn handshakes(workers: usize, singles: usize, concurrent: usize) -> anyhow::Result<HandshakeFloor> {
+    let server = actix_web::HttpServer::new(|| actix_web::App::new().route("/", actix_web::web::get().to(echo)))
+        .workers(workers.max(1))
+        .disable_signals()
+        .backlog(4096)
+        .client_disconnect_timeout(Duration::ZERO)
+        .bind(("127.0.0.1", 0))
+        .context("cannot listen for the handshake floor")?;
+    let addr = *server.addrs().first().context("the handshake floor bound no address")?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let client = RawClient(format!("ws://{addr}/"));
+    let measured = async {
+        let singles = super::handshake::sequential(client.clone(), singles).await?;
+        let concurrent = super::handshake::concurrent(client, concurrent).await?;
+        anyhow::Ok(HandshakeFloor { singles, concurrent })
+    }
+    .await;
+    handle.stop(false).await;
+    measured
+}
+
+/// The floor's client: the handshake's exchange with an empty JSON object each way.
+#[derive(Clone)]
+struct RawClient(String);
+
+impl super::handshake::Client for RawClient {
+    async fn handshake(&self) -> anyhow::Result<Duration> {
+        let (answer, took) = super::handshake::exchange(&self.0, |_| Ok("{}".to_string())).await?;
+        anyhow::ensure!(answer == serde_json::json!({}), "the floor answered {answer}");
+        Ok(took)
+    }
+}
+
+/// The floor's WebSocket endpoint: a first frame queued at the upgrade, then one text
+/// frame for each text frame received, until the client closes.
+async fn echo(req: actix_web::HttpRequest, mut payload: actix_web::web::Payload) -> actix_web::HttpResponse {
+    use actix_http::ws::{hash_key, Codec, Frame, Message};
+    use bytes::BytesMut;
+    use futures_util::StreamExt;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+        return actix_web::HttpResponse::from_error(e);
+    }
+    let key = req.headers().get(actix_web::http::header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
+    let accept = hash_key(key);
+    let (out, body) = mpsc::unbounded_channel::<Result<bytes::Bytes, actix_web::Error>>();
+    let mut codec = Codec::new();
+    let send = move |codec: &mut Codec, message: Message| {
+        let mut buf = BytesMut::new();
+        codec.encode(message, &mut buf).is_ok() && out.send(Ok(buf.freeze())).is_ok()
+    };
+    send(&mut codec, Message::Text("{}".into()));
+    actix_rt::spawn(async move {
+        let mut read = BytesMut::new();
+        while let Some(Ok(chunk)) = payload.next().await {
+            read.extend_from_slice(&chunk);
+            while let Ok(Some(frame)) = codec.decode(&mut read) {
+                let message = match frame {
+                    Frame::Text(_) => Message::Text("{}".into()),
+                    Frame::Close(reason) => {
+                        send(&mut codec, Message::Close(reason));
+                        return;
+                    }
+                    _ => continue,
+                };
+                if !send(&mut codec, message) {
+                    return;
+                }
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|b| (b, body)) });
+    let mut response = actix_web::HttpResponse::build(actix_web::http::StatusCode::SWITCHING_PROTOCOLS);
+    response.upgrade("websocket");
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_bytes(&accept) {
+        response.insert_header((actix_web::http::header::SEC_WEBSOCKET_ACCEPT, value));
+    }
+    response.streaming(body)
 }

@@ -71,23 +71,84 @@ where
 
 /// One handshake; returns the `connect` response and the time to it.
 pub async fn handshake(url: &str, device: &Device, auth: &Value, token: &str) -> anyhow::Result<(Value, Duration)> {
+    exchange(url, |challenge| device.connect(challenge, auth, token)).await
+}
+
+/// A handshake's shape from the client's side: connect and upgrade, read the server's
+/// first frame, `answer` it, read the response; timed to the response.
+pub async fn exchange(
+    url: &str,
+    answer: impl FnOnce(&Value) -> anyhow::Result<String>,
+) -> anyhow::Result<(Value, Duration)> {
     let started = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-    let challenge = next_text(&mut ws).await?;
-    ws.send(Message::Text(device.connect(&challenge, auth, token)?)).await?;
+    let first = next_text(&mut ws).await?;
+    ws.send(Message::Text(answer(&first)?)).await?;
     let response = next_text(&mut ws).await?;
     let elapsed = started.elapsed();
     let _ = ws.close(None).await;
     Ok((response, elapsed))
 }
 
-/// A gateway with one paired node, ready to time its handshakes.
-pub struct HandshakeHarness {
-    runtime: Runtime,
+/// One client's handshake, answered or refused: what [`sequential`] and [`concurrent`]
+/// time.
+pub trait Client: Clone + Send + Sync + 'static {
+    fn handshake(&self) -> impl std::future::Future<Output = anyhow::Result<Duration>> + Send + '_;
+}
+
+/// `n` handshakes one after another, each timed, from a client thread of its own (a
+/// node is another process: its socket and signing work stays off the gateway's
+/// threads, as far as two cores allow).
+pub async fn sequential<C: Client>(client: C, n: usize) -> anyhow::Result<Vec<Duration>> {
+    on_client_thread(async move {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            samples.push(client.handshake().await?);
+        }
+        Ok(samples)
+    })
+    .await
+}
+
+/// `n` handshakes started at once from a client thread of their own; timed until the
+/// last one is answered. Fails unless every one succeeds.
+pub async fn concurrent<C: Client>(client: C, n: usize) -> anyhow::Result<Duration> {
+    on_client_thread(async move {
+        let started = Instant::now();
+        let one = |_| async {
+            client.handshake().await?;
+            anyhow::Ok(started.elapsed())
+        };
+        let all = futures_util::future::join_all((0..n).map(one)).await;
+        all.into_iter().try_fold(Duration::ZERO, |last, took| took.map(|t| last.max(t)))
+    })
+    .await
+}
+
+/// A paired node with its device token.
+#[derive(Clone)]
+struct PairedNode {
     url: String,
     device: Device,
     auth: Value,
     token: String,
+}
+
+impl Client for PairedNode {
+    /// Fails unless it ends in hello-ok.
+    async fn handshake(&self) -> anyhow::Result<Duration> {
+        let (hello, elapsed) = handshake(&self.url, &self.device, &self.auth, &self.token).await?;
+        if hello["ok"] != true {
+            bail!("handshake refused: {hello}");
+        }
+        Ok(elapsed)
+    }
+}
+
+/// A gateway with one paired node, ready to time its handshakes.
+pub struct HandshakeHarness {
+    runtime: Runtime,
+    node: PairedNode,
 }
 
 impl HandshakeHarness {
@@ -121,59 +182,24 @@ impl HandshakeHarness {
         let (hello, _) = handshake(&url, &device, &shared, TOKEN).await?;
         let token =
             hello["payload"]["auth"]["deviceToken"].as_str().context("no device token in hello-ok")?.to_string();
-        Ok(HandshakeHarness { runtime, url, device, auth: json!({"deviceToken": token}), token })
+        let node = PairedNode { url, device, auth: json!({"deviceToken": token}), token };
+        Ok(HandshakeHarness { runtime, node })
     }
 
     /// One timed handshake with the device token; fails unless it ends in hello-ok.
     pub async fn handshake(&self) -> anyhow::Result<Duration> {
-        let (hello, elapsed) = handshake(&self.url, &self.device, &self.auth, &self.token).await?;
-        if hello["ok"] != true {
-            bail!("handshake refused: {hello}");
-        }
-        Ok(elapsed)
+        self.node.handshake().await
     }
 
-    /// `n` handshakes one after another, each timed, from a client thread of its own
-    /// (a node is another process: its socket and signing work stays off the hub's
-    /// thread, where this harness's caller runs).
+    /// `n` handshakes one after another, each timed, from a client thread of its own.
     pub async fn sequential(&self, n: usize) -> anyhow::Result<Vec<Duration>> {
-        let (url, device, auth, token) = self.client();
-        on_client_thread(async move {
-            let mut samples = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (hello, elapsed) = handshake(&url, &device, &auth, &token).await?;
-                if hello["ok"] != true {
-                    bail!("handshake refused: {hello}");
-                }
-                samples.push(elapsed);
-            }
-            Ok(samples)
-        })
-        .await
+        sequential(self.node.clone(), n).await
     }
 
-    /// `n` handshakes started at once from a client thread of their own (the client's
-    /// signing and socket work stays off the gateway's threads as far as two cores
-    /// allow); timed until the last hello-ok. Fails unless every one ends in hello-ok.
+    /// `n` handshakes started at once from a client thread of their own; timed until
+    /// the last hello-ok. Fails unless every one ends in hello-ok.
     pub async fn concurrent(&self, n: usize) -> anyhow::Result<Duration> {
-        let (url, device, auth, token) = self.client();
-        on_client_thread(async move {
-            let started = Instant::now();
-            let one = |_| async {
-                let (hello, _) = handshake(&url, &device, &auth, &token).await?;
-                if hello["ok"] != true {
-                    bail!("handshake refused: {hello}");
-                }
-                anyhow::Ok(started.elapsed())
-            };
-            let all = futures_util::future::join_all((0..n).map(one)).await;
-            all.into_iter().try_fold(Duration::ZERO, |last, took| took.map(|t| last.max(t)))
-        })
-        .await
-    }
-
-    fn client(&self) -> (String, Device, Value, String) {
-        (self.url.clone(), self.device.clone(), self.auth.clone(), self.token.clone())
+        concurrent(self.node.clone(), n).await
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! Benchmark harnesses, shared by `hivegate bench` and the criterion benches, so both
 //! report the same path:
 //! - [`spawn`]: in-process spawns, bursts and trees on a parked model (`benches/spawn.rs`);
-//! - [`floor`]: the same shape of work with raw actix actors and no hivegate code;
+//! - [`floor`]: the same shape of work with raw actix (actors for spawns, actix-web's
+//!   WebSocket for handshakes) and no hivegate code;
 //! - [`handshake`]: a paired node's handshake, one at a time and 1,000 at once
 //!   (`benches/handshake.rs`);
 //! - [`load`]: spawn latency while 1,000 sessions stream from a loopback provider;
@@ -143,6 +144,11 @@ pub struct FloorFigures {
     pub spawn_p99_us: f64,
     pub burst10k_ms: f64,
     pub bytes_per_session: Option<f64>,
+    /// A raw actix-web WebSocket's handshake shape (upgrade, a frame each way), with
+    /// the same client and as many samples; `null` when handshakes were skipped.
+    pub handshake_p50_us: Option<f64>,
+    pub handshake_p99_us: Option<f64>,
+    pub handshake_concurrent1000_ms: Option<f64>,
 }
 
 /// One target: a figure, its limit, and whether this run met it.
@@ -191,21 +197,26 @@ pub async fn run(options: Options, mut progress: impl FnMut(&str)) -> anyhow::Re
     let depth5 = harness.tree(TREE, 5).await?;
     harness.shutdown().await?;
 
-    let handshake = match options.handshakes {
-        0 => None,
+    let (handshake, handshake_floor) = match options.handshakes {
+        0 => (None, None),
         n => {
+            progress(&format!("floor: raw actix-web WebSocket, {n} handshakes, then {CONCURRENT_HANDSHAKES} at once"));
+            let workers = crate::config::Config::default().threads;
+            let raw = floor::handshakes(workers, n, CONCURRENT_HANDSHAKES).await?;
+            let raw_p = Percentiles::of_ns(raw.singles.iter().map(|d| d.as_nanos() as u64).collect());
             progress(&format!("{n} handshakes, then {CONCURRENT_HANDSHAKES} at once"));
             let harness = handshake::HandshakeHarness::start_for(CONCURRENT_HANDSHAKES).await?;
             let samples = harness.sequential(n).await?.iter().map(|d| d.as_nanos() as u64).collect();
             let concurrent = harness.concurrent(CONCURRENT_HANDSHAKES).await?;
             harness.shutdown().await?;
             let p = Percentiles::of_ns(samples);
-            Some(HandshakeFigures {
+            let figures = HandshakeFigures {
                 samples: p.samples,
                 p50_us: p.p50,
                 p99_us: p.p99,
                 concurrent1000_ms: ms(concurrent),
-            })
+            };
+            (Some(figures), Some((raw_p, ms(raw.concurrent))))
         }
     };
     let under_load = if options.load {
@@ -238,6 +249,9 @@ pub async fn run(options: Options, mut progress: impl FnMut(&str)) -> anyhow::Re
             spawn_p99_us: floor_spawn.p99,
             burst10k_ms: ms(floor.burst_10k),
             bytes_per_session: floor.bytes_per_session,
+            handshake_p50_us: handshake_floor.as_ref().map(|(p, _)| p.p50),
+            handshake_p99_us: handshake_floor.as_ref().map(|(p, _)| p.p99),
+            handshake_concurrent1000_ms: handshake_floor.map(|(_, at_once)| at_once),
         },
         threads,
         targets: Vec::new(),

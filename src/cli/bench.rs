@@ -73,9 +73,14 @@ fn print_human(r: &BenchReport) {
         row("  read at the burst's end (store backlog included)", bytes, None, "B");
     }
     if let Some(h) = &r.handshake {
-        row(&format!("paired-node handshake p50 ({} samples)", h.samples), h.p50_us, None, "µs");
-        row("paired-node handshake p99", h.p99_us, None, "µs");
-        row(&format!("{CONCURRENT_HANDSHAKES} handshakes at once"), h.concurrent1000_ms, None, "ms");
+        row(&format!("paired-node handshake p50 ({} samples)", h.samples), h.p50_us, f.handshake_p50_us, "µs");
+        row("paired-node handshake p99", h.p99_us, f.handshake_p99_us, "µs");
+        row(
+            &format!("{CONCURRENT_HANDSHAKES} handshakes at once"),
+            h.concurrent1000_ms,
+            f.handshake_concurrent1000_ms,
+            "ms",
+        );
     }
     if let Some(l) = &r.under_load {
         row("spawn p99, idle", l.idle_spawn_p99_us, None, "µs");
