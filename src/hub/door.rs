@@ -14,12 +14,19 @@
 //!   device token, a node's new command surface): the hub commits it first and only
 //!   then answers, as before ([`super::Settle`]).
 //!
-//! A decision is stamped with the lock's epoch, which the hub moves on whenever it takes
-//! authority away (a device removed, a token rotated or revoked) or rolls the book back
-//! after a failed write. A decision that reaches the hub after such a change may rest on
-//! what is no longer true, so the hub closes (or refuses) it instead of admitting it,
-//! and the client connects again against the book as it is now.
+//! A decision is stamped with the lock's epoch, which moves on whenever the hub takes a
+//! device's authority away (the device removed, a token of it rotated or revoked) or
+//! rolls the book back after a failed write. A decision that reaches the hub after its
+//! own device lost authority, or after any rollback, may rest on what is no longer true,
+//! so the hub closes (or refuses) it instead of admitting it, and the client connects
+//! again against the book as it is now. Other devices' changes leave it alone: what a
+//! decision changed in the book stays there and is saved with the next commit.
+//!
+//! A connection admitted on a change another socket made but the store then failed to
+//! write is closed by the rollback ([`super::Hub`] closes every connection admitted
+//! since the last commit that succeeded).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -43,16 +50,41 @@ pub struct Pairing {
     pub limiter: RateLimiter,
     /// Moves on with every change that takes authority away, and with every rollback.
     epoch: u64,
+    /// The epoch of the last rollback.
+    rolled_back: u64,
+    /// Per device, the epoch its authority was last taken away in. One entry per device
+    /// an operator has removed or whose token was rotated or revoked since start.
+    revoked: HashMap<String, u64>,
 }
 
 impl Pairing {
-    /// Decisions taken before now may rest on authority that is gone.
-    pub fn invalidate(&mut self) {
-        self.epoch += 1;
+    fn new(book: PairingBook) -> Pairing {
+        Pairing { book, limiter: RateLimiter::default(), epoch: 0, rolled_back: 0, revoked: HashMap::new() }
     }
 
+    /// `device_id`'s authority is going (removed, or a token rotated or revoked):
+    /// decisions about it taken before now may rest on what is gone.
+    pub fn revoke(&mut self, device_id: &str) {
+        self.epoch += 1;
+        self.revoked.insert(device_id.to_string(), self.epoch);
+    }
+
+    /// The book went back to what was last written: every decision taken before now may
+    /// rest on a change that is gone.
+    pub fn rolled_back(&mut self) {
+        self.epoch += 1;
+        self.rolled_back = self.epoch;
+    }
+
+    /// The epoch a decision taken now is stamped with.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Whether a decision taken in `epoch` about `device_id` (none: a connect without a
+    /// device) may rest on authority that is gone.
+    pub fn stale(&self, epoch: u64, device_id: Option<&str>) -> bool {
+        self.rolled_back > epoch || device_id.and_then(|d| self.revoked.get(d)).is_some_and(|&at| at > epoch)
     }
 }
 
@@ -102,12 +134,20 @@ pub enum Pending {
 }
 
 impl Pending {
-    /// The pairing epoch the decision was taken in.
-    pub fn epoch(&self) -> u64 {
+    /// Whether the decision may rest on what is gone: an acceptance after its device
+    /// lost authority or after a rollback; a refusal (it grants nothing) only after a
+    /// rollback, which may have taken its pairing request away.
+    pub fn stale(&self, pairing: &Pairing) -> bool {
         match self {
-            Pending::Accepted { entry, .. } => entry.epoch,
-            Pending::Refused { epoch, .. } => *epoch,
+            Pending::Accepted { entry, .. } => entry.stale(pairing),
+            Pending::Refused { epoch, .. } => pairing.stale(*epoch, None),
         }
+    }
+}
+
+impl Entry {
+    pub fn stale(&self, pairing: &Pairing) -> bool {
+        pairing.stale(self.epoch, self.conn.device_id.as_deref())
     }
 }
 
@@ -137,7 +177,7 @@ impl Door {
             gateway_token,
             silent,
             policy,
-            pairing: Mutex::new(Pairing { book, limiter: RateLimiter::default(), epoch: 0 }),
+            pairing: Mutex::new(Pairing::new(book)),
             stats,
             connections: AtomicUsize::new(0),
             nodes: AtomicUsize::new(0),
@@ -159,7 +199,7 @@ impl Door {
         let now = now_ms();
         let mut guard = self.pairing();
         let pairing = &mut *guard;
-        let epoch = pairing.epoch;
+        let epoch = pairing.epoch();
         let mut authenticator = Authenticator {
             gateway_token: self.gateway_token.as_ref(),
             silent: self.silent,
@@ -195,6 +235,7 @@ impl Door {
             device_id: accepted.device_id,
             connected_at_ms: now,
             remote_ip: request.peer.ip.to_string(),
+            admitted_after: 0,
         };
         let hello = Hello { payload, role: accepted.role, scopes: accepted.scopes };
         let entry = Entry { conn_id: request.conn_id, conn, epoch };
@@ -283,19 +324,22 @@ fn declare_node(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
     use actix::prelude::*;
     use tokio::sync::mpsc;
 
-    use super::{ConnectRequest, Decision, Door};
+    use super::{ConnectRequest, Decision, Door, Entry, Pending};
     use crate::config::Secret;
     use crate::gateway::{Events, GatewayHandle, Registry, Stats};
     use crate::hub::auth::Peer;
-    use crate::hub::{Admit, CountPairing, Hub, HubConfig, Outbound};
+    use crate::hub::{Admit, CountPairing, Hub, HubConfig, Outbound, Refusal, Settle};
+    use crate::keys::SessionKey;
+    use crate::model::Message;
     use crate::pairing::{Locality, PairingBook, SilentApproval};
-    use crate::protocol::{close_codes, ConnectParams, Policy};
-    use crate::store::{sqlite::Sqlite, Store};
+    use crate::protocol::{close_codes, Close, ConnectParams, ErrorShape, Policy};
+    use crate::store::{sqlite::Sqlite, Backend, Durable, Record, Store, StoreError};
 
     /// A connection's outbox: what the hub sends it, in order.
     struct Outbox(mpsc::UnboundedSender<Outbound>);
@@ -312,48 +356,163 @@ mod tests {
         }
     }
 
-    /// The operator CLI on loopback with the shared token: accepted, nothing to save.
-    fn owners_cli(conn_id: u64, outbox: &Addr<Outbox>) -> ConnectRequest {
-        let params: ConnectParams = serde_json::from_value(serde_json::json!({
-            "minProtocol": 4, "maxProtocol": 4,
-            "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
-            "role": "operator", "scopes": ["operator.read"], "auth": {"token": "t"}
-        }))
-        .unwrap();
-        let peer = Peer { ip: [127, 0, 0, 1].into(), locality: Locality::DirectLoopback, browser: false };
-        ConnectRequest { conn_id, params, verified: None, peer, protocol: 4, outbox: outbox.clone().recipient() }
+    /// SQLite whose snapshot writes fail while `failing` is set.
+    struct Flaky {
+        db: Sqlite,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Backend for Flaky {
+        fn apply(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+            self.db.apply(batch)
+        }
+        fn save_snapshot(&mut self, name: &str, version: u32, json: &str) -> Result<(), StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Sql(rusqlite::Error::InvalidQuery));
+            }
+            self.db.save_snapshot(name, version, json)
+        }
+        fn load_snapshot(&self, name: &str) -> Result<Option<(u32, String)>, StoreError> {
+            self.db.load_snapshot(name)
+        }
+        fn load(&self, recent: usize) -> Result<Durable, StoreError> {
+            self.db.load(recent)
+        }
+        fn transcript(&self, key: &SessionKey) -> Result<Vec<Message>, StoreError> {
+            self.db.transcript(key)
+        }
+        fn count_start(&mut self) -> Result<(), StoreError> {
+            self.db.count_start()
+        }
+        fn prune(&mut self, keep: usize) -> Result<(), StoreError> {
+            self.db.prune(keep)
+        }
+    }
+
+    struct Fixture {
+        door: Arc<Door>,
+        hub: Addr<Hub>,
+        outbox: Addr<Outbox>,
+        received: mpsc::UnboundedReceiver<Outbound>,
+        failing: Arc<AtomicBool>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn start() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let failing = Arc::new(AtomicBool::new(false));
+            let backend = Flaky { db: Sqlite::open(dir.path()).unwrap(), failing: failing.clone() };
+            let store = Store::start(backend, "test".into()).unwrap();
+            let stats = Arc::new(Stats::default());
+            let book = PairingBook::default();
+            let door = Door::new(Some(Secret::new("t")), SilentApproval::Off, Policy::default(), book, stats.clone());
+            let door = Arc::new(door);
+            let gateway = GatewayHandle::new(Vec::new(), Arc::new(Registry::default()));
+            let config = HubConfig { default_agent: "main".into(), events: Events::default() };
+            let hub = Hub::new(config, door.clone(), store, gateway, stats).start();
+            let (sent, received) = mpsc::unbounded_channel();
+            Fixture { door, hub, outbox: Outbox(sent).start(), received, failing, _dir: dir }
+        }
+
+        /// The operator CLI on loopback with the shared token: accepted, nothing to save.
+        fn decide_cli(&self, conn_id: u64) -> Entry {
+            let params: ConnectParams = serde_json::from_value(serde_json::json!({
+                "minProtocol": 4, "maxProtocol": 4,
+                "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
+                "role": "operator", "scopes": ["operator.read"], "auth": {"token": "t"}
+            }))
+            .unwrap();
+            let peer = Peer { ip: [127, 0, 0, 1].into(), locality: Locality::DirectLoopback, browser: false };
+            let outbox = self.outbox.clone().recipient();
+            let request = ConnectRequest { conn_id, params, verified: None, peer, protocol: 4, outbox };
+            match self.door.decide(request) {
+                Decision::Admit(entry, hello) => {
+                    assert!(hello.scopes.satisfies(crate::scope::Scope::OperatorRead));
+                    entry
+                }
+                _ => panic!("the owner's CLI was not admitted at once"),
+            }
+        }
+
+        /// A decision taken in `epoch` that changed the book (here: a refusal with
+        /// nothing in it), for the hub to commit.
+        fn settle_decided_in(&self, epoch: u64) -> Request<Hub, Settle> {
+            let refusal = Refusal { error: Box::new(ErrorShape::new("NOT_PAIRED", "x")), close: Close::policy("x") };
+            self.hub.send(Settle(Pending::Refused { refusal, events: Vec::new(), epoch }))
+        }
+
+        fn settle(&self) -> Request<Hub, Settle> {
+            let now = self.door.pairing().epoch();
+            self.settle_decided_in(now)
+        }
+
+        async fn connections(&self) -> usize {
+            self.hub.send(CountPairing).await.unwrap().connections
+        }
+
+        async fn expect_closed(&mut self) {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), self.received.recv());
+            match next.await.expect("no close within 10 s") {
+                Some(Outbound::Close(close)) => assert_eq!(close.code, close_codes::AUTH_CHANGED),
+                other => panic!("expected a close, got {other:?}"),
+            }
+        }
     }
 
     #[actix_rt::test]
-    async fn a_connect_decided_before_authority_was_taken_away_is_closed_not_admitted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::start(Sqlite::open(dir.path()).unwrap(), "test".into()).unwrap();
-        let stats = Arc::new(Stats::default());
-        let book = PairingBook::default();
-        let door =
-            Arc::new(Door::new(Some(Secret::new("t")), SilentApproval::Off, Policy::default(), book, stats.clone()));
-        let gateway = GatewayHandle::new(Vec::new(), Arc::new(Registry::default()));
-        let config = HubConfig { default_agent: "main".into(), events: Events::default() };
-        let hub = Hub::new(config, door.clone(), store, gateway, stats).start();
-        let (sent, mut received) = mpsc::unbounded_channel();
-        let outbox = Outbox(sent).start();
+    async fn a_connect_decided_before_its_device_lost_authority_is_closed_not_admitted() {
+        let mut f = Fixture::start();
+        // Another device's revocation leaves it alone.
+        let entry = f.decide_cli(1);
+        f.door.pairing().revoke("another-device");
+        f.hub.send(Admit(entry)).await.unwrap();
+        assert_eq!(f.connections().await, 1);
+        assert_eq!(f.door.health()["connections"], 1);
 
-        // Decided, then a revocation (or a rollback) before the hub takes it in.
-        let Decision::Admit(stale, _) = door.decide(owners_cli(1, &outbox)) else { panic!("not admitted") };
-        door.pairing().invalidate();
-        hub.send(Admit(stale)).await.unwrap();
-        assert_eq!(hub.send(CountPairing).await.unwrap().connections, 0);
-        match received.recv().await {
-            Some(Outbound::Close(close)) => assert_eq!(close.code, close_codes::AUTH_CHANGED),
-            other => panic!("expected a close, got {other:?}"),
-        }
+        // Its own device's revocation, between the decision and the hub, closes it.
+        let mut entry = f.decide_cli(2);
+        entry.conn.device_id = Some("d1".into());
+        f.door.pairing().revoke("d1");
+        f.hub.send(Admit(entry)).await.unwrap();
+        assert_eq!(f.connections().await, 1);
+        f.expect_closed().await;
 
-        // Decided against the book as it is now: taken in.
-        let Decision::Admit(fresh, hello) = door.decide(owners_cli(2, &outbox)) else { panic!("not admitted") };
-        assert!(hello.scopes.satisfies(crate::scope::Scope::OperatorRead));
-        hub.send(Admit(fresh)).await.unwrap();
-        assert_eq!(hub.send(CountPairing).await.unwrap().connections, 1);
-        assert_eq!(door.health()["connections"], 1);
-        assert!(received.try_recv().is_err(), "the admitted connection was sent something");
+        // Decided after the revocation: taken in.
+        let mut entry = f.decide_cli(3);
+        entry.conn.device_id = Some("d1".into());
+        f.hub.send(Admit(entry)).await.unwrap();
+        assert_eq!(f.connections().await, 2);
+        assert!(f.received.try_recv().is_err(), "an admitted connection was sent something");
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_pairing_write_closes_what_was_admitted_since_the_last_good_one() {
+        let mut f = Fixture::start();
+        let before = f.decide_cli(1);
+        f.hub.send(Admit(before)).await.unwrap();
+        assert!(f.settle().await.unwrap().is_err(), "a refusal stays a refusal");
+        let after = f.decide_cli(2);
+        f.hub.send(Admit(after)).await.unwrap();
+        let pending = f.decide_cli(3);
+        let decided_in = f.door.pairing().epoch();
+        assert_eq!(f.connections().await, 2);
+
+        // The write fails: the book rolls back, and the connection admitted since the
+        // last good write may hold what was never written.
+        f.failing.store(true, Ordering::SeqCst);
+        let refused = f.settle().await.unwrap().unwrap_err();
+        assert!(refused.error.message.contains("could not save"), "{}", refused.error.message);
+        f.expect_closed().await;
+        assert_eq!(f.connections().await, 1, "the one admitted before the last good write stays");
+
+        // Decided before the rollback: stale, whatever it was.
+        f.failing.store(false, Ordering::SeqCst);
+        f.hub.send(Admit(pending)).await.unwrap();
+        f.expect_closed().await;
+        assert_eq!(f.connections().await, 1);
+        let stale = f.settle_decided_in(decided_in).await.unwrap().unwrap_err();
+        assert!(stale.error.message.contains("changed while this connect was decided"), "{}", stale.error.message);
+        assert!(f.received.try_recv().is_err(), "the surviving connection was sent something");
     }
 }

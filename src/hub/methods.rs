@@ -144,10 +144,10 @@ impl Hub {
 
     /// Commit a change, then broadcast its events, close what it closes and answer.
     fn finish_change(&mut self, change: Change, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
-        if change.close.is_some() {
-            // Authority is going: a connect decided on a socket's thread before this
-            // change must not be admitted after it.
-            self.door.pairing().invalidate();
+        if let Some((device_id, _, _)) = &change.close {
+            // Its authority is going: a connect of it decided on a socket's thread before
+            // this change must not be admitted after it.
+            self.door.pairing().revoke(device_id);
         }
         let saved = self.commit(ctx, move |hub, saved| match saved {
             Ok(()) => {

@@ -148,6 +148,8 @@ pub(crate) struct Conn {
     device_id: Option<String>,
     connected_at_ms: u64,
     remote_ip: String,
+    /// [`Hub::commits`] when it was admitted.
+    admitted_after: u64,
 }
 
 impl Conn {
@@ -195,6 +197,8 @@ pub struct Hub {
     me: Option<Addr<Hub>>,
     /// Connections among `conns` that get the live view ([`Conn::reads_runs`]).
     operators: usize,
+    /// Pairing commits that succeeded (a rollback closes what was admitted since).
+    commits: u64,
 }
 
 impl Hub {
@@ -215,6 +219,7 @@ impl Hub {
             watching: None,
             me: None,
             operators: 0,
+            commits: 0,
         }
     }
 
@@ -245,7 +250,10 @@ impl Hub {
         ctx.wait(save.into_actor(self).map(move |result, hub, _| {
             let result = result.map_err(|e| e.to_string());
             match &result {
-                Ok(()) => hub.saved = written,
+                Ok(()) => {
+                    hub.saved = written;
+                    hub.commits += 1;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "pairing change not saved; rolled back");
                     hub.roll_back();
@@ -332,11 +340,24 @@ impl Hub {
         self.door.count(self.conns.len(), self.nodes.len());
     }
 
-    /// Back to the book as last written; decisions taken since rest on nothing.
+    /// Back to the book as last written. Decisions taken since rest on nothing, and a
+    /// connection admitted since the last commit that succeeded may hold authority from
+    /// a change that was never written (another socket's, whose commit this is): those
+    /// are closed, and connect again against the book as it is now.
     fn roll_back(&mut self) {
-        let mut pairing = self.door.pairing();
-        pairing.book = self.saved.clone();
-        pairing.invalidate();
+        {
+            let mut pairing = self.door.pairing();
+            pairing.book = self.saved.clone();
+            pairing.rolled_back();
+        }
+        let unsure: Vec<u64> =
+            self.conns.iter().filter(|(_, c)| c.admitted_after == self.commits).map(|(id, _)| *id).collect();
+        for conn_id in unsure {
+            if let Some(conn) = self.conns.get(&conn_id) {
+                conn.outbox.do_send(Outbound::Close(Close::auth_changed()));
+            }
+            self.forget_conn(conn_id);
+        }
     }
 
     fn health(&self) -> Value {
@@ -348,7 +369,8 @@ impl Hub {
     /// before a change that took authority away, or before a rollback, is refused
     /// unsaved; the client may connect again against the book as it is now.
     fn settle(&mut self, pending: Pending, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Hello, Refusal>> {
-        if pending.epoch() != self.door.pairing().epoch() {
+        let stale = pending.stale(&self.door.pairing());
+        if stale {
             return Box::pin(fut::ready(Err(Refusal::stale())));
         }
         let saved = match pending {
@@ -371,7 +393,8 @@ impl Hub {
     }
 
     /// An accepted connection joins the live state; its events go out.
-    fn admit(&mut self, conn_id: u64, conn: Conn, events: &[PairingEvent]) {
+    fn admit(&mut self, conn_id: u64, mut conn: Conn, events: &[PairingEvent]) {
+        conn.admitted_after = self.commits;
         if let (Role::Node, Some(node_id)) = (conn.role, &conn.device_id) {
             self.nodes.insert(node_id.clone(), conn_id);
         }
@@ -472,8 +495,9 @@ impl Handler<Admit> for Hub {
     type Result = ();
 
     fn handle(&mut self, Admit(entry): Admit, _: &mut Self::Context) {
-        if entry.epoch != self.door.pairing().epoch() {
-            // Authority was taken away (or the book rolled back) after this connect was
+        let stale = entry.stale(&self.door.pairing());
+        if stale {
+            // Its device lost authority (or the book rolled back) after this connect was
             // decided: it may rest on a token that is gone. The client connects again.
             entry.conn.outbox.do_send(Outbound::Close(Close::auth_changed()));
             return;
