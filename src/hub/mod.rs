@@ -194,6 +194,10 @@ pub struct Hub {
     /// nobody watches builds no events.
     live: live::LiveView,
     watching: Option<SpawnHandle>,
+    /// Taken when the first such operator is admitted, before [`Watch`] is handled: a
+    /// request of theirs already queued behind the admission (a run it starts) must
+    /// not go unseen.
+    subscribing: Option<crate::gateway::events::Subscription>,
     me: Option<Addr<Hub>>,
     /// Connections among `conns` that get the live view ([`Conn::reads_runs`]).
     operators: usize,
@@ -217,6 +221,7 @@ impl Hub {
             runs: runs::RunBook::default(),
             live: live::LiveView::default(),
             watching: None,
+            subscribing: None,
             me: None,
             operators: 0,
             commits: 0,
@@ -412,9 +417,12 @@ impl Hub {
 
     /// Follow session events while an operator who may read runs is connected, and only
     /// then (a pairing-only operator does not make every session stream its text).
-    fn operators_changed(&self) {
+    fn operators_changed(&mut self) {
         let wanted = self.operators > 0;
         if wanted != self.watching.is_some() {
+            if wanted && self.subscribing.is_none() {
+                self.subscribing = Some(self.config.events.subscribe_with_text());
+            }
             if let Some(me) = &self.me {
                 me.do_send(Watch(wanted));
             }
@@ -440,9 +448,10 @@ impl Handler<Watch> for Hub {
 
     fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) {
         let wanted = msg.0 && self.operators > 0;
+        let subscribed = self.subscribing.take();
         match (wanted, self.watching.take()) {
             (true, None) => {
-                let subscription = self.config.events.subscribe_with_text();
+                let subscription = subscribed.unwrap_or_else(|| self.config.events.subscribe_with_text());
                 // `Err(missed)` when events were lost: runs whose end was among them would
                 // stay in the view for good, so it starts afresh.
                 let events = futures_util::stream::unfold(subscription, |mut sub| async move {
