@@ -12,8 +12,8 @@ pub struct BenchArgs {
     /// Single spawns to time (the floor times as many).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     spawns: u64,
-    /// Sequential paired-node handshakes over loopback WebSocket to time; 0 skips every
-    /// handshake figure, the 1,000 at once included.
+    /// Sequential paired-node handshakes over loopback WebSocket to time (the floor times
+    /// as many); 0 skips every handshake figure, the 1,000 at once included.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     handshakes: u64,
     /// Skip spawns under load (1,000 sessions streaming from a loopback provider).
