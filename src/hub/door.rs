@@ -22,9 +22,10 @@
 //! again against the book as it is now. Other devices' changes leave it alone: what a
 //! decision changed in the book stays there and is saved with the next commit.
 //!
-//! A connection admitted on a change another socket made but the store then failed to
-//! write is closed by the rollback ([`super::Hub`] closes every connection admitted
-//! since the last commit that succeeded).
+//! Every change that must be saved is counted ([`Pairing::changed`]), and a connection
+//! remembers the count its decision saw. A rollback closes the connections that saw a
+//! change the store then failed to write (another socket's, or an operator's), and
+//! leaves the rest alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,11 +56,24 @@ pub struct Pairing {
     /// Per device, the epoch its authority was last taken away in. One entry per device
     /// an operator has removed or whose token was rotated or revoked since start.
     revoked: HashMap<String, u64>,
+    /// Changes made to the book that must be saved, counted since start.
+    changes: u64,
 }
 
 impl Pairing {
     fn new(book: PairingBook) -> Pairing {
-        Pairing { book, limiter: RateLimiter::default(), epoch: 0, rolled_back: 0, revoked: HashMap::new() }
+        Pairing { book, limiter: RateLimiter::default(), epoch: 0, rolled_back: 0, revoked: HashMap::new(), changes: 0 }
+    }
+
+    /// The book is changing in a way that must be saved (counted before or as it
+    /// changes, under the same lock as the change or an earlier one).
+    pub fn changed(&mut self) {
+        self.changes += 1;
+    }
+
+    /// Changes made so far: what a decision saw, and what a commit writes.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// `device_id`'s authority is going (removed, or a token rotated or revoked):
@@ -210,7 +224,12 @@ impl Door {
         self.stats.metrics().handshake(crate::telemetry::Handshake::of(&outcome));
         let accepted = match outcome {
             Ok(accepted) => accepted,
-            Err(refused) => return self.refused(refused, epoch),
+            Err(refused) => {
+                if !refused.events.is_empty() {
+                    pairing.changed();
+                }
+                return self.refused(refused, epoch);
+            }
         };
         // The stored book must change only for what has to survive a restart: pairing
         // events (a silent approval), a freshly minted device token and a node's new
@@ -226,6 +245,10 @@ impl Door {
             changed |= node_changed;
             events.extend(node_events);
         }
+        if changed {
+            pairing.changed();
+        }
+        let seen_changes = pairing.changes();
         drop(guard);
         let payload = self.hello(request.conn_id, request.protocol, accepted.hello_auth);
         let conn = Conn {
@@ -235,7 +258,7 @@ impl Door {
             device_id: accepted.device_id,
             connected_at_ms: now,
             remote_ip: request.peer.ip.to_string(),
-            admitted_after: 0,
+            seen_changes,
         };
         let hello = Hello { payload, role: accepted.role, scopes: accepted.scopes };
         let entry = Entry { conn_id: request.conn_id, conn, epoch };
@@ -487,24 +510,27 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_failed_pairing_write_closes_what_was_admitted_since_the_last_good_one() {
+    async fn a_failed_pairing_write_closes_what_saw_the_unwritten_change() {
         let mut f = Fixture::start();
         let before = f.decide_cli(1);
         f.hub.send(Admit(before)).await.unwrap();
         assert!(f.settle().await.unwrap().is_err(), "a refusal stays a refusal");
+        // Another socket changes the book (a silent approval, say); before the hub
+        // writes it, a connect is decided against it and admitted.
+        f.door.pairing().changed();
         let after = f.decide_cli(2);
         f.hub.send(Admit(after)).await.unwrap();
         let pending = f.decide_cli(3);
         let decided_in = f.door.pairing().epoch();
         assert_eq!(f.connections().await, 2);
 
-        // The write fails: the book rolls back, and the connection admitted since the
-        // last good write may hold what was never written.
+        // The write fails: the book rolls back, and the connection that saw the change
+        // may hold what was never written.
         f.failing.store(true, Ordering::SeqCst);
         let refused = f.settle().await.unwrap().unwrap_err();
         assert!(refused.error.message.contains("could not save"), "{}", refused.error.message);
         f.expect_closed().await;
-        assert_eq!(f.connections().await, 1, "the one admitted before the last good write stays");
+        assert_eq!(f.connections().await, 1, "the one decided before the change stays");
 
         // Decided before the rollback: stale, whatever it was.
         f.failing.store(false, Ordering::SeqCst);

@@ -128,6 +128,8 @@ impl Hub {
     /// and what to do once it is committed.
     fn call_mutation(&mut self, conn_id: u64, method: &str, p: Value) -> Result<Change, ErrorShape> {
         let caller = self.caller_scopes(conn_id);
+        // Counted before the change: a connect decided once it is in the book counts it.
+        self.door.pairing().changed();
         match method {
             "device.pair.approve" => params(method, p).and_then(|p| self.device_pair_approve(caller, p)),
             "device.pair.reject" => params(method, p).and_then(|p| self.device_pair_reject(p)),

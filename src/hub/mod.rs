@@ -148,8 +148,8 @@ pub(crate) struct Conn {
     device_id: Option<String>,
     connected_at_ms: u64,
     remote_ip: String,
-    /// [`Hub::commits`] when it was admitted.
-    admitted_after: u64,
+    /// The pairing changes its connect decision saw ([`door::Pairing::changes`]).
+    seen_changes: u64,
 }
 
 impl Conn {
@@ -201,8 +201,8 @@ pub struct Hub {
     me: Option<Addr<Hub>>,
     /// Connections among `conns` that get the live view ([`Conn::reads_runs`]).
     operators: usize,
-    /// Pairing commits that succeeded (a rollback closes what was admitted since).
-    commits: u64,
+    /// The pairing changes on disk: those the last successful commit wrote.
+    saved_changes: u64,
 }
 
 impl Hub {
@@ -224,7 +224,7 @@ impl Hub {
             subscribing: None,
             me: None,
             operators: 0,
-            commits: 0,
+            saved_changes: 0,
         }
     }
 
@@ -242,7 +242,10 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         // What is written, and so what the book rolls back to once it is: sockets'
         // threads may change the book while the store writes.
-        let written = self.door.pairing().book.clone();
+        let (written, written_changes) = {
+            let pairing = self.door.pairing();
+            (pairing.book.clone(), pairing.changes())
+        };
         let json = match serde_json::to_string(&written.export()) {
             Ok(json) => json,
             Err(e) => {
@@ -257,7 +260,7 @@ impl Hub {
             match &result {
                 Ok(()) => {
                     hub.saved = written;
-                    hub.commits += 1;
+                    hub.saved_changes = written_changes;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "pairing change not saved; rolled back");
@@ -346,9 +349,9 @@ impl Hub {
     }
 
     /// Back to the book as last written. Decisions taken since rest on nothing, and a
-    /// connection admitted since the last commit that succeeded may hold authority from
-    /// a change that was never written (another socket's, whose commit this is): those
-    /// are closed, and connect again against the book as it is now.
+    /// connection whose decision saw a change that is not on disk (another socket's, or
+    /// the one this commit failed to write) may hold authority from it: those are
+    /// closed, and connect again against the book as it is now.
     fn roll_back(&mut self) {
         {
             let mut pairing = self.door.pairing();
@@ -356,7 +359,7 @@ impl Hub {
             pairing.rolled_back();
         }
         let unsure: Vec<u64> =
-            self.conns.iter().filter(|(_, c)| c.admitted_after == self.commits).map(|(id, _)| *id).collect();
+            self.conns.iter().filter(|(_, c)| c.seen_changes > self.saved_changes).map(|(id, _)| *id).collect();
         for conn_id in unsure {
             if let Some(conn) = self.conns.get(&conn_id) {
                 conn.outbox.do_send(Outbound::Close(Close::auth_changed()));
@@ -398,8 +401,7 @@ impl Hub {
     }
 
     /// An accepted connection joins the live state; its events go out.
-    fn admit(&mut self, conn_id: u64, mut conn: Conn, events: &[PairingEvent]) {
-        conn.admitted_after = self.commits;
+    fn admit(&mut self, conn_id: u64, conn: Conn, events: &[PairingEvent]) {
         if let (Role::Node, Some(node_id)) = (conn.role, &conn.device_id) {
             self.nodes.insert(node_id.clone(), conn_id);
         }
