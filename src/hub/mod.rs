@@ -94,8 +94,9 @@ impl Refusal {
         }
     }
 
-    /// The connect was decided before the pairing book changed under it (authority taken
-    /// away, or a rollback): nothing it decided is saved or admitted.
+    /// The connect was decided before the pairing book changed under it (its device's
+    /// authority taken away, or a rollback): it is not admitted, and the client connects
+    /// again against the book as it is now.
     fn stale() -> Refusal {
         let message = "the pairing state changed while this connect was decided; connect again";
         Refusal {
