@@ -36,6 +36,8 @@ fn print_medians(system: &actix_rt::SystemRunner) {
 }
 
 fn first_request(c: &mut Criterion) {
+    // As the binary runs (see `hivegate::memory`).
+    hivegate::memory::small_pages();
     let system = actix_rt::System::new();
     print_medians(&system);
     let mut group = c.benchmark_group("first_request");

@@ -15,6 +15,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hivegate::bench::handshake::HandshakeHarness;
 
 fn handshake(c: &mut Criterion) {
+    // As the binary runs (see `hivegate::memory`).
+    hivegate::memory::small_pages();
     let system = actix_rt::System::new();
     let harness = system.block_on(HandshakeHarness::start()).expect("start the handshake harness");
     c.bench_function("handshake/device_token", |b| {

@@ -123,6 +123,8 @@ fn serve() -> String {
 }
 
 fn round_trip(c: &mut Criterion) {
+    // As the binary runs (see `hivegate::memory`).
+    hivegate::memory::small_pages();
     let url = serve();
     let mut providers = Providers::default();
     providers.insert("cheap", Provider::new(Api::OpenAiCompletions, url.clone(), Some("k".into())));

@@ -13,6 +13,8 @@ use std::time::Duration;
 const TREES: usize = 200;
 
 fn main() {
+    // As the binary runs (see `hivegate::memory`).
+    hivegate::memory::small_pages();
     let base = match std::env::var("HIVEGATE_TEST_DATABASE_URL") {
         Ok(url) => url,
         Err(_) => {

@@ -15,6 +15,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hivegate::bench::SpawnHarness;
 
 fn spawn(c: &mut Criterion) {
+    // As the binary runs (see `hivegate::memory`).
+    hivegate::memory::small_pages();
     let system = actix_rt::System::new();
     let mut harness = system.block_on(SpawnHarness::start()).expect("start the spawn harness");
 

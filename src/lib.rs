@@ -81,6 +81,8 @@
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the benchmark harnesses shared by `hivegate bench` and `benches/`: spawns,
 //!   bursts and trees, raw actix's floor beside them, handshakes, spawns under load.
+//! - [`memory`]: the allocator (mimalloc) and the process's pages (no transparent huge
+//!   pages: `main` turns them off; commands the process starts get them back).
 //! - [`telemetry`]: logging setup, the Prometheus series behind `/metrics`, and
 //!   OpenTelemetry GenAI spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_*` asks.
 
@@ -94,6 +96,7 @@ pub mod gateway;
 pub mod http;
 pub mod hub;
 pub mod keys;
+pub mod memory;
 pub mod model;
 pub mod pairing;
 pub mod protocol;
@@ -107,9 +110,3 @@ pub mod tools;
 pub mod ui;
 pub mod worker;
 pub mod ws;
-
-/// mimalloc: a session's life is many small allocations made and freed on one
-/// thread, which glibc's malloc spends a fifth of a spawn on (perf); every binary,
-/// test and bench linking this crate uses it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,6 +4,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before the runtime allocates its sessions (see `hivegate::memory`).
+    let small_pages = hivegate::memory::small_pages();
     let cli = hivegate::cli::Cli::parse();
     let default_level = if matches!(cli.command, hivegate::cli::Command::Serve(_) | hivegate::cli::Command::Worker(_)) {
         "info"
@@ -11,6 +13,9 @@ fn main() -> std::process::ExitCode {
         "warn"
     };
     let telemetry = hivegate::telemetry::init(default_level);
+    if !small_pages {
+        tracing::debug!("transparent huge pages could not be turned off; the process runs with the system's setting");
+    }
     let code = match hivegate::cli::run(cli) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
