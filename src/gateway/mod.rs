@@ -791,6 +791,9 @@ impl Actor for Gateway {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Bursts of spawns queue here rather than parking every sender.
         ctx.set_mailbox_capacity(1 << 20);
+        // One shard per session thread: this one keeps its thread's heap returning what
+        // the store and others free for it while its sessions sit parked.
+        ctx.run_interval(crate::memory::GIVE_BACK_EVERY, |_, _| crate::memory::give_back());
     }
 }
 
