@@ -81,8 +81,8 @@
 //! - [`report`]: the session tree and latency figures printed by `demo` and `run`.
 //! - [`bench`]: the benchmark harnesses shared by `hivegate bench` and `benches/`: spawns,
 //!   bursts and trees, raw actix's floor beside them, handshakes, spawns under load.
-//! - [`memory`]: the allocator (mimalloc) and the process's pages (no transparent huge
-//!   pages: `main` turns them off; commands the process starts get them back).
+//! - [`memory`]: the allocator (mimalloc), the process's pages (no transparent huge
+//!   pages: `main` turns them off), and session threads handing back what others freed.
 //! - [`telemetry`]: logging setup, the Prometheus series behind `/metrics`, and
 //!   OpenTelemetry GenAI spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_*` asks.
 

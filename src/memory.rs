@@ -12,8 +12,10 @@
 //! 0.64–0.74 s without (the kernel's time in the burst went from 1.2–1.4 s to
 //! 0.3–0.4 s), and a parked session's resident memory read about 2,100 B in two runs of
 //! three with them, about 1,350 B without. Commands the process starts (`exec`, MCP
-//! servers) get the system's setting back ([`system_pages_for`]): the choice is the
-//! gateway's, not theirs.
+//! servers) inherit the setting, which survives `fork` and `exec`. Giving it back would
+//! take a `pre_exec` hook, and a hook makes the standard library fork the whole gateway
+//! instead of using `posix_spawn`: copying a large gateway's page tables on the session
+//! thread, tens of milliseconds at a few hundred megabytes, for every `exec` call.
 //!
 //! Memory another thread frees (the store thread drops the spawns' journal records a
 //! session thread allocated) goes back to the allocating thread's heap, and mimalloc
@@ -40,8 +42,8 @@ pub const GIVE_BACK_EVERY: Duration = Duration::from_secs(1);
 /// it does what mimalloc does itself every so many allocations, for a thread that is
 /// not allocating.
 pub fn give_back() {
-    // SAFETY: `mi_collect` takes no pointer and only touches the calling thread's heap
-    // and mimalloc's own shared state, which it locks.
+    // SAFETY: `mi_collect` takes no pointer; it collects the calling thread's heap and
+    // runs mimalloc's process-wide purge of expired ranges, under mimalloc's own locks.
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
@@ -54,7 +56,15 @@ pub fn small_pages() -> bool {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: a plain syscall with integer arguments; it touches no memory of ours.
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_THP_DISABLE,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) == 0
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -62,60 +72,23 @@ pub fn small_pages() -> bool {
     }
 }
 
-/// Give a command this process starts the system's transparent huge page setting back,
-/// instead of inheriting [`small_pages`] (which survives `fork` and `exec`).
-pub fn system_pages_for(command: &mut tokio::process::Command) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: runs in the forked child before `exec`; `prctl` is a single syscall that
-    // allocates nothing and takes no lock, so it is safe there.
-    unsafe {
-        command.pre_exec(|| {
-            // A kernel without the flag never set it: nothing to give back.
-            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
-            Ok(())
-        });
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
-}
-
 #[cfg(all(test, target_os = "linux"))]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// What a process this one did not mark sees: `1` on a kernel built with
-    /// transparent huge pages, `0` on one without (where nothing can turn them on).
-    pub(crate) fn system_thp() -> &'static str {
-        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
-            "1"
-        } else {
-            "0"
-        }
-    }
-
-    /// What `/proc/<pid>/status` says of transparent huge pages for `pid`.
+    /// What `/proc/<pid>/status` says of transparent huge pages for that process.
     fn thp_enabled(status: &str) -> &str {
         status.lines().find_map(|line| line.strip_prefix("THP_enabled:")).unwrap_or("(missing)").trim()
     }
 
-    async fn childs_setting(give_back: bool) -> String {
-        let mut command = tokio::process::Command::new("cat");
-        command.arg("/proc/self/status");
-        if give_back {
-            system_pages_for(&mut command);
-        }
-        let output = command.output().await.unwrap();
-        thp_enabled(&String::from_utf8_lossy(&output.stdout)).to_string()
-    }
-
     #[tokio::test]
-    async fn the_process_runs_on_small_pages_and_its_commands_get_the_systems_back() {
+    async fn the_process_and_what_it_runs_are_on_small_pages() {
         assert!(small_pages());
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
         assert_eq!(thp_enabled(&own), "0");
-        // The flag survives fork and exec unless it is given back.
-        assert_eq!(childs_setting(false).await, "0");
-        assert_eq!(childs_setting(true).await, system_thp());
+        // Inherited through fork and exec (see the module's doc for why it stays so).
+        let child = tokio::process::Command::new("cat").arg("/proc/self/status").output().await.unwrap();
+        assert_eq!(thp_enabled(&String::from_utf8_lossy(&child.stdout)), "0");
     }
 }

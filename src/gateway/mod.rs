@@ -792,8 +792,16 @@ impl Actor for Gateway {
         // Bursts of spawns queue here rather than parking every sender.
         ctx.set_mailbox_capacity(1 << 20);
         // One shard per session thread: this one keeps its thread's heap returning what
-        // the store and others free for it while its sessions sit parked.
-        ctx.run_interval(crate::memory::GIVE_BACK_EVERY, |_, _| crate::memory::give_back());
+        // the store and others free for it while its sessions sit parked. The timer
+        // would keep the shard alive; it stops, as it would without it, once nothing
+        // can reach it.
+        ctx.run_interval(crate::memory::GIVE_BACK_EVERY, |_, ctx| {
+            if ctx.connected() {
+                crate::memory::give_back();
+            } else {
+                ctx.stop();
+            }
+        });
     }
 }
 

@@ -321,7 +321,6 @@ async fn start(config: &ServerConfig) -> Result<Running, String> {
                 }
             }
             cmd.envs(env);
-            crate::memory::system_pages_for(&mut cmd);
             // The builder's own stderr setting wins over the command's.
             let (transport, _) = TokioChildProcess::builder(cmd)
                 .stderr(std::process::Stdio::null())

@@ -275,7 +275,6 @@ fn shell(cwd: &Path, command: &str, env: Vec<(OsString, OsString)>) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    crate::memory::system_pages_for(&mut shell);
     shell
 }
 

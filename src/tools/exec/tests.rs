@@ -213,14 +213,3 @@ fn a_character_cut_by_the_cap_is_dropped() {
     let invalid = Captured { bytes: vec![b'a', 0xFF], total: 2 };
     assert_eq!(invalid.text(), "a\u{FFFD}");
 }
-
-#[tokio::test]
-async fn the_command_runs_with_the_systems_huge_page_setting() {
-    // The gateway turns transparent huge pages off for itself (`crate::memory`); what
-    // it runs for a model must not inherit that.
-    assert!(crate::memory::small_pages());
-    let dir = tempfile::tempdir().unwrap();
-    let result = exec(dir.path(), &args("grep THP_enabled /proc/self/status"), &ExecLimits::default()).await;
-    let system = crate::memory::tests::system_thp();
-    assert_eq!(result["stdout"], json!(format!("THP_enabled:\t{system}\n")));
-}
