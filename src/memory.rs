@@ -7,15 +7,18 @@
 //! Transparent huge pages are off for the gateway process ([`small_pages`], first thing
 //! in `main`). mimalloc asks the kernel for huge pages on its arenas, and a huge page
 //! is zeroed whole on its first touch and stays resident while any session on it
-//! lives. For a gateway of many small sessions that costs twice: `hivegate bench` on
-//! the project's 2-core VM timed a 100,000-session burst at 1.2–1.5 s with them and
-//! 0.64–0.74 s without (the kernel's time in the burst went from 1.2–1.4 s to
-//! 0.3–0.4 s), and a parked session's resident memory read about 2,100 B in two runs of
-//! three with them, about 1,350 B without. Commands the process starts (`exec`, MCP
-//! servers) inherit the setting, which survives `fork` and `exec`. Giving it back would
-//! take a `pre_exec` hook, and a hook makes the standard library fork the whole gateway
-//! instead of using `posix_spawn`: copying a large gateway's page tables on the session
-//! thread, tens of milliseconds at a few hundred megabytes, for every `exec` call.
+//! lives. On the project's 2-core VM, where a huge page's first touch costs about five
+//! times its small pages, `hivegate bench` timed a 100,000-session burst at 1.2–1.5 s
+//! with them and 0.64–0.76 s without (the kernel's time in the burst went from 1.2–1.4 s
+//! to 0.3–0.4 s), and a parked session read 1,251–1,294 B with them, 1,219–1,222 B
+//! without. Spawns while 1,000 sessions stream may pay for it in TLB misses: their p99
+//! read 23–36 µs without them against 15–24 µs with them in five runs of the build
+//! before, 25–37 against 21–32 µs in four of this one. Commands the process starts
+//! (`exec`, MCP servers) inherit the setting, which survives `fork` and `exec`. Giving
+//! it back would take a `pre_exec` hook, and a hook makes the standard library fork the
+//! whole gateway instead of using `posix_spawn`: copying a large gateway's page tables
+//! on the session thread, tens of milliseconds at a few hundred megabytes, for every
+//! `exec` call.
 //!
 //! Memory another thread frees (the store thread drops the spawns' journal records a
 //! session thread allocated) goes back to the allocating thread's heap, and mimalloc
@@ -24,8 +27,8 @@
 //! freed for ever. Each gateway shard therefore calls [`give_back`] on its thread every
 //! [`GIVE_BACK_EVERY`]. With the store's records freed while the spawning thread sat
 //! idle, a parked session's resident memory read about 2,000 B without it and 1,200 B
-//! with it, a quarter to half a second after the records went. A call usually takes
-//! 3–80 µs; the one after a tree of 100,000 sessions ended took 29 ms, the kernel
+//! with it, a quarter to half a second after the records went. Calls took 3–360 µs in
+//! a bench run, all but one: the one after a tree of 100,000 sessions ended took 29 ms, the kernel
 //! taking back about 100 MB, which mimalloc otherwise does on that thread's next
 //! allocation of a fresh page once its purge delay has passed.
 
