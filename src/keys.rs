@@ -21,7 +21,8 @@ const SUBAGENT: &str = ":subagent:";
 /// it the store's, fell from 2.2-2.7 s to 0.8-0.9 s with these. They
 /// are names, not secrets (authority is a [`crate::capability::Capability`], never
 /// knowing a key), so the timestamp they carry gives nothing away; nonces and tokens
-/// stay random.
+/// stay random. Each costs about 450 instructions more than a random one (a clock read
+/// and uuid's process-wide counter, under its lock): 900 of the spawn handler's 9,200.
 fn fresh_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }
