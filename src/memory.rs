@@ -50,6 +50,15 @@ pub fn give_back() {
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
+/// The process's resident set size (`VmRSS`, whatever the page size), from /proc
+/// (Linux); `None` elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Turn transparent huge pages off for this process (Linux's `PR_SET_THP_DISABLE`,
 /// which is what mimalloc's own `allow_thp = 0` does at its start, done here because
 /// mimalloc starts before `main` can set its options). Applies to every page the

@@ -14,11 +14,8 @@ const BLOCKS: usize = 200_000;
 const BLOCK: usize = 256;
 const ALLOCATED: u64 = (BLOCKS * BLOCK) as u64;
 
-/// Resident bytes (`VmRSS`, in kB whatever the page size).
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).expect("a VmRSS line");
-    kb.trim().trim_end_matches("kB").trim().parse::<u64>().expect("VmRSS in kB") * 1024
+    hivegate::memory::resident_bytes().expect("a VmRSS line in /proc/self/status")
 }
 
 #[test]

@@ -102,9 +102,9 @@ async fn run(singles: usize, memory_sessions: usize) -> anyhow::Result<Floor> {
     let starter = Starter { noted, children: Vec::new() }.start();
     // Memory first: a later burst no larger than the 10,000 one would reuse what that
     // one freed and show almost no growth.
-    let before = super::rss_bytes();
+    let before = crate::memory::resident_bytes();
     burst(&starter, &mut notes, memory_sessions).await?;
-    let after = super::rss_bytes();
+    let after = crate::memory::resident_bytes();
     starter.send(Clear).await?;
     let mut singles_ns = Vec::with_capacity(singles);
     for i in 0..singles {

@@ -303,9 +303,9 @@ fn ms(d: Duration) -> f64 {
 /// caught up and the allocator has had three seconds to give back what it freed), and at
 /// the burst's end.
 async fn burst_memory(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<(Duration, (Option<f64>, Option<f64>))> {
-    let before = rss_bytes();
+    let before = crate::memory::resident_bytes();
     let took = harness.burst(n).await?;
-    let at_end = rss_bytes();
+    let at_end = crate::memory::resident_bytes();
     tokio::time::timeout(STORE_CATCH_UP, harness.runtime().store_caught_up())
         .await
         .map_err(|_| anyhow::anyhow!("the store did not commit the burst's spawns within {STORE_CATCH_UP:?}"))?;
@@ -313,10 +313,10 @@ async fn burst_memory(harness: &mut SpawnHarness, n: usize) -> anyhow::Result<(D
     // delay is a second, and a session thread hands back what the store freed for it
     // on its next `memory::give_back`): the lowest reading over three seconds, every
     // session parked throughout.
-    let mut parked = rss_bytes();
+    let mut parked = crate::memory::resident_bytes();
     for _ in 0..ALLOCATOR_SETTLE_READS {
         tokio::time::sleep(ALLOCATOR_SETTLE_EVERY).await;
-        parked = parked.min(rss_bytes());
+        parked = parked.min(crate::memory::resident_bytes());
     }
     Ok((took, (per_session(before, parked, n), per_session(before, at_end, n))))
 }
@@ -329,11 +329,4 @@ const ALLOCATOR_SETTLE_EVERY: Duration = Duration::from_millis(50);
 /// RSS growth per session between two readings, when both were taken.
 fn per_session(before: Option<u64>, after: Option<u64>, sessions: usize) -> Option<f64> {
     before.zip(after).map(|(before, after)| after.saturating_sub(before) as f64 / sessions.max(1) as f64)
-}
-
-/// Resident set size from /proc (Linux); `None` elsewhere.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
