@@ -239,4 +239,20 @@ mod golden {
         assert_eq!(rebuilt.policy, Policy::default());
         assert!(format!("{:?}", rebuilt.auth).contains("<redacted>"), "device tokens never print");
     }
+
+    #[test]
+    fn hello_ok_written_in_one_pass_is_the_frame_built_as_a_tree() {
+        let payload = fixtures("good_hello_ok_node.json").pop().unwrap().doc["expected"]["payload"].clone();
+        let hello: HelloOk = serde_json::from_value(payload.clone()).unwrap();
+        let id = "1:8f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f";
+        let one_pass = ResponseFrame::encode_success(id, &hello).unwrap();
+        let as_tree = Frame::Response(ResponseFrame::success_with(id, &hello).unwrap()).encode().unwrap();
+        let read: Value = serde_json::from_str(&one_pass).unwrap();
+        assert_eq!(read, serde_json::from_str::<Value>(&as_tree).unwrap());
+        assert_eq!(read, json!({"type": "res", "id": id, "ok": true, "payload": payload}));
+        match serde_json::from_str::<Frame>(&one_pass).unwrap() {
+            Frame::Response(response) => assert!(response.ok && response.id == id && response.error.is_none()),
+            other => panic!("not a response: {other:?}"),
+        }
+    }
 }

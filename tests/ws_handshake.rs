@@ -40,6 +40,33 @@ async fn a_first_frame_that_is_not_connect_gets_invalid_request_and_close_1008()
     runtime.shutdown().await.unwrap();
 }
 
+/// hello-ok goes out before the hub is told of the connection
+/// (`Connection::admit_after_hello`); a request read together with the connect must
+/// still find the hub knowing it, not be refused as from a connection it has never seen.
+#[actix_rt::test]
+async fn a_request_sent_with_the_connect_is_answered_as_the_connected_client() {
+    let runtime = start().await;
+    let addr = runtime.http_addr;
+    for round in 0..20 {
+        let mut client = WsClient::open(addr, &[]).await.unwrap();
+        let connect = ConnectOptions::cli(TOKEN, &["operator.read"]).params(&client.nonce);
+        client
+            .send_together(&[
+                json!({"type": "req", "id": "1:connect", "method": "connect", "params": connect}),
+                json!({"type": "req", "id": "2:sessions.list", "method": "sessions.list", "params": {}}),
+            ])
+            .await;
+        let hello = client.next_frame().await;
+        assert_eq!((hello["id"].as_str(), hello["ok"].as_bool()), (Some("1:connect"), Some(true)), "{hello}");
+        assert_eq!(hello["payload"]["type"], "hello-ok", "{hello}");
+        let listed = client.next_frame().await;
+        assert_eq!(listed["id"], "2:sessions.list", "round {round}: {listed}");
+        assert_eq!(listed["ok"], true, "round {round}: refused as from an unknown connection: {listed}");
+        client.close().await;
+    }
+    runtime.shutdown().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn an_oversized_preauth_frame_closes_1009() {
     let runtime = start().await;

@@ -108,6 +108,24 @@ impl ResponseFrame {
         Ok(Self::success(id, to_value(payload)?))
     }
 
+    /// The text of a successful response with a typed payload, written in one pass
+    /// rather than through a `Value` tree: the same frame [`Frame::encode`] writes for
+    /// [`ResponseFrame::success_with`], key order inside the payload aside. hello-ok,
+    /// a few kilobytes on every handshake, goes out this way; built as a tree and then
+    /// written, it was a sixth of a connect's time on the socket's thread.
+    pub fn encode_success<T: Serialize>(id: &str, payload: &T) -> Result<String, ProtocolError> {
+        #[derive(Serialize)]
+        struct Success<'a, T> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            id: &'a str,
+            ok: bool,
+            payload: &'a T,
+        }
+        serde_json::to_string(&Success { kind: "res", id, ok: true, payload })
+            .map_err(|e| ProtocolError::Encode(e.to_string()))
+    }
+
     pub fn failure(id: impl Into<String>, error: ErrorShape) -> Self {
         ResponseFrame { id: id.into(), ok: false, payload: None, error: Some(error) }
     }

@@ -270,6 +270,18 @@ impl WsClient {
         self.send_text(frame.to_string()).await;
     }
 
+    /// Send `frames` in one write, so the gateway reads them together: a client that
+    /// does not wait for one answer before it asks the next thing.
+    pub async fn send_together(&mut self, frames: &[Value]) {
+        for frame in frames {
+            tokio::time::timeout(WAIT, self.ws.feed(Message::Text(frame.to_string())))
+                .await
+                .expect("send timed out")
+                .unwrap();
+        }
+        tokio::time::timeout(WAIT, self.ws.flush()).await.expect("send timed out").unwrap();
+    }
+
     /// Send a request and return its response, skipping (and keeping) events.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.request(method, params).await
