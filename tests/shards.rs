@@ -99,3 +99,23 @@ async fn each_tree_runs_on_its_main_sessions_shard_thread_and_outside_messages_r
     assert!(runtime.stats.wait_all_stopped(std::time::Duration::from_secs(10)).await);
     runtime.shutdown().await.unwrap();
 }
+
+/// Each shard's thread gives back what other threads freed for it (`memory::give_back`,
+/// whose effect on the allocator `tests/memory.rs` proves): the timer that does it runs
+/// on every shard, not only on some.
+#[actix_rt::test]
+async fn every_shard_gives_freed_memory_back_on_its_own_thread() {
+    const THREADS: usize = 3;
+    let mut config = bench_config();
+    config.threads = THREADS;
+    let (model, _calls) = hivegate::bench::spawn::ParkedModel::new();
+    let runtime = Runtime::start_with_model(&config, Agents::default(), Arc::new(model)).await.unwrap();
+    let deadline = std::time::Instant::now() + hivegate::memory::GIVE_BACK_EVERY * 10;
+    let mut counts = runtime.stats.give_backs();
+    while !(counts.len() == THREADS && counts.iter().all(|&n| n >= 2)) {
+        assert!(std::time::Instant::now() < deadline, "not every shard gave memory back twice: {counts:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        counts = runtime.stats.give_backs();
+    }
+    runtime.shutdown().await.unwrap();
+}

@@ -795,9 +795,10 @@ impl Actor for Gateway {
         // the store and others free for it while its sessions sit parked. The timer
         // would keep the shard alive; it stops, as it would without it, once nothing
         // can reach it.
-        ctx.run_interval(crate::memory::GIVE_BACK_EVERY, |_, ctx| {
+        ctx.run_interval(crate::memory::GIVE_BACK_EVERY, |gateway, ctx| {
             if ctx.connected() {
                 crate::memory::give_back();
+                gateway.stats.record_give_back(gateway.shard);
             } else {
                 ctx.stop();
             }

@@ -22,6 +22,9 @@ pub struct Stats {
     pairing_requests: AtomicU64,
     spawns_refused: AtomicU64,
     spawn_latency_ns: Mutex<Vec<u64>>,
+    /// Per shard, how many times its thread has given freed memory back
+    /// ([`crate::memory::give_back`]): about once a second each.
+    gave_back: Mutex<Vec<u64>>,
     all_stopped: tokio::sync::Notify,
     metrics: Arc<Metrics>,
 }
@@ -83,6 +86,22 @@ impl Stats {
 
     pub fn spawn_latency(&self) -> Percentiles {
         Percentiles::of_ns(self.spawn_latency_ns.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// `shard`'s thread gave back what was freed for it.
+    pub fn record_give_back(&self, shard: u16) {
+        let mut counts = self.gave_back.lock().unwrap_or_else(|p| p.into_inner());
+        let shard = usize::from(shard);
+        if counts.len() <= shard {
+            counts.resize(shard + 1, 0);
+        }
+        counts[shard] += 1;
+    }
+
+    /// Per shard (by number), the times its thread gave memory back; a shard that never
+    /// has is 0, or absent past the last one that has.
+    pub fn give_backs(&self) -> Vec<u64> {
+        self.gave_back.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn record_spawn_refused(&self) {
