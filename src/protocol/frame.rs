@@ -111,8 +111,9 @@ impl ResponseFrame {
     /// The text of a successful response with a typed payload, written in one pass
     /// rather than through a `Value` tree: the same frame [`Frame::encode`] writes for
     /// [`ResponseFrame::success_with`], key order inside the payload aside. hello-ok,
-    /// a few kilobytes on every handshake, goes out this way; built as a tree and then
-    /// written, it was a sixth of a connect's time on the socket's thread.
+    /// a few kilobytes on every handshake, goes out this way: built as a tree and then
+    /// written it cost 52,000 instructions (callgrind) of the 578,000 a connect takes
+    /// on the socket's thread, written directly 27,000.
     pub fn encode_success<T: Serialize>(id: &str, payload: &T) -> Result<String, ProtocolError> {
         #[derive(Serialize)]
         struct Success<'a, T> {

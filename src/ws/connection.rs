@@ -228,9 +228,10 @@ impl Connection {
     /// Tell the hub of a connection the door admitted, once its hello-ok has gone out.
     ///
     /// Telling the hub wakes the hub's thread: a system call and, on a VM, an interrupt
-    /// to another core, 30-45 µs under `perf` in `hivegate bench`'s handshakes. Told
-    /// first, that was on the client's wait for hello-ok; now the actor yields once, so
-    /// the socket's writer (woken when hello-ok was queued) runs first. The hub still
+    /// to another core, a seventh of this actor's time on a connect in `perf record`
+    /// over `hivegate bench`'s handshakes. Told first, that was on the client's wait for
+    /// hello-ok; now the actor yields once, so the socket's writer (woken when hello-ok
+    /// was queued) runs first. The hub still
     /// hears of the connection before any request of it: `wait` holds every other
     /// frame and message of this actor until the hub has been told. A socket that goes
     /// in between is never admitted; its `Disconnected` finds nothing to forget.
