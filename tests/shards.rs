@@ -100,11 +100,12 @@ async fn each_tree_runs_on_its_main_sessions_shard_thread_and_outside_messages_r
     runtime.shutdown().await.unwrap();
 }
 
-/// Each shard's thread gives back what other threads freed for it (`memory::give_back`,
+/// Each shard gives back what other threads freed for its thread (`memory::give_back`,
 /// whose effect on the allocator `tests/memory.rs` proves): the timer that does it runs
-/// on every shard, not only on some.
+/// on every shard, not only on some. (That each shard has a thread of its own is the
+/// test above.)
 #[actix_rt::test]
-async fn every_shard_gives_freed_memory_back_on_its_own_thread() {
+async fn every_shard_gives_freed_memory_back() {
     const THREADS: usize = 3;
     let mut config = bench_config();
     config.threads = THREADS;

@@ -40,9 +40,9 @@ async fn a_first_frame_that_is_not_connect_gets_invalid_request_and_close_1008()
     runtime.shutdown().await.unwrap();
 }
 
-/// hello-ok goes out before the hub is told of the connection
-/// (`Connection::admit_after_hello`); a request read together with the connect must
-/// still find the hub knowing it, not be refused as from a connection it has never seen.
+/// A request read together with the connect finds the hub knowing the connection (the
+/// connection tells the hub before it handles another frame), not refused as from a
+/// connection the hub has never seen.
 #[actix_rt::test]
 async fn a_request_sent_with_the_connect_is_answered_as_the_connected_client() {
     let runtime = start().await;

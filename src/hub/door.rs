@@ -6,9 +6,9 @@
 //! ([`super::auth::Authenticator`]) under the lock and says what follows:
 //!
 //! - **Nothing to save** (a paired device with its token, the owner's CLI): the
-//!   connection answers hello-ok at once and then tells the hub to [`super::Admit`]
-//!   it. The hub, asleep on its own thread, is not on the path: neither its round
-//!   trip (about a quarter of a handshake) nor the wake-up of its thread.
+//!   connection tells the hub to [`super::Admit`] it and answers hello-ok at once. The
+//!   hub, asleep on its own thread, is not on the path; that round trip was about a
+//!   quarter of a handshake.
 //! - **A refusal with nothing to save**: answered at once.
 //! - **A change to save** (a pairing request, a silent approval, a freshly minted
 //!   device token, a node's new command surface): the hub commits it first and only

@@ -61,8 +61,7 @@ pub enum Outbound {
 }
 
 /// A connect the door accepted with nothing to save: the connection joins the live
-/// state (sent once its hello-ok has gone out, before the connection takes any other
-/// frame, so it is here before any request it makes).
+/// state (sent before its hello-ok, so it is here before any request it makes).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Admit(pub Entry);

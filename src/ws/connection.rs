@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::gate::PreAuth;
 use super::socket::{FrameLimit, Writer};
 use crate::hub::auth::Peer;
-use crate::hub::door::{ConnectRequest, Decision, Door, Entry};
+use crate::hub::door::{ConnectRequest, Decision, Door};
 use crate::hub::{now_ms, Admit, Call, Disconnected, Hello, Hub, Outbound, Settle};
 use crate::protocol::{
     close_reasons, negotiate_protocol, parse_client_frame, parse_connect_frame, ChallengePayload, Close, ErrorShape,
@@ -205,8 +205,14 @@ impl Connection {
         });
         match decision {
             Decision::Admit(entry, hello) => {
+                // Queued at the hub before hello-ok is written: the hub takes the
+                // connection in before any request it makes (one sender's messages
+                // arrive in order), and before anything another connection does once
+                // this client has read hello-ok (a `node.list` that must show it, a
+                // revocation that must find it). Told after hello-ok, the client gained
+                // nothing measurable and lost that second guarantee.
+                self.hub.do_send(Admit(entry));
                 self.hello(&id, hello, ctx);
-                self.admit_after_hello(entry, ctx);
             }
             Decision::Refuse(refusal) => {
                 self.respond(&id, Err(*refusal.error), ctx);
@@ -223,22 +229,6 @@ impl Connection {
                 }));
             }
         }
-    }
-
-    /// Tell the hub of a connection the door admitted, once its hello-ok has gone out.
-    ///
-    /// Telling the hub wakes the hub's thread: a system call and, on a VM, an interrupt
-    /// to another core, a seventh of this actor's time on a connect in `perf record`
-    /// over `hivegate bench`'s handshakes. Told first, that was on the client's wait for
-    /// hello-ok; now the actor yields once, so the socket's writer (woken when hello-ok
-    /// was queued) runs first. The hub still
-    /// hears of the connection before any request of it: `wait` holds every other
-    /// frame and message of this actor until the hub has been told. A socket that goes
-    /// in between is never admitted; its `Disconnected` finds nothing to forget.
-    fn admit_after_hello(&mut self, entry: Entry, ctx: &mut Context<Self>) {
-        ctx.wait(
-            fut::wrap_future::<_, Self>(tokio::task::yield_now()).map(move |(), act, _| act.hub.do_send(Admit(entry))),
-        );
     }
 
     /// Accepted: hello-ok, then the post-auth frame limit and the keepalive.
