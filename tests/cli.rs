@@ -487,6 +487,8 @@ fn bench_reports_every_figure_with_its_floor() {
         "handshake.concurrent1000Ms",
         "underLoad.spawnP99Us",
         "underLoad.idleSpawnP99Us",
+        "underLoad.idleBeforeP99Us",
+        "underLoad.idleAfterP99Us",
         "floor.spawnP50Us",
         "floor.burst10kMs",
         "floor.handshakeP50Us",
@@ -497,6 +499,8 @@ fn bench_reports_every_figure_with_its_floor() {
     }
     assert_eq!(report["handshake"]["samples"], 20);
     assert!(figure("underLoad.streamingSessions") >= 1000.0, "{}", report["underLoad"]);
+    let idle = figure("underLoad.idleBeforeP99Us").min(figure("underLoad.idleAfterP99Us"));
+    assert_eq!(figure("underLoad.idleSpawnP99Us"), idle, "the target divides by the lower idle p99");
     assert!(report["burst"]["sessions100kMs"].is_null(), "the big burst was skipped");
     // The gateway's handshake does all the floor's does, and signs and checks on top.
     assert!(figure("handshake.p50Us") > figure("floor.handshakeP50Us"));

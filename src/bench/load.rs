@@ -1,8 +1,9 @@
 //! Spawn latency under load: the spawn benchmark's parent, while at least 1,000 other
 //! main sessions stream model output from a loopback provider through the real HTTP
 //! model client (SSE parsing, events to the operator's view, one chunk per session every
-//! [`CHUNK_EVERY`]). The same runtime measures idle first, then loaded, so the two p99s
-//! compare like for like.
+//! [`CHUNK_EVERY`]). The same runtime measures idle, then loaded, then idle again once
+//! the streams are stopped, so the p99s compare like for like; the verdict divides by
+//! the lower idle p99, so that one noisy idle window cannot pass it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use futures_util::future::BoxFuture;
 
 use super::spawn::{add_agents, bench_config, ParkedModel, SpawnHarness};
 use crate::agent::{self, Agents};
-use crate::gateway::StartMain;
+use crate::gateway::{Kill, StartMain};
 use crate::keys::SessionKey;
 use crate::model::{
     Api, ChatRequest, ChatResponse, HttpModelClient, ModelClient, ModelError, ModelRef, Provider, Providers,
@@ -33,11 +34,14 @@ pub struct UnderLoad {
     pub idle_ns: Vec<u64>,
     /// Single spawns while they stream, nanoseconds.
     pub loaded_ns: Vec<u64>,
+    /// Single spawns once the streaming sessions are stopped, nanoseconds.
+    pub idle_after_ns: Vec<u64>,
     /// Streams open at the provider, the fewest seen while measuring.
     pub streaming_sessions: usize,
 }
 
-/// `spawns` single spawns idle, then `spawns` more while `streams` sessions stream.
+/// `spawns` single spawns idle, then `spawns` more while `streams` sessions stream, then
+/// `spawns` more once those sessions are stopped.
 pub async fn measure(spawns: usize, streams: usize, mut progress: impl FnMut(&str)) -> anyhow::Result<UnderLoad> {
     let server = StreamServer::start()?;
     let mut config = bench_config();
@@ -56,10 +60,9 @@ pub async fn measure(spawns: usize, streams: usize, mut progress: impl FnMut(&st
 
     progress(&format!("{streams} sessions streaming"));
     let gateway = harness.runtime().gateway.clone();
-    let starts = (0..streams).map(|i| {
-        let key = SessionKey::from(format!("agent:streamer:s{i}").as_str());
-        gateway.send(StartMain { session_key: Some(key), ..StartMain::new("streamer", "stream") })
-    });
+    let streamer = |i: usize| SessionKey::from(format!("agent:streamer:s{i}").as_str());
+    let starts = (0..streams)
+        .map(|i| gateway.send(StartMain { session_key: Some(streamer(i)), ..StartMain::new("streamer", "stream") }));
     for started in futures_util::future::join_all(starts).await {
         started??;
     }
@@ -76,9 +79,28 @@ pub async fn measure(spawns: usize, streams: usize, mut progress: impl FnMut(&st
     progress(&format!("{spawns} spawns under load"));
     let loaded_ns = super::singles(&mut harness, spawns).await?;
     let streaming_sessions = before.min(server.active());
+
+    progress(&format!("{streams} streaming sessions stopped; {spawns} spawns idle again"));
+    let kills = (0..streams).map(|i| gateway.send(Kill { caller: None, target: streamer(i) }));
+    for killed in futures_util::future::join_all(kills).await {
+        killed??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.active() > 0 || harness.runtime().stats.live_sessions() > 1 {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{} streams and {} sessions still open 60 s after the streaming sessions were stopped",
+                server.active(),
+                harness.runtime().stats.live_sessions()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    harness.keep_others(0);
+    let idle_after_ns = super::singles(&mut harness, spawns).await?;
     harness.shutdown().await?;
     server.handle.stop(false).await;
-    Ok(UnderLoad { idle_ns, loaded_ns, streaming_sessions })
+    Ok(UnderLoad { idle_ns, loaded_ns, idle_after_ns, streaming_sessions })
 }
 
 /// `parked/*` models park (the spawn benchmark's), the rest go over HTTP.

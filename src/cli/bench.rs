@@ -83,7 +83,8 @@ fn print_human(r: &BenchReport) {
         );
     }
     if let Some(l) = &r.under_load {
-        row("spawn p99, idle", l.idle_spawn_p99_us, None, "µs");
+        row("spawn p99, idle before the streams", l.idle_before_p99_us, None, "µs");
+        row("spawn p99, idle after them", l.idle_after_p99_us, None, "µs");
         row(
             &format!("spawn p99, {} sessions streaming (of {STREAMS})", l.streaming_sessions),
             l.spawn_p99_us,
