@@ -12,8 +12,8 @@
 //! with them and 0.64–0.76 s without (the kernel's time in the burst went from 1.2–1.4 s
 //! to 0.3–0.4 s), and a parked session read 1,251–1,294 B with them, 1,219–1,222 B
 //! without. Spawns while 1,000 sessions stream may pay for it in TLB misses: their p99
-//! read 23–36 µs without them against 15–24 µs with them in five runs of the build
-//! before, 25–37 against 21–32 µs in four of this one. Commands the process starts
+//! read 23–36 µs without them against 15–24 µs with them in five runs of 3f11258, and
+//! 25–37 against 21–32 µs in four runs each once [`give_back`] was in place. Commands the process starts
 //! (`exec`, MCP servers) inherit the setting, which survives `fork` and `exec`. Giving
 //! it back would take a `pre_exec` hook, and a hook makes the standard library fork the
 //! whole gateway instead of using `posix_spawn`: copying a large gateway's page tables
