@@ -145,8 +145,11 @@ async fn spawns_beyond_the_limits_are_refused_naming_the_limit() {
     let mut children = Vec::new();
     for _ in 0..2 {
         match runtime.gateway.send(spawn(&root, "leaf")).await.unwrap() {
-            SpawnReply::Accepted { child_session_key, resolved_model, .. } => {
+            SpawnReply::Accepted { child_session_key, resolved_model, run_id, .. } => {
                 assert_eq!(resolved_model.as_str(), "fake/leaf");
+                // A child's one run is named by the uuid its key ends with.
+                let uuid = child_session_key.as_str().rsplit(':').next().unwrap();
+                assert_eq!((run_id.as_str(), uuid.len()), (uuid, 36));
                 children.push(child_session_key);
             }
             other => panic!("expected accepted, got {other:?}"),

@@ -141,7 +141,7 @@ pub fn plan(
         None => None,
         Some(cwd) => Some(child_workspace(parent, cwd)?),
     };
-    let key = parent_key.child(agent_id);
+    let (key, run_id) = parent_key.child(agent_id);
     // A session on a worker spawns nothing: its tree would live on a machine whose
     // crash the gateway cannot see. Its capability stops at its own depth.
     let max_depth = match (agent.subagents.max_depth, on_worker) {
@@ -166,7 +166,7 @@ pub fn plan(
         .map_err(refusal)?;
     Ok(SpawnPlan {
         key,
-        run_id: RunId::new(),
+        run_id,
         parent: parent_key.clone(),
         parent_run_id,
         agent: agent.clone(),
