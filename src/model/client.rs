@@ -20,8 +20,9 @@
 //! sessions streaming, 5,000 chunks a second per session thread) and left out: the
 //! loaded spawn p99 stayed where it was (four interleaved runs each, 21-38 µs on the
 //! arbiters, 29-34 µs on a runtime of their own, at 312f3a3), while it would add a
-//! thread hop to every call's start and end. What raises that p99 is the machine's two
-//! cores shared with the provider's thread and the kernel's loopback work, not the reads.
+//! thread hop to every call's start and end. So the reads on the session's thread are
+//! not what raises that p99; the likelier cause is the two cores it shares with the
+//! loopback provider's thread and the kernel's loopback work.
 //!
 //! The request body is serialized once per call and reused by every attempt. A streamed
 //! answer (`text/event-stream`) is read by [`super::stream::read`] with the decoder of
