@@ -9,8 +9,10 @@
 //!   replaces the last one, as the registry does). One row and one index per spawn:
 //!   the spawn path's share of the writer's time is what keeps a burst of spawns fast.
 //! - `messages(session_key, seq, run_id, json, reasoning_json, announce_id)`: the
-//!   append-only transcripts, one row per message. A unique index on
-//!   `(session_key, announce_id)` drops a second delivery of the same announcement.
+//!   append-only transcripts, one row per message. A message that carries an
+//!   announcement names it (`announce_id`), and its outbox row is marked delivered only
+//!   by the transaction that writes that message. No index keeps a second delivery out:
+//!   the parent's turn drops it by its id ([`crate::session::ChildEnded`]).
 //! - `tool_results(session_key, call_id, content)`: each tool result as soon as it is
 //!   known, so a resumed run never runs a recorded call again.
 //! - `outbox(id, parent_key, parent_run_id, text, …, delivered_at_ms, attempts,
