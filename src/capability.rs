@@ -4,7 +4,10 @@
 //! (session key), a [`ScopeSet`], a spawn depth and maximum depth, an optional deadline,
 //! an optional token budget, and a link into a revocation tree. Its fields are private;
 //! outside this module a capability comes from [`Authority::mint_root`] (the gateway's
-//! roots) or from [`Capability::attenuate`], the one narrowing function. A child
+//! roots), from [`Capability::attenuate`], the one narrowing function, or from what
+//! was decided before: [`Authority::adopt`] (a worker takes the grant the gateway
+//! attenuated for it, narrowing it further) and [`Authority::ended`] (revoked, for a
+//! restored record; it grants nothing). A child
 //! therefore never holds a scope its parent lacks, never outlives its parent's deadline,
 //! never goes deeper than its parent's maximum depth and never spends more than its
 //! parent has left.
@@ -245,7 +248,8 @@ impl std::fmt::Debug for Capability {
     }
 }
 
-/// Mints root capabilities. The gateway owns the only instance in a process.
+/// Mints root capabilities. It holds no state; each gateway shard holds its own copy (in
+/// a worker's process too).
 #[derive(Debug, Default, Clone)]
 pub struct Authority {
     _private: (),
@@ -410,9 +414,9 @@ impl RevocationNode {
     }
 
     /// Link `child` below this node, or `None` when this node is revoked. Dead links are
-    /// pruned when the list would grow, which keeps the cost amortised O(1) (and bounds
-    /// what ended children's allocations, kept by their weak links, hold to twice the
-    /// live ones).
+    /// pruned when the list would grow, which keeps the cost amortised O(1); ended
+    /// children's allocations, kept by their weak links, are freed at that prune (or with
+    /// this node).
     fn adopt(&self, child: Inner) -> Option<Arc<Inner>> {
         let mut children = self.lock();
         if self.revoked.load(Ordering::Acquire) {

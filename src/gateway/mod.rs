@@ -4,11 +4,12 @@
 //!
 //! Spawning is a message: a session sends [`Spawn`] with its own capability; the gateway
 //! runs the pure [`spawn::plan`] (limits, policy, model, attenuation), starts the child
-//! actor on its own arbiter with the narrowed capability inside the child's initial
-//! state, registers it and answers at once. When a run ends ([`RunEnded`] from the
-//! session, or a kill), [`Gateway::end_run`] records the outcome, revokes the run's
-//! capability, kills the subtree, and announces the outcome and final text to the
-//! parent. Handlers are thin: unpack, call a plain function, perform the effects.
+//! actor on the parent's arbiter (the shard's: a tree lives on one thread) with the
+//! narrowed capability inside the child's initial state, registers it and answers at
+//! once. When a run ends ([`RunEnded`] from the session, or a kill), [`Gateway::end_run`]
+//! records the outcome, revokes the run's capability (an idle `session` child keeps its
+//! own until its parent's run ends), kills the subtree, and announces the outcome and
+//! final text to the parent. Handlers are thin: unpack, call a plain function, perform the effects.
 //!
 //! Every change of a session's life is journaled to the store as it happens (a
 //! session started, a run started or ended with its announcement, usage), without
@@ -440,8 +441,9 @@ impl Gateway {
         }
     }
 
-    /// Record the end of `key`'s run `run_id` (first report wins), revoke its capability,
-    /// kill its running subtree, announce to the parent and wake waiters.
+    /// Record the end of `key`'s run `run_id` (first report wins), revoke its capability
+    /// (unless it is a `session` child staying idle), kill its running subtree, announce
+    /// to the parent and wake waiters.
     fn end_run(
         &mut self,
         key: &SessionKey,
@@ -614,8 +616,8 @@ impl Gateway {
     }
 
     /// Count a child's end on its parent and tell the parent if it is running. A parent
-    /// that has itself ended had its subtree killed with it, so there is nobody left to
-    /// tell (and nothing was rendered); the outcome stays in the registry either way.
+    /// whose run has ended is not told: the result is kept as undeliverable instead
+    /// ([`Gateway::end_run`]); the outcome stays in the registry either way.
     fn announce(&self, parent: &SessionKey, announcement: Option<ChildEnded>) {
         self.tell(parent, announcement, true);
     }

@@ -217,7 +217,7 @@ type Hasher = foldhash::fast::RandomState;
 #[derive(Default)]
 pub struct Registry {
     /// Entries are boxed: a map keeps up to twice its length in slots, and a slot
-    /// holding the whole entry (over 300 bytes) would cost each session twice that.
+    /// holding the whole entry (up to 256 bytes) would cost each session twice that.
     sessions: DashMap<SessionKey, Box<SessionEntry>, Hasher>,
     runs: DashMap<RunId, SessionKey, Hasher>,
     running: AtomicUsize,
@@ -369,7 +369,8 @@ impl Registry {
         false
     }
 
-    /// Every session key in the subtree under `root` (not including `root`), deepest last.
+    /// Every session key in the subtree under `root` (not including `root`), each after
+    /// its parent.
     pub fn descendants(&self, root: &SessionKey) -> Vec<SessionKey> {
         let mut out = Vec::new();
         let mut frontier = vec![root.clone()];

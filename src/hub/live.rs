@@ -1,6 +1,6 @@
 //! The live view operators get: session events turned into OpenClaw's `agent` and
 //! `chat` events (`../shared/docs/openclaw-agent-flow.md` §3.2–3.3), broadcast to every
-//! operator connection as they happen, with no subscription request.
+//! operator connection with read scope as they happen, with no subscription request.
 //!
 //! Per run: `agent` `lifecycle` `start` (with the spawn's `label`, hivegate's addition)
 //! and `model` when a session starts, `assistant` (cumulative `text` and its `delta`)

@@ -74,7 +74,9 @@ impl PairingBook {
     }
 
     /// Drops device and node requests whose last retry is older than the TTL.
-    /// Returns the dropped request ids. Every mutating operation calls this first.
+    /// Returns the dropped request ids. Deciding a connect and approving, rejecting or
+    /// declaring requests call this first; token rotation and revocation and device
+    /// removal touch no requests and do not.
     pub fn expire(&mut self, now_ms: u64) -> Vec<String> {
         let stale = |ts: u64| now_ms.saturating_sub(ts) > PENDING_TTL_MS;
         let mut dropped: Vec<String> =

@@ -38,8 +38,9 @@ impl std::fmt::Debug for Credential<'_> {
 }
 
 /// Where the socket comes from, as the shell judged it: direct loopback means a
-/// loopback peer with no Forwarded / X-Forwarded-* / X-Real-IP headers and no
-/// disallowed browser Origin.
+/// loopback peer with no Forwarded / X-Forwarded-* / X-Real-IP headers and no browser
+/// Origin (a disallowed one is refused before the upgrade; an allowed one counts as
+/// remote).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Locality {
     DirectLoopback,

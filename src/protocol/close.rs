@@ -8,7 +8,8 @@ pub mod close_codes {
     pub const NORMAL: u16 = 1000;
     pub const PROTOCOL_MISMATCH: u16 = 1002;
     /// Policy violation: auth failure, device checks, pairing required, slow consumer,
-    /// origin not allowed, a first frame that is not `connect`.
+    /// a first frame that is not `connect`. (A browser Origin that is not allowed gets
+    /// HTTP 403 before the upgrade, not this.)
     pub const POLICY: u16 = 1008;
     pub const PREAUTH_TOO_LARGE: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;

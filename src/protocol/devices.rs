@@ -192,7 +192,8 @@ pub struct DeviceTokenParams {
     pub role: Role,
 }
 
-/// `device.token.rotate` result. `token` is echoed only to the device itself.
+/// `device.token.rotate` result. hivegate never echoes `token`: the device takes its new
+/// token from its next hello-ok.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceTokenRotateResult {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::connect::Role;
 use super::frame::{detail_codes, error_codes, ErrorShape, EventPayload};
 
-/// `tick {ts}`, every `policy.tickIntervalMs` on a gateway-wide timer, with `seq`.
+/// `tick {ts}`, with `seq`, every `policy.tickIntervalMs` on each connection's own timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickPayload {
     pub ts: u64,
@@ -78,7 +78,8 @@ impl EventPayload for NodePairResolved {
     const EVENT: &'static str = "node.pair.resolved";
 }
 
-/// `node.runnerInventory.changed {nodeId}`, sent to operators on surface approval.
+/// `node.runnerInventory.changed {nodeId}`: OpenClaw sends it to operators on surface
+/// approval. hivegate defines it and does not send it yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRunnerInventoryChanged {

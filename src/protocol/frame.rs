@@ -35,7 +35,8 @@ pub mod detail_codes {
     pub const AUTH_PASSWORD_MISMATCH: &str = "AUTH_PASSWORD_MISMATCH";
     pub const AUTH_BOOTSTRAP_TOKEN_INVALID: &str = "AUTH_BOOTSTRAP_TOKEN_INVALID";
     pub const AUTH_DEVICE_TOKEN_MISMATCH: &str = "AUTH_DEVICE_TOKEN_MISMATCH";
-    /// Shared-secret failures over the limit; send with `retryAfterMs`.
+    /// A credential over its budget (shared-secret, device-signature and device-token
+    /// failures, new pairing requests); send with `retryAfterMs`.
     pub const AUTH_RATE_LIMITED: &str = "AUTH_RATE_LIMITED";
     pub const DEVICE_IDENTITY_REQUIRED: &str = "DEVICE_IDENTITY_REQUIRED";
     pub const DEVICE_AUTH_NONCE_REQUIRED: &str = "DEVICE_AUTH_NONCE_REQUIRED";
@@ -164,14 +165,14 @@ impl EventFrame {
     }
 }
 
-/// `{presence, health}` counters, on `health` events and in `hello-ok.snapshot`.
+/// `{presence, health}` counters, in `hello-ok.snapshot` (OpenClaw also puts them on
+/// `health` events, which hivegate does not send).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateVersion {
     pub presence: u64,
     pub health: u64,
 }
 
-/// A payload that is always sent under one event name.
 /// Client text echoed back in an error (a method name, an id), cut to at most 128
 /// characters so that an error never amplifies what the client sent.
 pub fn clip(text: &str) -> String {
@@ -182,6 +183,7 @@ pub fn clip(text: &str) -> String {
     }
 }
 
+/// A payload that is always sent under one event name.
 pub trait EventPayload: Serialize {
     const EVENT: &'static str;
 }

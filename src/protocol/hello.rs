@@ -79,8 +79,8 @@ pub struct Features {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
-    /// Empty for nodes and pairing-only operators; the gateway's own entry plus one
-    /// per connected node for read/write/admin operators (trace §4.1).
+    /// OpenClaw sends the gateway's own entry plus one per connected node to read,
+    /// write and admin operators (trace §4.1); hivegate sends it empty to everyone.
     pub presence: Vec<Value>,
     /// Same shape as the `health` RPC payload.
     pub health: Value,

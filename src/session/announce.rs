@@ -93,8 +93,9 @@ fn tokens(usage: &Usage) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parsed<'a> {
     pub task: &'a str,
-    /// `ok`, or the status line after `failed: ` / `timed out: `.
+    /// The status says the child completed.
     pub ok: bool,
+    /// The status line as written (`completed successfully`, `failed: …`, `timed out: …`).
     pub status: &'a str,
     pub result: &'a str,
 }

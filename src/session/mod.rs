@@ -570,7 +570,8 @@ impl Actor for Session {
 
 /// However the actor ends (stopped, killed, or its task panicked and was dropped), it
 /// is counted out, and the gateway hears of it unless it already reported its run's
-/// end and was not a main session (an idle main session may die too).
+/// end and does not stay for more runs (an idle main session or `session` child may
+/// die too).
 impl Drop for Session {
     fn drop(&mut self) {
         self.shared.stats.session_stopped(&self.agent.id);

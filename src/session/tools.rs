@@ -423,7 +423,7 @@ async fn send(env: &ToolEnv, target: SessionKey, text: String) -> Result<ToolOut
 
 /// Tasks one `subagents wait` may name.
 pub const MAX_WAIT_TASKS: usize = 32;
-/// The longest `subagents wait`, and its default.
+/// The longest `subagents wait` (30 s when none is asked for).
 pub const MAX_WAIT_SECONDS: u64 = 60;
 const DEFAULT_WAIT_SECONDS: u64 = 30;
 /// How far back `subagents list` shows ended tasks by default (OpenClaw's default).

@@ -118,8 +118,9 @@ pub trait Backend: Send + 'static {
     /// Count this start against every run left running and every result not yet
     /// delivered, before any of them is touched: a start that crashes is counted too.
     fn count_start(&mut self) -> Result<(), StoreError>;
-    /// Forget ended sessions beyond the newest `keep` (with their transcripts) and
-    /// delivered results older than them.
+    /// Forget sessions that are not running (ended, and idle ones too) beyond the newest
+    /// `keep`, with their transcripts, and results delivered or given up on whose
+    /// parent is no longer kept.
     fn prune(&mut self, keep: usize) -> Result<(), StoreError>;
 }
 

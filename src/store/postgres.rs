@@ -3,12 +3,14 @@
 //!
 //! The schema is [`super::sqlite`]'s (see its module doc for what each table holds),
 //! created by the numbered SQL files in `migrations/postgres/` ([`migrate`]), with a
-//! `sessions.pos` identity column standing for SQLite's rowid (the order sessions were
+//! `sessions.pos` serial column standing for SQLite's rowid (the order sessions were
 //! written in, for "the newest N"). The semantics are the same statement for statement:
 //! `INSERT OR IGNORE` is `ON CONFLICT DO NOTHING`, `INSERT OR REPLACE` an upsert that
 //! resets every other column and takes a new position, and a result is delivered only in
 //! the transaction that writes the parent's message carrying it. Every batch is one
-//! transaction.
+//! transaction. The exceptions are Postgres's own: sessions placed on workers
+//! (`sessions.placement`, which the upsert leaves as it was) are not counted by a
+//! gateway's start, and a run on a worker ends once, whoever says so first.
 //!
 //! The client is the synchronous `postgres` crate: the store's writer is a plain thread
 //! owning one connection, as with SQLite. Statements are prepared once per connection.
@@ -63,7 +65,8 @@ pub struct Postgres {
     /// The connection, when there is one; a lost one is dropped and made again by the
     /// next call. In a lock because reads take `&self` ([`Backend`]) and a call made
     /// inside an async runtime runs on a thread of its own ([`Postgres::with_conn`]);
-    /// it is never contended (only the writer's thread uses the backend).
+    /// it is never contended (the start reads and prunes before the writer's thread
+    /// exists, and from then on only that thread uses the backend).
     conn: Mutex<Option<Conn>>,
 }
 

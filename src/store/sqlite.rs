@@ -5,7 +5,7 @@
 //!   whole (the pairing book).
 //! - `sessions(key, parent, agent_id, parent_run_id, spawn_json, run_id, task, model,
 //!   status, outcome, final_text, usage_json, started_at_ms, ended_at_ms, resumes,
-//!   follow_ups)`: one row per session with its current run (a main session's new run
+//!   follow_ups, follow_up_task)`: one row per session with its current run (a main session's new run
 //!   replaces the last one, as the registry does). One row and one index per spawn:
 //!   the spawn path's share of the writer's time is what keeps a burst of spawns fast.
 //! - `messages(session_key, seq, run_id, json, reasoning_json, announce_id)`: the

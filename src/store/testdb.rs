@@ -7,8 +7,8 @@
 //! database of its own (`hg_…`), so tests run in parallel, dropped when it goes.
 //!
 //! Shared by the library's unit tests (`crate::store::testdb`) and the integration
-//! tests (`tests/common/postgres.rs` includes this file), so it uses only `std` and the
-//! `postgres` crate.
+//! tests (`tests/common/postgres.rs` includes this file), so it uses only `std`, the
+//! `postgres` crate and `tempfile`.
 
 use std::io::Read as _;
 use std::str::FromStr as _;
