@@ -133,6 +133,11 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
         (vec!["run", "--timeout", "nan", "x"], "--timeout must be a positive number of seconds"),
         (vec!["run", "--budget-usd", "-1", "x"], "--budget-usd must be a positive number of USD, got -1"),
         (vec!["serve", "--bind", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without a gateway token"),
+        // A worker's port serves /metrics too: refused before it looks for its database.
+        (
+            vec!["worker", "--database-url", "postgres://hg@127.0.0.1:1/none", "--bind", "0.0.0.0:0"],
+            "refusing to listen on 0.0.0.0:0 without a gateway token",
+        ),
     ] {
         let output = hivegate().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -122,6 +122,21 @@ fn choose_workspace(flag: Option<PathBuf>, config: &mut Config, default: PathBuf
 }
 
 /// The agents from the configured directory, else the ones compiled in.
+/// A gateway or worker listening off loopback with no gateway token would trust whoever
+/// reaches it (its `/metrics` included, which only a token guards): refused, saying what
+/// to do instead (`loopback`: how this command stays on loopback).
+fn refuse_open_bind(config: &Config, loopback: &str) -> anyhow::Result<()> {
+    if config.gateway_token.is_none() && !config.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without a gateway token: anyone who can reach it would be trusted. \
+             Set one (export HIVEGATE_GATEWAY_TOKEN=$(openssl rand -hex 24), or name another variable with \
+             [gateway] token_env), or {loopback}",
+            config.bind
+        );
+    }
+    Ok(())
+}
+
 fn load_agents(config: &Config) -> anyhow::Result<Agents> {
     let agents = match &config.agents_dir {
         Some(dir) => Agents::load_dir(dir)?,

@@ -81,14 +81,7 @@ pub async fn run(config_path: Option<PathBuf>, args: ServeArgs) -> anyhow::Resul
         }
         config.gateway_token = Some(crate::config::Secret::new(token));
     }
-    if config.gateway_token.is_none() && !config.bind.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {} without a gateway token: anyone who can reach it would be trusted. \
-             Set one (export HIVEGATE_GATEWAY_TOKEN=$(openssl rand -hex 24), or name another variable with \
-             [gateway] token_env), or bind to loopback (--bind 127.0.0.1:18789)",
-            config.bind
-        );
-    }
+    super::refuse_open_bind(&config, "bind to loopback (--bind 127.0.0.1:18789)")?;
     if config.gateway_token.is_none() {
         tracing::warn!(
             "no gateway token (set HIVEGATE_GATEWAY_TOKEN): any local process on loopback is trusted as the owner, \

@@ -44,7 +44,8 @@ pub struct WorkerArgs {
     /// (said on stderr).
     #[arg(long, value_name = "KEY")]
     gateway_key: Option<String>,
-    /// Where its health and metrics endpoints listen. Default: a free loopback port.
+    /// Where its health and metrics endpoints listen. Default: a free loopback port. Off
+    /// loopback it needs a gateway token (HIVEGATE_GATEWAY_TOKEN), as `serve` does.
     #[arg(long)]
     bind: Option<SocketAddr>,
     /// The directory its sessions' work tools act in. Default: [workspace] root, else none
@@ -82,6 +83,7 @@ pub async fn run(config_path: Option<PathBuf>, args: WorkerArgs) -> anyhow::Resu
         anyhow::bail!("--id must be 1 to 64 letters, digits, '.', '_' or '-'; got {worker:?}");
     }
     config.bind = args.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    super::refuse_open_bind(&config, "leave --bind out (a free loopback port)")?;
     // Nothing of a worker's lives in a state directory: its state is the database's.
     config.state_dir = PathBuf::new();
     config.workspace = args.workspace.or(config.workspace.take());

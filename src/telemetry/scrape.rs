@@ -12,7 +12,8 @@ pub enum ScrapeRefused {
 }
 
 /// Check a scrape's `Authorization` header against the gateway token (constant time);
-/// without a configured token every scrape is let in (the gateway is on loopback then).
+/// without a configured token every scrape is let in (`serve` and `worker` then listen on
+/// loopback only: [`crate::cli`] refuses anything else).
 pub fn authorize(token: Option<&crate::config::Secret>, authorization: Option<&[u8]>) -> Result<(), ScrapeRefused> {
     let Some(token) = token else { return Ok(()) };
     let presented = authorization
