@@ -1,16 +1,18 @@
 //! Configuration: the raw TOML shape (serde, `deny_unknown_fields`) validated once into
-//! [`Config`]. This is the only module that reads the environment (with
-//! [`crate::telemetry`], which reads `RUST_LOG` and `OTEL_*` at start-up): provider API keys
-//! (by the variable each provider names), the gateway token (`HIVEGATE_GATEWAY_TOKEN`
-//! unless `gateway.token_env` names another), `HIVEGATE_STATE_DIR`,
-//! `HIVEGATE_DATABASE_URL`, `HIVEGATE_CONFIG` and `HOME`.
+//! [`Config`]. This module reads the runtime's settings from the environment: provider
+//! API keys (by the variable each provider names), the gateway token
+//! (`HIVEGATE_GATEWAY_TOKEN` unless `gateway.token_env` names another),
+//! `HIVEGATE_STATE_DIR`, `HIVEGATE_DATABASE_URL`, `HIVEGATE_CONFIG` and `HOME`. Elsewhere
+//! only [`crate::telemetry`] (`RUST_LOG`, `OTEL_*`), `hivegate worker`
+//! (`HIVEGATE_GATEWAY_KEY`) and the work tools, which pass an allowed few on to the
+//! processes they start, read it.
 //!
 //! ```toml
 //! [gateway]
 //! bind = "127.0.0.1:18789"
 //! agents_dir = "agents"
 //! token_env = "HIVEGATE_GATEWAY_TOKEN"    # shared operator/node token, from the environment
-//! state_dir = "/var/lib/hivegate"         # default: $HIVEGATE_STATE_DIR, else ~/.hivegate
+//! state_dir = "/var/lib/hivegate"         # $HIVEGATE_STATE_DIR wins; default ~/.hivegate
 //! allowed_origins = ["https://control.example"]   # browser origins allowed to connect
 //! max_payload_bytes = 26214400            # largest frame after hello-ok (policy.maxPayload)
 //! max_buffered_bytes = 52428800           # unread output before a slow-consumer close
@@ -328,7 +330,8 @@ pub struct Config {
     /// `state_dir` (`[store] url`, `HIVEGATE_DATABASE_URL`, `serve --database-url`);
     /// `None`: SQLite. Its `Debug` hides the password.
     pub store_url: Option<DatabaseUrl>,
-    /// Browser `Origin`s allowed to open the WebSocket; any other Origin is refused.
+    /// Browser `Origin`s allowed to open the WebSocket besides the gateway's own (its
+    /// dashboard's); any other Origin is refused.
     pub allowed_origins: Vec<String>,
     /// Silently pair new devices that connect directly over loopback (off by default).
     pub auto_approve_local: bool,
@@ -408,16 +411,27 @@ pub fn default_threads() -> usize {
 
 impl Config {
     /// Load `path`, or `HIVEGATE_CONFIG`, or `./hivegate.toml` if present, else defaults.
-    /// `agents/` in the working directory is used when no agents_dir is configured.
+    /// With no agents_dir configured, the `agents/` beside the config file is used, else
+    /// the one in the working directory.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, |var| std::env::var(var).ok())
+    }
+
+    /// [`Config::load`], with `env` looking up the environment's variables (a map in tests).
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let (text, origin) = match Config::file(path) {
             Some(p) => (read(&p)?, p),
             None => (String::new(), "<defaults>".into()),
         };
-        let mut config = Config::from_toml(&text, &origin.display().to_string(), |var| std::env::var(var).ok())?;
+        let state_dir_from_env = env("HIVEGATE_STATE_DIR").is_some_and(|d| !d.is_empty());
+        let mut config = Config::from_toml(&text, &origin.display().to_string(), env)?;
         // Paths in a config file are relative to the file, wherever the command runs; a
-        // config file's own `agents/` beside it is found the same way.
+        // config file's own `agents/` beside it is found the same way. (A path from the
+        // environment is the environment's: relative to the working directory.)
         let base = origin.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+        if let Some(base) = base.as_ref().filter(|_| !state_dir_from_env && config.state_dir.is_relative()) {
+            config.state_dir = base.join(&config.state_dir);
+        }
         config.agents_dir = match (config.agents_dir.take(), &base) {
             (Some(dir), Some(base)) if dir.is_relative() => Some(base.join(dir)),
             (Some(dir), _) => Some(dir),
@@ -751,6 +765,19 @@ mod tests {
         std::fs::write(&file, "[gateway]\nagents_dir = \"nowhere\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("nowhere") && err.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_config_files_state_dir_is_relative_to_the_file_and_the_environments_to_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hivegate.toml");
+        std::fs::write(&file, "[gateway]\nstate_dir = \"state\"\n").unwrap();
+        let from_file = Config::load_with_env(Some(&file), |_| None).unwrap();
+        assert_eq!(from_file.state_dir, dir.path().join("state"));
+        let env = |var: &str| (var == "HIVEGATE_STATE_DIR").then(|| "elsewhere".to_string());
+        assert_eq!(Config::load_with_env(Some(&file), env).unwrap().state_dir, PathBuf::from("elsewhere"));
+        std::fs::write(&file, "[gateway]\nstate_dir = \"/var/lib/hg\"\n").unwrap();
+        assert_eq!(Config::load_with_env(Some(&file), |_| None).unwrap().state_dir, PathBuf::from("/var/lib/hg"));
     }
 
     #[test]
