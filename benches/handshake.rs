@@ -4,8 +4,8 @@
 //!
 //!     cargo bench --bench handshake
 //!
-//! The harness (`hivegate::bench::handshake`) is shared with `hivegate bench --handshake`,
-//! which prints p50/p99.
+//! The harness (`hivegate::bench::handshake`) is shared with `hivegate bench`, which
+//! prints p50/p99 (`--handshakes N` of them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -5,7 +5,8 @@
 //! gateway's shards on their own arbiters, one per thread, where the sessions run
 //! ([`crate::gateway::shards`]), and the hub on the current arbiter, apart from the
 //! sessions; then recovery resumes what the last process left running.
-//! Used by every command, the tests and the benches, so they all run the same wiring.
+//! Used by every command that runs sessions (`demo`, `run`, `serve`, `worker`), the tests
+//! and the benches, so they all run the same wiring.
 //!
 //! Must be called from inside a running actix `System`.
 
@@ -263,13 +264,13 @@ impl Runtime {
         })
     }
 
-    /// The session threads, in shard order (benchmarks run a parent's work on its own).
     /// Resolves once every record journaled before it is committed (benchmarks wait
     /// for it so a figure does not include the store's backlog).
     pub fn store_caught_up(&self) -> impl std::future::Future<Output = ()> + 'static {
         self.store.flush()
     }
 
+    /// The session threads, in shard order (benchmarks run a parent's work on its own).
     pub fn session_threads(&self) -> Vec<ArbiterHandle> {
         self.arbiters.iter().map(Arbiter::handle).collect()
     }

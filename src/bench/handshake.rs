@@ -1,4 +1,4 @@
-//! The handshake benchmark harness, shared by `hivegate bench --handshake` and
+//! The handshake benchmark harness, shared by `hivegate bench` (`--handshakes N`) and
 //! `benches/handshake.rs`: a paired node's full handshake on loopback. TCP connect,
 //! WebSocket upgrade, `connect.challenge`, a v3-signed `connect` carrying the device
 //! token, Ed25519 verification and token check in the gateway, `hello-ok` back.

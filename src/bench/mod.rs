@@ -11,8 +11,9 @@
 //! - [`placement`]: the same for a child placed on a worker process against one in the
 //!   gateway's (`benches/placement.rs`, needs Postgres).
 //!
-//! [`run`] measures them all in one process and one run, so each figure can be read
-//! against the floor beside it and against the targets ([`Target`]).
+//! [`run`] (`hivegate bench`) measures all but the last two in one process and one run,
+//! so each figure can be read against the floor beside it and against the issue's
+//! targets ([`Target`]); those two are criterion benches of their own.
 
 pub mod connections;
 pub mod floor;

@@ -142,8 +142,9 @@ impl SpawnHarness {
     }
 
     /// A tree of `total` sessions under the parent, `depth` levels deep (as even as
-    /// [`tree_shape`] makes it), each node spawning its children as soon as its own
-    /// spawn is acked; timed until every node runs.
+    /// [`tree_shape`] makes it), built a level at a time: every spawn of a level is sent
+    /// with its parent node's capability, and the next level once all of them are
+    /// acked; timed until every node runs.
     pub async fn tree(&mut self, total: usize, depth: usize) -> anyhow::Result<Duration> {
         self.on_parent_thread(move |mut s| {
             async move {

@@ -1,7 +1,7 @@
 //! `hivegate run --agent brain "task"`: one task on a main session against the
 //! configured providers (the builtin one is always there), then the tree and the answer.
-//! On a terminal the tree is drawn live while it runs (`live.rs`); elsewhere progress
-//! lines go to stderr when asked. Ctrl-C kills the tree, prints what it got to and exits
+//! On a terminal the tree is drawn live while it runs (`live.rs`); otherwise progress
+//! lines go to stderr when asked (`--progress`), or when stderr is a terminal. Ctrl-C kills the tree, prints what it got to and exits
 //! 130; a second Ctrl-C exits at once.
 
 use std::io::IsTerminal as _;

@@ -2,7 +2,7 @@
 //! metrics, and OpenTelemetry traces following the GenAI semantic conventions.
 //!
 //! - **Logs** ([`init`]): `tracing_subscriber::fmt` on stderr, filtered by `RUST_LOG`
-//!   (default `info` for `serve`, `warn` for the other commands).
+//!   (default `info` for `serve` and `worker`, `warn` for the other commands).
 //! - **Metrics** ([`metrics`]): one [`Metrics`] per runtime, shared through
 //!   [`crate::gateway::Stats`], served at `GET /metrics` ([`crate::http`]) behind the
 //!   gateway token ([`scrape`]). Every series is named `hivegate_*`, and every label value comes from a
@@ -81,7 +81,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Flush the exporter and stop it (bounded by the exporter's timeout).
+    /// Flush the exporter and stop it (the SDK bounds the wait at 5 s).
     pub fn shutdown(mut self) {
         if let Some(provider) = self.provider.take() {
             if let Err(e) = provider.shutdown() {

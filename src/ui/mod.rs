@@ -16,8 +16,8 @@
 //! Every answer carries a Content-Security-Policy that allows scripts, styles and images
 //! from this origin only and connections to this origin's WebSocket, refuses framing and
 //! form submission (a token typed into the form can never end up in a URL), `nosniff`,
-//! no referrer, and an ETag with `no-cache`, so a new binary's assets are never served
-//! stale from a browser cache.
+//! and no referrer; every asset also carries an ETag with `no-cache`, so a new binary's
+//! assets are never served stale from a browser cache.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};

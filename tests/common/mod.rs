@@ -592,7 +592,6 @@ pub fn hivegate_in(dir: &std::path::Path) -> std::process::Command {
     command
 }
 
-/// Start `start` and wait (bounded by [`WAIT`]) for the run's summary.
 /// Model calls still in flight once they have had [`WAIT`] to finish: a session's call
 /// is dropped on its own thread just after its actor reports it stopped.
 pub async fn calls_in_flight_settled(runtime: &Runtime) -> usize {
@@ -604,6 +603,7 @@ pub async fn calls_in_flight_settled(runtime: &Runtime) -> usize {
     in_flight()
 }
 
+/// Start `start` and wait (bounded by [`WAIT`]) for the run's summary.
 pub async fn run_to_end(runtime: &Runtime, start: hivegate::gateway::StartMain) -> hivegate::gateway::RunSummary {
     run_to_end_within(runtime, start, WAIT).await
 }

@@ -3,7 +3,7 @@
 //! The arguments use OpenClaw's names (`command`, `workdir`, `timeout` in seconds); the
 //! OpenClaw parameters this runtime does not offer (`background`, `yieldMs`, `pty`,
 //! `env`, `elevated`, `host`, ...) are refused by name rather than ignored, so the model
-//! learns what exec can do here. The command runs as `/bin/sh -c` with stdin closed, in
+//! learns what exec can do here. The command runs as `/bin/sh -c` with stdin on `/dev/null`, in
 //! the directory the caller resolved and confined (the workspace check is not done
 //! here), with an environment cleared down to [`ALLOWED_ENV`] so no hivegate secret
 //! reaches it, and in a process group of its own. That group is the unit of cleanup:
