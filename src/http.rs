@@ -39,11 +39,18 @@ impl HttpStateSlot {
     }
 }
 
+/// A gateway's routes: the WebSocket that operators and nodes connect to, the dashboard,
+/// and [`worker_routes`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(crate::ws::upgrade))
-        .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics));
+    cfg.route("/", web::get().to(crate::ws::upgrade));
+    worker_routes(cfg);
     crate::ui::routes(cfg);
+}
+
+/// A worker's routes: its health and its metrics, nothing more. Operators and nodes
+/// connect to the gateway, which owns every tree; a worker takes no connections.
+pub fn worker_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health)).route("/metrics", web::get().to(metrics));
 }
 
 async fn health(slot: web::Data<HttpStateSlot>) -> HttpResponse {

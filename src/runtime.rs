@@ -23,7 +23,7 @@ use crate::agent::Agents;
 use crate::config::{Config, BUILTIN_PROVIDER};
 use crate::gateway::remote::Remote;
 use crate::gateway::{Gateway, GatewayHandle, Recover, Recovered, Registry, Stats};
-use crate::http::{routes, HttpState, HttpStateSlot};
+use crate::http::{routes, worker_routes, HttpState, HttpStateSlot};
 use crate::hub::door::Door;
 use crate::hub::{Hub, HubConfig, StopConnections, PAIRING_SNAPSHOT};
 use crate::model::builtin::Bounds;
@@ -90,7 +90,7 @@ impl Runtime {
 
     /// Start as `role`, with the real HTTP model client.
     pub async fn start_as(config: &Config, agents: Agents, role: Role) -> anyhow::Result<Runtime> {
-        let (server, http_addr, state) = start_http(config.bind, config.threads)?;
+        let (server, http_addr, state) = start_http(config.bind, config.threads, &role)?;
         let builtin = BuiltinServer::start(Bounds::of(&config.limits))?;
         let mut providers = config.providers.clone();
         providers.insert(
@@ -127,7 +127,7 @@ impl Runtime {
         model: Arc<dyn ModelClient>,
         role: Role,
     ) -> anyhow::Result<Runtime> {
-        let (server, http_addr, state) = start_http(config.bind, config.threads)?;
+        let (server, http_addr, state) = start_http(config.bind, config.threads, &role)?;
         let metrics = Arc::new(Metrics::new(agents.iter().map(|a| a.id.clone())));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let wiring = Wiring { model, in_flight, metrics, server, http_addr, state, role };
@@ -351,9 +351,14 @@ struct Wiring {
 fn start_http(
     bind: SocketAddr,
     workers: usize,
+    role: &Role,
 ) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr, HttpStateSlot)> {
     let slot = HttpStateSlot::default();
     let app_slot = slot.clone();
+    let routes = match role {
+        Role::Gateway => routes,
+        Role::Worker(_) => worker_routes,
+    };
     let server = HttpServer::new(move || App::new().app_data(web::Data::new(app_slot.clone())).configure(routes))
         .workers(workers.max(1))
         .disable_signals()

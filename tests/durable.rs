@@ -710,7 +710,22 @@ async fn workers_database() -> Option<common::postgres::TestDatabase> {
 async fn a_tree_on_two_workers_survives_a_worker_kill_9() {
     let Some(database) = workers_database().await else { return };
     let mut harness = Harness::on_workers(&database.url);
-    let (gateway, w1, _w2, run) = harness.tree_on_two_workers().await;
+    let (gateway, w1, w2, run) = harness.tree_on_two_workers().await;
+    // A worker's port serves its health and metrics, and no WebSocket or dashboard:
+    // operators and nodes connect to the gateway.
+    let http = reqwest::Client::new();
+    for (path, status) in [("/health", 200), ("/metrics", 200), ("/", 404), ("/ui", 404)] {
+        let response = http
+            .get(format!("{}{path}", w2.http))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "worker {path}");
+    }
     let placed = harness.placements(&gateway).await;
     let on = |worker: &str| placed.values().filter(|p| *p == &format!("worker:{worker}")).count();
     assert_eq!(on("w1") + on("w2"), PARTS, "every child runs on a worker: {placed:?}");
