@@ -4,6 +4,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before anything reads a secret or starts a tool's process.
+    let hidden = hivegate::tools::hide_from_children();
     // Before the runtime allocates its sessions (see `hivegate::memory`).
     let small_pages = hivegate::memory::small_pages();
     let cli = hivegate::cli::Cli::parse();
@@ -13,6 +15,9 @@ fn main() -> std::process::ExitCode {
         "warn"
     };
     let telemetry = hivegate::telemetry::init(default_level);
+    if !hidden {
+        tracing::warn!("the process could not be made undumpable: its tools' processes may read its environment");
+    }
     if !small_pages {
         tracing::debug!("transparent huge pages could not be turned off; the process runs with the system's setting");
     }

@@ -123,3 +123,55 @@ async fn pairing_rotation_and_provider_calls_log_no_secret_at_trace_level() {
         assert!(!logs.contains(secret), "the {name} appears in the logs");
     }
 }
+
+/// A process of hivegate's own user, which is what `exec`'s shells and stdio MCP
+/// servers are, cannot read the gateway's environment, where the token and the provider
+/// keys sit. The real binary serves, and `cat /proc/<pid>/environ` as the same user is
+/// refused while `/proc/<pid>/status` is not. Run as root, both run as `nobody`, since
+/// root reads any process's files.
+#[test]
+fn the_gateways_environment_is_unreadable_to_a_process_of_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // SAFETY: geteuid reads the process's user id; it cannot fail or touch memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    let as_user = |program: &str| {
+        let mut command = Command::new(if root { "setpriv" } else { program });
+        if root {
+            command.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+        }
+        command
+    };
+    let out = std::fs::File::create(dir.path().join("serve.out")).unwrap();
+    let err = std::fs::File::create(dir.path().join("serve.err")).unwrap();
+    let mut server = as_user(env!("CARGO_BIN_EXE_hivegate"))
+        .current_dir(dir.path())
+        .env_remove("HIVEGATE_CONFIG")
+        .env("HIVEGATE_GATEWAY_TOKEN", GATEWAY_TOKEN)
+        .env("FAKE_KEY", API_KEY)
+        .env("HIVEGATE_STATE_DIR", dir.path().join("state"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(dir.path().join("serve.out")).unwrap_or_default().contains("http://") {
+        if std::time::Instant::now() >= deadline || server.try_wait().unwrap().is_some() {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!("serve did not start: {}", std::fs::read_to_string(dir.path().join("serve.err")).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = server.id();
+    let read = |file: &str| as_user("cat").arg(format!("/proc/{pid}/{file}")).output().unwrap();
+    let (status, environ) = (read("status"), read("environ"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(status.status.success(), "the same user sees the process: {}", String::from_utf8_lossy(&status.stderr));
+    let shown = String::from_utf8_lossy(&environ.stdout);
+    assert!(!environ.status.success(), "its environment was readable ({} bytes)", shown.len());
+    assert!(!shown.contains(GATEWAY_TOKEN) && !shown.contains(API_KEY), "a secret was read");
+}

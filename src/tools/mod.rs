@@ -19,6 +19,34 @@ pub mod fs;
 pub mod mcp;
 pub mod workspace;
 
+/// Make this process unreadable to the processes its tools start. `exec`'s shells and
+/// stdio MCP servers run as hivegate's own user, and a process may read the
+/// `/proc/<pid>/environ` and memory of another of its user: there sit the provider keys
+/// and the gateway token, whatever `exec` clears from its children's environment (an
+/// exec of `cat /proc/$PPID/environ` printed them all). Linux's `PR_SET_DUMPABLE` 0 gives
+/// those files to root and refuses ptrace; a child is dumpable again once it execs, so
+/// the tools' own processes are unchanged. Called first thing in `main`. Whether it took;
+/// elsewhere than Linux, nothing is done. (A process running as root reads them anyway.)
+pub fn hide_from_children() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a plain syscall with integer arguments; it touches no memory of ours.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_DUMPABLE,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 

@@ -2,19 +2,21 @@
 //!
 //! The arguments use OpenClaw's names (`command`, `workdir`, `timeout` in seconds); the
 //! OpenClaw parameters this runtime does not offer (`background`, `yieldMs`, `pty`,
-//! `env`, `elevated`, `host`, ...) are refused by name rather than ignored, so the model
-//! learns what exec can do here. The command runs as `/bin/sh -c` with stdin on `/dev/null`, in
-//! the directory the caller resolved and confined (the workspace check is not done
-//! here), with an environment cleared down to [`ALLOWED_ENV`] so no hivegate secret
-//! reaches it, and in a process group of its own. That group is the unit of cleanup:
-//! when the command ends, times out, or the future is dropped (the session was killed),
-//! [`ProcessGroup`] sends SIGKILL to the whole group, so background jobs and
-//! grandchildren die with it; exec runs in the foreground only. stdout and stderr are
+//! `env`, `elevated`, `host`, ...) are refused by name rather than ignored, so the
+//! model learns what exec can do here. The command runs as `/bin/sh -c` with stdin on
+//! `/dev/null`, in the directory the caller resolved and confined (the workspace check
+//! is not done here), with an environment cleared down to [`ALLOWED_ENV`] (and
+//! hivegate's own unreadable to it: [`super::hide_from_children`]) so no hivegate
+//! secret reaches it, and in a process group of its own. That group is the unit of
+//! cleanup: when the command ends, times out, or the future is dropped (the session was
+//! killed), [`ProcessGroup`] sends SIGKILL to the whole group, so background jobs and
+//! grandchildren die with it (one that leaves the group, by `setsid`, escapes it); exec
+//! runs in the foreground only. stdout and stderr are
 //! read concurrently until EOF, each kept up to a byte cap and counted beyond it, so a
-//! chatty command never blocks on a full pipe. A non-zero exit, a signal or a timeout is
-//! a normal result with `"status": "error"` (as OpenClaw's `failed`) and an `error` line
-//! saying what happened; `ToolError` is kept for calls that could not run at all. This
-//! is not a sandbox: the command has the runtime's user rights.
+//! chatty command never blocks on a full pipe. A non-zero exit, a signal or a timeout
+//! is a normal result with `"status": "error"` (as OpenClaw's `failed`) and an `error`
+//! line saying what happened; `ToolError` is kept for calls that could not run at all.
+//! This is not a sandbox: the command has the runtime's user rights.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
