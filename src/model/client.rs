@@ -212,7 +212,7 @@ impl Failed {
         let transport = !matches!(failed.fault, Fault::Decode(_));
         let error = match failed.fault {
             Fault::TooLarge => return Failed::final_(BodyError::TooLarge(limit).into_model_error(provider)),
-            fault => ModelError::Stream { provider: provider.to_string(), message: fault.to_string() },
+            fault => ModelError::Stream { provider: provider.to_string(), message: provider_text(&fault.to_string()) },
         };
         let failure = Failure { status: None, retry_after: None, output_started: failed.output_started, transport };
         Failed { error, failure }
@@ -317,8 +317,8 @@ impl HttpModelClient {
         })?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+                .map(|b| provider_text(&b.error.message))
+                .unwrap_or_else(|_| provider_text(&String::from_utf8_lossy(&bytes)));
             let failure =
                 Failure { status: Some(status.as_u16()), retry_after, output_started: false, transport: false };
             let error = ModelError::Http { provider: name.to_string(), status: status.as_u16(), message };
@@ -329,12 +329,37 @@ impl HttpModelClient {
                 .map_err(|e| ModelError::Decode { provider: name.to_string(), message: e.to_string() })
                 .and_then(|r| r.into_domain(name)),
             Api::AnthropicMessages => MessagesResponse::decode(&bytes, name),
-        };
+        }
+        .and_then(|response| within_max_calls(response, name));
         if let (Ok(ChatResponse { content: Some(text), .. }), Some(sink)) = (&response, &request.stream_to) {
             sink.text(text);
         }
         response.map_err(Failed::final_)
     }
+}
+
+/// The most characters of a provider's own words (an error body, an error event) that a
+/// failure carries: they become the run's final text, which the parent's model reads.
+const MAX_PROVIDER_TEXT: usize = 300;
+
+/// `text`, cut to [`MAX_PROVIDER_TEXT`] characters (saying so with `…`).
+fn provider_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_PROVIDER_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// A whole answer is held to a streamed one's [`stream::MAX_TOOL_CALLS`]: each call
+/// runs, and its result is kept and journaled.
+fn within_max_calls(response: ChatResponse, provider: &str) -> Result<ChatResponse, ModelError> {
+    if response.tool_calls.len() > stream::MAX_TOOL_CALLS {
+        return Err(ModelError::Decode {
+            provider: provider.to_string(),
+            message: format!("more than {} tool calls in one answer", stream::MAX_TOOL_CALLS),
+        });
+    }
+    Ok(response)
 }
 
 /// How long, and how many bytes, the rest of a streamed body is read after its end

@@ -46,6 +46,8 @@ pub enum Reply {
     Endless,
     /// An error status with the API's error body, and `Retry-After` if given.
     Status(u16, Option<&'static str>),
+    /// An error status whose error body says this.
+    StatusSaying(u16, String),
     /// Streamed: this text, then an error event instead of the end.
     StreamError(String),
     /// Streamed: this text, then the body ends without the end marker.
@@ -123,7 +125,7 @@ async fn after_delay(mut reply: Reply) -> Reply {
 }
 
 /// Answers common to both APIs (or `None` to render the reply in the API's shape).
-async fn common_reply(reply: &Reply, error_body: impl Fn(u16) -> Value) -> Option<HttpResponse> {
+async fn common_reply(reply: &Reply, error_body: impl Fn(u16, &str) -> Value) -> Option<HttpResponse> {
     match reply {
         Reply::Hang => {
             futures_util::future::pending::<()>().await;
@@ -140,8 +142,12 @@ async fn common_reply(reply: &Reply, error_body: impl Fn(u16) -> Value) -> Optio
             if let Some(after) = retry_after {
                 response.insert_header(("retry-after", *after));
             }
-            Some(response.json(error_body(*status)))
+            Some(response.json(error_body(*status, &format!("scripted {status}"))))
         }
+        Reply::StatusSaying(status, message) => Some(
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(*status).unwrap())
+                .json(error_body(*status, message)),
+        ),
         _ => None,
     }
 }
@@ -167,8 +173,7 @@ async fn complete(state: web::Data<State>, body: web::Json<CompletionRequest>) -
     let request = body.into_inner();
     let Scripted { reply, usage: (prompt, completion) } = record(&state, &request);
     let reply = after_delay(reply).await;
-    let error =
-        |status: u16| serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "scripted"}});
+    let error = |_: u16, message: &str| serde_json::json!({"error": {"message": message, "type": "scripted"}});
     if let Some(response) = common_reply(&reply, error).await {
         return response;
     }
@@ -379,9 +384,9 @@ async fn messages(state: web::Data<State>, http: actix_web::HttpRequest, body: w
     let request = as_completion_request(&body);
     let Scripted { reply, usage: (prompt, completion) } = record(&state, &request);
     let reply = after_delay(reply).await;
-    let error = |status: u16| {
+    let error = |status: u16, message: &str| {
         let kind = if status == 529 { "overloaded_error" } else { "api_error" };
-        serde_json::json!({"type": "error", "error": {"type": kind, "message": format!("scripted {status}")}})
+        serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
     };
     if let Some(response) = common_reply(&reply, error).await {
         return response;
