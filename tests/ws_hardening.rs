@@ -293,6 +293,33 @@ async fn requests_queued_before_a_revoke_do_not_run_with_the_old_scopes() {
     runtime.shutdown().await.unwrap();
 }
 
+/// Each `agent.wait` for a run nobody knows waits out its timeout on the hub; one
+/// connection may have 256 requests unanswered, and the next is refused at once.
+#[actix_rt::test]
+async fn a_connection_may_have_256_requests_unanswered_and_no_more() {
+    let runtime = start().await;
+    let mut operator = cli(runtime.http_addr, &["operator.read", "operator.write"]).await;
+    let wait = |i: usize| {
+        json!({"type": "req", "id": format!("w{i}"), "method": "agent.wait",
+               "params": {"runId": format!("nobody-{i}"), "timeoutMs": 60_000}})
+    };
+    operator.send_together(&(0..=256).map(wait).collect::<Vec<_>>()).await;
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = operator.next_frame().await;
+            if frame["type"] == "res" {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("no answer while 256 waits are out");
+    assert_eq!(refused["id"], "w256", "{refused}");
+    assert_eq!(refused["error"]["code"], "UNAVAILABLE", "{refused}");
+    assert_eq!(refused["error"]["retryable"], true, "{refused}");
+    runtime.shutdown().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn idempotency_keys_are_per_caller_and_bound_to_their_params() {
     let runtime = start().await;

@@ -58,6 +58,11 @@ pub struct ConnectionInit {
     pub open: OpenSocket,
 }
 
+/// Requests one connection may have unanswered at once. Each can park work on the hub
+/// for minutes (an `agent.wait`, a `node.invoke`), so beyond this a request is refused
+/// at once, retryable, instead of queued without bound.
+pub const MAX_IN_FLIGHT: usize = 256;
+
 pub struct Connection {
     conn_id: u64,
     hub: Addr<Hub>,
@@ -253,6 +258,13 @@ impl Connection {
         };
         if request.method == "connect" {
             return self.respond(&request.id, Err(ErrorShape::invalid_request("already connected")), ctx);
+        }
+        if self.answering.len() >= MAX_IN_FLIGHT {
+            let error = ErrorShape::new(
+                crate::protocol::error_codes::UNAVAILABLE,
+                format!("{MAX_IN_FLIGHT} requests on this connection are unanswered; wait for their answers"),
+            );
+            return self.respond(&request.id, Err(error.with_retryable(true)), ctx);
         }
         let call = Call {
             conn_id: self.conn_id,
