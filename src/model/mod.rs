@@ -32,19 +32,25 @@ use serde::{Deserialize, Serialize};
 pub use client::HttpModelClient;
 
 /// `provider/model`, split at the first `/`: `cherry-nvidia/qwen/qwen3-235b-a22b` is
-/// provider `cherry-nvidia`, model `qwen/qwen3-235b-a22b`.
+/// provider `cherry-nvidia`, model `qwen/qwen3-235b-a22b`. At most [`MAX_MODEL_REF`]
+/// bytes and no control characters: a model's spawn arguments name one, and it goes
+/// into logs, the store (Postgres refuses a NUL in text) and providers' requests.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ModelRef {
     full: Arc<str>,
     split: usize,
 }
 
+/// The longest model ref, in bytes.
+pub const MAX_MODEL_REF: usize = 256;
+
 impl ModelRef {
     pub fn parse(s: &str) -> Result<ModelRef, ModelError> {
         let s = s.trim();
+        let sane = s.len() <= MAX_MODEL_REF && !s.chars().any(char::is_control);
         match s.find('/') {
-            Some(split) if split > 0 && split + 1 < s.len() => Ok(ModelRef { full: s.into(), split }),
-            _ => Err(ModelError::BadModelRef(s.to_string())),
+            Some(split) if sane && split > 0 && split + 1 < s.len() => Ok(ModelRef { full: s.into(), split }),
+            _ => Err(ModelError::BadModelRef(crate::protocol::clip(&s.escape_debug().to_string()))),
         }
     }
 
@@ -434,6 +440,12 @@ mod tests {
         for bad in ["", "brain", "/brain", "builtin/", " / "] {
             assert_eq!(ModelRef::parse(bad), Err(ModelError::BadModelRef(bad.trim().to_string())), "{bad:?}");
         }
+        // No control characters (shown escaped), and no more than 256 bytes (shown cut).
+        assert_eq!(ModelRef::parse("fake/x\0"), Err(ModelError::BadModelRef("fake/x\\0".to_string())));
+        let long = format!("fake/{}", "m".repeat(MAX_MODEL_REF));
+        let Err(ModelError::BadModelRef(shown)) = ModelRef::parse(&long) else { panic!("{long} was accepted") };
+        assert_eq!(shown.chars().count(), 129);
+        assert!(ModelRef::parse(&long[..MAX_MODEL_REF]).is_ok());
     }
 
     #[test]
