@@ -142,25 +142,6 @@ async fn a_providers_long_error_message_is_cut() {
     fake.stop().await;
 }
 
-/// A whole (not streamed) answer is held to the same 256 tool calls as a streamed one.
-#[actix_rt::test]
-async fn a_whole_answer_with_more_than_256_tool_calls_fails() {
-    let calls: Vec<_> = (0..257).map(|i| (format!("c{i}"), "sessions_list".to_string(), "{}".to_string())).collect();
-    let fake = FakeModels::start(move |_| Reply::Calls(calls.clone()));
-    let mut config = config(&fake, RetryPolicy::default());
-    config.providers.insert(
-        "fake",
-        Provider { stream: false, ..Provider::new(Api::OpenAiCompletions, fake.url.clone(), Some("k".into())) },
-    );
-    let runtime = Runtime::start(&config, agents(&[WORKER])).await.unwrap();
-    let summary = run(&runtime, "worker").await;
-    assert_eq!(summary.outcome, Outcome::Error, "{}", summary.text);
-    assert!(summary.text.contains("more than 256 tool calls in one answer"), "{}", summary.text);
-    assert!(!fake.requests_for("worker").first().unwrap().stream, "the answer was asked for whole");
-    runtime.shutdown().await.unwrap();
-    fake.stop().await;
-}
-
 #[actix_rt::test]
 async fn a_default_model_that_always_fails_runs_on_its_fallback_with_a_notice() {
     let fake = FakeModels::start(|request| match request.model.as_str() {

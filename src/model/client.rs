@@ -329,8 +329,7 @@ impl HttpModelClient {
                 .map_err(|e| ModelError::Decode { provider: name.to_string(), message: e.to_string() })
                 .and_then(|r| r.into_domain(name)),
             Api::AnthropicMessages => MessagesResponse::decode(&bytes, name),
-        }
-        .and_then(|response| within_max_calls(response, name));
+        };
         if let (Ok(ChatResponse { content: Some(text), .. }), Some(sink)) = (&response, &request.stream_to) {
             sink.text(text);
         }
@@ -348,18 +347,6 @@ fn provider_text(text: &str) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),
     }
-}
-
-/// A whole answer is held to a streamed one's [`stream::MAX_TOOL_CALLS`]: each call
-/// runs, and its result is kept and journaled.
-fn within_max_calls(response: ChatResponse, provider: &str) -> Result<ChatResponse, ModelError> {
-    if response.tool_calls.len() > stream::MAX_TOOL_CALLS {
-        return Err(ModelError::Decode {
-            provider: provider.to_string(),
-            message: format!("more than {} tool calls in one answer", stream::MAX_TOOL_CALLS),
-        });
-    }
-    Ok(response)
 }
 
 /// How long, and how many bytes, the rest of a streamed body is read after its end
