@@ -343,10 +343,7 @@ const MAX_PROVIDER_TEXT: usize = 300;
 
 /// `text`, cut to [`MAX_PROVIDER_TEXT`] characters (saying so with `…`).
 fn provider_text(text: &str) -> String {
-    match text.char_indices().nth(MAX_PROVIDER_TEXT) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
-    }
+    crate::protocol::clip_to(text, MAX_PROVIDER_TEXT)
 }
 
 /// How long, and how many bytes, the rest of a streamed body is read after its end

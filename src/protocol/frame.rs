@@ -176,8 +176,12 @@ pub struct StateVersion {
 /// Client text echoed back in an error (a method name, an id), cut to at most 128
 /// characters so that an error never amplifies what the client sent.
 pub fn clip(text: &str) -> String {
-    const MAX: usize = 128;
-    match text.char_indices().nth(MAX) {
+    clip_to(text, 128)
+}
+
+/// `text` cut to at most `max` characters, saying so with `…`.
+pub fn clip_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),
     }

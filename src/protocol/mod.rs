@@ -35,7 +35,7 @@ pub use events::{
     PairingRequiredDetails, RecommendedNextStep, ShutdownPayload, TickPayload,
 };
 pub use frame::{
-    clip, detail_codes, error_codes, to_value, ErrorShape, EventFrame, EventPayload, Frame, RequestFrame,
+    clip, clip_to, detail_codes, error_codes, to_value, ErrorShape, EventFrame, EventPayload, Frame, RequestFrame,
     ResponseFrame, StateVersion,
 };
 pub use hello::{
